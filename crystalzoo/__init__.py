@@ -1,0 +1,57 @@
+"""crystalzoo: pretrained crystal graph networks (CGCNN) to load, freeze and fine-tune.
+
+Example::
+
+    >>> from crystalzoo import load_model, load_backbone
+    >>> model = load_model("formation")                 # backbone + its original head
+    >>> backbone = load_backbone("formation", freeze=2)  # ready for a new head
+
+Importing the package is cheap: torch, DGL, pymatgen and the Hub client load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "list_backbones": "registry",
+    "get_backbone_info": "registry",
+    "load_backbone": "registry",
+    "load_model": "registry",
+    "WeightsInfo": "registry",
+    "GraphSettings": "graphs",
+    "build_graph": "graphs",
+    "build_graphs": "graphs",
+    "load_structure": "graphs",
+    "CrystalModel": "models",
+    "CGCNNBackbone": "models",
+    "RegressionHead": "models",
+    "ClassificationHead": "models",
+    "freeze": "models",
+    "save_pretrained": "serialization",
+    "CrystalDataset": "data",
+    "finetune": "training",
+    "train_model": "training",
+    "push_to_hub": "hub",
+    "CrystalZooError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crystalzoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

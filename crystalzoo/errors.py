@@ -1,0 +1,39 @@
+"""The exception hierarchy of crystalzoo: every error the library raises on bad input
+derives from :class:`CrystalZooError`, so ``except CrystalZooError`` catches them all."""
+
+from __future__ import annotations
+
+
+class CrystalZooError(Exception):
+    """Base class of every error raised by crystalzoo."""
+
+
+class StructureError(CrystalZooError, ValueError):
+    """A crystal structure (or CIF) cannot be turned into a graph."""
+
+
+class GraphSettingsMismatchError(CrystalZooError, ValueError):
+    """Graphs built with one set of settings were fed to weights trained with another."""
+
+
+class UnknownBackboneError(CrystalZooError, KeyError):
+    """A backbone name that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(CrystalZooError):
+    """Weights that cannot be used: wrong checksum, wrong architecture, missing file."""
+
+
+class ChecksumError(WeightsError):
+    """A weights file whose sha256 differs from the one in the manifest."""
+
+
+class HubError(CrystalZooError):
+    """The Hugging Face Hub could not be reached or did not have what was asked for."""
+
+
+class DataError(CrystalZooError, ValueError):
+    """A data set or its labels cannot be used for training."""

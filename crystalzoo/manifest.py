@@ -1,0 +1,83 @@
+"""``weights_manifest.json``: the one description of every registered set of weights.
+
+The file lives in the package (``crystalzoo/weights_manifest.json``, so it ships in the
+wheel); the repository's top-level ``weights_manifest.json`` is a link to it. Each entry::
+
+    {"description", "config": {architecture, backbone, graph, head},
+     "file": {"filename", "sha256", "size", "bundled"},
+     "hub": {"repo_id", "revision" (a commit id, or null while unpublished), "published"},
+     "num_params", "normalizer", "training_data", "metrics": [...], "source", "license", "citation"}
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .serialization import atomic_write, sha256_file
+
+FORMAT_VERSION = 1
+DEFAULT_HUB_ORG = "crystalzoo"
+
+
+def manifest_path() -> Path:
+    return Path(str(resources.files("crystalzoo").joinpath("weights_manifest.json")))
+
+
+@lru_cache(maxsize=1)
+def _cached(path: str, mtime: float) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def read_manifest() -> dict[str, Any]:
+    """The manifest as a dict (``{"format_version": 1, "weights": {name: entry}}``)."""
+    path = manifest_path()
+    if not path.exists():
+        return {"format_version": FORMAT_VERSION, "weights": {}}
+    return json.loads(json.dumps(_cached(str(path), path.stat().st_mtime)))  # a private copy
+
+
+def write_manifest(manifest: dict[str, Any]) -> None:
+    """Maintainers only: rewrite the package's manifest (sorted, stable diffs)."""
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    atomic_write(manifest_path(), lambda tmp: Path(tmp).write_text(text))
+
+
+def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path, *, bundled: bool,
+                 repo_id: str | None = None, revision: str | None = None, **info: Any) -> dict[str, Any]:
+    """Add or refresh the entry ``name`` for ``model`` whose weights are in ``weights_file``
+    (sha256 and size are read from the file). ``revision`` stays ``None`` until the file is
+    published on the Hub; pass the commit id that ``push_to_hub`` returned."""
+    entries = manifest.setdefault("weights", {})
+    old = entries.get(name, {})
+    config = model.config()
+    config.pop("frozen", None)
+    config.pop("meta", None)
+    head = model.head
+    sha256 = sha256_file(weights_file)
+    old_hub = old.get("hub", {}) if old.get("file", {}).get("sha256") == sha256 else {}  # new weights: not yet published
+    entry = {
+        **{k: v for k, v in old.items() if k not in ("config", "file", "hub")},
+        **info,
+        "config": config,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "file": {
+            "filename": weights_file.name,
+            "sha256": sha256,
+            "size": weights_file.stat().st_size,
+            "bundled": bundled,
+        },
+        "hub": {
+            "repo_id": repo_id or old.get("hub", {}).get("repo_id") or f"{DEFAULT_HUB_ORG}/cgcnn-{name}",
+            "revision": revision if revision is not None else old_hub.get("revision"),
+        },
+    }
+    entry["hub"]["published"] = entry["hub"]["revision"] is not None
+    if head.task == "regression":
+        entry["normalizer"] = {"mean": head.mean.tolist(), "std": head.std.tolist()}
+    entries[name] = entry
+    manifest["format_version"] = FORMAT_VERSION
+    return entry

@@ -1,0 +1,202 @@
+"""Registered backbones: names → verified weights → models.
+
+Every source of weights goes through one path (:func:`_resolve`): a registered name (its
+file bundled in the package, else from the Hugging Face Hub at the pinned revision, its
+sha256 checked), ``hf-hub:ORG/NAME[@REVISION]`` (any model written by crystalzoo), or a
+local folder holding ``config.json`` + ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UnknownBackboneError, WeightsError
+from .graphs import GraphSettings
+from .manifest import read_manifest
+from .models import CGCNNBackbone, CrystalModel, freeze as _freeze
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights
+
+HF_PREFIX = "hf-hub:"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a user needs to trust, use and cite one set of registered weights."""
+
+    name: str
+    description: str
+    task: str
+    targets: list[str]
+    units: list[str]
+    normalizer: dict[str, list[float]] | None
+    training_data: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    num_params: int
+    graph_settings: GraphSettings
+    source: str
+    license: str
+    citation: str
+    filename: str
+    sha256: str
+    size: int
+    bundled: bool
+    repo_id: str
+    revision: str | None
+    config: dict[str, Any] = field(repr=False)
+
+
+def _entries() -> dict[str, dict[str, Any]]:
+    return read_manifest()["weights"]
+
+
+def _entry(name: str) -> dict[str, Any]:
+    entries = _entries()
+    if not isinstance(name, str) or name not in entries:
+        close = difflib.get_close_matches(str(name), list(entries), n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}.{hint} Registered: {', '.join(sorted(entries))}; "
+            f"or use '{HF_PREFIX}ORG/NAME[@REVISION]' or a folder with {CONFIG_NAME} and {WEIGHTS_NAME}."
+        )
+    return entries[name]
+
+
+def list_backbones(task: str | None = None) -> list[str]:
+    """Names of the registered backbones, optionally only those of one ``task``
+    (``"regression"`` or ``"classification"``).
+
+    Example::
+
+        >>> "formation" in list_backbones()
+        True
+    """
+    return sorted(n for n, e in _entries().items() if task is None or e["config"]["head"]["task"] == task)
+
+
+def get_backbone_info(name: str) -> WeightsInfo:
+    """Metadata of a registered backbone: target, units, normaliser, training data,
+    metrics, parameter count, graph settings, file and its sha256, Hub location.
+
+    Example::
+
+        >>> get_backbone_info("bulk").units
+        ['log10(GPa)']
+    """
+    e = _entry(name)
+    head = e["config"]["head"]
+    return WeightsInfo(
+        name=name, description=e.get("description", ""), task=head["task"], targets=head["targets"],
+        units=head.get("units", [""] * len(head["targets"])), normalizer=e.get("normalizer"),
+        training_data=e.get("training_data", {}), metrics=e.get("metrics", []), num_params=e["num_params"],
+        graph_settings=GraphSettings.from_dict(e["config"]["graph"]), source=e.get("source", ""),
+        license=e.get("license", ""), citation=e.get("citation", ""), filename=e["file"]["filename"],
+        sha256=e["file"]["sha256"], size=e["file"]["size"], bundled=e["file"]["bundled"],
+        repo_id=e["hub"]["repo_id"], revision=e["hub"]["revision"], config=e["config"],
+    )
+
+
+def bundled_path(filename: str) -> Path:
+    return Path(str(resources.files("crystalzoo").joinpath("weights", filename)))
+
+
+def weights_file(name: str, local_files_only: bool | None = None) -> Path:
+    """Path of the verified weights file of a registered name: the bundled copy, else the
+    Hugging Face Hub cache, else a download at the pinned revision (sha256 checked)."""
+    e = _entry(name)
+    f = e["file"]
+    if f["bundled"] and bundled_path(f["filename"]).is_file():
+        path = bundled_path(f["filename"])
+    else:
+        from . import hub
+
+        path = hub.fetch_registered(name, e, local_files_only=local_files_only)
+    from .serialization import sha256_file
+
+    actual = sha256_file(path)
+    if actual != f["sha256"]:
+        from .errors import ChecksumError
+
+        raise ChecksumError(
+            f"weights file {path} of {name!r} has sha256 {actual}, the manifest says "
+            f"{f['sha256']}. It is corrupt or was altered: delete it and run "
+            f"`crystalzoo download {name}` (or reinstall crystalzoo for a bundled file)."
+        )
+    return path
+
+
+def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool = True):
+    """(config, state dict or None, description of the source) for any model name."""
+    if isinstance(name, (str, os.PathLike)) and str(name).startswith(HF_PREFIX):
+        from . import hub
+
+        folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only)
+        config = read_config(folder / CONFIG_NAME)
+        state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
+        return config, state, f"{name} (commit {revision})"
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and name not in _entries() and Path(name).is_dir()):
+        folder = Path(name)
+        config = read_config(folder / CONFIG_NAME)
+        state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
+        return config, state, str(folder)
+    e = _entry(name)
+    state = read_weights(weights_file(name, local_files_only)) if with_weights else None
+    return e["config"], state, f"registered backbone {name!r}"
+
+
+def _checked(model: CrystalModel, graph_settings: GraphSettings | None, source: str) -> CrystalModel:
+    if graph_settings is not None:
+        model.graph_settings.check_same(graph_settings, what=source)
+    return model
+
+
+def load_model(name: str, *, graph_settings: GraphSettings | None = None,
+               local_files_only: bool | None = None, device: str = "cpu") -> CrystalModel:
+    """A pretrained model with its own head, in eval mode: ``model.predict(structures)``
+    returns values in the target's units.
+
+    ``graph_settings``: the settings your graphs are built with; a mismatch with those the
+    weights were trained on raises :class:`~crystalzoo.errors.GraphSettingsMismatchError`.
+
+    Example::
+
+        >>> model = load_model("formation")
+        >>> model.predict(["tests/data/cifs/1000041.cif"]).round(2)
+        array([-2.11], dtype=float32)
+    """
+    config, state, source = _resolve(name, local_files_only)
+    model = build_model(config, state, source)
+    model.meta.setdefault("source", source)
+    return _checked(model, graph_settings, source).to(device)
+
+
+def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False, pretrained: bool = True,
+                  graph_settings: GraphSettings | None = None, local_files_only: bool | None = None) -> CGCNNBackbone:
+    """A pretrained CGCNN backbone (graph → crystal vector), ready for a new head.
+
+    ``freeze=k`` freezes the embedding and the first ``k`` convolutions (0 ≤ k ≤ n_conv):
+    no gradients, and BatchNorm statistics that stay fixed in ``train()`` mode. ``None``
+    (default) freezes nothing. ``reinit=True`` re-initialises the layers after the frozen
+    ones, as in the paper's protocol; by default they keep their pretrained values.
+    ``pretrained=False`` gives the same architecture with random weights (the baseline).
+
+    Example::
+
+        >>> backbone = load_backbone("formation", freeze=2)
+        >>> backbone.out_features
+        32
+    """
+    config, state, source = _resolve(name, local_files_only, with_weights=pretrained)
+    model = build_model(config, state, source, drop=("head.",))  # the old head is not needed
+    backbone = _checked(model, graph_settings, source).backbone
+    backbone.source = source if pretrained else f"random initialisation ({source} architecture)"
+    if freeze is not None:
+        _freeze(backbone, freeze, reinit=reinit)
+    elif reinit:
+        raise WeightsError("reinit=True needs freeze=k: it re-initialises the layers after the k frozen ones")
+    backbone.train()
+    return backbone

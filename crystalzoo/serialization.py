@@ -1,0 +1,141 @@
+"""Weights on disk: safetensors files (never pickles), their sha256, and model folders
+(``model.safetensors`` + ``config.json``, the layout crystalzoo pushes to the Hub)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from .errors import ChecksumError, WeightsError
+from .models import CrystalModel, model_from_config
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)``, then move the finished file onto ``path`` in one step, so a
+    crash or a full disk never leaves a half-written file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write the model's state dict as safetensors (atomically)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+
+
+def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict in a safetensors file, after checking its sha256 when one is given."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ChecksumError(
+                f"weights file {path} is corrupt or not the published one: sha256 {actual}, "
+                f"expected {sha256}. Delete it and load again to fetch a fresh copy "
+                "(`crystalzoo download NAME`)."
+            )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_into(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
+              drop: Iterable[str] = ()) -> None:
+    """Strict loading: every key must match in name and shape, except keys under the
+    prefixes in ``drop`` (for example ``"head."`` when a new head replaces the old one)."""
+    drop = tuple(drop)
+    state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else state
+    own = model.state_dict()
+    expected = {k for k in own if not k.startswith(drop)} if drop else set(own)
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+        if wrong:
+            parts.append("wrong shape " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
+        raise WeightsError(
+            f"weights from {source} do not fit the architecture in its config: "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=not drop)
+
+
+def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder.
+
+    Example::
+
+        >>> from crystalzoo import load_model
+        >>> save_pretrained(load_model("formation"), "/tmp/my-model")
+        PosixPath('/tmp/my-model')
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / WEIGHTS_NAME)
+    config = {**model.config(), **(extra or {})}
+    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    return folder
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{path} does not exist: a crystalzoo model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path} is not valid JSON ({exc})") from None
+
+
+def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, source: str,
+                drop: Iterable[str] = ()) -> CrystalModel:
+    """A model of the architecture in ``config``, with ``state`` loaded strictly (random
+    initialisation when ``state`` is None)."""
+    try:
+        model = model_from_config(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"config of {source} is not a crystalzoo model config ({exc!r})") from None
+    if state is not None:
+        load_into(model, state, source, drop)
+    model.eval()
+    return model

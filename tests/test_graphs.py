@@ -1,0 +1,139 @@
+"""The graph builder on real crystals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from crystalzoo import GraphSettings, build_graph, build_graphs, load_structure
+from crystalzoo.errors import GraphSettingsMismatchError, StructureError
+
+from .conftest import CIFS
+
+
+def test_features_and_neighbours_of_a_real_crystal(mp200_structures):
+    s = mp200_structures[1]
+    g = build_graph(s)
+    assert g.num_nodes() == len(s)
+    assert g.ndata["atom_fea"].shape == (len(s), 92)
+    assert g.edata["bond_fea"].shape == (g.num_edges(), 41)
+    assert torch.all(g.in_degrees() == 12)  # a dense crystal: 12 neighbours each
+    # the edges into atom i are its 12 nearest neighbours, as pymatgen finds them
+    for i in range(len(s)):
+        want = sorted(n.nn_distance for n in s.get_neighbors(s[i], 8.0))[:12]
+        _, _, eids = g.in_edges(i, form="all")
+        np.testing.assert_allclose(sorted(g.edata["distance"][eids].tolist()), want, rtol=1e-5)
+
+
+def test_gaussian_expansion_peaks_at_the_distance():
+    g = build_graph(CIFS[0])
+    d = g.edata["distance"]
+    fea = g.edata["bond_fea"]
+    centers = torch.arange(41) * 0.2
+    expected = torch.exp(-((d[:, None] - centers) ** 2) / 0.04)
+    torch.testing.assert_close(fea, expected, rtol=1e-5, atol=1e-6)
+    assert torch.all(centers[fea.argmax(1)].sub(d).abs() <= 0.1 + 1e-5)
+
+
+def test_atom_features_are_the_cgcnn_table():
+    import json
+    from importlib import resources
+
+    table = json.loads(resources.files("crystalzoo").joinpath("data/atom_init.json").read_text())
+    s = load_structure(CIFS[0])
+    g = build_graph(s)
+    for i, site in enumerate(s):
+        assert g.ndata["atom_fea"][i].tolist() == [float(v) for v in table[str(site.specie.Z)]]
+
+
+def test_inputs_cif_path_text_and_structure_agree():
+    text = CIFS[0].read_text()
+    a, b, c = build_graph(CIFS[0]), build_graph(text), build_graph(load_structure(str(CIFS[0])))
+    for g in (b, c):
+        assert torch.equal(a.edata["distance"], g.edata["distance"])
+        assert torch.equal(a.edges()[0], g.edges()[0])
+
+
+def test_batch_building_matches_single(mp200_structures):
+    import dgl
+
+    graphs = build_graphs(mp200_structures[:80], progress=False, n_jobs=2)
+    single = [build_graph(s) for s in mp200_structures[:80]]
+    batched = dgl.batch(graphs)
+    assert batched.batch_size == 80
+    for g, h in zip(graphs, single):
+        assert torch.equal(g.edata["distance"], h.edata["distance"])
+
+
+def test_tied_neighbours_are_chosen_deterministically(mp200_structures, mp200):
+    """mp-10036 (Ce3AlC) has neighbours tied at the 12th place: the lower-index atom wins."""
+    s = mp200_structures[[r["mp_id"] for r in mp200].index("mp-10036")]
+    g1, g2 = build_graph(s), build_graph(s.copy())
+    assert torch.equal(g1.edges()[0], g2.edges()[0])
+    for i in range(len(s)):
+        nbrs = sorted(s.get_neighbors(s[i], 8.0), key=lambda n: (round(n.nn_distance, 6), n.index))
+        _, _, eids = g1.in_edges(i, form="all")
+        chosen = sorted(g1.edges()[0][eids].tolist())
+        assert chosen == sorted(n.index for n in nbrs[:12])
+
+
+def test_sparse_crystal_keeps_its_real_neighbours_without_padding():
+    """Elemental Cs (bcc, a = 6.1 Å) in a 2x supercell then pulled apart along c to a slab:
+    atoms keep the neighbours they really have, fewer than 12, and no fake edges."""
+    cs = Structure(Lattice.cubic(6.14), ["Cs", "Cs"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    slab = Structure(Lattice.orthorhombic(6.14, 6.14, 40.0), ["Cs"], [[0, 0, 0]])
+    g = build_graph(slab, GraphSettings(radius=6.2))
+    assert g.in_degrees().tolist() == [4]  # the 4 in-plane images at 6.14 Å
+    assert not g.ndata["extended"].any()
+    assert build_graph(cs).in_degrees().tolist() == [12, 12]
+
+
+def test_isolated_atom_gets_nearest_neighbours_beyond_radius():
+    """An atom with nothing inside the radius is linked to its nearest atoms further out
+    (here its own periodic images), flagged as extended, never dropped or padded."""
+    s = Structure(Lattice.tetragonal(9.0, 12.0), ["Ar"], [[0, 0, 0]])
+    g = build_graph(s)
+    assert g.num_edges() == 4  # four images at 9 Å; the two at 12 Å are further
+    assert torch.allclose(g.edata["distance"], torch.full((4,), 9.0))
+    assert g.ndata["extended"].tolist() == [True]
+
+
+def test_settings_mismatch_is_an_error():
+    with pytest.raises(GraphSettingsMismatchError, match="radius: expected 8.0, got 6.0"):
+        GraphSettings().check_same(GraphSettings(radius=6.0))
+
+
+@pytest.mark.parametrize("bad", ["does/not/exist.cif", "", "just some text\nno cif here"])
+def test_bad_inputs_raise_structure_error(bad, tmp_path):
+    with pytest.raises(StructureError):
+        build_graph(bad)
+
+
+def test_empty_and_garbage_files(tmp_path):
+    empty = tmp_path / "empty.cif"
+    empty.write_text("")
+    with pytest.raises(StructureError, match="empty.cif: empty file"):
+        build_graph(empty)
+    truncated = tmp_path / "truncated.cif"
+    truncated.write_text(CIFS[0].read_text()[:400])
+    with pytest.raises(StructureError, match="truncated.cif"):
+        build_graph(truncated)
+
+
+def test_disordered_and_unknown_elements_are_rejected():
+    disordered = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Ni": 0.5}], [[0, 0, 0]])
+    with pytest.raises(StructureError, match="disordered"):
+        build_graph(disordered)
+    from pymatgen.core.periodic_table import DummySpecies
+
+    dummy = Structure(Lattice.cubic(4.0), [DummySpecies("X")], [[0, 0, 0]])
+    with pytest.raises(StructureError, match="no CGCNN atom features"):
+        build_graph(dummy)
+
+
+def test_overlapping_atoms_are_rejected():
+    s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.001, 0, 0]])
+    with pytest.raises(StructureError, match="overlapping"):
+        build_graph(s)
