@@ -105,14 +105,17 @@ class CGCNNBackbone(nn.Module):
     def out_features(self) -> int:
         return self.config.h_fea_len
 
-    def atom_features(self, g: "dgl.DGLGraph", upto: int | None = None, start: int = 0,
-                      atom_fea: torch.Tensor | None = None) -> torch.Tensor:
-        """Atom vectors after convolutions ``start … upto-1`` (all by default); with
-        ``start == 0`` the embedding is applied to the graph's ``atom_fea`` first."""
+    def atom_features(self, g: "dgl.DGLGraph", upto: int | None = None, h: torch.Tensor | None = None,
+                      start: int = 0) -> torch.Tensor:
+        """Atom vectors after the embedding and convolutions ``start … upto-1`` (all by
+        default). ``h``: atom vectors already through the embedding and ``start``
+        convolutions (the cached output of a frozen prefix); ``None`` starts from the graph."""
         self._check_graph(g)
-        upto = self.config.n_conv if upto is None else upto
+        if h is None:
+            if start != 0:
+                raise ValueError("start > 0 needs the atom vectors h after the first `start` convolutions")
+            h = self.embedding(g.ndata["atom_fea"])
         bond = g.edata["bond_fea"]
-        h = self.embedding(g.ndata["atom_fea"]) if start == 0 else atom_fea
         for conv in self.convs[start:upto]:
             h = conv(g, h, bond)
         return h

@@ -170,7 +170,7 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
     """
     config, state, source = _resolve(name, local_files_only)
     model = build_model(config, state, source)
-    model.meta.setdefault("source", source)
+    model.meta["source"] = source
     return _checked(model, graph_settings, source).to(device)
 
 

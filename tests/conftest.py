@@ -33,3 +33,34 @@ def mp200_structures(mp200):
 @pytest.fixture(scope="session")
 def cif_paths() -> list[Path]:
     return CIFS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only():
+    """No test may open a connection to any host but this machine."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and self.family != socket.AF_UNIX:
+            raise ConnectionRefusedError(f"tests may only connect to 127.0.0.1, not {host}")
+        return real_connect(self, address)
+
+    socket.socket.connect = connect
+    yield
+    socket.socket.connect = real_connect
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """A Hub-compatible server on 127.0.0.1, with HF_ENDPOINT and a fresh HF cache."""
+    from .hub_server import HubServer
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        yield server

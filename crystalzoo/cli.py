@@ -1,0 +1,168 @@
+"""The ``crystalzoo`` command: list, info, download, predict, finetune, push.
+
+Run ``crystalzoo COMMAND --help`` for the options of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import CrystalZooError
+
+
+def _size(text: str) -> float | int:
+    value = float(text)
+    return value if 0 < value < 1 else int(value)
+
+
+def _cmd_list(args) -> None:
+    from .registry import get_backbone_info, list_backbones
+
+    print(f"{'name':18s} {'task':14s} {'target':28s} {'units':11s} {'train':>6s}  metric")
+    for name in list_backbones():
+        info = get_backbone_info(name)
+        m = info.metrics[0] if info.metrics else {}
+        metric = f"{m.get('split', '')} {m.get('name', '')} {m.get('value', '')}".strip()
+        print(f"{name:18s} {info.task:14s} {', '.join(info.targets):28s} {', '.join(info.units) or '-':11s} "
+              f"{info.training_data.get('train', '?'):>6}  {metric}")
+
+
+def _cmd_info(args) -> None:
+    from dataclasses import asdict
+
+    from .registry import get_backbone_info
+
+    info = asdict(get_backbone_info(args.name))
+    if not args.config:
+        info.pop("config")
+    print(json.dumps(info, indent=2, default=str))
+
+
+def _cmd_download(args) -> None:
+    from .registry import list_backbones, weights_file
+
+    for name in args.names or list_backbones():
+        print(f"{name}: {weights_file(name, local_files_only=False)}")
+
+
+def _cmd_predict(args) -> None:
+    import numpy as np
+
+    from .registry import load_model
+
+    model = load_model(args.model)
+    pred = model.predict(args.files, progress=len(args.files) > 100, n_jobs=args.jobs)
+    names = model.head.classes if model.task == "classification" else model.targets
+    units = [] if model.task == "classification" else model.head.units
+    print("file," + ",".join(f"{n} ({u})" if u else n for n, u in zip(names, units or [""] * len(names))))
+    for f, row in zip(args.files, np.atleast_2d(pred.T).T if pred.ndim == 1 else pred):
+        print(f"{f}," + ",".join(f"{v:.6g}" for v in np.atleast_1d(row)))
+
+
+def _cmd_finetune(args) -> None:
+    from .data import CrystalDataset  # noqa: F401  (imports torch before the timing starts)
+    from .training import finetune
+
+    backbone = None if args.backbone == "none" else args.backbone
+    common = dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
+                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+                  device=args.device, early_stopping=args.early_stopping, progress=not args.quiet)
+    runs = [(backbone, args.freeze, args.reinit, Path(args.out))]
+    if args.baseline and backbone is not None:
+        runs.append((None, None, False, Path(args.out) / "baseline"))
+    results = []
+    for bb, fr, re, out in runs:
+        label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"
+        print(f"fine-tuning ({label}) → {out}", file=sys.stderr)
+        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out,
+                     resume=args.resume, **common)
+        results.append((label, r))
+    sizes = results[0][1].metrics["sizes"]
+    print(f"\n{args.target}: {sizes['train']} train / {sizes['val']} validation / {sizes['test']} test crystals, "
+          f"seed {args.seed}")
+    print(f"{'model':34s} {'test MAE':>10s} {'val MAE':>10s} {'best epoch':>11s} {'seconds':>8s}")
+    for label, r in results:
+        m = r.metrics
+        test = m.get("test", {}).get("mae", float("nan"))
+        print(f"{label:34s} {test:10.4f} {m['val']['mae']:10.4f} {m['best_epoch']:11d} {m['train_seconds']:8.1f}")
+    print(f"\nmodel, metrics.json, history.json and learning_curve.png in {args.out}")
+
+
+def _cmd_push(args) -> None:
+    from .hub import push_to_hub
+    from .registry import load_model
+
+    commit = push_to_hub(load_model(args.model), args.repo_id, private=args.private,
+                         commit_message=args.message, metrics_file=args.metrics)
+    print(commit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crystalzoo", description="Pretrained crystal graph networks (CGCNN).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="registered backbones").set_defaults(func=_cmd_list)
+
+    s = sub.add_parser("info", help="metadata of one backbone")
+    s.add_argument("name")
+    s.add_argument("--config", action="store_true", help="include the full architecture config")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("download", help="fetch and verify weights into the Hugging Face cache (for offline use)")
+    s.add_argument("names", nargs="*", help="backbones (default: all)")
+    s.set_defaults(func=_cmd_download)
+
+    s = sub.add_parser("predict", help="predict properties of CIF files")
+    s.add_argument("--model", required=True, help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
+    s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
+    s.add_argument("files", nargs="+", help="CIF files")
+    s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("finetune", help="fine-tune a pretrained backbone on your data")
+    s.add_argument("--backbone", default="formation", help="registered name, hf-hub:…, folder, or 'none' (from scratch)")
+    s.add_argument("--freeze", type=int, default=None, help="freeze the embedding and the first K convolutions")
+    s.add_argument("--reinit", action="store_true", help="re-initialise the layers after the frozen ones (paper protocol)")
+    s.add_argument("--data", required=True, help="JSON lines (.jsonl/.jsonl.gz), CSV with a 'cif' column, a CGCNN "
+                   "folder, or bundled:mp-band-gap")
+    s.add_argument("--target", required=True, help="label column / key")
+    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--train-size", type=_size, default=0.8, help="count, or fraction of the data")
+    s.add_argument("--val-size", type=_size, default=0.1)
+    s.add_argument("--test-size", type=_size, default=0.1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--baseline", action="store_true", help="also train the same architecture from scratch")
+    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    s.add_argument("--model", required=True, help="model folder (or any loadable name)")
+    s.add_argument("--repo-id", required=True)
+    s.add_argument("--metrics", default=None, help="metrics.json for the model card (default: the folder's)")
+    s.add_argument("--message", default="Upload crystalzoo model")
+    s.add_argument("--private", action="store_true")
+    s.set_defaults(func=_cmd_push)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CrystalZooError as exc:
+        print(f"crystalzoo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Data sets of crystals and labels, with graphs built once and cached on disk.
+
+Sources: a CGCNN folder (CIFs + ``id_prop.csv``), JSON lines (the format of the Materials
+Project file: ``{"mp_id", "cif", <labels>…}``, gzip allowed), a pandas DataFrame, or a
+list of pymatgen structures. Missing labels (``None``/``NaN``) are allowed; infinite or
+non-numeric labels are refused before any work starts.
+
+Example::
+
+    >>> from crystalzoo.data import CrystalDataset, bundled_dataset
+    >>> ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"])
+    >>> train, val, test = ds.split(1000, 500, 500, seed=0)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .graphs import DEFAULT_SETTINGS, GraphSettings, _build_arrays, _GraphArrays
+
+BUNDLED = {
+    "mp-band-gap": "mp_band_gap_3000.jsonl.gz",
+}
+
+
+def bundled_dataset(name: str) -> Path:
+    """Path of a real data set shipped with the package (see ``crystalzoo/data/README.md``).
+
+    ``"mp-band-gap"``: 3,000 Materials Project crystals with band gap, formation energy,
+    Fermi energy and total energy per atom (CC-BY 4.0, Jain et al. 2013).
+    """
+    if name not in BUNDLED:
+        raise DataError(f"no bundled data set {name!r}; bundled: {', '.join(BUNDLED)}")
+    return Path(str(resources.files("crystalzoo").joinpath("data", BUNDLED[name])))
+
+
+def default_cache_dir() -> Path:
+    """``$CRYSTALZOO_CACHE``, else ``~/.cache/crystalzoo``."""
+    return Path(os.environ.get("CRYSTALZOO_CACHE", Path.home() / ".cache" / "crystalzoo"))
+
+
+def _structure_key(source: Any) -> str:
+    """A content hash of a structure source, without parsing CIF text."""
+    from pymatgen.core import Structure
+
+    h = hashlib.sha256()
+    if isinstance(source, Structure):
+        h.update(np.ascontiguousarray(source.lattice.matrix, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(source.frac_coords, dtype=np.float64).tobytes())
+        h.update(" ".join(str(sp) for sp in source.species).encode())
+    elif isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
+        h.update(Path(source).read_bytes() if Path(source).is_file() else str(source).encode())
+    else:
+        h.update(str(source).encode())
+    return h.hexdigest()
+
+
+def _check_labels(values: np.ndarray, targets: Sequence[str], ids: Sequence[str]) -> np.ndarray:
+    out = np.full(values.shape, np.nan, dtype=np.float64)
+    for (i, j), v in np.ndenumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {v!r}, not a number")
+        if not np.isfinite(v):
+            raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {v}: labels must be finite (or missing)")
+        out[i, j] = v
+    return out
+
+
+@dataclass
+class CrystalDataset:
+    """Crystals as compact graphs (built once, cached) with their labels.
+
+    ``labels`` has shape (n, n_targets), NaN where a label is missing.
+    """
+
+    ids: list[str]
+    graphs: list[_GraphArrays]
+    labels: np.ndarray
+    targets: list[str]
+    settings: GraphSettings = DEFAULT_SETTINGS
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_structures(cls, structures: Sequence[Any], labels: Any = None, *, targets: Sequence[str] = ("y",),
+                        ids: Sequence[str] | None = None, settings: GraphSettings = DEFAULT_SETTINGS,
+                        cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                        n_jobs: int = 1) -> "CrystalDataset":
+        """From structures (pymatgen, CIF paths or CIF texts) and a labels array (n,) or
+        (n, n_targets); ``labels=None`` for prediction-only data. Graphs are cached in
+        ``cache_dir`` (default :func:`default_cache_dir`; ``False`` for no cache)."""
+        structures = list(structures)
+        n = len(structures)
+        ids = [str(i) for i in (ids if ids is not None else range(n))]
+        if len(ids) != n:
+            raise DataError(f"{len(ids)} ids for {n} structures")
+        if len(set(ids)) != n:
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise DataError(f"duplicate ids {dup}: every crystal needs its own id")
+        targets = list(targets)
+        if labels is None:
+            values = np.full((n, len(targets)), np.nan, dtype=object)
+        else:
+            values = np.asarray(labels, dtype=object)
+            if values.ndim == 1:
+                values = values[:, None]
+            if values.shape != (n, len(targets)):
+                raise DataError(f"labels have shape {values.shape}, expected ({n}, {len(targets)}) for targets {targets}")
+        y = _check_labels(values, targets, ids)
+        graphs = _cached_graphs(structures, settings, cache_dir, progress, n_jobs)
+        return cls(ids, graphs, y.astype(np.float32), targets, settings)
+
+    @classmethod
+    def from_dataframe(cls, df, *, targets: Sequence[str], structure_column: str = "cif",
+                       id_column: str | None = None, **kwargs) -> "CrystalDataset":
+        """From a DataFrame with a column of structures (CIF text, CIF paths or pymatgen
+        structures) and one column per target."""
+        missing = [c for c in [structure_column, *targets, *([id_column] if id_column else [])] if c not in df.columns]
+        if missing:
+            raise DataError(f"columns {missing} not in the data (columns: {list(df.columns)})")
+        ids = df[id_column].astype(str).tolist() if id_column else [str(i) for i in df.index]
+        labels = df[list(targets)].astype(object).where(df[list(targets)].notna(), None).to_numpy()
+        return cls.from_structures(df[structure_column].tolist(), labels, targets=targets, ids=ids, **kwargs)
+
+    @classmethod
+    def from_jsonl(cls, path: str | os.PathLike, *, targets: Sequence[str], structure_key: str = "cif",
+                   id_key: str = "mp_id", limit: int | None = None, **kwargs) -> "CrystalDataset":
+        """From a JSON-lines file (``.gz`` allowed), one crystal per line."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        opener = gzip.open if path.suffix == ".gz" else open
+        rows = []
+        with opener(path, "rt") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                if limit is not None and len(rows) >= limit:
+                    break
+        if not rows:
+            raise DataError(f"{path}: no crystals in it")
+        missing = [k for k in [structure_key, *targets] if k not in rows[0]]
+        if missing:
+            raise DataError(f"{path}: keys {missing} not found (keys of the first line: {sorted(rows[0])})")
+        ids = [str(r.get(id_key, i)) for i, r in enumerate(rows)]
+        labels = np.array([[r.get(t) for t in targets] for r in rows], dtype=object)
+        ds = cls.from_structures([r[structure_key] for r in rows], labels, targets=targets, ids=ids, **kwargs)
+        ds.info["source"] = str(path)
+        return ds
+
+    @classmethod
+    def from_cif_folder(cls, folder: str | os.PathLike, *, targets: Sequence[str] = ("y",), **kwargs) -> "CrystalDataset":
+        """From a CGCNN-style folder: ``id_prop.csv`` (id, label…; no header) and ``<id>.cif``."""
+        import pandas as pd
+
+        folder = Path(folder)
+        table = folder / "id_prop.csv"
+        if not table.is_file():
+            raise DataError(f"{folder}: no id_prop.csv (a CGCNN folder has id_prop.csv and one <id>.cif per crystal)")
+        df = pd.read_csv(table, header=None, dtype={0: str})
+        if df.shape[1] - 1 != len(targets):
+            raise DataError(f"{table} has {df.shape[1] - 1} label columns but targets are {list(targets)}")
+        paths = [folder / f"{i}.cif" for i in df[0]]
+        absent = [p.name for p in paths if not p.is_file()]
+        if absent:
+            raise DataError(f"{folder}: CIF files missing for {absent[:5]}")
+        labels = df.iloc[:, 1:].astype(object).where(df.iloc[:, 1:].notna(), None).to_numpy()
+        return cls.from_structures(paths, labels, targets=targets, ids=df[0].tolist(), **kwargs)
+
+    # ------------------------------------------------------------------ views
+    def subset(self, index: Iterable[int]) -> "CrystalDataset":
+        index = list(index)
+        return CrystalDataset([self.ids[i] for i in index], [self.graphs[i] for i in index],
+                              self.labels[index], list(self.targets), self.settings, dict(self.info))
+
+    def select_targets(self, targets: Sequence[str], drop_missing: bool = True) -> "CrystalDataset":
+        """The same crystals with only ``targets`` as labels; crystals with none of them
+        are dropped when ``drop_missing`` (the count is kept in ``info['dropped_missing']``)."""
+        unknown = [t for t in targets if t not in self.targets]
+        if unknown:
+            raise DataError(f"targets {unknown} not in the data set (it has {self.targets})")
+        cols = [self.targets.index(t) for t in targets]
+        ds = CrystalDataset(self.ids, self.graphs, self.labels[:, cols], list(targets), self.settings, dict(self.info))
+        if drop_missing:
+            keep = np.flatnonzero(~np.isnan(ds.labels).all(axis=1))
+            dropped = len(ds) - len(keep)
+            ds = ds.subset(keep)
+            ds.info["dropped_missing"] = dropped
+        return ds
+
+    def split(self, train: float | int, val: float | int, test: float | int = 0, seed: int = 0):
+        """Seeded random (train, val, test) subsets, by counts or by fractions of the data."""
+        n = len(self)
+        sizes = [int(round(s * n)) if isinstance(s, float) and s <= 1 else int(s) for s in (train, val, test)]
+        if any(s < 0 for s in sizes) or sizes[0] == 0:
+            raise DataError(f"split sizes {sizes} must be >= 0, with a non-empty training set")
+        if sum(sizes) > n:
+            raise DataError(f"split sizes {sizes} need {sum(sizes)} crystals, the data set has {n}")
+        order = np.random.default_rng(seed).permutation(n)
+        a, b = sizes[0], sizes[0] + sizes[1]
+        return self.subset(order[:a]), self.subset(order[a:b]), self.subset(order[b : b + sizes[2]])
+
+
+def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int) -> list[_GraphArrays]:
+    """Graph arrays for ``structures``, read from the cache file of exactly this list of
+    structures and settings when there is one, built (and cached) otherwise."""
+    if cache_dir is False:
+        return _build_arrays(structures, settings, progress, n_jobs)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    keys = [_structure_key(s) for s in structures]
+    h = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
+    for k in keys:
+        h.update(k.encode())
+    path = cache / "graphs" / f"{h.hexdigest()[:32]}.npz"
+    if path.is_file():
+        try:
+            return _read_pack(path, len(structures))
+        except Exception:  # an unreadable cache file is rebuilt, never trusted
+            pass
+    graphs = _build_arrays(structures, settings, progress, n_jobs)
+    try:
+        _write_pack(path, graphs)
+    except OSError as exc:  # read-only or full disk: go on without a cache
+        import warnings
+
+        warnings.warn(f"could not write the graph cache {path} ({exc}); graphs will be rebuilt next time")
+    return graphs
+
+
+def _write_pack(path: Path, graphs: list[_GraphArrays]) -> None:
+    from .serialization import atomic_write
+
+    n_atoms = np.array([g.n_atoms for g in graphs], np.int64)
+    n_edges = np.array([len(g.src) for g in graphs], np.int64)
+    arrays = dict(
+        n_atoms=n_atoms, n_edges=n_edges,
+        z=np.concatenate([g.z for g in graphs]), extended=np.concatenate([g.extended for g in graphs]),
+        src=np.concatenate([g.src for g in graphs]), dst=np.concatenate([g.dst for g in graphs]),
+        distance=np.concatenate([g.distance for g in graphs]),
+    )
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def _read_pack(path: Path, expected: int) -> list[_GraphArrays]:
+    with np.load(path) as f:
+        a = {k: f[k] for k in f.files}
+    if len(a["n_atoms"]) != expected:
+        raise ValueError("cache holds another number of crystals")
+    na, ne = np.cumsum(a["n_atoms"])[:-1], np.cumsum(a["n_edges"])[:-1]
+    return [
+        _GraphArrays(z, src, dst, d, ext)
+        for z, ext, src, dst, d in zip(np.split(a["z"], na), np.split(a["extended"], na), np.split(a["src"], ne),
+                                       np.split(a["dst"], ne), np.split(a["distance"], ne))
+    ]

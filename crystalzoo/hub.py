@@ -1,0 +1,225 @@
+"""The Hugging Face Hub: the only module that talks to it.
+
+* :func:`fetch_registered` — a registered name's weights at its pinned revision (cache
+  first; the sha256 from the manifest is checked, a corrupt cached copy is replaced).
+* :func:`fetch_model_repo` — any crystalzoo model repo, ``ORG/NAME[@REVISION]``.
+* :func:`push_to_hub` — upload a model (``model.safetensors``, ``config.json``, a model
+  card) and return the commit id.
+
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` / ``HF_HOME`` and ``HF_TOKEN`` are
+read when a function is called, so they can be changed at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ChecksumError, HubError
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, save_pretrained, sha256_file
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _offline(local_files_only: bool | None) -> bool:
+    if local_files_only is not None:
+        return bool(local_files_only)
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _cache_dir() -> str:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME", os.path.join(Path.home(), ".cache", "huggingface"))
+    return os.path.join(home, "hub")
+
+
+def _download(repo_id: str, filename: str, revision: str | None, local_files_only: bool | None,
+              force_download: bool = False) -> tuple[Path, str]:
+    """(local path, commit id) of one file, from the cache or the Hub; Hub errors become
+    :class:`HubError` with what to do."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    offline = _offline(local_files_only)
+    where = f"{repo_id}/{filename} at revision {revision or 'main'}"
+    try:
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir(), endpoint=_endpoint(),
+                               local_files_only=offline, force_download=force_download)
+    except RevisionNotFoundError:
+        raise HubError(f"revision {revision!r} does not exist in the Hub repo {repo_id} ({_endpoint()})") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"no Hub repo {repo_id} at {_endpoint()} (or it is private: set HF_TOKEN)") from None
+    except LocalEntryNotFoundError:
+        reason = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else \
+            f"the Hub ({_endpoint()}) cannot be reached"
+        raise HubError(
+            f"{where} is not in the local cache ({_cache_dir()}) and {reason}. On a machine with network, "
+            "run `crystalzoo download NAME…` and copy the cache folder, or point HF_HUB_CACHE at it."
+        ) from None
+    except EntryNotFoundError:
+        raise HubError(f"{where}: no such file in the Hub repo (a crystalzoo repo has {CONFIG_NAME} and {WEIGHTS_NAME})") from None
+    except Exception as exc:  # HTTP errors, broken connections (httpx), disk errors
+        raise HubError(
+            f"could not fetch {where} from {_endpoint()}: {exc}. Try again; to use only cached "
+            "files, set HF_HUB_OFFLINE=1 (or pass local_files_only=True)."
+        ) from None
+    path = Path(path)
+    return path, path.parent.name  # the cache keeps files in snapshots/<commit id>/
+
+
+def fetch_registered(name: str, entry: dict[str, Any], local_files_only: bool | None = None) -> Path:
+    """The verified weights file of a registered entry, at its pinned revision."""
+    hub, f = entry["hub"], entry["file"]
+    if hub.get("revision") is None:
+        raise HubError(
+            f"the weights of {name!r} are not bundled in this install and not published on the Hub yet "
+            f"(no pinned revision in the manifest); reinstall crystalzoo to get the bundled file"
+        )
+    path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], local_files_only)
+    if sha256_file(path) != f["sha256"]:
+        # never use a corrupt copy: replace it once from the Hub, unless offline
+        if not _offline(local_files_only):
+            logger.warning("cached %s of %r failed its sha256 check; downloading it again", f["filename"], name)
+            path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], False, force_download=True)
+        actual = sha256_file(path)
+        if actual != f["sha256"]:
+            raise ChecksumError(
+                f"{path} ({name!r} from {hub['repo_id']}@{hub['revision']}) has sha256 {actual}, the manifest "
+                f"says {f['sha256']}: it is corrupt or not the published file. Delete it and run "
+                f"`crystalzoo download {name}` with network access."
+            )
+    return path
+
+
+def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[Path, str]:
+    """(snapshot folder, commit id) of a crystalzoo model repo ``ORG/NAME[@REVISION]``;
+    config and weights come from the same commit, and the weights' sha256 is checked
+    against the one ``config.json`` records."""
+    repo_id, _, revision = spec.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise HubError(f"{spec!r} is not ORG/NAME[@REVISION]")
+    config_path, commit = _download(repo_id, CONFIG_NAME, revision or None, local_files_only)
+    weights_path, _ = _download(repo_id, WEIGHTS_NAME, commit, local_files_only)
+    try:
+        expected = json.loads(config_path.read_text()).get("weights_sha256")
+    except json.JSONDecodeError:
+        raise HubError(f"{repo_id}@{commit}: {CONFIG_NAME} is not valid JSON") from None
+    if expected is not None and sha256_file(weights_path) != expected:
+        raise ChecksumError(
+            f"{weights_path} ({repo_id}@{commit}) does not match the sha256 in its {CONFIG_NAME}: delete it "
+            "from the Hugging Face cache and load again"
+        )
+    print(f"crystalzoo: loaded hf-hub:{repo_id} at commit {commit}", file=sys.stderr)
+    return weights_path.parent, commit
+
+
+# ---------------------------------------------------------------------------- publishing
+
+
+def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None) -> str:
+    head = config["head"]
+    meta = config.get("meta", {})
+    lines = [
+        "---", "library_name: crystalzoo", "license: mit", "tags:", "- materials-science", "- cgcnn",
+        "- crystal-graph", "---", "",
+        f"# {repo_id}", "",
+        f"A CGCNN crystal graph network ({model.task}) for **{', '.join(head['targets'])}**"
+        + (f" in {', '.join(u for u in head.get('units', []) if u)}" if any(head.get("units", [])) else "") + ".",
+        "",
+    ]
+    if meta.get("backbone"):
+        lines += [f"Fine-tuned from the crystalzoo backbone `{meta['backbone']}` with the embedding and the first "
+                  f"{meta.get('freeze')} convolutions frozen." if meta.get("freeze") is not None else
+                  f"Trained from `{meta['backbone']}`.", ""]
+    if metrics:
+        lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
+        for split in ("val", "test"):
+            for k, v in (metrics.get(split) or {}).items():
+                if k != "loss":
+                    lines.append(f"| {split} | {k} | {v:.4f} |")
+        if metrics.get("sizes"):
+            s = metrics["sizes"]
+            lines += ["", f"Training data: {s.get('train')} train / {s.get('val')} validation / {s.get('test')} test crystals."]
+        lines.append("")
+    lines += [
+        "## Use", "", "```python", "from crystalzoo import load_model", "",
+        f'model = load_model("hf-hub:{repo_id}")', 'model.predict(["my_crystal.cif"])', "```", "",
+        "Graph settings (they belong to these weights): " + ", ".join(f"{k}={v}" for k, v in config["graph"].items()),
+        "", "## License and citation", "",
+        "MIT. CGCNN: T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018). If the model was trained on "
+        "Materials Project data, cite A. Jain et al., APL Materials 1, 011002 (2013).", "",
+    ]
+    return "\n".join(lines)
+
+
+def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool = False,
+                commit_message: str = "Upload crystalzoo model", metrics: dict[str, Any] | None = None,
+                metrics_file: str | os.PathLike | None = None, filename: str = WEIGHTS_NAME) -> str:
+    """Upload ``model`` to the Hub repo ``repo_id`` (created if needed) and return the commit id.
+
+    The repo gets ``model.safetensors``, ``config.json`` (architecture, graph settings,
+    targets, units, frozen layers, source backbone, weights sha256) and a ``README.md`` model
+    card with the metrics table. Load it back with ``load_model("hf-hub:REPO_ID@COMMIT")``.
+
+    Example::
+
+        >>> commit = push_to_hub(result.model, "me/band-gap-cgcnn", metrics=result.metrics)  # doctest: +SKIP
+    """
+    from huggingface_hub import HfApi
+
+    if metrics is None and metrics_file is None and model.meta.get("source") and Path(str(model.meta["source"])).is_dir():
+        candidate = Path(str(model.meta["source"])) / "metrics.json"
+        metrics_file = candidate if candidate.is_file() else None
+    if metrics is None and metrics_file is not None:
+        metrics = json.loads(Path(metrics_file).read_text())
+    api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_pretrained(model, folder)
+        if filename != WEIGHTS_NAME:
+            (folder / WEIGHTS_NAME).rename(folder / filename)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        config["weights_sha256"] = sha256_file(folder / filename)
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        (folder / "README.md").write_text(_model_card(model, repo_id, config, metrics))
+        if metrics:
+            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+        except Exception as exc:  # HTTP errors, broken connections (httpx), disk errors
+            raise HubError(f"could not push to {repo_id} at {_endpoint()}: {exc}") from None
+    return info.oid
+
+
+def publish_registered(name: str, *, repo_id: str | None = None, token: str | None = None) -> str:
+    """Maintainers: upload a registered (bundled) set of weights under its manifest file name
+    and pin the returned commit id in the package's manifest."""
+    from .manifest import read_manifest, update_entry, write_manifest
+    from .registry import bundled_path, load_model
+
+    manifest = read_manifest()
+    entry = manifest["weights"][name]
+    repo_id = repo_id or entry["hub"]["repo_id"]
+    model = load_model(name)
+    commit = push_to_hub(model, repo_id, token=token, filename=entry["file"]["filename"],
+                         commit_message=f"crystalzoo weights {name}")
+    info = {k: v for k, v in entry.items() if k not in ("config", "file", "hub", "num_params", "normalizer")}
+    update_entry(manifest, name, model, bundled_path(entry["file"]["filename"]), bundled=entry["file"]["bundled"],
+                 repo_id=repo_id, revision=commit, **info)
+    write_manifest(manifest)
+    return commit

@@ -1,0 +1,149 @@
+"""Hub round trips with the real huggingface_hub client against a local Hub-compatible server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crystalzoo import load_backbone, load_model
+from crystalzoo.errors import ChecksumError, HubError
+from crystalzoo.hub import push_to_hub
+
+from .conftest import CIFS
+
+
+def test_push_then_load_by_pinned_revision_then_offline(hub, monkeypatch):
+    model = load_model("bulk")
+    commit = push_to_hub(model, "alice/bulk-copy", metrics={"test": {"mae": 0.05}, "sizes": {"train": 10}})
+    assert len(commit) == 40
+    files = hub.state.repos["alice/bulk-copy"]["commits"][commit]
+    assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= set(files)
+    card = files["README.md"].decode()
+    assert "hf-hub:alice/bulk-copy" in card and "| test | mae | 0.0500 |" in card
+    config = json.loads(files["config.json"])
+    assert config["graph"]["radius"] == 8.0 and config["head"]["units"] == ["log10(GPa)"]
+
+    loaded = load_model(f"hf-hub:alice/bulk-copy@{commit}")
+    np.testing.assert_array_equal(loaded.predict(CIFS), model.predict(CIFS))
+    assert commit in loaded.meta["source"]
+
+    hub.stop()  # the server is gone: the pinned revision still loads from the cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = load_model(f"hf-hub:alice/bulk-copy@{commit}")
+    np.testing.assert_array_equal(offline.predict(CIFS), model.predict(CIFS))
+    backbone = load_backbone(f"hf-hub:alice/bulk-copy@{commit}", freeze=2)
+    assert backbone.frozen == 2
+
+
+def test_latest_revision_is_reported_and_new_pushes_get_new_commits(hub, capsys):
+    first = push_to_hub(load_model("bulk"), "alice/m")
+    second = push_to_hub(load_model("shear"), "alice/m")
+    assert first != second
+    latest = load_model("hf-hub:alice/m")
+    assert latest.targets == ["log10_shear_modulus"]
+    assert second in capsys.readouterr().err
+    assert load_model(f"hf-hub:alice/m@{first}").targets == ["log10_bulk_modulus"]
+
+
+def test_missing_revision_and_repo(hub):
+    push_to_hub(load_model("bulk"), "alice/m")
+    with pytest.raises(HubError, match="revision '0000000000000000000000000000000000000000' does not exist"):
+        load_model("hf-hub:alice/m@" + "0" * 40)
+    with pytest.raises(HubError, match="no Hub repo alice/nothing"):
+        load_model("hf-hub:alice/nothing")
+
+
+def test_corrupted_download_is_refused(hub):
+    push_to_hub(load_model("bulk"), "alice/m")
+    hub.state.corrupt.add("model.safetensors")
+    with pytest.raises(ChecksumError, match="does not match the sha256"):
+        load_model("hf-hub:alice/m")
+
+
+def test_interrupted_download_leaves_nothing_that_looks_valid(hub, tmp_path):
+    commit = push_to_hub(load_model("bulk"), "alice/m")
+    hub.state.truncate.add("model.safetensors")
+    with pytest.raises(HubError):
+        load_model(f"hf-hub:alice/m@{commit}")
+    snapshot = tmp_path / "hf-cache" / "models--alice--m" / "snapshots" / commit
+    assert not (snapshot / "model.safetensors").exists()
+    hub.state.truncate.clear()  # the network is back: the next load completes and verifies
+    assert load_model(f"hf-hub:alice/m@{commit}").targets == ["log10_bulk_modulus"]
+
+
+def test_unreachable_server_then_offline_fallback(hub, monkeypatch):
+    commit = push_to_hub(load_model("bulk"), "alice/m")
+    load_model("hf-hub:alice/m")  # caches main -> commit
+    hub.stop()
+    with pytest.raises(HubError, match="not in the local cache"):
+        load_model("hf-hub:alice/other")
+    # a cached repo still loads when the Hub is down, through the cached ref
+    assert load_model(f"hf-hub:alice/m@{commit}", local_files_only=True).targets == ["log10_bulk_modulus"]
+    assert load_model("hf-hub:alice/m").targets == ["log10_bulk_modulus"]
+
+
+def _unbundle(monkeypatch, tmp_path, name, revision, repo_id):
+    """Make the registry treat `name` as not bundled and published at `revision`."""
+    import crystalzoo.registry as registry
+    from crystalzoo.manifest import read_manifest
+
+    manifest = read_manifest()
+    entry = manifest["weights"][name]
+    entry["file"]["bundled"] = False
+    entry["hub"].update(repo_id=repo_id, revision=revision, published=True)
+    monkeypatch.setattr(registry, "read_manifest", lambda: manifest)
+    return entry
+
+
+def test_registered_weights_from_the_hub_are_verified(hub, monkeypatch, tmp_path):
+    from crystalzoo.registry import bundled_path, weights_file
+
+    # publish the bundled file under its manifest name, as the maintainers do
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.url, token="hf_test_token")
+    api.create_repo("crystalzoo/cgcnn-bulk")
+    info = api.upload_file(path_or_fileobj=str(bundled_path("cgcnn-bulk.safetensors")),
+                           path_in_repo="cgcnn-bulk.safetensors", repo_id="crystalzoo/cgcnn-bulk")
+    _unbundle(monkeypatch, tmp_path, "bulk", info.oid, "crystalzoo/cgcnn-bulk")
+    path = weights_file("bulk")
+    assert "hf-cache" in str(path)
+    reference = load_model("bulk").predict(CIFS)
+
+    # corrupt the cached copy: it is detected and replaced from the Hub, never used
+    blob = path.resolve()
+    blob.write_bytes(b"garbage" + blob.read_bytes()[7:])
+    np.testing.assert_array_equal(load_model("bulk").predict(CIFS), reference)
+
+    # offline with a corrupt cache: a clear error, not a wrong model
+    path.resolve().write_bytes(b"garbage")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ChecksumError, match="corrupt"):
+        load_model("bulk")
+
+
+def test_unpublished_and_not_bundled_is_a_clear_error(monkeypatch, tmp_path):
+    _unbundle(monkeypatch, tmp_path, "bulk", None, "crystalzoo/cgcnn-bulk")
+    with pytest.raises(HubError, match="not published on the Hub yet"):
+        load_model("bulk")
+
+
+def test_finetuned_folder_pushes_with_its_metrics(hub, tmp_path):
+    from crystalzoo.cli import main
+
+    out = tmp_path / "ft"
+    from crystalzoo import finetune
+
+    finetune(str(Path(__file__).parent / "data" / "mp200.jsonl.gz"), "formation_energy_per_atom", backbone="bulk",
+             freeze=3, train_size=60, val_size=20, test_size=20, epochs=2, progress=False, out_dir=out,
+             cache_dir=tmp_path / "cache")
+    assert main(["push", "--model", str(out), "--repo-id", "alice/ft"]) == 0
+    files = hub.state.repos["alice/ft"]["commits"][hub.state.repos["alice/ft"]["branches"]["main"]]
+    card = files["README.md"].decode()
+    assert "Fine-tuned from the crystalzoo backbone `bulk`" in card and "| test | mae |" in card
+    meta = json.loads(files["config.json"])["meta"]
+    assert meta["backbone"] == "bulk" and meta["freeze"] == 3
