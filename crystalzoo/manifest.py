@@ -81,3 +81,22 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
     entries[name] = entry
     manifest["format_version"] = FORMAT_VERSION
     return entry
+
+
+def markdown_table(manifest: dict[str, Any] | None = None) -> str:
+    """The manifest as the Markdown table shown in ``docs/backbones.md``."""
+    manifest = manifest or read_manifest()
+    rows = ["| name | target | units | training crystals | metric (split) | params | bundled | Hub repo @ revision | sha256 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in manifest["weights"].items():
+        head = e["config"]["head"]
+        m = e["metrics"][0] if e.get("metrics") else {}
+        metric = f"{m.get('name', '')} {m.get('value', '')} {m.get('units', '')} ({m.get('split', '')})".strip()
+        hub = e["hub"]
+        rev = hub["revision"][:12] if hub["revision"] else "unpublished"
+        rows.append(
+            f"| `{name}` | {', '.join(head['targets'])} | {', '.join(head.get('units', [])) or '–'} | "
+            f"{e.get('training_data', {}).get('train', '?')} | {metric} | {e['num_params']:,} | "
+            f"{'yes' if e['file']['bundled'] else 'no'} | {hub['repo_id']} @ {rev} | `{e['file']['sha256'][:16]}…` |"
+        )
+    return "\n".join(rows) + "\n"

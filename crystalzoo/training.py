@@ -11,8 +11,8 @@ Example::
     >>> from crystalzoo.data import bundled_dataset
     >>> result = finetune(bundled_dataset("mp-band-gap"), "band_gap", backbone="formation", freeze=2,
     ...                   train_size=200, val_size=100, test_size=100, epochs=3, progress=False)
-    >>> sorted(result.metrics)[:2]
-    ['backbone', 'epochs']
+    >>> result.metrics["sizes"]
+    {'train': 200, 'val': 100, 'test': 100}
 """
 
 from __future__ import annotations
