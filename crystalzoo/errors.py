@@ -37,3 +37,7 @@ class HubError(CrystalZooError):
 
 class DataError(CrystalZooError, ValueError):
     """A data set or its labels cannot be used for training."""
+
+
+class WriteError(CrystalZooError, OSError):
+    """A file could not be written (full disk, read-only folder); the previous file is intact."""

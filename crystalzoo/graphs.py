@@ -50,6 +50,8 @@ StructureLike = Union["Structure", str, os.PathLike]
 
 #: atoms closer than this (Å) are taken as overlapping, which no real crystal has.
 MIN_DISTANCE = 0.1
+#: less volume per atom (Å³) than this is no real crystal (the densest solids have ≈ 5).
+MIN_VOLUME_PER_ATOM = 1.0
 _TIE_TOLERANCE = 1e-6
 
 
@@ -250,6 +252,15 @@ def _neighbors(structure: "Structure", settings: GraphSettings, name: str = "str
     z = _atomic_numbers(structure, name)
     n = len(structure)
     k = settings.max_neighbors
+    lattice = structure.lattice.matrix
+    if not (np.isfinite(lattice).all() and np.isfinite(structure.frac_coords).all()):
+        raise StructureError(f"{name}: lattice or coordinates are not finite numbers")
+    volume = abs(float(np.linalg.det(lattice)))
+    if not volume / n >= MIN_VOLUME_PER_ATOM:
+        raise StructureError(
+            f"{name}: {volume / n:.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
+            "atom or more): check the lattice parameters and their units (Å)"
+        )
     centers, points, images, dists = structure.get_neighbor_list(settings.radius)
     keep, counts = _nearest(centers, points, images, dists, n, k)
     src, dst, dist = points[keep], centers[keep], dists[keep]

@@ -233,6 +233,13 @@ class CrystalModel(nn.Module):
 
     def __init__(self, backbone: CGCNNBackbone, head: nn.Module, meta: dict[str, Any] | None = None):
         super().__init__()
+        fc = getattr(head, "fc_out", None)
+        if not isinstance(fc, nn.Linear) or fc.in_features != backbone.out_features:
+            got = fc.in_features if isinstance(fc, nn.Linear) else type(head).__name__
+            raise CrystalZooError(
+                f"the head takes {got} input features but the backbone gives {backbone.out_features}: "
+                f"make it with in_features=backbone.out_features ({backbone.out_features})"
+            )
         self.backbone = backbone
         self.head = head
         self.meta = dict(meta or {})

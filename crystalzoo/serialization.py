@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from .errors import ChecksumError, WeightsError
+from .errors import ChecksumError, WeightsError, WriteError
 from .models import CrystalModel, model_from_config
 
 WEIGHTS_NAME = "model.safetensors"
@@ -31,19 +32,29 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)``, then move the finished file onto ``path`` in one step, so a
     crash or a full disk never leaves a half-written file under the real name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        if not isinstance(exc, Exception):  # KeyboardInterrupt and the like pass through
+            raise
+        try:
+            free = f"{shutil.disk_usage(path.parent).free:,} bytes free there"
+        except OSError:
+            free = "the folder is not usable"
+        raise WriteError(
+            f"could not write {path} ({type(exc).__name__}: {exc}); {free}. Is the disk full or the "
+            "folder read-only? Any previous version of the file is unchanged."
+        ) from exc
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:

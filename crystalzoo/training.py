@@ -21,6 +21,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -300,6 +301,11 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     progress = config.progress
     ds = _as_dataset(data, targets, progress=progress, cache_dir=cache_dir)
     ds = ds.select_targets(targets)
+    if ds.info.get("dropped_missing"):
+        print(f"crystalzoo: {ds.info['dropped_missing']} crystals have no {', '.join(targets)} label and are left out",
+              file=sys.stderr)
+    if len(ds) == 0:
+        raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
     train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
     model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed)
     t0 = time.perf_counter()
