@@ -138,6 +138,9 @@ def main() -> int:
         print(f"{name:58s} {r:11.1f} {n:12d} {ours / r:13.2f}×")
     ratio = ours / naive
     print(f"\nspeed-up over the pure-Python loop: {ratio:.1f}× (goal ≥ {args.goal}×)")
+    if args.quick:
+        print("(--quick: goal not checked)")
+        return 0
     return 0 if ratio >= args.goal else 1
 
 

@@ -10,6 +10,7 @@ split and initialisation, and comparisons with the baseline are paired over seed
     python benchmarks/transfer_band_gap.py --data ../shared/data/mp_crystals.jsonl.gz
 
 Finished runs are appended to ``--out``/runs.jsonl; run the same command again to resume.
+Several processes may share the file (e.g. ``--seeds 0 1 2`` and ``--seeds 4 3`` on two cores).
 Writes ``--out``/transfer_band_gap.md (table) and transfer_band_gap.png (plot).
 ``--quick`` runs a tiny version on the bundled data (for CI).
 """
@@ -44,6 +45,12 @@ def _pool(path: Path, size: int, seed: int) -> list[dict]:
     rows = [r for r in rows if r.get("band_gap") is not None]
     pick = np.random.default_rng(seed).choice(len(rows), min(size, len(rows)), replace=False)
     return [rows[i] for i in np.sort(pick)]
+
+
+def _finished(runs_file: Path) -> set[str]:
+    if not runs_file.exists():
+        return set()
+    return {json.loads(line)["key"] for line in runs_file.read_text().splitlines() if line.strip()}
 
 
 def _configs(backbones: list[str]):
@@ -91,7 +98,7 @@ def run(args) -> Path:
         train, val, test = ds.split(args.sizes[0], args.sizes[1], args.sizes[2], seed=seed)
         for cfg in configs:
             key = _key(cfg, seed)
-            if key in done:
+            if key in done or key in _finished(runs_file):  # another process may share the file
                 continue
             b, k, reinit = cfg
             t0 = time.perf_counter()
@@ -103,7 +110,7 @@ def run(args) -> Path:
                  "test_mae": test_scores["mae"], "val_mae": history.rows[history.best_epoch - 1]["val_mae"],
                  "best_epoch": history.best_epoch, "seconds": time.perf_counter() - t0,
                  "train_loss": [h["train_loss"] for h in history.rows], "val_loss": [h["val_loss"] for h in history.rows]}
-            with open(runs_file, "a") as f:
+            with open(runs_file, "a") as f:  # one short append per run: safe with parallel processes
                 f.write(json.dumps(r) + "\n")
             done[key] = r
             print(f"[{len(done)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)

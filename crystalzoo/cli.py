@@ -91,6 +91,20 @@ def _cmd_finetune(args) -> None:
     print(f"\nmodel, metrics.json, history.json and learning_curve.png in {args.out}")
 
 
+def _cmd_pretrain(args) -> None:
+    from .training import pretrain
+
+    r = pretrain(args.data, args.targets, conv=args.conv, train_size=args.train_size, val_size=args.val_size,
+                 test_size=args.test_size, seed=args.seed, out_dir=args.out, resume=args.resume, epochs=args.epochs,
+                 lr=args.lr, batch_size=args.batch_size, device=args.device, early_stopping=args.early_stopping,
+                 progress=not args.quiet)
+    m = r.metrics
+    print(f"{'target':30s} {'val MAE':>10s} {'test MAE':>10s}")
+    for t in m["targets"]:
+        print(f"{t:30s} {m['val'][f'mae_{t}']:10.4f} {m.get('test', {}).get(f'mae_{t}', float('nan')):10.4f}")
+    print(f"\nbackbone in {args.out}: load_backbone({str(args.out)!r}, freeze=k)")
+
+
 def _cmd_push(args) -> None:
     from .hub import push_to_hub
     from .registry import load_model
@@ -143,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")
+    s.add_argument("--data", required=True, help="JSON lines, CSV with a 'cif' column, a CGCNN folder, or bundled:NAME")
+    s.add_argument("--targets", nargs="+", required=True, help="label columns; 'log10:COLUMN' takes log10")
+    s.add_argument("--conv", choices=["gated", "attention"], default="gated")
+    s.add_argument("--epochs", type=int, default=100)
+    s.add_argument("--train-size", type=_size, default=0.8)
+    s.add_argument("--val-size", type=_size, default=0.1)
+    s.add_argument("--test-size", type=_size, default=0.1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     s.add_argument("--model", required=True, help="model folder (or any loadable name)")

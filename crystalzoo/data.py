@@ -65,6 +65,27 @@ def _structure_key(source: Any) -> str:
     return h.hexdigest()
 
 
+def _split_target(spec: str) -> tuple[str, str, str | None]:
+    """``"log10:k_vrh"`` → (label name ``log10_k_vrh``, column ``k_vrh``, transform ``log10``)."""
+    transform, sep, column = spec.partition(":")
+    if not sep:
+        return spec, spec, None
+    if transform != "log10":
+        raise DataError(f"unknown target transform {transform!r} in {spec!r}; valid: 'log10:COLUMN'")
+    return f"log10_{column}", column, transform
+
+
+def _transformed(values: np.ndarray, transforms: list[str | None]) -> np.ndarray:
+    """Apply per-column transforms to checked float labels; log10 of a value <= 0 is missing."""
+    out = values.copy()
+    for j, t in enumerate(transforms):
+        if t == "log10":
+            col = out[:, j]
+            col[~(col > 0)] = np.nan
+            out[:, j] = np.log10(col)
+    return out
+
+
 def _check_labels(values: np.ndarray, targets: Sequence[str], ids: Sequence[str]) -> np.ndarray:
     out = np.full(values.shape, np.nan, dtype=np.float64)
     for (i, j), v in np.ndenumerate(values):
@@ -100,10 +121,12 @@ class CrystalDataset:
     def from_structures(cls, structures: Sequence[Any], labels: Any = None, *, targets: Sequence[str] = ("y",),
                         ids: Sequence[str] | None = None, settings: GraphSettings = DEFAULT_SETTINGS,
                         cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                        n_jobs: int = 1) -> "CrystalDataset":
+                        n_jobs: int = 1, transforms: Sequence[str | None] | None = None) -> "CrystalDataset":
         """From structures (pymatgen, CIF paths or CIF texts) and a labels array (n,) or
         (n, n_targets); ``labels=None`` for prediction-only data. Graphs are cached in
-        ``cache_dir`` (default :func:`default_cache_dir`; ``False`` for no cache)."""
+        ``cache_dir`` (default :func:`default_cache_dir`; ``False`` for no cache). The
+        file/DataFrame constructors also take targets like ``"log10:k_vrh"`` (label
+        ``log10_k_vrh``; values <= 0 count as missing)."""
         structures = list(structures)
         n = len(structures)
         ids = [str(i) for i in (ids if ids is not None else range(n))]
@@ -122,6 +145,8 @@ class CrystalDataset:
             if values.shape != (n, len(targets)):
                 raise DataError(f"labels have shape {values.shape}, expected ({n}, {len(targets)}) for targets {targets}")
         y = _check_labels(values, targets, ids)
+        if transforms:
+            y = _transformed(y, list(transforms))
         graphs = _cached_graphs(structures, settings, cache_dir, progress, n_jobs)
         return cls(ids, graphs, y.astype(np.float32), targets, settings)
 
@@ -130,12 +155,14 @@ class CrystalDataset:
                        id_column: str | None = None, **kwargs) -> "CrystalDataset":
         """From a DataFrame with a column of structures (CIF text, CIF paths or pymatgen
         structures) and one column per target."""
-        missing = [c for c in [structure_column, *targets, *([id_column] if id_column else [])] if c not in df.columns]
+        names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
+        missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in df.columns]
         if missing:
             raise DataError(f"columns {missing} not in the data (columns: {list(df.columns)})")
         ids = df[id_column].astype(str).tolist() if id_column else [str(i) for i in df.index]
-        labels = df[list(targets)].astype(object).where(df[list(targets)].notna(), None).to_numpy()
-        return cls.from_structures(df[structure_column].tolist(), labels, targets=targets, ids=ids, **kwargs)
+        labels = df[list(columns)].astype(object).where(df[list(columns)].notna(), None).to_numpy()
+        return cls.from_structures(df[structure_column].tolist(), labels, targets=list(names), ids=ids,
+                                   transforms=list(transforms), **kwargs)
 
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike, *, targets: Sequence[str], structure_key: str = "cif",
@@ -158,12 +185,14 @@ class CrystalDataset:
                     break
         if not rows:
             raise DataError(f"{path}: no crystals in it")
-        missing = [k for k in [structure_key, *targets] if k not in rows[0]]
+        names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
+        missing = [k for k in [structure_key, *columns] if k not in rows[0]]
         if missing:
             raise DataError(f"{path}: keys {missing} not found (keys of the first line: {sorted(rows[0])})")
         ids = [str(r.get(id_key, i)) for i, r in enumerate(rows)]
-        labels = np.array([[r.get(t) for t in targets] for r in rows], dtype=object)
-        ds = cls.from_structures([r[structure_key] for r in rows], labels, targets=targets, ids=ids, **kwargs)
+        labels = np.array([[r.get(c) for c in columns] for r in rows], dtype=object).reshape(len(rows), len(columns))
+        ds = cls.from_structures([r[structure_key] for r in rows], labels, targets=list(names), ids=ids,
+                                 transforms=list(transforms), **kwargs)
         ds.info["source"] = str(path)
         return ds
 

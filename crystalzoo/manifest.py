@@ -100,3 +100,26 @@ def markdown_table(manifest: dict[str, Any] | None = None) -> str:
             f"{'yes' if e['file']['bundled'] else 'no'} | {hub['repo_id']} @ {rev} | `{e['file']['sha256'][:16]}…` |"
         )
     return "\n".join(rows) + "\n"
+
+
+def register_weights(name: str, folder: str | Path, *, description: str, training_data: dict[str, Any],
+                     metrics: list[dict[str, Any]], source: str, license: str = "MIT",
+                     citation: str = "") -> dict[str, Any]:
+    """Maintainers: bundle the model in ``folder`` (written by ``finetune``/``pretrain``) as the
+    registered backbone ``name`` — copies its weights into ``crystalzoo/weights/`` and adds or
+    updates its manifest entry (sha256, size, config, metrics). Publish it on the Hub
+    afterwards with :func:`crystalzoo.hub.publish_registered` to pin a revision."""
+    import shutil
+
+    from .registry import bundled_path, load_model
+
+    model = load_model(str(folder))
+    model.meta.clear()
+    target = bundled_path(f"cgcnn-{name}.safetensors")
+    shutil.copyfile(Path(folder) / "model.safetensors", target)
+    manifest = read_manifest()
+    entry = update_entry(manifest, name, model, target, bundled=True, description=description,
+                         training_data=training_data, metrics=metrics, source=source, license=license,
+                         citation=citation)
+    write_manifest(manifest)
+    return entry

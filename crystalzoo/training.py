@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .data import CrystalDataset, bundled_dataset
+from .data import CrystalDataset, _split_target, bundled_dataset
 from .errors import DataError
 from .graphs import _to_dgl
 from .models import BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead
@@ -169,15 +169,47 @@ def evaluate(model: CrystalModel, dataset: CrystalDataset, batch_size: int = 256
 # ---------------------------------------------------------------------------- training
 
 
+def _distributed(device: str = "cpu") -> tuple[int, int]:
+    """(world size, rank). Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is
+    started here: gloo on CPU, nccl on GPU."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    return dist.get_world_size(), dist.get_rank()
+
+
+def _shard(order: np.ndarray, world: int, rank: int) -> np.ndarray:
+    """This rank's share of an epoch: pad the permutation to a multiple of ``world`` by
+    repeating its start, then take every ``world``-th crystal, so that step k of all ranks
+    together covers batch k of a single process with ``world`` times the batch size."""
+    if world == 1:
+        return order
+    per = -(-len(order) // world)
+    padded = np.concatenate([order, order[: per * world - len(order)]])
+    return padded[rank::world]
+
+
 def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig = TrainConfig(),
                 out_dir: str | os.PathLike | None = None, resume: bool = False) -> History:
     """Train ``model`` on ``train``, keeping the weights of the best validation epoch.
 
     With ``out_dir``, a checkpoint is written after every epoch, and ``resume=True`` carries
     on from it (same seed → same result as an uninterrupted run).
+
+    Under ``torchrun --nproc_per_node N`` each process trains on its shard of every epoch
+    (``batch_size`` per process), gradients are averaged across processes, BatchNorm
+    statistics are taken from rank 0 after each epoch, and only rank 0 writes files.
     """
+    import torch.distributed as dist
     from tqdm.auto import tqdm
 
+    world, rank = _distributed(config.device)
+    if world > 1 and config.device == "cuda":  # one GPU per process
+        config = TrainConfig(**{**asdict(config), "device": f"cuda:{os.environ.get('LOCAL_RANK', rank)}"})
     for ds in (train, val):
         model.graph_settings.check_same(ds.settings, "this model")
         if len(ds) == 0:
@@ -201,19 +233,30 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
         first = ckpt["epoch"] + 1
     train_batches = _Batches(model, train, config.batch_size, config.device)
     val_batches = _Batches(model, val, 256, config.device)
-    bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress,
+    bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
                initial=first - 1, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
+        order = _shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
         total, count = 0.0, 0
         for g, h, y in train_batches(order):
             opt.zero_grad()
             loss = _loss(model, _forward(model, g, h, train_batches.start), y)
             loss.backward()
+            if world > 1:
+                for p in params:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= world
             opt.step()
             total, count = total + loss.item() * len(y), count + len(y)
+        if world > 1:
+            for b in model.buffers():
+                dist.broadcast(b, 0)
+            sums = torch.tensor([total, count], dtype=torch.float64)
+            dist.all_reduce(sums)
+            total, count = float(sums[0]), float(sums[1])
         scores = _evaluate(model, val_batches)
         row = {"epoch": epoch, "train_loss": total / count, "val_loss": scores["loss"],
                **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
@@ -223,7 +266,7 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
             history.best_val_loss, history.best_epoch = scores["loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_mae")})
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:
             state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "best_state": best_state, "history": history.rows, "best_epoch": history.best_epoch,
                      "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state()}
@@ -262,14 +305,15 @@ def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
 
 
 def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | None = None, reinit: bool = False,
-               task: str = "regression", seed: int = 0) -> CrystalModel:
-    """A pretrained backbone (``None``: the same architecture from scratch) with a new head
-    sized for ``dataset``, whose normaliser is taken from ``dataset`` (the training split)."""
+               task: str = "regression", seed: int = 0, architecture: dict[str, Any] | None = None) -> CrystalModel:
+    """A pretrained backbone (``None``: a new one from scratch, shaped by ``architecture``, a
+    :class:`BackboneConfig` dict, default the original CGCNN's) with a new head sized for
+    ``dataset``, whose normaliser is taken from ``dataset`` (the training split)."""
     from .registry import load_backbone
 
     torch.manual_seed(seed)
     if backbone is None:
-        bb = CGCNNBackbone(BackboneConfig(), dataset.settings)
+        bb = CGCNNBackbone(BackboneConfig(**(architecture or {})), dataset.settings)
         if freeze is not None:
             raise DataError("freeze needs a pretrained backbone; a model from scratch trains every layer")
     else:
@@ -287,7 +331,8 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
 def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "formation", freeze: int | None = None,
              reinit: bool = False, train_size: float | int = 0.8, val_size: float | int = 0.1,
              test_size: float | int = 0.1, seed: int = 0, out_dir: str | os.PathLike | None = None,
-             resume: bool = False, task: str = "regression", cache_dir=None, **train_options) -> FinetuneResult:
+             resume: bool = False, task: str = "regression", cache_dir=None, architecture: dict[str, Any] | None = None,
+             **train_options) -> FinetuneResult:
     """Fine-tune a registered backbone (``None``: from scratch) on ``data`` for ``target``.
 
     ``data``: a :class:`CrystalDataset`, a JSON-lines file, a CSV (``cif`` column), a CGCNN
@@ -300,6 +345,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     config = TrainConfig(seed=seed, **train_options)
     progress = config.progress
     ds = _as_dataset(data, targets, progress=progress, cache_dir=cache_dir)
+    targets = [_split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
     ds = ds.select_targets(targets)
     if ds.info.get("dropped_missing"):
         print(f"crystalzoo: {ds.info['dropped_missing']} crystals have no {', '.join(targets)} label and are left out",
@@ -307,7 +353,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     if len(ds) == 0:
         raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
     train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
-    model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed)
+    model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed, architecture=architecture)
     t0 = time.perf_counter()
     history = train_model(model, train, val, config, out_dir=out_dir, resume=resume)
     seconds = time.perf_counter() - t0
@@ -320,7 +366,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     }
     if len(test):
         metrics["test"] = _evaluate(model, _Batches(model, test, 256, config.device))
-    if out_dir is not None:
+    metrics["num_params"] = sum(p.numel() for p in model.parameters())
+    if out_dir is not None and _distributed()[1] == 0:
         from .serialization import save_pretrained
 
         out = Path(out_dir)
@@ -329,3 +376,25 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         (out / "history.json").write_text(json.dumps(asdict(history), indent=2))
         history.plot(out / "learning_curve.png", f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}")
     return FinetuneResult(model, metrics, history)
+
+
+def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_size: float | int = 0.8,
+             val_size: float | int = 0.1, test_size: float | int = 0.1, seed: int = 0,
+             out_dir: str | os.PathLike | None = None, resume: bool = False, cache_dir=None,
+             architecture: dict[str, Any] | None = None, **train_options) -> FinetuneResult:
+    """Train a new backbone from scratch on one or several targets (multi-task: one
+    normaliser per target, missing labels masked in the loss). Targets may be transformed,
+    e.g. ``"log10:k_vrh"``. The result in ``out_dir`` loads with ``load_backbone(out_dir)``
+    and is registered with :func:`crystalzoo.manifest.register_weights`.
+
+    Example::
+
+        >>> r = pretrain("tests/data/mp200.jsonl.gz", ["formation_energy_per_atom", "log10:k_vrh"],
+        ...              train_size=100, val_size=50, test_size=50, epochs=2, progress=False)
+        >>> sorted(k for k in r.metrics["test"] if k.startswith("mae_"))
+        ['mae_formation_energy_per_atom', 'mae_log10_k_vrh']
+    """
+    arch = {**(architecture or {}), "conv": conv}
+    return finetune(data, list(targets), backbone=None, train_size=train_size, val_size=val_size,
+                    test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, cache_dir=cache_dir,
+                    architecture=arch, **train_options)

@@ -1,0 +1,75 @@
+"""Training throughput of the CGCNN backbone (forward + backward, batch 256, 4 convolutions)
+on real Materials Project crystals: crystalzoo's layer against the plain one
+(``plain_cgcnn.py``: concatenation per edge + one linear layer + ``index_add_``), measured
+in the same run, alternating, on the same batches.
+
+    python benchmarks/training_throughput.py            # goal: ≥ 2× the plain layer
+    python benchmarks/training_throughput.py --quick    # CI: tiny, goal not checked
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_cgcnn import plain_backbone  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--goal", type=float, default=2.0)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.batches, args.batch_size, args.repeats = 2, 32, 1
+
+    from crystalzoo.data import CrystalDataset, bundled_dataset
+    from crystalzoo.graphs import _to_dgl
+    from crystalzoo.models import BackboneConfig, CGCNNBackbone
+
+    n = args.batches * args.batch_size
+    ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=n, progress=False)
+    batches = [_to_dgl(ds.graphs[i: i + args.batch_size], ds.settings) for i in range(0, n, args.batch_size)]
+    atoms = sum(g.num_nodes() for g in batches) / n
+    edges = sum(g.num_edges() for g in batches) / n
+    torch.manual_seed(0)
+    backbone = CGCNNBackbone(BackboneConfig()).train()
+
+    def step(forward):
+        for g in batches:
+            backbone.zero_grad()
+            forward(g).square().mean().backward()
+
+    methods = {"crystalzoo (project atoms, u_add_v per edge)": backbone.forward,
+               "plain (concatenate per edge, index_add_)": lambda g: plain_backbone(backbone, g)}
+    times = {name: [] for name in methods}
+    for name, f in methods.items():  # warm up
+        step(f)
+    for _ in range(args.repeats):  # alternate, so both see the same machine load
+        for name, f in methods.items():
+            t0 = time.perf_counter()
+            step(f)
+            times[name].append(time.perf_counter() - t0)
+    print(f"{n} Materials Project crystals ({atoms:.1f} atoms, {edges:.0f} edges each on average), "
+          f"batch {args.batch_size}, forward + backward, {torch.get_num_threads()} threads; best of {args.repeats}\n")
+    rates = {name: n / min(t) for name, t in times.items()}
+    for name, r in rates.items():
+        print(f"{name:50s} {r:9.1f} crystals/s")
+    ours, plain = rates.values()
+    print(f"\nspeed-up over the plain layer: {ours / plain:.2f}× (goal ≥ {args.goal}×)")
+    if args.quick:
+        print("(--quick: goal not checked)")
+        return 0
+    return 0 if ours / plain >= args.goal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
