@@ -238,8 +238,10 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
 
 def _nearest(centers, points, images, dists, n_centers: int, k: int):
     """Keep, for each centre, its k nearest neighbours (deterministic tie-breaking)."""
-    binned = np.round(dists / _TIE_TOLERANCE).astype(np.int64)
-    order = np.lexsort((images[:, 2], images[:, 1], images[:, 0], points, binned, centers))
+    # two int64 keys instead of six: (centre, distance bin) and (neighbour, image)
+    primary = centers.astype(np.int64) << 32 | np.round(dists / _TIE_TOLERANCE).astype(np.int64)
+    image = ((images.astype(np.int64) + 512) * np.array([1 << 20, 1 << 10, 1])).sum(axis=1)
+    order = np.lexsort((points.astype(np.int64) << 30 | image, primary))
     centers = centers[order]
     counts = np.bincount(centers, minlength=n_centers)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))

@@ -341,15 +341,20 @@ class CrystalModel(nn.Module):
     @torch.no_grad()
     def predict(self, structures: Sequence[Any], batch_size: int = 256, progress: bool = False,
                 n_jobs: int = 1) -> np.ndarray:
-        """Predictions in the target's units for pymatgen structures, CIF paths or CIF texts.
+        """Predictions in the target's units for pymatgen structures, CIF paths or CIF texts
+        (a list of them, or one).
 
         Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
         class probabilities, shape (n, n_classes).
         """
-        from .graphs import _build_arrays, _to_dgl
+        import os
 
-        if isinstance(structures, (str, bytes)) or not hasattr(structures, "__len__"):
-            structures = list(structures) if not isinstance(structures, (str, bytes)) else [structures]
+        from pymatgen.core import Structure
+
+        from .graphs import _build_arrays
+
+        if isinstance(structures, (str, os.PathLike, Structure)):  # one crystal
+            structures = [structures]
         arrays = _build_arrays(structures, self.graph_settings, progress=progress, n_jobs=n_jobs)
         return self.predict_arrays(arrays, batch_size)
 

@@ -137,3 +137,16 @@ def test_overlapping_atoms_are_rejected():
     s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.001, 0, 0]])
     with pytest.raises(StructureError, match="overlapping"):
         build_graph(s)
+
+
+def test_isolated_atoms_in_a_large_box_get_their_images():
+    """Beyond ~17 Å the tie-breaking keys must not overflow: two atoms in a 30 Å box."""
+    s = Structure(Lattice.cubic(30.0), ["Ar", "Kr"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    g = build_graph(s)
+    assert g.ndata["extended"].tolist() == [True, True]
+    src, dst = g.edges()
+    for i in range(2):
+        d = g.edata["distance"][dst == i]
+        # the other atom's 8 images at 25.98 Å, then 4 of the 6 own images at 30 Å
+        assert sorted(d.tolist()) == pytest.approx([30 * 3**0.5 / 2] * 8 + [30.0] * 4, abs=1e-3)
+        assert (src[dst == i] != i).sum() == 8

@@ -87,3 +87,13 @@ def test_local_folder_round_trip(tmp_path, cif_paths):
     folder = save_pretrained(model, tmp_path / "bulk-copy")
     again = load_model(str(folder))
     assert (again.predict(cif_paths) == model.predict(cif_paths)).all()
+
+
+def test_predict_takes_one_crystal_or_many(cif_paths):
+    from pymatgen.core import Structure
+
+    model = load_model("formation")
+    s = Structure.from_file(cif_paths[0])
+    many = model.predict([s, cif_paths[0], cif_paths[0].read_text()])
+    assert many.shape == (3,) and float(many.std()) < 1e-6
+    assert model.predict(s).shape == (1,) and model.predict(str(cif_paths[0]))[0] == many[0]
