@@ -89,9 +89,10 @@ def main() -> None:
     for name in args.only:
         targets, conv, description = RUNS[name]
         out = Path(args.out) / name
-        if (out / "metrics.json").exists():
-            metrics = json.loads((out / "metrics.json").read_text())
-        else:
+        done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
+        if done is not None and done["epochs"] >= args.epochs:
+            metrics = done
+        else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint
             r = pretrain(ds, targets, conv=conv, train_size=0.8, val_size=0.1, test_size=0.1, seed=0,
                          out_dir=out, resume=True, epochs=args.epochs)
             metrics = r.metrics
