@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _goal import finish  # noqa: E402
 
 
 def main() -> int:
@@ -44,10 +48,7 @@ def main() -> int:
         print(f"{label:>22s} {e:9.2f} {t:23.1f} {results[0][0] / e:20.2f}×")
     ratio = results[0][0] / results[3][0]
     print(f"\nfreeze=3 epoch is {ratio:.2f}× faster than freeze=0 (goal ≥ {args.goal}×)")
-    if args.quick:
-        print("(--quick: goal not checked)")
-        return 0
-    return 0 if ratio >= args.goal else 1
+    return finish(ratio >= args.goal, args.quick)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _goal import finish  # noqa: E402
 from graph_building import load, pure_python  # noqa: E402
 
 
@@ -67,10 +68,7 @@ def main() -> int:
     print(f"\npredictions agreeing with the baseline pipeline (|Δ| < 1e-3): {agree:.0%}")
     best = max(rate1, rate2)
     print(f"best: {best:.0f} crystals/s (goal ≥ {args.goal:.0f}); {best / rate_b:.1f}× the pure-Python baseline")
-    if args.quick:
-        print("(--quick: goals not checked)")
-        return 0
-    return 0 if best >= args.goal and best > rate_b else 1
+    return finish(best >= args.goal and best > rate_b, args.quick)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _goal import finish  # noqa: E402
+
 
 def _best(fn, repeats: int) -> float:
     times = []
@@ -85,10 +88,7 @@ def main() -> int:
               f"{r['seconds']:.0f} s, peak memory {r['peak_rss'] / 2**30:.2f} GB (goal < 4 GB), "
               f"cache on disk {r['cache_bytes'] / 2**20:.0f} MiB")
         ok = ok and r["peak_rss"] < 4 * 2**30
-    if args.quick:
-        print("(--quick: goals not checked)")
-        return 0
-    return 0 if ok else 1
+    return finish(ok, args.quick)
 
 
 if __name__ == "__main__":

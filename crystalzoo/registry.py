@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import UnknownBackboneError, WeightsError
+from .errors import ChecksumError, UnknownBackboneError, WeightsError
 from .graphs import GraphSettings
 from .manifest import read_manifest
 from .models import CGCNNBackbone, CrystalModel, freeze as _freeze
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights, sha256_file
 
 HF_PREFIX = "hf-hub:"
 
@@ -109,22 +109,16 @@ def weights_file(name: str, local_files_only: bool | None = None) -> Path:
     Hugging Face Hub cache, else a download at the pinned revision (sha256 checked)."""
     e = _entry(name)
     f = e["file"]
-    if f["bundled"] and bundled_path(f["filename"]).is_file():
-        path = bundled_path(f["filename"])
-    else:
+    if not (f["bundled"] and bundled_path(f["filename"]).is_file()):
         from . import hub
 
-        path = hub.fetch_registered(name, e, local_files_only=local_files_only)
-    from .serialization import sha256_file
-
+        return hub.fetch_registered(name, e, local_files_only=local_files_only)  # verified there
+    path = bundled_path(f["filename"])
     actual = sha256_file(path)
     if actual != f["sha256"]:
-        from .errors import ChecksumError
-
         raise ChecksumError(
             f"weights file {path} of {name!r} has sha256 {actual}, the manifest says "
-            f"{f['sha256']}. It is corrupt or was altered: delete it and run "
-            f"`crystalzoo download {name}` (or reinstall crystalzoo for a bundled file)."
+            f"{f['sha256']}. It was altered: reinstall crystalzoo to get the bundled file back."
         )
     return path
 
