@@ -147,3 +147,20 @@ def test_finetuned_folder_pushes_with_its_metrics(hub, tmp_path):
     assert "Fine-tuned from the crystalzoo backbone `bulk`" in card and "| test | mae |" in card
     meta = json.loads(files["config.json"])["meta"]
     assert meta["backbone"] == "bulk" and meta["freeze"] == 3
+
+
+def test_publish_registered_pins_the_commit_in_the_manifest(hub, monkeypatch, tmp_path):
+    import crystalzoo.manifest as manifest_module
+    from crystalzoo.hub import publish_registered
+    from crystalzoo.manifest import manifest_path, read_manifest
+
+    copy = tmp_path / "weights_manifest.json"
+    shutil.copy(manifest_path(), copy)
+    monkeypatch.setattr(manifest_module, "manifest_path", lambda: copy)
+    commit = publish_registered("shear", repo_id="crystalzoo-test/cgcnn-shear")
+    entry = read_manifest()["weights"]["shear"]
+    assert entry["hub"] == {"repo_id": "crystalzoo-test/cgcnn-shear", "revision": commit, "published": True}
+    files = hub.state.repos["crystalzoo-test/cgcnn-shear"]["commits"][commit]
+    import hashlib
+
+    assert hashlib.sha256(files[entry["file"]["filename"]]).hexdigest() == entry["file"]["sha256"]

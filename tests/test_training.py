@@ -174,3 +174,15 @@ def test_cli_errors_are_clear(capsys):
     assert "Did you mean 'formation'" in capsys.readouterr().err
     assert main(["info", "bulk"]) == 0
     assert '"units": [\n    "log10(GPa)"' in capsys.readouterr().out
+
+
+def test_classification_head_trains(mp200_structures, mp200):
+    ds = CrystalDataset.from_structures(mp200_structures, [float(r["band_gap"] == 0) for r in mp200],
+                                        targets=["is_metal"], cache_dir=False, progress=False)
+    train, val, _ = ds.split(140, 60, 0, seed=0)
+    model = make_model("metal-classifier", train, freeze=3, task="classification", seed=0)
+    history = train_model(model, train, val, TrainConfig(epochs=3, progress=False))
+    assert model.head.classes == ["0", "1"]
+    assert 0.5 <= history.rows[-1]["val_accuracy"] <= 1.0
+    proba = model.predict(mp200_structures[:5])
+    assert proba.shape == (5, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
