@@ -129,17 +129,15 @@ def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool
         from . import hub
 
         folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only)
-        config = read_config(folder / CONFIG_NAME)
-        state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
-        return config, state, f"{name} (commit {revision})"
-    if isinstance(name, os.PathLike) or (isinstance(name, str) and name not in _entries() and Path(name).is_dir()):
-        folder = Path(name)
-        config = read_config(folder / CONFIG_NAME)
-        state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
-        return config, state, str(folder)
-    e = _entry(name)
-    state = read_weights(weights_file(name, local_files_only)) if with_weights else None
-    return e["config"], state, f"registered backbone {name!r}"
+        source = f"{name} (commit {revision})"
+    elif isinstance(name, os.PathLike) or (isinstance(name, str) and name not in _entries() and Path(name).is_dir()):
+        folder, source = Path(name), str(name)
+    else:
+        e = _entry(name)
+        state = read_weights(weights_file(name, local_files_only)) if with_weights else None
+        return e["config"], state, f"registered backbone {name!r}"
+    state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
+    return read_config(folder / CONFIG_NAME), state, source
 
 
 def _checked(model: CrystalModel, graph_settings: GraphSettings | None, source: str) -> CrystalModel:
