@@ -91,6 +91,8 @@ def run(args) -> Path:
             __import__("pandas").DataFrame(rows), targets=["band_gap"], id_column="mp_id", progress=True)
     backbones = [b for b in CANDIDATES if b in list_backbones()] if not args.backbones else args.backbones
     configs = list(_configs(backbones))
+    if args.reverse:  # a second process on the same seeds starts from the other end
+        configs = configs[::-1]
     total = len(configs) * len(args.seeds)
     print(f"{len(ds)} crystals in the pool; {len(configs)} configurations × {len(args.seeds)} seeds = {total} runs; "
           f"{len(done)} already done", flush=True)
@@ -113,7 +115,7 @@ def run(args) -> Path:
             with open(runs_file, "a") as f:  # one short append per run: safe with parallel processes
                 f.write(json.dumps(r) + "\n")
             done[key] = r
-            print(f"[{len(done)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
+            print(f"[{sum(_key(c, s) in done for c in configs for s in args.seeds)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
     return report(out, done, args)
 
 
@@ -211,6 +213,7 @@ def main() -> None:
     p.add_argument("--backbones", nargs="*", default=None, help="default: every registered one of " + ", ".join(CANDIDATES))
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    p.add_argument("--reverse", action="store_true", help="take the configurations in reverse order")
     p.add_argument("--quick", action="store_true", help="tiny run on bundled data, for CI")
     args = p.parse_args()
     if args.quick:

@@ -318,8 +318,13 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
             raise DataError("freeze needs a pretrained backbone; a model from scratch trains every layer")
     else:
         bb = load_backbone(backbone, freeze=freeze, reinit=reinit, graph_settings=dataset.settings)
+    empty = [t for t, n in zip(dataset.targets, (~np.isnan(dataset.labels)).sum(axis=0)) if n == 0]
+    if empty:
+        raise DataError(f"no crystal of the training split has a label for {empty}")
     if task == "classification":
         classes = sorted({int(v) for v in dataset.labels[:, 0] if not np.isnan(v)})
+        if classes != list(range(len(classes))) or len(classes) < 2:
+            raise DataError(f"classification labels must be the integers 0 … C-1 (C ≥ 2); found {classes[:10]}")
         head = ClassificationHead(bb.out_features, [str(c) for c in classes], dataset.targets[0])
     else:
         head = RegressionHead(bb.out_features, dataset.targets, units=None,
