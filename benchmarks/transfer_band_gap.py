@@ -116,6 +116,9 @@ def run(args) -> Path:
                 f.write(json.dumps(r) + "\n")
             done[key] = r
             print(f"[{sum(_key(c, s) in done for c in configs for s in args.seeds)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
+    for line in runs_file.read_text().splitlines():  # include what parallel processes finished
+        r = json.loads(line)
+        done[r["key"]] = r
     return report(out, done, args)
 
 
