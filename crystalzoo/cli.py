@@ -63,7 +63,6 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_finetune(args) -> None:
-    from .data import CrystalDataset  # noqa: F401  (imports torch before the timing starts)
     from .training import finetune
 
     backbone = None if args.backbone == "none" else args.backbone
