@@ -13,12 +13,18 @@ import torch
 from crystalzoo.data import CrystalDataset
 from crystalzoo.training import TrainConfig, make_model, train_model
 
-out, batch, freeze = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-torch.set_num_threads(1)
-ds = CrystalDataset.from_jsonl(Path(__file__).parent / "data" / "mp200.jsonl.gz", targets=["band_gap"],
-                               progress=False, cache_dir=False, limit=120)
-train, val, _ = ds.split(80, 40, 0, seed=0)
-model = make_model("formation", train, freeze=None if freeze == "none" else int(freeze), seed=0)
-history = train_model(model, train, val, TrainConfig(epochs=2, batch_size=batch, lr=1e-2, progress=False))
-rank = os.environ.get("RANK", "0")
-torch.save({"state": model.state_dict(), "train_loss": [r["train_loss"] for r in history.rows]}, f"{out}.{rank}.pt")
+
+def main() -> None:
+    out, batch, freeze = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    torch.set_num_threads(1)
+    ds = CrystalDataset.from_jsonl(Path(__file__).parent / "data" / "mp200.jsonl.gz", targets=["band_gap"],
+                                   progress=False, cache_dir=False, limit=120)
+    train, val, _ = ds.split(80, 40, 0, seed=0)
+    model = make_model("formation", train, freeze=None if freeze == "none" else int(freeze), seed=0)
+    history = train_model(model, train, val, TrainConfig(epochs=2, batch_size=batch, lr=1e-2, progress=False))
+    rank = os.environ.get("RANK", "0")
+    torch.save({"state": model.state_dict(), "train_loss": [r["train_loss"] for r in history.rows]}, f"{out}.{rank}.pt")
+
+
+if __name__ == "__main__":
+    main()
