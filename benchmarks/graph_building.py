@@ -112,7 +112,7 @@ def main() -> int:
     if args.quick:
         args.n, args.budget = 60, 3.0
     from crystalzoo.data import bundled_dataset
-    from crystalzoo.graphs import DEFAULT_SETTINGS, _neighbors, _to_dgl, build_graphs
+    from crystalzoo.graphs import DEFAULT_SETTINGS, _neighbors, build_graphs
 
     warnings.filterwarnings("ignore")
     structures = load(Path(args.data) if args.data else bundled_dataset("mp-band-gap"), args.n)

@@ -76,7 +76,7 @@ def main() -> None:
     from crystalzoo.data import CrystalDataset
     from crystalzoo.manifest import register_weights
     from crystalzoo.registry import load_model
-    from crystalzoo.training import evaluate, pretrain
+    from crystalzoo.training import pretrain
 
     torch.set_num_threads(args.threads)
     rows = select(Path(args.data))

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from crystalzoo import finetune
 from crystalzoo.data import CrystalDataset
 from crystalzoo.errors import DataError
 from crystalzoo.training import TrainConfig, make_model, train_model
