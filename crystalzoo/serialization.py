@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from .errors import ChecksumError, WeightsError, WriteError
+from .errors import WeightsError, WriteError
 from .models import CrystalModel, model_from_config
 
 WEIGHTS_NAME = "model.safetensors"
@@ -65,22 +65,15 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: save_file(state, tmp))
 
 
-def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """The state dict in a safetensors file, after checking its sha256 when one is given."""
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict in a safetensors file (callers verify its sha256 where it came from:
+    ``registry.weights_file``, ``hub.fetch_registered``, ``hub.fetch_model_repo``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    if sha256 is not None:
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise ChecksumError(
-                f"weights file {path} is corrupt or not the published one: sha256 {actual}, "
-                f"expected {sha256}. Delete it and load again to fetch a fresh copy "
-                "(`crystalzoo download NAME`)."
-            )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
