@@ -67,8 +67,9 @@ def _cmd_finetune(args) -> None:
 
     backbone = None if args.backbone == "none" else args.backbone
     common = dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
-                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-                  device=args.device, early_stopping=args.early_stopping, progress=not args.quiet)
+                  epochs=args.epochs, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
+                  optimizer=args.optimizer, device=args.device, early_stopping=args.early_stopping,
+                  progress=not args.quiet)
     runs = [(backbone, args.freeze, args.reinit, Path(args.out))]
     if args.baseline and backbone is not None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
@@ -95,8 +96,8 @@ def _cmd_pretrain(args) -> None:
 
     r = pretrain(args.data, args.targets, conv=args.conv, train_size=args.train_size, val_size=args.val_size,
                  test_size=args.test_size, seed=args.seed, out_dir=args.out, resume=args.resume, epochs=args.epochs,
-                 lr=args.lr, batch_size=args.batch_size, device=args.device, early_stopping=args.early_stopping,
-                 progress=not args.quiet)
+                 lr=args.lr, schedule=args.schedule, batch_size=args.batch_size, device=args.device,
+                 early_stopping=args.early_stopping, progress=not args.quiet)
     m = r.metrics
     print(f"{'target':30s} {'val MAE':>10s} {'test MAE':>10s}")
     for t in m["targets"]:
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-size", type=_size, default=0.1)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant, or cosine decay to 0 over --epochs")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
@@ -167,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-size", type=_size, default=0.1)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant, or cosine decay to 0 over --epochs")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
     s.add_argument("--device", default="cpu")

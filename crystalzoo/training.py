@@ -52,10 +52,19 @@ class TrainConfig:
     device: str = "cpu"
     early_stopping: int | None = None  # stop after this many epochs without a better validation loss
     progress: bool = True
+    schedule: str = "constant"  # or "cosine": lr decays as lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
 
@@ -237,6 +246,8 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
                initial=first - 1, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(epoch)
         model.train()
         order = _shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
         total, count = 0.0, 0
@@ -258,7 +269,7 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
             dist.all_reduce(sums)
             total, count = float(sums[0]), float(sums[1])
         scores = _evaluate(model, val_batches)
-        row = {"epoch": epoch, "train_loss": total / count, "val_loss": scores["loss"],
+        row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
                **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
                "seconds": time.perf_counter() - t0}
         history.rows.append(row)

@@ -146,6 +146,23 @@ def test_resume_reaches_the_same_result(mp_dataset, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_cosine_schedule_sets_the_learning_rate_of_each_epoch(mp_dataset):
+    ds = mp_dataset.select_targets(["band_gap"])
+    train, val, _ = ds.split(80, 40, 0, seed=2)
+    runs = {}
+    for schedule in ("constant", "cosine"):
+        model = make_model("formation", train, freeze=1, seed=2)
+        runs[schedule] = train_model(model, train, val, TrainConfig(epochs=3, lr=2e-3, schedule=schedule,
+                                                                    progress=False)).rows
+    assert [r["lr"] for r in runs["cosine"]] == pytest.approx([2e-3, 1.5e-3, 0.5e-3])
+    assert [r["lr"] for r in runs["constant"]] == [2e-3] * 3
+    # same first epoch (same lr), then the smaller steps change the trajectory
+    assert runs["cosine"][0]["train_loss"] == runs["constant"][0]["train_loss"]
+    assert runs["cosine"][1]["train_loss"] != runs["constant"][1]["train_loss"]
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
 def test_cli_finetune_and_predict(tmp_path, capsys):
     from crystalzoo.cli import main
 
