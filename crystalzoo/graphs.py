@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -352,31 +352,43 @@ def _build_arrays(
     n_jobs: int = 1,
     desc: str = "building graphs",
 ) -> list[_GraphArrays]:
+    return [a for part in _iter_arrays(structures, settings, progress, n_jobs, desc) for a in part]
+
+
+def _iter_arrays(
+    structures: Iterable[StructureLike],
+    settings: GraphSettings,
+    progress: bool = True,
+    n_jobs: int = 1,
+    desc: str = "building graphs",
+    chunk: int | None = None,
+) -> Iterator[list[_GraphArrays]]:
+    """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
+    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one."""
     from tqdm.auto import tqdm
 
     structures = list(structures)
     if n_jobs in (-1, 0):
         n_jobs = os.cpu_count() or 1
-    bar = tqdm(total=len(structures), desc=desc, unit="crystal", disable=not progress, leave=False)
-    try:
-        if n_jobs == 1 or len(structures) < 64:
-            out = []
-            for s in structures:
-                out.append(_structure_arrays(s, settings))
-                bar.update()
-            return out
+    parallel = n_jobs > 1 and len(structures) >= 64
+    if chunk is None:
+        chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
+    chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
+    with tqdm(total=len(structures), desc=desc, unit="crystal", disable=not progress, leave=False) as bar:
+        if not parallel:
+            for part in chunks:
+                out = []
+                for s in part:
+                    out.append(_structure_arrays(s, settings))
+                    bar.update()
+                yield out
+            return
         from concurrent.futures import ProcessPoolExecutor
 
-        chunk = max(16, len(structures) // (8 * n_jobs))
-        chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
-        out = []
         with ProcessPoolExecutor(n_jobs) as pool:
             for part in pool.map(_build_chunk, chunks, [settings] * len(chunks)):
-                out.extend(part)
                 bar.update(len(part))
-        return out
-    finally:
-        bar.close()
+                yield part
 
 
 def _build_chunk(structures: list, settings: GraphSettings) -> list[_GraphArrays]:

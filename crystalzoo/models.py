@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -100,10 +100,10 @@ class GatedConv(nn.Module):
         f = self.atom_fea_len
         w = self.fc_full.weight
         with g.local_scope():
-            g.ndata["hi"] = atom_fea @ w[:, :f].t()
+            g.ndata["hi"] = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
             g.ndata["hj"] = atom_fea @ w[:, f : 2 * f].t()
             g.apply_edges(fn.u_add_v("hj", "hi", "z"))
-            gated = torch.addmm(self.fc_full.bias, bond_fea, w[:, 2 * f :].t()).add_(g.edata["z"])
+            gated = g.edata["z"].addmm_(bond_fea, w[:, 2 * f :].t())  # in place: no E × 2F copy
             g.edata["m"] = _Gate.apply(self.bn1(gated))
             g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
             summed = self.bn2(g.ndata["s"])
@@ -351,15 +351,20 @@ class CrystalModel(nn.Module):
 
         from pymatgen.core import Structure
 
-        from .graphs import _build_arrays
+        from .graphs import _iter_arrays
 
         if isinstance(structures, (str, os.PathLike, Structure)):  # one crystal
             structures = [structures]
-        arrays = _build_arrays(structures, self.graph_settings, progress=progress, n_jobs=n_jobs)
-        return self.predict_arrays(arrays, batch_size)
+        # batch by batch: with n_jobs > 1 the workers build the next batches while this one runs
+        batches = _iter_arrays(structures, self.graph_settings, progress=progress, n_jobs=n_jobs, chunk=batch_size)
+        return self._predict_batches(batches)
+
+    def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 256) -> np.ndarray:
+        """Predictions for graphs in crystalzoo's compact form (as cached by ``CrystalDataset``)."""
+        return self._predict_batches(arrays[i : i + batch_size] for i in range(0, len(arrays), batch_size))
 
     @torch.no_grad()
-    def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 256) -> np.ndarray:
+    def _predict_batches(self, batches: Iterable[Sequence[Any]]) -> np.ndarray:
         from .graphs import _to_dgl
 
         was_training = self.training
@@ -367,8 +372,8 @@ class CrystalModel(nn.Module):
         try:
             device = next(self.parameters()).device
             outs = []
-            for i in range(0, len(arrays), batch_size):
-                g = _to_dgl(arrays[i : i + batch_size], self.graph_settings).to(device)
+            for batch in batches:
+                g = _to_dgl(batch, self.graph_settings).to(device)
                 outs.append(self.output_in_units(self(g)).cpu())
         finally:
             self.train(was_training)
