@@ -250,20 +250,54 @@ def _nearest(centers, points, images, dists, n_centers: int, k: int):
     return keep, np.minimum(counts, k)
 
 
-def _neighbors(structure: "Structure", settings: GraphSettings, name: str = "structure") -> _GraphArrays:
+@dataclass
+class _Cell:
+    """What the neighbour search needs from a validated crystal: a few small arrays, cheap to
+    send to worker processes (pickling a pymatgen ``Structure`` costs more than its graph)."""
+
+    name: str
+    z: np.ndarray  # (N,) int64 atomic numbers
+    lattice: np.ndarray  # (3, 3) Å
+    pbc: np.ndarray  # (3,) int64
+    cart: np.ndarray  # (N, 3) Å
+
+
+def _cell(structure: "Structure", name: str) -> _Cell:
+    """Check a structure (elements, finite numbers, density) and take its arrays."""
     z = _atomic_numbers(structure, name)
-    n = len(structure)
-    k = settings.max_neighbors
-    lattice = structure.lattice.matrix
-    if not (np.isfinite(lattice).all() and np.isfinite(structure.frac_coords).all()):
+    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
+    frac = structure.frac_coords
+    if not (np.isfinite(lattice).all() and np.isfinite(frac).all()):
         raise StructureError(f"{name}: lattice or coordinates are not finite numbers")
     volume = abs(float(np.linalg.det(lattice)))
-    if not volume / n >= MIN_VOLUME_PER_ATOM:
+    if not volume / len(z) >= MIN_VOLUME_PER_ATOM:
         raise StructureError(
-            f"{name}: {volume / n:.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
+            f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
             "atom or more): check the lattice parameters and their units (Å)"
         )
-    centers, points, images, dists = structure.get_neighbor_list(settings.radius)
+    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)
+    return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart)
+
+
+def _search(cell: _Cell, centers: np.ndarray, radius: float):
+    """All (centre, neighbour, image, distance) pairs within ``radius`` of the atoms ``centers``,
+    self-pairs excluded (pymatgen's compiled periodic search, as ``Structure.get_neighbor_list``)."""
+    from pymatgen.optimization.neighbors import find_points_in_spheres
+
+    c, p, images, d = find_points_in_spheres(cell.cart, np.ascontiguousarray(cell.cart[centers]), r=float(radius),
+                                             pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
+    keep = ~((centers[c] == p) & (d <= 1e-8))
+    return c[keep], p[keep], images[keep], d[keep]
+
+
+def _neighbors(structure: "Structure", settings: GraphSettings, name: str = "structure") -> _GraphArrays:
+    return _cell_arrays(_cell(structure, name), settings)
+
+
+def _cell_arrays(cell: _Cell, settings: GraphSettings) -> _GraphArrays:
+    n = len(cell.z)
+    k = settings.max_neighbors
+    centers, points, images, dists = _search(cell, np.arange(n), settings.radius)
     keep, counts = _nearest(centers, points, images, dists, n, k)
     src, dst, dist = points[keep], centers[keep], dists[keep]
     extended = counts == 0
@@ -271,22 +305,24 @@ def _neighbors(structure: "Structure", settings: GraphSettings, name: str = "str
         # no neighbour within the radius: take the nearest ones further out. Every atom
         # has its own periodic image one lattice vector away, so this always finds some.
         lonely = np.flatnonzero(extended)
-        reach = float(min(structure.lattice.abc)) * 1.0001 + 1e-6
-        c2, p2, i2, d2 = structure.get_neighbor_list(reach, sites=[structure[i] for i in lonely])
+        reach = float(np.linalg.norm(cell.lattice, axis=1).min()) * 1.0001 + 1e-6
+        c2, p2, i2, d2 = _search(cell, lonely, reach)
         keep2, _ = _nearest(c2, p2, i2, d2, len(lonely), k)
         src = np.concatenate([src, p2[keep2]])
         dst = np.concatenate([dst, lonely[c2[keep2]]])
         dist = np.concatenate([dist, d2[keep2]])
     if len(dist) and dist.min() < MIN_DISTANCE:
+        from pymatgen.core import Element
+
         e = int(np.argmin(dist))
+        i, j = int(dst[e]), int(src[e])
         raise StructureError(
-            f"{name}: atoms {int(dst[e])} ({structure[int(dst[e])].specie}) and {int(src[e])} "
-            f"({structure[int(src[e])].specie}) are {dist[e]:.3f} Å apart, which is "
-            f"closer than {MIN_DISTANCE} Å: overlapping atoms; fix the structure"
+            f"{cell.name}: atoms {i} ({Element.from_Z(int(cell.z[i]))}) and {j} ({Element.from_Z(int(cell.z[j]))}) "
+            f"are {dist[e]:.3f} Å apart, which is closer than {MIN_DISTANCE} Å: overlapping atoms; fix the structure"
         )
     order = np.lexsort((src, dst))  # edges grouped by centre atom
     return _GraphArrays(
-        z=z.astype(np.int16),
+        z=cell.z.astype(np.int16),
         src=src[order].astype(np.int32),
         dst=dst[order].astype(np.int32),
         distance=dist[order].astype(np.float32),
@@ -294,11 +330,15 @@ def _neighbors(structure: "Structure", settings: GraphSettings, name: str = "str
     )
 
 
-def _structure_arrays(source: StructureLike, settings: GraphSettings) -> _GraphArrays:
+def _to_cell(source: StructureLike) -> _Cell:
+    """Read and check one crystal (a ``Structure``, a CIF path or CIF text)."""
     name = str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "structure"
     structure = load_structure(source)
-    formula = getattr(structure, "formula", "structure")
-    return _neighbors(structure, settings, name if name != "structure" else formula)
+    return _cell(structure, name if name != "structure" else getattr(structure, "formula", "structure"))
+
+
+def _structure_arrays(source: StructureLike, settings: GraphSettings) -> _GraphArrays:
+    return _cell_arrays(_to_cell(source), settings)
 
 
 # --------------------------------------------------------------------------- DGL graphs
@@ -386,13 +426,22 @@ def _iter_arrays(
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(n_jobs) as pool:
-            for part in pool.map(_build_chunk, chunks, [settings] * len(chunks)):
+            jobs = ([_for_worker(s) for s in part] for part in chunks)
+            for part in pool.map(_build_chunk, jobs, [settings] * len(chunks)):
                 bar.update(len(part))
                 yield part
 
 
-def _build_chunk(structures: list, settings: GraphSettings) -> list[_GraphArrays]:
-    return [_structure_arrays(s, settings) for s in structures]
+def _build_chunk(sources: list, settings: GraphSettings) -> list[_GraphArrays]:
+    return [_cell_arrays(s, settings) if isinstance(s, _Cell) else _structure_arrays(s, settings) for s in sources]
+
+
+def _for_worker(source: StructureLike) -> "_Cell | StructureLike":
+    """What to send to a worker process: a ``Structure`` as its small cell arrays, a CIF
+    path or text as it is (the worker reads it)."""
+    from pymatgen.core import Structure
+
+    return _to_cell(source) if isinstance(source, Structure) else source
 
 
 def build_graphs(

@@ -55,26 +55,32 @@ class BackboneConfig:
 
 
 class _Gate(torch.autograd.Function):
-    """sigmoid(filter) ⊙ softplus(core) of the two halves of ``gated`` (E × 2F → E × F), with a
-    backward that writes both halves of the gradient in place (no chunk/cat copies)."""
+    """sigmoid(filter) ⊙ softplus(core) of the two halves of ``gated`` (E × 2F → E × F).
+
+    The forward keeps sigmoid(filter), softplus(core) and sigmoid(core), so the backward is
+    three multiplications and no transcendental function, written straight into the two
+    halves of the gradient (no chunk/cat copies).
+    """
 
     @staticmethod
     def forward(ctx, gated: torch.Tensor) -> torch.Tensor:
         f = gated.shape[1] // 2
         nbr_filter, nbr_core = gated[:, :f], gated[:, f:]
-        ctx.save_for_backward(gated)
-        return torch.sigmoid(nbr_filter).mul_(nn.functional.softplus(nbr_core))
+        sig, soft = torch.sigmoid(nbr_filter), nn.functional.softplus(nbr_core)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(sig, soft, torch.sigmoid(nbr_core))
+        return sig * soft
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (gated,) = ctx.saved_tensors
-        f = gated.shape[1] // 2
-        nbr_filter, nbr_core = gated[:, :f], gated[:, f:]
-        sig = torch.sigmoid(nbr_filter)
-        out = torch.empty_like(gated)
-        # d/d filter: grad * softplus(core) * sig * (1 - sig);  d/d core: grad * sig * sigmoid(core)
-        torch.mul(grad * nn.functional.softplus(nbr_core), sig * (1 - sig), out=out[:, :f])
-        torch.mul(grad * sig, torch.sigmoid(nbr_core), out=out[:, f:])
+        sig, soft, sig_core = ctx.saved_tensors
+        f = sig.shape[1]
+        out = grad.new_empty(grad.shape[0], 2 * f)
+        g_sig = grad * sig
+        # d/d core = grad * sig * sigmoid(core);  d/d filter = grad * softplus(core) * sig * (1 - sig)
+        torch.mul(g_sig, sig_core, out=out[:, f:])
+        g_sig.mul_(soft)
+        torch.addcmul(g_sig, g_sig, sig, value=-1, out=out[:, :f])
         return out
 
 
