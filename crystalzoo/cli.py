@@ -66,10 +66,7 @@ def _cmd_finetune(args) -> None:
     from .training import finetune
 
     backbone = None if args.backbone == "none" else args.backbone
-    common = dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
-                  epochs=args.epochs, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
-                  optimizer=args.optimizer, device=args.device, early_stopping=args.early_stopping,
-                  progress=not args.quiet)
+    common = _training_kwargs(args)
     runs = [(backbone, args.freeze, args.reinit, Path(args.out))]
     if args.baseline and backbone is not None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
@@ -94,10 +91,8 @@ def _cmd_finetune(args) -> None:
 def _cmd_pretrain(args) -> None:
     from .training import pretrain
 
-    r = pretrain(args.data, args.targets, conv=args.conv, train_size=args.train_size, val_size=args.val_size,
-                 test_size=args.test_size, seed=args.seed, out_dir=args.out, resume=args.resume, epochs=args.epochs,
-                 lr=args.lr, schedule=args.schedule, batch_size=args.batch_size, device=args.device,
-                 early_stopping=args.early_stopping, progress=not args.quiet)
+    r = pretrain(args.data, args.targets, conv=args.conv, out_dir=args.out, resume=args.resume,
+                 **_training_kwargs(args))
     m = r.metrics
     print(f"{'target':30s} {'val MAE':>10s} {'test MAE':>10s}")
     for t in m["targets"]:
@@ -112,6 +107,32 @@ def _cmd_push(args) -> None:
     commit = push_to_hub(load_model(args.model), args.repo_id, private=args.private,
                          commit_message=args.message, metrics_file=args.metrics)
     print(commit)
+
+
+def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
+    """Options shared by ``finetune`` and ``pretrain``: splits, optimisation, output."""
+    s.add_argument("--epochs", type=int, default=epochs)
+    s.add_argument("--train-size", type=_size, default=0.8, help="count, or fraction of the data")
+    s.add_argument("--val-size", type=_size, default=0.1)
+    s.add_argument("--test-size", type=_size, default=0.1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant, or cosine decay to 0 over --epochs")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _training_kwargs(args) -> dict:
+    return dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
+                epochs=args.epochs, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
+                optimizer=args.optimizer, device=args.device, early_stopping=args.early_stopping,
+                progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,42 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="JSON lines (.jsonl/.jsonl.gz), CSV with a 'cif' column, a CGCNN "
                    "folder, or bundled:mp-band-gap")
     s.add_argument("--target", required=True, help="label column / key")
-    s.add_argument("--epochs", type=int, default=30)
-    s.add_argument("--train-size", type=_size, default=0.8, help="count, or fraction of the data")
-    s.add_argument("--val-size", type=_size, default=0.1)
-    s.add_argument("--test-size", type=_size, default=0.1)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
-                   help="learning rate: constant, or cosine decay to 0 over --epochs")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
-    s.add_argument("--device", default="cpu")
+    _add_training_args(s, epochs=30)
     s.add_argument("--baseline", action="store_true", help="also train the same architecture from scratch")
-    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_finetune)
 
     s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")
     s.add_argument("--data", required=True, help="JSON lines, CSV with a 'cif' column, a CGCNN folder, or bundled:NAME")
     s.add_argument("--targets", nargs="+", required=True, help="label columns; 'log10:COLUMN' takes log10")
     s.add_argument("--conv", choices=["gated", "attention"], default="gated")
-    s.add_argument("--epochs", type=int, default=100)
-    s.add_argument("--train-size", type=_size, default=0.8)
-    s.add_argument("--val-size", type=_size, default=0.1)
-    s.add_argument("--test-size", type=_size, default=0.1)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
-                   help="learning rate: constant, or cosine decay to 0 over --epochs")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--out", required=True)
-    s.add_argument("--quiet", action="store_true")
+    _add_training_args(s, epochs=100)
     s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
