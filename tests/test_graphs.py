@@ -150,3 +150,17 @@ def test_isolated_atoms_in_a_large_box_get_their_images():
         # the other atom's 8 images at 25.98 Å, then 4 of the 6 own images at 30 Å
         assert sorted(d.tolist()) == pytest.approx([30 * 3**0.5 / 2] * 8 + [30.0] * 4, abs=1e-3)
         assert (src[dst == i] != i).sum() == 8
+
+
+def test_one_isolated_atom_next_to_bonded_ones():
+    """Only atom 1 is isolated: its extended search must exclude its own position (an earlier
+    version compared the wrong indices and reported the atom as overlapping itself)."""
+    s = Structure(Lattice.cubic(30.0), ["O", "Fe", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.05, 0, 0]])
+    g = build_graph(s)
+    assert g.ndata["extended"].tolist() == [False, True, False]
+    src, dst = g.edges()
+    d = g.edata["distance"][dst == 1]
+    # 8 images of atom 0 at 25.98 Å, then the 4 nearest images of atom 2 at 25.14 Å
+    assert sorted(d.tolist()) == pytest.approx([25.1446] * 4 + [30 * 3**0.5 / 2] * 8, abs=1e-3)
+    assert set(src[dst == 1].tolist()) == {0, 2}
+    assert g.edata["distance"][dst != 1].tolist() == pytest.approx([1.5, 1.5])
