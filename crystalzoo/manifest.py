@@ -15,7 +15,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .serialization import atomic_write, sha256_file
 
@@ -104,17 +104,22 @@ def markdown_table(manifest: dict[str, Any] | None = None) -> str:
 
 def register_weights(name: str, folder: str | Path, *, description: str, training_data: dict[str, Any],
                      metrics: list[dict[str, Any]], source: str, license: str = "MIT",
-                     citation: str = "") -> dict[str, Any]:
+                     citation: str = "", units: Sequence[str] | None = None) -> dict[str, Any]:
     """Maintainers: bundle the model in ``folder`` (written by ``finetune``/``pretrain``) as the
     registered backbone ``name`` — copies its weights into ``crystalzoo/weights/`` and adds or
     updates its manifest entry (sha256, size, config, metrics). Publish it on the Hub
-    afterwards with :func:`crystalzoo.hub.publish_registered` to pin a revision."""
+    afterwards with :func:`crystalzoo.hub.publish_registered` to pin a revision. ``units`` (one
+    per target) replace the units stored in the folder, for models trained without them."""
     import shutil
 
     from .registry import bundled_path, load_model
 
     model = load_model(str(folder))
     model.meta.clear()
+    if units is not None:
+        if len(units) != len(model.targets):
+            raise ValueError(f"{len(model.targets)} targets {model.targets} but {len(units)} units")
+        model.head.units = list(units)
     target = bundled_path(f"cgcnn-{name}.safetensors")
     shutil.copyfile(Path(folder) / "model.safetensors", target)
     manifest = read_manifest()

@@ -316,10 +316,12 @@ def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
 
 
 def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | None = None, reinit: bool = False,
-               task: str = "regression", seed: int = 0, architecture: dict[str, Any] | None = None) -> CrystalModel:
+               task: str = "regression", seed: int = 0, architecture: dict[str, Any] | None = None,
+               units: Sequence[str] | None = None) -> CrystalModel:
     """A pretrained backbone (``None``: a new one from scratch, shaped by ``architecture``, a
     :class:`BackboneConfig` dict, default the original CGCNN's) with a new head sized for
-    ``dataset``, whose normaliser is taken from ``dataset`` (the training split)."""
+    ``dataset``, whose normaliser is taken from ``dataset`` (the training split); ``units``
+    (one per target, e.g. ``["eV"]``) label the predictions."""
     from .registry import load_backbone
 
     torch.manual_seed(seed)
@@ -338,7 +340,7 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
             raise DataError(f"classification labels must be the integers 0 … C-1 (C ≥ 2); found {classes[:10]}")
         head = ClassificationHead(bb.out_features, [str(c) for c in classes], dataset.targets[0])
     else:
-        head = RegressionHead(bb.out_features, dataset.targets, units=None,
+        head = RegressionHead(bb.out_features, dataset.targets, units=units,
                               mean=np.nanmean(dataset.labels, axis=0).tolist(),
                               std=np.maximum(np.nanstd(dataset.labels, axis=0), 1e-6).tolist())
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
@@ -348,7 +350,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
              reinit: bool = False, train_size: float | int = 0.8, val_size: float | int = 0.1,
              test_size: float | int = 0.1, seed: int = 0, out_dir: str | os.PathLike | None = None,
              resume: bool = False, task: str = "regression", cache_dir=None, architecture: dict[str, Any] | None = None,
-             **train_options) -> FinetuneResult:
+             units: Sequence[str] | None = None, **train_options) -> FinetuneResult:
     """Fine-tune a registered backbone (``None``: from scratch) on ``data`` for ``target``.
 
     ``data``: a :class:`CrystalDataset`, a JSON-lines file, a CSV (``cif`` column), a CGCNN
@@ -369,7 +371,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     if len(ds) == 0:
         raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
     train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
-    model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed, architecture=architecture)
+    model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed, architecture=architecture,
+                       units=units)
     t0 = time.perf_counter()
     history = train_model(model, train, val, config, out_dir=out_dir, resume=resume)
     seconds = time.perf_counter() - t0
@@ -397,7 +400,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
 def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_size: float | int = 0.8,
              val_size: float | int = 0.1, test_size: float | int = 0.1, seed: int = 0,
              out_dir: str | os.PathLike | None = None, resume: bool = False, cache_dir=None,
-             architecture: dict[str, Any] | None = None, **train_options) -> FinetuneResult:
+             architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None,
+             **train_options) -> FinetuneResult:
     """Train a new backbone from scratch on one or several targets (multi-task: one
     normaliser per target, missing labels masked in the loss). Targets may be transformed,
     e.g. ``"log10:k_vrh"``. The result in ``out_dir`` loads with ``load_backbone(out_dir)``
@@ -413,4 +417,4 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
     arch = {**(architecture or {}), "conv": conv}
     return finetune(data, list(targets), backbone=None, train_size=train_size, val_size=val_size,
                     test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, cache_dir=cache_dir,
-                    architecture=arch, **train_options)
+                    architecture=arch, units=units, **train_options)

@@ -112,7 +112,7 @@ def main() -> None:
                       "dataset": "Materials Project, 7,042 crystals", "split": split_name}
                      for split, split_name in (("val", "validation"), ("test", "test")) for t in names],
             source="pretrained by crystalzoo, scripts/pretrain_backbones.py", license="MIT (weights: crystalzoo)",
-            citation=MP_CITATION)
+            citation=MP_CITATION, units=[UNITS[t] for t in names])
         print(f"registered {name}: test {metrics['test']}", flush=True)
 
     # side by side on the same test crystals

@@ -82,7 +82,19 @@ def test_pretrained_backbones_are_registered_with_metrics(name):
 def test_combined_predicts_all_four_targets_sensibly():
     model = load_model("combined")
     assert model.targets == ["formation_energy_per_atom", "energy_per_atom", "log10_k_vrh", "log10_g_vrh"]
+    assert model.head.units == ["eV/atom", "eV/atom", "log10(GPa)", "log10(GPa)"]
     pred = model.predict(CIFS)
     formation = load_model("formation").predict(CIFS)
     assert np.abs(pred[:, 0] - formation).mean() < 0.5  # eV/atom: the same physics
     assert ((pred[:, 2] > 0) & (pred[:, 2] < 3)).all()  # log10 GPa of real solids
+
+
+def test_units_are_stored_with_the_weights(tmp_path):
+    from crystalzoo.training import pretrain
+
+    targets = ["formation_energy_per_atom", "log10:k_vrh"]
+    kwargs = dict(train_size=60, val_size=20, test_size=0, epochs=1, progress=False)
+    pretrain(DATA / "mp200.jsonl.gz", targets, units=["eV/atom", "log10(GPa)"], out_dir=tmp_path, **kwargs)
+    assert load_model(str(tmp_path)).head.units == ["eV/atom", "log10(GPa)"]
+    with pytest.raises(ValueError, match="2 targets but 1 units"):
+        pretrain(DATA / "mp200.jsonl.gz", targets, units=["eV/atom"], **kwargs)
