@@ -133,7 +133,7 @@ def report(out: Path, done: dict, args) -> Path:
         groups.setdefault((r["backbone"], r["freeze"], r["reinit"]), {})[r["seed"]] = r["test_mae"]
     lines = [
         "# Transfer to band gap (the paper's Tables 2-3, over several seeds)", "",
-        f"Command: `python benchmarks/transfer_band_gap.py {' '.join(sys.argv[1:])}`", "",
+        f"Command: `{' '.join(['python', 'benchmarks/transfer_band_gap.py', *sys.argv[1:]])}`", "",
         f"Materials Project band gaps; {args.sizes[0]}/{args.sizes[1]}/{args.sizes[2]} train/validation/test crystals "
         + (f"drawn per seed from the first {args.pool} crystals of the bundled data set (quick run); " if args.quick else
            f"drawn per seed from a fixed pool of {args.pool} (seed 1234) of the 34,738 crystals with a band gap; ")
