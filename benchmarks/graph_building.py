@@ -112,7 +112,7 @@ def main() -> int:
     if args.quick:
         args.n, args.budget = 60, 3.0
     from crystalzoo.data import bundled_dataset
-    from crystalzoo.graphs import DEFAULT_SETTINGS, _neighbors, build_graphs
+    from crystalzoo.graphs import DEFAULT_SETTINGS, _structure_arrays, build_graphs
 
     warnings.filterwarnings("ignore")
     structures = load(Path(args.data) if args.data else bundled_dataset("mp-band-gap"), args.n)
@@ -123,7 +123,7 @@ def main() -> int:
     t0 = time.perf_counter()
     build_graphs(structures, progress=False)
     results["crystalzoo build_graphs (DGL graphs with features)"] = (len(structures) / (time.perf_counter() - t0), len(structures))
-    results["crystalzoo neighbour selection only (no DGL graph)"] = rate(lambda s: _neighbors(s, DEFAULT_SETTINGS), structures, 1e9)
+    results["crystalzoo neighbour selection only (no DGL graph)"] = rate(lambda s: _structure_arrays(s, DEFAULT_SETTINGS), structures, 1e9)
     results["pymatgen get_neighbor_list search only"] = rate(lambda s: s.get_neighbor_list(8.0), structures, 1e9)
     t0 = time.perf_counter()
     build_graphs(structures, progress=False, n_jobs=2)

@@ -55,6 +55,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     args = p.parse_args()
     out = Path(args.out)
+    machine = _machine()
     sections, failed = [], []
     for script, extra, goal in BENCHMARKS:
         argv = [args.data if a == "DATA" else a for a in extra]
@@ -72,14 +73,14 @@ def main() -> int:
         if script == "graph_building.py":
             (out / "graph_building.md").write_text(
                 "# Graph building throughput\n\n"
-                f"Command: `{shown}` (through `benchmarks/run_all.py`)\n\nMachine: {_machine()}. Baselines are "
+                f"Command: `{shown}` (through `benchmarks/run_all.py`)\n\nMachine: {machine}. Baselines are "
                 "measured in the same run, on the same crystals (each slow baseline stops after 20 s). pymatgen's "
                 "compiled neighbour search is a small share of the build time and about as fast as vesin's, so "
                 "crystalzoo keeps it (vesin >= 0.4 does not import with the pinned torch 2.2.1).\n\n"
                 f"```\n{text}\n```\n")
     header = ("# Performance\n\n"
               "Written by `python benchmarks/run_all.py`: the latest output of the scripts in `benchmarks/`, run one "
-              f"after the other on an otherwise idle machine: {_machine()}. Each script measures its baseline in the "
+              f"after the other on an otherwise idle machine: {machine}. Each script measures its baseline in the "
               "same run (alternating where it can) and exits non-zero when it misses its goal; CI runs every script "
               "with `--quick` (`tests/test_performance.py`).\n\n"
               "Graph building in detail: [graph_building.md](graph_building.md).\n")

@@ -266,8 +266,8 @@ def _cell(structure: "Structure", name: str) -> _Cell:
     """Check a structure (elements, finite numbers, density) and take its arrays."""
     z = _atomic_numbers(structure, name)
     lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
-    frac = structure.frac_coords
-    if not (np.isfinite(lattice).all() and np.isfinite(frac).all()):
+    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)  # not finite if the fractional ones are not
+    if not (np.isfinite(lattice).all() and np.isfinite(cart).all()):
         raise StructureError(f"{name}: lattice or coordinates are not finite numbers")
     volume = abs(float(np.linalg.det(lattice)))
     if not volume / len(z) >= MIN_VOLUME_PER_ATOM:
@@ -275,7 +275,6 @@ def _cell(structure: "Structure", name: str) -> _Cell:
             f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
             "atom or more): check the lattice parameters and their units (Å)"
         )
-    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)
     return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart)
 
 
@@ -288,10 +287,6 @@ def _search(cell: _Cell, centers: np.ndarray, radius: float):
                                              pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
     keep = ~((centers[c] == p) & (d <= 1e-8))
     return c[keep], p[keep], images[keep], d[keep]
-
-
-def _neighbors(structure: "Structure", settings: GraphSettings, name: str = "structure") -> _GraphArrays:
-    return _cell_arrays(_cell(structure, name), settings)
 
 
 def _cell_arrays(cell: _Cell, settings: GraphSettings) -> _GraphArrays:

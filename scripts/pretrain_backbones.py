@@ -95,8 +95,7 @@ def main() -> None:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint
             r = pretrain(ds, targets, conv=conv, train_size=0.8, val_size=0.1, test_size=0.1, seed=0,
-                         out_dir=out, resume=True, epochs=args.epochs,
-                         schedule=args.schedule)
+                         out_dir=out, resume=True, epochs=args.epochs, schedule=args.schedule)
             metrics = r.metrics
         report[name] = metrics
         names = metrics["targets"]
