@@ -37,7 +37,8 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     from crystalzoo import load_model
     from crystalzoo.data import bundled_dataset
-    from crystalzoo.graphs import _atomic_numbers, _build_arrays, _GraphArrays
+    from crystalzoo import build_arrays
+    from crystalzoo.graphs import GraphArrays
 
     model = load_model("formation")
     structures = load(Path(args.data) if args.data else bundled_dataset("mp-band-gap"), args.n)
@@ -55,14 +56,14 @@ def main() -> int:
             src = np.array([j for site in nbrs for _, j in site], np.int32)
             dst = np.array([i for i, site in enumerate(nbrs) for _ in site], np.int32)
             dist = np.array([d for site in nbrs for d, _ in site], np.float32)
-            arrays.append(_GraphArrays(_atomic_numbers(s, "x").astype(np.int16), src, dst, dist, np.zeros(len(s), bool)))
+            arrays.append(GraphArrays(np.array(s.atomic_numbers, np.int16), src, dst, dist, np.zeros(len(s), bool)))
         return model.predict_arrays(arrays)
 
     rate1, pred1 = timed(lambda x: model.predict(x), structures)
     rate2, pred2 = timed(lambda x: model.predict(x, n_jobs=2), structures)
     rate_b, pred_b = timed(baseline, structures[: args.baseline_n])
-    build1, arrays1 = timed(lambda x: _build_arrays(x, model.graph_settings, progress=False), structures)
-    build2, arrays2 = timed(lambda x: _build_arrays(x, model.graph_settings, progress=False, n_jobs=2), structures)
+    build1, arrays1 = timed(lambda x: build_arrays(x, model.graph_settings, progress=False), structures)
+    build2, arrays2 = timed(lambda x: build_arrays(x, model.graph_settings, progress=False, n_jobs=2), structures)
     assert np.allclose(pred1, pred2)
     assert all(np.array_equal(a.src, b.src) and np.array_equal(a.distance, b.distance) for a, b in zip(arrays1, arrays2))
     print(f"{len(structures)} Materials Project crystals, formation model, graph building included\n")

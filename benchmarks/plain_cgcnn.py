@@ -21,15 +21,12 @@ def plain_conv(conv, atom_fea: torch.Tensor, bond_fea: torch.Tensor, src: torch.
 
 
 def plain_backbone(backbone, g) -> torch.Tensor:
-    """The crystal vectors of a batched graph, computed the plain way."""
-    src, dst = g.edges()
-    h = backbone.embedding(g.ndata["atom_fea"])
-    bond = g.edata["bond_fea"]
+    """The crystal vectors of a batched ``CrystalGraph``, computed the plain way."""
+    h = backbone.embedding(g.atom_fea)
     for conv in backbone.convs:
-        h = plain_conv(conv, h, bond, src, dst)
-    counts = g.batch_num_nodes()
-    graph_of_atom = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    pooled = torch.zeros(len(counts), h.shape[1]).index_add_(0, graph_of_atom, h) / counts[:, None]
+        h = plain_conv(conv, h, g.bond_fea, g.src, g.dst)
+    counts = g.n_atoms
+    pooled = torch.zeros(len(counts), h.shape[1]).index_add_(0, g.crystal, h) / counts[:, None]
     crys = F.softplus(backbone.conv_to_fc(F.softplus(pooled)))
     for fc in backbone.fcs:
         crys = F.softplus(fc(crys))

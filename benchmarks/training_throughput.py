@@ -33,14 +33,14 @@ def main() -> int:
         args.batches, args.batch_size, args.repeats = 2, 32, 1
 
     from crystalzoo.data import CrystalDataset, bundled_dataset
-    from crystalzoo.graphs import _to_dgl
+    from crystalzoo import collate
     from crystalzoo.models import BackboneConfig, CGCNNBackbone
 
     n = args.batches * args.batch_size
     ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=n, progress=False)
-    batches = [_to_dgl(ds.graphs[i: i + args.batch_size], ds.settings) for i in range(0, n, args.batch_size)]
-    atoms = sum(g.num_nodes() for g in batches) / n
-    edges = sum(g.num_edges() for g in batches) / n
+    batches = [collate(ds.graphs[i: i + args.batch_size], ds.settings) for i in range(0, n, args.batch_size)]
+    atoms = sum(g.num_atoms for g in batches) / n
+    edges = sum(g.num_edges for g in batches) / n
     torch.manual_seed(0)
     backbone = CGCNNBackbone(BackboneConfig()).train()
 
@@ -49,7 +49,7 @@ def main() -> int:
             backbone.zero_grad()
             forward(g).square().mean().backward()
 
-    methods = {"crystalzoo (project atoms, u_add_v per edge)": backbone.forward,
+    methods = {"crystalzoo (project atoms, combine per edge)": backbone.forward,
                "plain (concatenate per edge, index_add_)": lambda g: plain_backbone(backbone, g)}
     times = {name: [] for name in methods}
     for name, f in methods.items():  # warm up

@@ -6,15 +6,12 @@ Example::
     >>> model = load_model("formation")                 # backbone + its original head
     >>> backbone = load_backbone("formation", freeze=2)  # ready for a new head
 
-Importing the package is cheap: torch, DGL, pymatgen and the Hub client load on first use.
+Importing the package is cheap: torch, pymatgen and the Hub client load on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-
-os.environ.setdefault("DGLBACKEND", "pytorch")
 
 __version__ = "0.1.0"
 
@@ -27,6 +24,9 @@ _EXPORTS = {
     "GraphSettings": "graphs",
     "build_graph": "graphs",
     "build_graphs": "graphs",
+    "build_arrays": "graphs",
+    "collate": "graphs",
+    "CrystalGraph": "crystal_graph",
     "load_structure": "graphs",
     "CrystalModel": "models",
     "CGCNNBackbone": "models",

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import DataError
-from .graphs import DEFAULT_SETTINGS, GraphSettings, _build_arrays, _GraphArrays
+from .graphs import DEFAULT_SETTINGS, GraphArrays, GraphSettings, build_arrays
 
 BUNDLED = {
     "mp-band-gap": "mp_band_gap_3000.jsonl.gz",
@@ -107,7 +107,7 @@ class CrystalDataset:
     """
 
     ids: list[str]
-    graphs: list[_GraphArrays]
+    graphs: list[GraphArrays]
     labels: np.ndarray
     targets: list[str]
     settings: GraphSettings = DEFAULT_SETTINGS
@@ -249,11 +249,11 @@ class CrystalDataset:
         return self.subset(order[:a]), self.subset(order[a:b]), self.subset(order[b : b + sizes[2]])
 
 
-def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int) -> list[_GraphArrays]:
+def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int) -> list[GraphArrays]:
     """Graph arrays for ``structures``, read from the cache file of exactly this list of
     structures and settings when there is one, built (and cached) otherwise."""
     if cache_dir is False:
-        return _build_arrays(structures, settings, progress, n_jobs)
+        return build_arrays(structures, settings, progress, n_jobs)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     keys = [_structure_key(s) for s in structures]
     h = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
@@ -265,7 +265,7 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
             return _read_pack(path, len(structures))
         except Exception:  # an unreadable cache file is rebuilt, never trusted
             pass
-    graphs = _build_arrays(structures, settings, progress, n_jobs)
+    graphs = build_arrays(structures, settings, progress, n_jobs)
     try:
         _write_pack(path, graphs)
     except OSError as exc:  # read-only or full disk: go on without a cache
@@ -275,7 +275,7 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
     return graphs
 
 
-def _write_pack(path: Path, graphs: list[_GraphArrays]) -> None:
+def _write_pack(path: Path, graphs: list[GraphArrays]) -> None:
     from .serialization import atomic_write
 
     n_atoms = np.array([g.n_atoms for g in graphs], np.int64)
@@ -294,14 +294,14 @@ def _write_pack(path: Path, graphs: list[_GraphArrays]) -> None:
     atomic_write(path, write)
 
 
-def _read_pack(path: Path, expected: int) -> list[_GraphArrays]:
+def _read_pack(path: Path, expected: int) -> list[GraphArrays]:
     with np.load(path) as f:
         a = {k: f[k] for k in f.files}
     if len(a["n_atoms"]) != expected:
         raise ValueError("cache holds another number of crystals")
     na, ne = np.cumsum(a["n_atoms"])[:-1], np.cumsum(a["n_edges"])[:-1]
     return [
-        _GraphArrays(z, src, dst, d, ext)
+        GraphArrays(z, src, dst, d, ext)
         for z, ext, src, dst, d in zip(np.split(a["z"], na), np.split(a["extended"], na), np.split(a["src"], ne),
                                        np.split(a["dst"], ne), np.split(a["distance"], ne))
     ]

@@ -41,3 +41,7 @@ class DataError(CrystalZooError, ValueError):
 
 class WriteError(CrystalZooError, OSError):
     """A file could not be written (full disk, read-only folder); the previous file is intact."""
+
+
+class MissingExtraError(CrystalZooError, ImportError):
+    """A feature needs an optional extra (``crystalzoo[dgl]``, ``crystalzoo[export]``) that is not installed."""

@@ -1,9 +1,14 @@
-"""Crystal structures → DGL graphs with the CGCNN atom and bond features.
+"""Crystal structures → graphs with the CGCNN atom and bond features.
+
+structures → :func:`build_arrays` (compact :class:`GraphArrays`, one per crystal, cached by
+datasets) → :func:`collate` (a batched :class:`~crystalzoo.crystal_graph.CrystalGraph` of torch
+tensors) → a model. :func:`build_graph` and :func:`iter_batches` do both steps; with
+``backend="dgl"`` (the ``[dgl]`` extra) ``build_graph`` returns a ``dgl.DGLGraph`` instead.
 
 A crystal becomes a directed graph: one node per atom in the unit cell, and an edge
 j → i from each of the ``max_neighbors`` nearest neighbours j of atom i within
 ``radius`` Å, periodic images included (so two atoms can share several parallel edges).
-Node feature ``atom_fea``: the 92-value CGCNN encoding of the element. Edge feature
+Atom feature ``atom_fea``: the 92-value CGCNN encoding of the element. Bond feature
 ``bond_fea``: the distance expanded in Gaussians centred every ``gaussian_step`` Å from
 ``gaussian_min`` to ``radius``.
 
@@ -16,13 +21,13 @@ Neighbour policy (documented in ``docs/graphs.md``):
 * an atom with *no* neighbour inside the radius takes its ``max_neighbors`` nearest
   neighbours at whatever distance they are (at the latest its own periodic image, one
   lattice vector away), so every crystal gets a graph and a prediction. Their bond
-  features decay to about zero beyond the radius; ``graph.ndata["extended"]`` marks them.
+  features decay to about zero beyond the radius; ``graph.extended`` marks them.
 
 Example::
 
     >>> from crystalzoo.graphs import build_graph
     >>> g = build_graph("tests/data/cifs/1000041.cif")
-    >>> g.ndata["atom_fea"].shape[1], g.edata["bond_fea"].shape[1]
+    >>> g.atom_fea.shape[1], g.bond_fea.shape[1]
     (92, 41)
 """
 
@@ -40,10 +45,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .errors import GraphSettingsMismatchError, StructureError
+from .crystal_graph import CrystalGraph
+from .errors import CrystalZooError, GraphSettingsMismatchError, StructureError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import dgl
     from pymatgen.core import Structure
 
 StructureLike = Union["Structure", str, os.PathLike]
@@ -198,8 +203,10 @@ def _parse_cif(text: str, name: str) -> "Structure":
 
 
 @dataclass
-class _GraphArrays:
-    """The compact form of one crystal graph: what is cached and sent between processes."""
+class GraphArrays:
+    """The compact form of one crystal graph (numpy arrays, no features): what the builder
+    produces, a ``CrystalDataset`` caches and worker processes send back. :func:`collate`
+    turns a list of them into a batched :class:`~crystalzoo.crystal_graph.CrystalGraph`."""
 
     z: np.ndarray  # (N,) int16 atomic numbers
     src: np.ndarray  # (E,) int32 neighbour j
@@ -289,7 +296,7 @@ def _search(cell: _Cell, centers: np.ndarray, radius: float):
     return c[keep], p[keep], images[keep], d[keep]
 
 
-def _cell_arrays(cell: _Cell, settings: GraphSettings) -> _GraphArrays:
+def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
     n = len(cell.z)
     k = settings.max_neighbors
     centers, points, images, dists = _search(cell, np.arange(n), settings.radius)
@@ -316,7 +323,7 @@ def _cell_arrays(cell: _Cell, settings: GraphSettings) -> _GraphArrays:
             f"are {dist[e]:.3f} Å apart, which is closer than {MIN_DISTANCE} Å: overlapping atoms; fix the structure"
         )
     order = np.lexsort((src, dst))  # edges grouped by centre atom
-    return _GraphArrays(
+    return GraphArrays(
         z=cell.z.astype(np.int16),
         src=src[order].astype(np.int32),
         dst=dst[order].astype(np.int32),
@@ -332,11 +339,11 @@ def _to_cell(source: StructureLike) -> _Cell:
     return _cell(structure, name if name != "structure" else getattr(structure, "formula", "structure"))
 
 
-def _structure_arrays(source: StructureLike, settings: GraphSettings) -> _GraphArrays:
+def _structure_arrays(source: StructureLike, settings: GraphSettings) -> GraphArrays:
     return _cell_arrays(_to_cell(source), settings)
 
 
-# --------------------------------------------------------------------------- DGL graphs
+# --------------------------------------------------------------------------- graphs
 
 
 def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
@@ -344,50 +351,104 @@ def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
     return np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)
 
 
-def _to_dgl(items: Sequence[_GraphArrays], settings: GraphSettings) -> "dgl.DGLGraph":
-    """One batched DGL graph (with features) from the compact arrays of several crystals."""
-    import dgl
+def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SETTINGS) -> CrystalGraph:
+    """One batched :class:`~crystalzoo.crystal_graph.CrystalGraph` (atom and bond features
+    included) from the compact graphs of several crystals.
+
+    Example::
+
+        >>> arrays = build_arrays(["tests/data/cifs/1000041.cif", "tests/data/cifs/1000050.cif"], progress=False)
+        >>> g = collate(arrays)
+        >>> g.n_crystals, g.n_atoms.tolist()
+        (2, [8, 2])
+    """
     import torch
 
-    n_nodes = np.array([it.n_atoms for it in items], dtype=np.int64)
-    n_edges = np.array([len(it.src) for it in items], dtype=np.int64)
-    offsets = np.concatenate(([0], np.cumsum(n_nodes)[:-1]))
-    src = np.concatenate([it.src.astype(np.int64) + o for it, o in zip(items, offsets)])
-    dst = np.concatenate([it.dst.astype(np.int64) + o for it, o in zip(items, offsets)])
-    z = np.concatenate([it.z for it in items]).astype(np.int64)
-    dist = np.concatenate([it.distance for it in items])
-    g = dgl.graph((torch.from_numpy(src), torch.from_numpy(dst)), num_nodes=int(n_nodes.sum()))
-    g.ndata["z"] = torch.from_numpy(z)
-    g.ndata["atom_fea"] = torch.from_numpy(_atom_table()[z])
-    g.ndata["extended"] = torch.from_numpy(np.concatenate([it.extended for it in items]))
-    g.edata["distance"] = torch.from_numpy(dist)
-    g.edata["bond_fea"] = torch.from_numpy(_gaussian(dist, settings))
-    g.set_batch_num_nodes(torch.from_numpy(n_nodes))
-    g.set_batch_num_edges(torch.from_numpy(n_edges))
-    return g
+    if not len(arrays):
+        raise CrystalZooError("collate needs at least one crystal")
+    n_atoms = np.array([a.n_atoms for a in arrays], dtype=np.int64)
+    n_edges = np.array([len(a.src) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(n_atoms)[:-1]))
+    src = np.concatenate([a.src.astype(np.int64) + o for a, o in zip(arrays, offsets)])
+    dst = np.concatenate([a.dst.astype(np.int64) + o for a, o in zip(arrays, offsets)])
+    z = np.concatenate([a.z for a in arrays]).astype(np.int64)
+    dist = np.concatenate([a.distance for a in arrays]).astype(np.float32, copy=False)
+    return CrystalGraph(
+        atom_fea=torch.from_numpy(_atom_table()[z]),
+        bond_fea=torch.from_numpy(_gaussian(dist, settings)),
+        src=torch.from_numpy(src),
+        dst=torch.from_numpy(dst),
+        crystal=torch.from_numpy(np.repeat(np.arange(len(arrays), dtype=np.int64), n_atoms)),
+        n_atoms=torch.from_numpy(n_atoms),
+        n_edges=torch.from_numpy(n_edges),
+        distance=torch.from_numpy(dist),
+        z=torch.from_numpy(z),
+        extended=torch.from_numpy(np.concatenate([a.extended for a in arrays]).astype(bool, copy=False)),
+    )
 
 
-def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETTINGS) -> "dgl.DGLGraph":
-    """The CGCNN graph of one crystal (a pymatgen ``Structure``, a CIF path or CIF text).
+_BACKENDS = ("torch", "dgl")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in _BACKENDS:
+        raise CrystalZooError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+
+
+def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETTINGS, backend: str = "torch"):
+    """The CGCNN graph of one crystal (a pymatgen ``Structure``, a CIF path or CIF text): a
+    :class:`~crystalzoo.crystal_graph.CrystalGraph`, or with ``backend="dgl"`` a
+    ``dgl.DGLGraph`` (the ``[dgl]`` extra).
 
     Example::
 
         >>> from pymatgen.core import Lattice, Structure
         >>> nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-        >>> build_graph(nacl).num_edges()
+        >>> build_graph(nacl).num_edges
         24
     """
-    return _to_dgl([_structure_arrays(structure, settings)], settings)
+    _check_backend(backend)
+    g = collate([_structure_arrays(structure, settings)], settings)
+    return g.to_dgl() if backend == "dgl" else g
 
 
-def _build_arrays(
+def build_arrays(
     structures: Iterable[StructureLike],
-    settings: GraphSettings,
+    settings: GraphSettings = DEFAULT_SETTINGS,
     progress: bool = True,
     n_jobs: int = 1,
-    desc: str = "building graphs",
-) -> list[_GraphArrays]:
-    return [a for part in _iter_arrays(structures, settings, progress, n_jobs, desc) for a in part]
+) -> list[GraphArrays]:
+    """The compact graphs (:class:`GraphArrays`) of many crystals, in order, with a progress
+    bar; ``n_jobs > 1`` builds them in parallel processes (``-1``: one per core). This is
+    what a ``CrystalDataset`` caches; :func:`collate` batches them for a model.
+
+    Example::
+
+        >>> [a.n_atoms for a in build_arrays(["tests/data/cifs/1000041.cif"], progress=False)]
+        [8]
+    """
+    return [a for part in _iter_arrays(structures, settings, progress, n_jobs) for a in part]
+
+
+def iter_batches(
+    structures: Iterable[StructureLike],
+    settings: GraphSettings = DEFAULT_SETTINGS,
+    batch_size: int = 256,
+    n_jobs: int = 1,
+    progress: bool = False,
+) -> Iterator[CrystalGraph]:
+    """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. With
+    ``n_jobs > 1`` worker processes build the next batches while the caller uses this one.
+
+    Example::
+
+        >>> [g.n_crystals for g in iter_batches(["tests/data/cifs/1000041.cif"] * 3, batch_size=2)]
+        [2, 1]
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CrystalZooError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
+        yield collate(part, settings)
 
 
 def _iter_arrays(
@@ -395,9 +456,8 @@ def _iter_arrays(
     settings: GraphSettings,
     progress: bool = True,
     n_jobs: int = 1,
-    desc: str = "building graphs",
     chunk: int | None = None,
-) -> Iterator[list[_GraphArrays]]:
+) -> Iterator[list[GraphArrays]]:
     """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
     ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one."""
     from tqdm.auto import tqdm
@@ -409,7 +469,7 @@ def _iter_arrays(
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
     chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
-    with tqdm(total=len(structures), desc=desc, unit="crystal", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(structures), desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
         if not parallel:
             for part in chunks:
                 out = []
@@ -427,7 +487,7 @@ def _iter_arrays(
                 yield part
 
 
-def _build_chunk(sources: list, settings: GraphSettings) -> list[_GraphArrays]:
+def _build_chunk(sources: list, settings: GraphSettings) -> list[GraphArrays]:
     return [_cell_arrays(s, settings) if isinstance(s, _Cell) else _structure_arrays(s, settings) for s in sources]
 
 
@@ -444,9 +504,12 @@ def build_graphs(
     settings: GraphSettings = DEFAULT_SETTINGS,
     progress: bool = True,
     n_jobs: int = 1,
-) -> list["dgl.DGLGraph"]:
-    """Graphs of many crystals, with a progress bar; ``n_jobs > 1`` builds them in parallel
-    processes (``-1``: one per core). Batch them with ``dgl.batch``.
+    backend: str = "torch",
+) -> list:
+    """One graph per crystal (``CrystalGraph``, or ``dgl.DGLGraph`` with ``backend="dgl"``),
+    with a progress bar; ``n_jobs > 1`` builds them in parallel processes (``-1``: one per
+    core). To batch many crystals for a model, :func:`iter_batches` (or :func:`build_arrays`
+    then :func:`collate`) is faster than building single graphs.
 
     Example::
 
@@ -454,4 +517,6 @@ def build_graphs(
         >>> len(graphs)
         2
     """
-    return [_to_dgl([a], settings) for a in _build_arrays(structures, settings, progress, n_jobs)]
+    _check_backend(backend)
+    graphs = [collate([a], settings) for a in build_arrays(structures, settings, progress, n_jobs)]
+    return [g.to_dgl() for g in graphs] if backend == "dgl" else graphs

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .crystal_graph import CrystalGraph, as_crystal_graph, mean_per_crystal, softmax_over_edges, sum_into_atoms
 from .errors import CrystalZooError, GraphSettingsMismatchError
-from .graphs import DEFAULT_SETTINGS, GraphSettings
-
-if TYPE_CHECKING:  # pragma: no cover
-    import dgl
+from .graphs import DEFAULT_SETTINGS, GraphSettings, collate, iter_batches
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ class _Gate(torch.autograd.Function):
 
 
 class GatedConv(nn.Module):
-    """One CGCNN convolution on a DGL graph (edges j → i carry messages into i).
+    """One CGCNN convolution (edges j → i carry messages into i).
 
     The linear layer on z = v_i ⊕ v_j ⊕ u_ij is applied as v_i W_i + v_j W_j + u_ij W_u:
     atoms are projected once and combined per edge, which gives the same numbers as the
@@ -100,19 +98,19 @@ class GatedConv(nn.Module):
         self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
-    def forward(self, g: "dgl.DGLGraph", atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
-        import dgl.function as fn
-
+    def forward(self, g: CrystalGraph, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
         f = self.atom_fea_len
         w = self.fc_full.weight
-        with g.local_scope():
-            g.ndata["hi"] = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
-            g.ndata["hj"] = atom_fea @ w[:, f : 2 * f].t()
-            g.apply_edges(fn.u_add_v("hj", "hi", "z"))
-            gated = g.edata["z"].addmm_(bond_fea, w[:, 2 * f :].t())  # in place: no E × 2F copy
-            g.edata["m"] = _Gate.apply(self.bn1(gated))
-            g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
-            summed = self.bn2(g.ndata["s"])
+        centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
+        neighbour = atom_fea @ w[:, f : 2 * f].t()
+        gated = neighbour.index_select(0, g.src).add_(centre.index_select(0, g.dst))
+        gated.addmm_(bond_fea, w[:, 2 * f :].t())  # in place: no E × 2F copy
+        gated = self.bn1(gated)
+        if torch.is_grad_enabled():
+            messages = _Gate.apply(gated)
+        else:  # the same numbers without the autograd function (traceable for export)
+            messages = torch.sigmoid(gated[:, :f]) * nn.functional.softplus(gated[:, f:])
+        summed = self.bn2(sum_into_atoms(g, messages))
         return nn.functional.softplus(atom_fea + summed)
 
 
@@ -135,33 +133,28 @@ class AttentionConv(nn.Module):
         self.bn1 = nn.BatchNorm1d(atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
-    def forward(self, g: "dgl.DGLGraph", atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
-        import dgl.function as fn
-        from dgl.nn.functional import edge_softmax
-
+    def forward(self, g: CrystalGraph, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
         f, h = self.atom_fea_len, self.heads
         w = self.fc_core.weight
-        with g.local_scope():
-            g.ndata["hi"] = atom_fea @ w[:, :f].t()
-            g.ndata["hj"] = atom_fea @ w[:, f : 2 * f].t()
-            g.ndata["v"] = atom_fea.view(-1, h, f // h)
-            g.apply_edges(fn.u_add_v("hj", "hi", "z"))
-            g.apply_edges(fn.u_dot_v("v", "v", "score"))  # (E, h, 1): <v_i^h, v_j^h>
-            core = torch.addmm(self.fc_core.bias, bond_fea, w[:, 2 * f :].t()).add_(g.edata["z"])
-            core = nn.functional.softplus(self.bn1(core)).view(-1, h, f // h)
-            norm = (bond_fea * bond_fea).sum(1).view(-1, 1, 1)
-            attn = edge_softmax(g, g.edata["score"] * norm / math.sqrt(f // h))
-            g.edata["m"] = (attn * core).reshape(-1, f)
-            g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
-            summed = self.bn2(self.fc_heads(g.ndata["s"]))
+        centre = atom_fea @ w[:, :f].t()
+        neighbour = atom_fea @ w[:, f : 2 * f].t()
+        core = torch.addmm(self.fc_core.bias, bond_fea, w[:, 2 * f :].t())
+        core = core.add_(neighbour.index_select(0, g.src).add_(centre.index_select(0, g.dst)))
+        core = nn.functional.softplus(self.bn1(core)).view(-1, h, f // h)
+        v = atom_fea.view(-1, h, f // h)
+        score = (v.index_select(0, g.src) * v.index_select(0, g.dst)).sum(-1, keepdim=True)  # (E, h, 1)
+        norm = (bond_fea * bond_fea).sum(1).view(-1, 1, 1)
+        attn = softmax_over_edges(g, score * norm / math.sqrt(f // h))
+        summed = self.bn2(self.fc_heads(sum_into_atoms(g, (attn * core).reshape(-1, f), weighted=False)))
         return nn.functional.softplus(atom_fea + summed)
 
 
 class CGCNNBackbone(nn.Module):
     """Graph → crystal feature vector (``config.h_fea_len`` values).
 
-    ``frozen_layers`` counts how many of [embedding, conv 1, …, conv n] are frozen; see
-    :func:`freeze`.
+    Takes a :class:`~crystalzoo.crystal_graph.CrystalGraph` (or a ``dgl.DGLGraph`` made by
+    crystalzoo, with the same result). ``frozen_layers`` counts how many of [embedding,
+    conv 1, …, conv n] are frozen; see :func:`freeze`.
     """
 
     def __init__(self, config: BackboneConfig = BackboneConfig(), graph_settings: GraphSettings = DEFAULT_SETTINGS):
@@ -189,38 +182,35 @@ class CGCNNBackbone(nn.Module):
     def out_features(self) -> int:
         return self.config.h_fea_len
 
-    def atom_features(self, g: "dgl.DGLGraph", upto: int | None = None, h: torch.Tensor | None = None,
+    def atom_features(self, g: CrystalGraph, upto: int | None = None, h: torch.Tensor | None = None,
                       start: int = 0) -> torch.Tensor:
         """Atom vectors after the embedding and convolutions ``start … upto-1`` (all by
         default). ``h``: atom vectors already through the embedding and ``start``
         convolutions (the cached output of a frozen prefix); ``None`` starts from the graph."""
+        g = as_crystal_graph(g)
         self._check_graph(g)
         if h is None:
             if start != 0:
                 raise ValueError("start > 0 needs the atom vectors h after the first `start` convolutions")
-            h = self.embedding(g.ndata["atom_fea"])
-        bond = g.edata["bond_fea"]
+            h = self.embedding(g.atom_fea)
         for conv in self.convs[start:upto]:
-            h = conv(g, h, bond)
+            h = conv(g, h, g.bond_fea)
         return h
 
-    def readout(self, g: "dgl.DGLGraph", atom_fea: torch.Tensor) -> torch.Tensor:
+    def readout(self, g: CrystalGraph, atom_fea: torch.Tensor) -> torch.Tensor:
         """Mean-pool atom vectors per crystal, then the hidden layer(s)."""
-        import dgl
-
-        with g.local_scope():
-            g.ndata["h"] = atom_fea
-            crys = dgl.mean_nodes(g, "h")
+        crys = mean_per_crystal(as_crystal_graph(g), atom_fea)
         crys = nn.functional.softplus(self.conv_to_fc(nn.functional.softplus(crys)))
         for fc in self.fcs:
             crys = nn.functional.softplus(fc(crys))
         return crys
 
-    def forward(self, g: "dgl.DGLGraph") -> torch.Tensor:
+    def forward(self, g: CrystalGraph) -> torch.Tensor:
+        g = as_crystal_graph(g)
         return self.readout(g, self.atom_features(g))
 
-    def _check_graph(self, g: "dgl.DGLGraph") -> None:
-        a, b = g.ndata["atom_fea"].shape[1], g.edata["bond_fea"].shape[1]
+    def _check_graph(self, g: CrystalGraph) -> None:
+        a, b = g.atom_fea.shape[1], g.bond_fea.shape[1]
         if (a, b) != (self.config.orig_atom_fea_len, self.config.nbr_fea_len):
             raise GraphSettingsMismatchError(
                 f"graph has {a} atom and {b} bond features, the backbone expects "
@@ -340,7 +330,7 @@ class CrystalModel(nn.Module):
     def targets(self) -> list[str]:
         return self.head.targets
 
-    def forward(self, g: "dgl.DGLGraph") -> torch.Tensor:
+    def forward(self, g: CrystalGraph) -> torch.Tensor:
         """Raw head output: normalised values (regression) or logits (classification)."""
         return self.head(self.backbone(g))
 
@@ -357,30 +347,26 @@ class CrystalModel(nn.Module):
 
         from pymatgen.core import Structure
 
-        from .graphs import _iter_arrays
-
         if isinstance(structures, (str, os.PathLike, Structure)):  # one crystal
             structures = [structures]
         # batch by batch: with n_jobs > 1 the workers build the next batches while this one runs
-        batches = _iter_arrays(structures, self.graph_settings, progress=progress, n_jobs=n_jobs, chunk=batch_size)
-        return self._predict_batches(batches)
+        return self._predict_batches(iter_batches(structures, self.graph_settings, batch_size, n_jobs, progress))
 
     def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 256) -> np.ndarray:
-        """Predictions for graphs in crystalzoo's compact form (as cached by ``CrystalDataset``)."""
-        return self._predict_batches(arrays[i : i + batch_size] for i in range(0, len(arrays), batch_size))
+        """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
+        as cached by ``CrystalDataset``)."""
+        return self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
+                                     for i in range(0, len(arrays), batch_size))
 
     @torch.no_grad()
-    def _predict_batches(self, batches: Iterable[Sequence[Any]]) -> np.ndarray:
-        from .graphs import _to_dgl
-
+    def _predict_batches(self, batches: Iterable[CrystalGraph]) -> np.ndarray:
         was_training = self.training
         self.eval()
         try:
             device = next(self.parameters()).device
             outs = []
-            for batch in batches:
-                g = _to_dgl(batch, self.graph_settings).to(device)
-                outs.append(self.output_in_units(self(g)).cpu())
+            for g in batches:
+                outs.append(self.output_in_units(self(g.to(device))).cpu())
         finally:
             self.train(was_training)
         out = torch.cat(outs).numpy() if outs else np.zeros((0, len(self.targets)), np.float32)

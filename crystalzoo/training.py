@@ -32,7 +32,7 @@ import torch
 
 from .data import CrystalDataset, _split_target, bundled_dataset
 from .errors import DataError
-from .graphs import _to_dgl
+from .graphs import collate
 from .models import BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead
 from .serialization import atomic_write
 
@@ -117,14 +117,14 @@ class _Batches:
             self.prefix = []
             with torch.no_grad():
                 for lo in range(0, len(ds), 256):
-                    g = _to_dgl(ds.graphs[lo : lo + 256], ds.settings).to(device)
+                    g = collate(ds.graphs[lo : lo + 256], ds.settings).to(device)
                     h = backbone.atom_features(g, upto=self.start)
-                    self.prefix.extend(torch.split(h, g.batch_num_nodes().tolist()))
+                    self.prefix.extend(torch.split(h, g.n_atoms.tolist()))
 
     def __call__(self, order: Sequence[int]):
         for lo in range(0, len(order), self.batch_size):
             idx = list(order[lo : lo + self.batch_size])
-            g = _to_dgl([self.ds.graphs[i] for i in idx], self.ds.settings).to(self.device)
+            g = collate([self.ds.graphs[i] for i in idx], self.ds.settings).to(self.device)
             h = torch.cat([self.prefix[i] for i in idx]) if self.prefix is not None else None
             y = torch.from_numpy(self.ds.labels[idx]).to(self.device)
             yield g, h, y

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("DGLBACKEND", "pytorch")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 DATA = Path(__file__).parent / "data"

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dgl
 import pytest
 import torch
 
-from crystalzoo import CrystalModel, RegressionHead, build_graphs, load_backbone
+from crystalzoo import CrystalModel, RegressionHead, build_arrays, collate, load_backbone
 from crystalzoo.errors import CrystalZooError
 
 
-def _train_steps(backbone, graphs, steps=4):
+def _train_steps(backbone, arrays, steps=4):
     model = CrystalModel(backbone, RegressionHead(backbone.out_features, ["band_gap"], ["eV"]))
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
-    g = dgl.batch(graphs)
-    y = torch.linspace(0, 3, len(graphs))[:, None]
+    g = collate(arrays)
+    y = torch.linspace(0, 3, len(arrays))[:, None]
     for _ in range(steps):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(g), y)
@@ -26,10 +25,10 @@ def _train_steps(backbone, graphs, steps=4):
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
 def test_frozen_layers_are_bit_identical_after_training(k, mp200_structures):
-    graphs = build_graphs(mp200_structures[:32], progress=False)
+    arrays = build_arrays(mp200_structures[:32], progress=False)
     backbone = load_backbone("formation", freeze=k)
     before = {n: t.clone() for n, t in backbone.state_dict().items()}
-    _train_steps(backbone, graphs)
+    _train_steps(backbone, arrays)
     after = backbone.state_dict()
     frozen = ("embedding.",) + tuple(f"convs.{i}." for i in range(k))
     for name, value in after.items():

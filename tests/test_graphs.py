@@ -7,7 +7,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from crystalzoo import GraphSettings, build_graph, build_graphs, load_structure
+from crystalzoo import GraphSettings, build_arrays, build_graph, build_graphs, collate, load_structure
 from crystalzoo.errors import GraphSettingsMismatchError, StructureError
 
 from .conftest import CIFS
@@ -16,21 +16,21 @@ from .conftest import CIFS
 def test_features_and_neighbours_of_a_real_crystal(mp200_structures):
     s = mp200_structures[1]
     g = build_graph(s)
-    assert g.num_nodes() == len(s)
-    assert g.ndata["atom_fea"].shape == (len(s), 92)
-    assert g.edata["bond_fea"].shape == (g.num_edges(), 41)
+    assert g.num_atoms == len(s) and g.n_crystals == 1
+    assert g.atom_fea.shape == (len(s), 92)
+    assert g.bond_fea.shape == (g.num_edges, 41)
     assert torch.all(g.in_degrees() == 12)  # a dense crystal: 12 neighbours each
+    assert torch.all(g.dst[1:] >= g.dst[:-1])  # edges grouped by centre atom
     # the edges into atom i are its 12 nearest neighbours, as pymatgen finds them
     for i in range(len(s)):
         want = sorted(n.nn_distance for n in s.get_neighbors(s[i], 8.0))[:12]
-        _, _, eids = g.in_edges(i, form="all")
-        np.testing.assert_allclose(sorted(g.edata["distance"][eids].tolist()), want, rtol=1e-5)
+        np.testing.assert_allclose(sorted(g.distance[g.dst == i].tolist()), want, rtol=1e-5)
 
 
 def test_gaussian_expansion_peaks_at_the_distance():
     g = build_graph(CIFS[0])
-    d = g.edata["distance"]
-    fea = g.edata["bond_fea"]
+    d = g.distance
+    fea = g.bond_fea
     centers = torch.arange(41) * 0.2
     expected = torch.exp(-((d[:, None] - centers) ** 2) / 0.04)
     torch.testing.assert_close(fea, expected, rtol=1e-5, atol=1e-6)
@@ -45,37 +45,41 @@ def test_atom_features_are_the_cgcnn_table():
     s = load_structure(CIFS[0])
     g = build_graph(s)
     for i, site in enumerate(s):
-        assert g.ndata["atom_fea"][i].tolist() == [float(v) for v in table[str(site.specie.Z)]]
+        assert g.atom_fea[i].tolist() == [float(v) for v in table[str(site.specie.Z)]]
 
 
 def test_inputs_cif_path_text_and_structure_agree():
     text = CIFS[0].read_text()
     a, b, c = build_graph(CIFS[0]), build_graph(text), build_graph(load_structure(str(CIFS[0])))
     for g in (b, c):
-        assert torch.equal(a.edata["distance"], g.edata["distance"])
-        assert torch.equal(a.edges()[0], g.edges()[0])
+        assert torch.equal(a.distance, g.distance)
+        assert torch.equal(a.src, g.src) and torch.equal(a.dst, g.dst)
 
 
 def test_batch_building_matches_single(mp200_structures):
-    import dgl
-
     graphs = build_graphs(mp200_structures[:80], progress=False, n_jobs=2)
     single = [build_graph(s) for s in mp200_structures[:80]]
-    batched = dgl.batch(graphs)
-    assert batched.batch_size == 80
     for g, h in zip(graphs, single):
-        assert torch.equal(g.edata["distance"], h.edata["distance"])
+        assert torch.equal(g.distance, h.distance) and torch.equal(g.src, h.src)
+    batched = collate(build_arrays(mp200_structures[:80], progress=False, n_jobs=2))
+    assert batched.n_crystals == 80 and batched.n_atoms.tolist() == [g.num_atoms for g in single]
+    # the batch is the crystals one after the other: atom and edge indices shifted by the atoms before
+    offsets = np.concatenate(([0], np.cumsum([g.num_atoms for g in single])[:-1]))
+    assert torch.equal(batched.src, torch.cat([g.src + int(o) for g, o in zip(single, offsets)]))
+    assert torch.equal(batched.dst, torch.cat([g.dst + int(o) for g, o in zip(single, offsets)]))
+    assert torch.equal(batched.bond_fea, torch.cat([g.bond_fea for g in single]))
+    assert torch.equal(batched.crystal, torch.repeat_interleave(torch.arange(80), batched.n_atoms))
+    assert batched.n_edges.tolist() == [g.num_edges for g in single]
 
 
 def test_tied_neighbours_are_chosen_deterministically(mp200_structures, mp200):
     """mp-10036 (Ce3AlC) has neighbours tied at the 12th place: the lower-index atom wins."""
     s = mp200_structures[[r["mp_id"] for r in mp200].index("mp-10036")]
     g1, g2 = build_graph(s), build_graph(s.copy())
-    assert torch.equal(g1.edges()[0], g2.edges()[0])
+    assert torch.equal(g1.src, g2.src)
     for i in range(len(s)):
         nbrs = sorted(s.get_neighbors(s[i], 8.0), key=lambda n: (round(n.nn_distance, 6), n.index))
-        _, _, eids = g1.in_edges(i, form="all")
-        chosen = sorted(g1.edges()[0][eids].tolist())
+        chosen = sorted(g1.src[g1.dst == i].tolist())
         assert chosen == sorted(n.index for n in nbrs[:12])
 
 
@@ -86,7 +90,7 @@ def test_sparse_crystal_keeps_its_real_neighbours_without_padding():
     slab = Structure(Lattice.orthorhombic(6.14, 6.14, 40.0), ["Cs"], [[0, 0, 0]])
     g = build_graph(slab, GraphSettings(radius=6.2))
     assert g.in_degrees().tolist() == [4]  # the 4 in-plane images at 6.14 Å
-    assert not g.ndata["extended"].any()
+    assert not g.extended.any()
     assert build_graph(cs).in_degrees().tolist() == [12, 12]
 
 
@@ -95,9 +99,9 @@ def test_isolated_atom_gets_nearest_neighbours_beyond_radius():
     (here its own periodic images), flagged as extended, never dropped or padded."""
     s = Structure(Lattice.tetragonal(9.0, 12.0), ["Ar"], [[0, 0, 0]])
     g = build_graph(s)
-    assert g.num_edges() == 4  # four images at 9 Å; the two at 12 Å are further
-    assert torch.allclose(g.edata["distance"], torch.full((4,), 9.0))
-    assert g.ndata["extended"].tolist() == [True]
+    assert g.num_edges == 4  # four images at 9 Å; the two at 12 Å are further
+    assert torch.allclose(g.distance, torch.full((4,), 9.0))
+    assert g.extended.tolist() == [True]
 
 
 def test_settings_mismatch_is_an_error():
@@ -143,10 +147,10 @@ def test_isolated_atoms_in_a_large_box_get_their_images():
     """Beyond ~17 Å the tie-breaking keys must not overflow: two atoms in a 30 Å box."""
     s = Structure(Lattice.cubic(30.0), ["Ar", "Kr"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     g = build_graph(s)
-    assert g.ndata["extended"].tolist() == [True, True]
-    src, dst = g.edges()
+    assert g.extended.tolist() == [True, True]
+    src, dst = g.src, g.dst
     for i in range(2):
-        d = g.edata["distance"][dst == i]
+        d = g.distance[dst == i]
         # the other atom's 8 images at 25.98 Å, then 4 of the 6 own images at 30 Å
         assert sorted(d.tolist()) == pytest.approx([30 * 3**0.5 / 2] * 8 + [30.0] * 4, abs=1e-3)
         assert (src[dst == i] != i).sum() == 8
@@ -157,10 +161,10 @@ def test_one_isolated_atom_next_to_bonded_ones():
     version compared the wrong indices and reported the atom as overlapping itself)."""
     s = Structure(Lattice.cubic(30.0), ["O", "Fe", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.05, 0, 0]])
     g = build_graph(s)
-    assert g.ndata["extended"].tolist() == [False, True, False]
-    src, dst = g.edges()
-    d = g.edata["distance"][dst == 1]
+    assert g.extended.tolist() == [False, True, False]
+    src, dst = g.src, g.dst
+    d = g.distance[dst == 1]
     # 8 images of atom 0 at 25.98 Å, then the 4 nearest images of atom 2 at 25.14 Å
     assert sorted(d.tolist()) == pytest.approx([25.1446] * 4 + [30 * 3**0.5 / 2] * 8, abs=1e-3)
     assert set(src[dst == 1].tolist()) == {0, 2}
-    assert g.edata["distance"][dst != 1].tolist() == pytest.approx([1.5, 1.5])
+    assert g.distance[dst != 1].tolist() == pytest.approx([1.5, 1.5])

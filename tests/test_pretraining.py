@@ -45,12 +45,12 @@ def test_cli_pretrain_multitask_then_load_as_backbone(tmp_path, capsys):
 
 
 def test_attention_backbone_freezes_like_the_gated_one(mp200_structures):
-    from crystalzoo import build_graphs
+    from crystalzoo import build_arrays
 
-    graphs = build_graphs(mp200_structures[:24], progress=False)
+    arrays = build_arrays(mp200_structures[:24], progress=False)
     backbone = load_backbone("attention-formation", freeze=2)
     before = {n: t.clone() for n, t in backbone.state_dict().items()}
-    _train_steps(backbone, graphs)
+    _train_steps(backbone, arrays)
     for name, value in backbone.state_dict().items():
         if name.startswith(("embedding.", "convs.0.", "convs.1.")):
             assert torch.equal(value, before[name]), name

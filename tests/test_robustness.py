@@ -70,9 +70,9 @@ def test_extreme_lattice_shapes(formation):
     flat = Structure(Lattice.from_parameters(12.0, 12.0, 1.9, 90, 90, 90), ["Li"], [[0, 0, 0]])
     skew = Structure(Lattice.from_parameters(3.0, 3.0, 3.0, 20, 20, 20), ["Cu"], [[0, 0, 0]])
     g = build_graph(flat)  # a chain of atoms 1.9 Å apart along c, 12 Å between chains
-    assert sorted(g.edata["distance"].tolist()) == pytest.approx(sorted([1.9, 3.8, 5.7, 7.6] * 2), abs=1e-4)
+    assert sorted(g.distance.tolist()) == pytest.approx(sorted([1.9, 3.8, 5.7, 7.6] * 2), abs=1e-4)
     g = build_graph(skew)
-    assert g.num_edges() == 12 and g.edata["distance"].min() > 0.5
+    assert g.num_edges == 12 and g.distance.min() > 0.5
     for s in (flat, skew):
         assert np.isfinite(formation.predict([s])).all()
 
@@ -172,7 +172,7 @@ def test_fuzzed_cifs_never_raise_anything_unexpected(tmp_path):
         path.write_text(text, errors="surrogateescape")
         try:
             g = build_graph(path)
-            assert torch.isfinite(g.edata["bond_fea"]).all() and torch.isfinite(g.ndata["atom_fea"]).all()
+            assert torch.isfinite(g.bond_fea).all() and torch.isfinite(g.atom_fea).all()
         except StructureError as exc:
             assert f"fuzz{n}.cif" in str(exc)
             errors += 1

@@ -42,7 +42,7 @@ def test_graphs_are_cached_and_reused(tmp_path, monkeypatch):
     def no_building(*args, **kw):
         raise AssertionError("graphs were rebuilt although they are cached")
 
-    monkeypatch.setattr(data, "_build_arrays", no_building)
+    monkeypatch.setattr(data, "build_arrays", no_building)
     second = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", **kwargs)
     for a, b in zip(first.graphs, second.graphs):
         assert np.array_equal(a.distance, b.distance) and np.array_equal(a.src, b.src)
@@ -64,7 +64,7 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
 
 def test_frozen_prefix_gives_the_same_model_as_full_forward(mp_dataset):
     """Reusing the cached output of frozen layers is exact: the same losses as recomputing."""
-    from crystalzoo.graphs import _to_dgl
+    from crystalzoo import collate
     from crystalzoo.training import _Batches, _forward
 
     ds = mp_dataset.select_targets(["band_gap"]).subset(range(40))
@@ -73,7 +73,7 @@ def test_frozen_prefix_gives_the_same_model_as_full_forward(mp_dataset):
     batches = _Batches(model, ds, 40, "cpu")
     g, h, _ = next(batches(range(40)))
     fast = _forward(model, g, h, batches.start)
-    full = model(_to_dgl(ds.graphs, ds.settings))
+    full = model(collate(ds.graphs, ds.settings))
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,153 @@
+"""``CrystalGraph``: a batch of crystal graphs as plain torch tensors, and the few
+segment operations message passing needs (gather per edge, sum into atoms, softmax over
+an atom's edges, mean per crystal). torch alone: no graph library.
+
+A batch of C crystals with N atoms and E edges in all. Edge e carries a message from atom
+``src[e]`` (the neighbour j) into atom ``dst[e]`` (the centre i); edges are stored grouped
+by their centre atom (``dst`` sorted), crystal after crystal. ``crystal[i]`` is the index
+(0 … C-1) of the crystal atom i belongs to.
+
+Example::
+
+    >>> from crystalzoo import build_graph
+    >>> g = build_graph("tests/data/cifs/1000041.cif")
+    >>> g.n_crystals, g.num_atoms, g.num_edges, tuple(g.bond_fea.shape)
+    (1, 8, 96, (96, 41))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_TENSORS = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
+            "edge_weight")
+
+
+@dataclass
+class CrystalGraph:
+    """A batch of crystal graphs (one crystal is a batch of one).
+
+    Made by :func:`crystalzoo.graphs.collate` from the builder's compact arrays, or by
+    :func:`crystalzoo.build_graph` / :func:`~crystalzoo.graphs.iter_batches`.
+
+    Attributes:
+        atom_fea: (N, 92) float32 CGCNN element features.
+        bond_fea: (E, n_bond_features) float32 Gaussian-expanded distances.
+        src: (E,) int64 neighbour atom j of each edge.
+        dst: (E,) int64 centre atom i of each edge, sorted.
+        crystal: (N,) int64 crystal index of each atom.
+        n_atoms: (C,) int64 atoms per crystal.
+        n_edges: (C,) int64 edges per crystal.
+        distance: (E,) float32 bond length in Å.
+        z: (N,) int64 atomic numbers.
+        extended: (N,) bool, atoms whose neighbours were found beyond the radius.
+        edge_weight: (E,) float32 weight of each edge's message in the sum, or ``None``
+            (every edge counts once).
+
+    A model reads only the first six; the builder fills in the rest (``None`` where a graph
+    was made without them, as in an exported model).
+    """
+
+    atom_fea: torch.Tensor
+    bond_fea: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    crystal: torch.Tensor
+    n_atoms: torch.Tensor
+    n_edges: torch.Tensor | None = None
+    distance: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    extended: torch.Tensor | None = None
+    edge_weight: torch.Tensor | None = None
+
+    @property
+    def n_crystals(self) -> int:
+        return self.n_atoms.shape[0]
+
+    @property
+    def num_atoms(self) -> int:
+        return self.atom_fea.shape[0]
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.atom_fea.device
+
+    def in_degrees(self) -> torch.Tensor:
+        """(N,) number of edges into each atom."""
+        return torch.bincount(self.dst, minlength=self.num_atoms)
+
+    def to(self, device: Any) -> "CrystalGraph":
+        """The same graph with every tensor on ``device`` (a no-op where they are already)."""
+        return dataclasses.replace(self, **{k: None if getattr(self, k) is None else getattr(self, k).to(device)
+                                            for k in _TENSORS})
+
+    def to_dgl(self):
+        """A ``dgl.DGLGraph`` of this batch, with ``ndata`` ``atom_fea``, ``z``, ``extended`` and
+        ``edata`` ``bond_fea``, ``distance`` (and ``edge_weight`` when set), batched per crystal.
+        Needs the ``[dgl]`` extra: ``pip install "crystalzoo[dgl]"``."""
+        from .dgl_graphs import to_dgl
+
+        return to_dgl(self)
+
+
+def as_crystal_graph(g: Any) -> CrystalGraph:
+    """``g`` itself if it is a :class:`CrystalGraph`; a ``dgl.DGLGraph`` (as made by
+    :meth:`CrystalGraph.to_dgl` or ``build_graph(..., backend="dgl")``) converted to one."""
+    if isinstance(g, CrystalGraph):
+        return g
+    if type(g).__module__.split(".")[0] == "dgl":
+        from .dgl_graphs import from_dgl
+
+        return from_dgl(g)
+    from .errors import CrystalZooError
+
+    raise CrystalZooError(
+        f"a model takes a CrystalGraph (or a dgl.DGLGraph from the [dgl] extra), not a {type(g).__name__}; "
+        "make one with crystalzoo.build_graph(structure) or crystalzoo.graphs.collate(arrays, settings)"
+    )
+
+
+# ---------------------------------------------------------------------------- segment operations
+
+
+def _per_edge(g: CrystalGraph, like: torch.Tensor) -> torch.Tensor:
+    return g.edge_weight.view(-1, *([1] * (like.dim() - 1)))
+
+
+def sum_into_atoms(g: CrystalGraph, messages: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+    """Σ over the edges into each atom: (E, …) → (N, …), each message times its edge weight
+    (``weighted=False``: the messages as they are, e.g. when the weights are in an attention)."""
+    if weighted and g.edge_weight is not None:
+        messages = messages * _per_edge(g, messages)
+    out = messages.new_zeros((g.num_atoms, *messages.shape[1:]))
+    return out.index_add_(0, g.dst, messages)
+
+
+def softmax_over_edges(g: CrystalGraph, scores: torch.Tensor) -> torch.Tensor:
+    """Softmax of ``scores`` (E, …) over the edges into each atom, an edge of weight w counting
+    as w edges: w_e exp(s_e) / Σ w exp(s). The per-atom maximum is subtracted first (it cancels
+    in the ratio), so large scores do not overflow."""
+    with torch.no_grad():
+        index = g.dst.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
+        top = scores.new_full((g.num_atoms, *scores.shape[1:]), float("-inf"))
+        top = top.scatter_reduce(0, index, scores, "amax", include_self=True)
+    e = torch.exp(scores - top.index_select(0, g.dst))
+    if g.edge_weight is not None:
+        e = e * _per_edge(g, e)
+    total = e.new_zeros(top.shape).index_add_(0, g.dst, e)
+    return e / total.index_select(0, g.dst)
+
+
+def mean_per_crystal(g: CrystalGraph, atom_values: torch.Tensor) -> torch.Tensor:
+    """Mean of atom vectors (N, F) over each crystal: (C, F)."""
+    out = atom_values.new_zeros((g.n_crystals, *atom_values.shape[1:]))
+    out.index_add_(0, g.crystal, atom_values)
+    return out / g.n_atoms.to(atom_values.dtype).clamp(min=1).view(-1, *([1] * (atom_values.dim() - 1)))

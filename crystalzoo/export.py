@@ -1,0 +1,104 @@
+"""Export a model to ONNX, to run without crystalzoo or PyTorch (onnxruntime, other
+runtimes). Needs the ``[export]`` extra: ``pip install "crystalzoo[export]"`` (onnx,
+onnxscript, onnxruntime) and torch >= 2.5.
+
+The exported graph takes the tensors of a :class:`~crystalzoo.crystal_graph.CrystalGraph`
+(:data:`INPUT_NAMES`; :func:`onnx_inputs` makes them from a graph) for any number of
+crystals, atoms and edges, and returns the predictions in the target's units, as
+``model.predict`` does (class probabilities for a classifier).
+
+Example::
+
+    >>> from crystalzoo import build_graph, load_model
+    >>> from crystalzoo.export import export_onnx, onnx_inputs
+    >>> path = export_onnx(load_model("formation"), "/tmp/formation.onnx")  # doctest: +SKIP
+    >>> import onnxruntime  # doctest: +SKIP
+    >>> session = onnxruntime.InferenceSession(str(path))  # doctest: +SKIP
+    >>> session.run(None, onnx_inputs(build_graph("tests/data/cifs/1000041.cif")))[0].round(2)  # doctest: +SKIP
+    array([[-2.11]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .crystal_graph import CrystalGraph
+from .errors import CrystalZooError, MissingExtraError
+from .models import CrystalModel
+
+#: the inputs of an exported model, in order
+INPUT_NAMES = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms")
+EXPORT_INSTALL = 'pip install "crystalzoo[export]"'
+
+
+class _OnGraphTensors(nn.Module):
+    """The model as a function of the graph's tensors, outputs in the target's units."""
+
+    def __init__(self, model: CrystalModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, atom_fea, bond_fea, src, dst, crystal, n_atoms):
+        g = CrystalGraph(atom_fea=atom_fea, bond_fea=bond_fea, src=src, dst=dst, crystal=crystal, n_atoms=n_atoms)
+        return self.model.output_in_units(self.model(g))
+
+
+def onnx_inputs(g: CrystalGraph) -> dict[str, np.ndarray]:
+    """The inputs of an exported model for the crystals of ``g``, by name."""
+    return {name: getattr(g, name).detach().cpu().numpy() for name in INPUT_NAMES}
+
+
+def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGraph | None = None,
+                opset: int = 18) -> Path:
+    """Write ``model`` (in eval mode) as an ONNX file with dynamic numbers of crystals,
+    atoms and edges; returns the path. ``example``: a graph to trace with (default: two
+    small built-in crystals). An existing file at ``path`` is only replaced by a finished
+    export.
+    """
+    from torch.export import Dim
+
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(f"ONNX export needs the [export] extra: {EXPORT_INSTALL} ({exc})") from None
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
+        raise MissingExtraError(f"ONNX export needs torch >= 2.5 (this is {torch.__version__}): pip install -U torch")
+    if not isinstance(model, CrystalModel):
+        raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a {type(model).__name__}")
+    if example is None:
+        example = _example_graph(model)
+    wrapper = _OnGraphTensors(model).eval()
+    args = tuple(getattr(example, name) for name in INPUT_NAMES)
+    atoms, edges, crystals = Dim("atoms"), Dim("edges"), Dim("crystals")
+    shapes = {"atom_fea": {0: atoms}, "bond_fea": {0: edges}, "src": {0: edges}, "dst": {0: edges},
+              "crystal": {0: atoms}, "n_atoms": {0: crystals}}
+    from .serialization import atomic_write
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(wrapper, args, dynamic_shapes=shapes, input_names=list(INPUT_NAMES),
+                                        output_names=["prediction"], opset_version=opset, dynamo=True, verbose=False)
+    finally:
+        model.train(was_training)
+    atomic_write(path, lambda tmp: program.save(tmp))
+    return Path(path)
+
+
+def _example_graph(model: CrystalModel) -> CrystalGraph:
+    """Three small crystals (CsCl-type NaCl, bcc Cs, diamond Si), built with the model's settings."""
+    from pymatgen.core import Lattice, Structure
+
+    from .graphs import build_arrays, collate
+
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cs = Structure(Lattice.cubic(6.14), ["Cs", "Cs"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    silicon = Structure(Lattice.cubic(5.43), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    return collate(build_arrays([nacl, cs, silicon], model.graph_settings, progress=False), model.graph_settings)

@@ -1,0 +1,90 @@
+"""The [dgl] extra: DGL graphs from the builder, every model on DGL input, and the torch-native
+layers against DGL's message passing. Runs in CI's second environment (torch 2.2.1 + DGL 2.1.0);
+skipped where DGL is not installed (the default environment tests the error instead:
+tests/test_graphs.py::test_dgl_backend_without_the_extra_names_it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+dgl = pytest.importorskip("dgl")
+
+from crystalzoo import build_arrays, build_graph, collate, list_backbones, load_backbone, load_model  # noqa: E402
+from crystalzoo.dgl_graphs import from_dgl  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def batch(mp200_structures):
+    return collate(build_arrays(mp200_structures[:64], progress=False))
+
+
+def test_dgl_graph_has_the_data_names_and_edge_order(batch, cif_paths):
+    g = batch.to_dgl()
+    assert g.batch_size == 64 and g.num_nodes() == batch.num_atoms and g.num_edges() == batch.num_edges
+    src, dst = g.edges()
+    assert torch.equal(src, batch.src) and torch.equal(dst, batch.dst)
+    assert set(g.ndata) == {"atom_fea", "z", "extended"} and set(g.edata) == {"bond_fea", "distance"}
+    assert torch.equal(g.batch_num_nodes(), batch.n_atoms) and torch.equal(g.batch_num_edges(), batch.n_edges)
+    single = build_graph(cif_paths[0], backend="dgl")
+    assert isinstance(single, dgl.DGLGraph) and single.ndata["atom_fea"].shape[1] == 92
+    # and back: the same CrystalGraph
+    back = from_dgl(g)
+    for name in ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended"):
+        assert torch.equal(getattr(back, name), getattr(batch, name)), name
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_model_gives_identical_outputs_on_dgl_input(name, batch):
+    model = load_model(name)
+    with torch.no_grad():
+        assert torch.equal(model(batch), model(batch.to_dgl()))
+
+
+def test_training_on_dgl_input_gives_the_same_gradients(batch):
+    grads = []
+    for g in (batch, batch.to_dgl()):
+        backbone = load_backbone("formation", freeze=1)
+        backbone(g).square().mean().backward()
+        grads.append({n: p.grad for n, p in backbone.named_parameters() if p.requires_grad})
+    for n in grads[0]:
+        assert torch.equal(grads[0][n], grads[1][n]), n
+
+
+@pytest.mark.parametrize("name", ["formation", "attention-formation"])
+@pytest.mark.parametrize("train", [False, True])
+def test_native_layers_equal_dgl_message_passing(name, train, batch):
+    """The torch-native convolutions against DGL's kernels (u_add_v, copy_e + sum,
+    edge_softmax, mean_nodes), forward and backward."""
+    from dgl_cgcnn import dgl_backbone
+
+    backbone = load_backbone(name).train(train)
+    results = []
+    for forward, g in ((backbone, batch), (dgl_backbone, batch.to_dgl())):
+        backbone.zero_grad()
+        out = forward(g) if forward is backbone else forward(backbone, g)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in backbone.named_parameters()}))
+    (ours, ours_grad), (ref, ref_grad) = results
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for n, grad in ref_grad.items():
+        torch.testing.assert_close(ours_grad[n], grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_own_dgl_layer_on_the_builders_graphs(batch):
+    """docs/graphs.md: a DGL layer of your own on the builder's graph, then mean pooling."""
+    import dgl.function as fn
+
+    g = batch.to_dgl()
+    lin = torch.nn.Linear(92, 16)
+    with g.local_scope():
+        g.ndata["h"] = lin(g.ndata["atom_fea"])
+        g.edata["w"] = g.edata["bond_fea"].sum(1, keepdim=True)
+        g.update_all(fn.u_mul_e("h", "w", "m"), fn.sum("m", "h"))
+        pooled = dgl.mean_nodes(g, "h")
+    assert pooled.shape == (64, 16) and torch.isfinite(pooled).all()

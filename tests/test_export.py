@@ -1,0 +1,49 @@
+"""A model on CrystalGraph input exports to ONNX and runs under torch.compile with the
+outputs of eager mode (the [export] extra; torch >= 2.5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crystalzoo import build_arrays, collate, load_model
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
+    pytest.skip("ONNX export and torch.compile need torch >= 2.5", allow_module_level=True)
+
+
+@pytest.mark.parametrize("name", ["formation", "attention-formation", "metal-classifier", "combined"])
+def test_onnx_export_matches_eager(name, mp200_structures, tmp_path):
+    import onnxruntime
+
+    from crystalzoo.export import export_onnx, onnx_inputs
+
+    model = load_model(name)
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # other numbers of crystals, atoms and edges than the export's example
+    for part in (mp200_structures[:64], mp200_structures[100:101]):
+        g = collate(build_arrays(part, model.graph_settings, progress=False), model.graph_settings)
+        (got,) = session.run(None, onnx_inputs(g))
+        want = model.predict(part)
+        np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-5, rtol=1e-5)
+
+
+def test_export_refuses_what_is_not_a_model(tmp_path):
+    from crystalzoo.errors import CrystalZooError
+    from crystalzoo.export import export_onnx
+
+    with pytest.raises(CrystalZooError, match="takes a CrystalModel"):
+        export_onnx(load_model("formation").backbone, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_compiled_model_matches_eager(mp200_structures):
+    model = load_model("formation")
+    g = collate(build_arrays(mp200_structures[:48], progress=False))
+    compiled = torch.compile(model, dynamic=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(g), model(g), rtol=1e-5, atol=1e-5)
