@@ -1,4 +1,4 @@
-"""The ``crystalzoo`` command: list, info, download, predict, finetune, push.
+"""The ``crystalzoo`` command: list, info, download, predict, finetune, pretrain, export, push.
 
 Run ``crystalzoo COMMAND --help`` for the options of each.
 """
@@ -109,6 +109,22 @@ def _cmd_push(args) -> None:
     print(commit)
 
 
+def _cmd_export(args) -> None:
+    from .export import INPUT_NAMES, export_onnx
+    from .registry import load_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CrystalZooError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if out.suffix != ".onnx":
+        raise CrystalZooError(f"--out {out}: an ONNX file name ends in .onnx")
+    model = load_model(args.model)
+    export_onnx(model, out)
+    what = "class probabilities" if model.task == "classification" else ", ".join(
+        f"{t} ({u})" if u else t for t, u in zip(model.targets, model.head.units))
+    print(f"{out}: inputs {', '.join(INPUT_NAMES)} (crystalzoo.export.onnx_inputs(graph)); output 'prediction': {what}")
+
+
 def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
     """Options shared by ``finetune`` and ``pretrain``: splits, optimisation, output."""
     s.add_argument("--epochs", type=int, default=epochs)
@@ -173,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conv", choices=["gated", "attention"], default="gated")
     _add_training_args(s, epochs=100)
     s.set_defaults(func=_cmd_pretrain)
+
+    s = sub.add_parser("export", help="write a model as ONNX (needs crystalzoo[export])")
+    s.add_argument("--model", required=True, help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
+    s.add_argument("--out", required=True, help="the .onnx file to write")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     s.add_argument("--model", required=True, help="model folder (or any loadable name)")

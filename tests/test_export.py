@@ -47,3 +47,18 @@ def test_compiled_model_matches_eager(mp200_structures):
     compiled = torch.compile(model, dynamic=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(g), model(g), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_export_writes_and_never_overwrites(tmp_path, capsys):
+    import onnxruntime
+
+    from crystalzoo.cli import main
+
+    out = tmp_path / "bulk.onnx"
+    assert main(["export", "--model", "bulk", "--out", str(out)]) == 0
+    assert "log10(GPa)" in capsys.readouterr().out
+    assert onnxruntime.InferenceSession(str(out)).get_inputs()[0].name == "atom_fea"
+    before = out.read_bytes()
+    assert main(["export", "--model", "formation", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
