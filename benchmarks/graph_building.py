@@ -65,7 +65,7 @@ def cgcnn_style(s, radius=8.0, k=12):
     centers = DEFAULT_SETTINGS.gaussian_centers
     bond = np.exp(-((dist[..., None] - centers) ** 2) / DEFAULT_SETTINGS.gaussian_width**2)
     atoms = np.vstack([_atom_table()[site.specie.Z] for site in s])
-    return atoms, bond, np.array(idx)
+    return atoms, bond, np.array(idx), dist
 
 
 def pure_python(s, radius=8.0, k=12):

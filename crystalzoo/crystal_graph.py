@@ -48,8 +48,12 @@ class CrystalGraph:
         edge_weight: (E,) float32 weight of each edge's message in the sum, or ``None``
             (every edge counts once).
 
-    A model reads only the first six; the builder fills in the rest (``None`` where a graph
-    was made without them, as in an exported model).
+        degree: K when every atom has exactly K edges and edge e goes into atom e // K (what
+            the builder gives a dense crystal: its 12 nearest neighbours per atom); ``None``
+            otherwise. Set by :func:`uniform_degree`; sums then run on an (N, K, …) view.
+
+    A model reads the first six (and ``edge_weight``, ``degree``); the builder fills in the
+    rest (``None`` where a graph was made without them, as in an exported model).
     """
 
     atom_fea: torch.Tensor
@@ -63,6 +67,7 @@ class CrystalGraph:
     z: torch.Tensor | None = None
     extended: torch.Tensor | None = None
     edge_weight: torch.Tensor | None = None
+    degree: int | None = None
 
     @property
     def n_crystals(self) -> int:
@@ -115,7 +120,38 @@ def as_crystal_graph(g: Any) -> CrystalGraph:
     )
 
 
+def uniform_degree(dst: torch.Tensor, num_atoms: int) -> int | None:
+    """K if ``dst`` is 0 (K times), 1 (K times), …, num_atoms - 1 (K times), else ``None``.
+
+    Example::
+
+        >>> uniform_degree(torch.tensor([0, 0, 1, 1, 2, 2]), 3), uniform_degree(torch.tensor([0, 1, 1]), 2)
+        (2, None)
+    """
+    if num_atoms == 0 or dst.numel() % num_atoms:
+        return None
+    k = dst.numel() // num_atoms
+    if k == 0 or not torch.equal(dst.view(num_atoms, k), torch.arange(num_atoms, device=dst.device).view(-1, 1).expand(
+            num_atoms, k)):
+        return None
+    return k
+
+
 # ---------------------------------------------------------------------------- segment operations
+
+
+def add_centre(g: CrystalGraph, per_edge: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """``per_edge`` (E, F) plus, on each edge, the row of ``centre`` (N, F) of its centre atom:
+    per_edge[e] + centre[dst[e]] (in place where autograd allows)."""
+    if g.degree is not None:
+        grid = per_edge.view(g.num_atoms, g.degree, -1)
+        if torch.is_grad_enabled() and (per_edge.requires_grad or centre.requires_grad):
+            # autograd would copy the whole (E, F) gradient for an in-place add on a view
+            return (grid + centre.unsqueeze(1)).view(per_edge.shape)
+        grid.add_(centre.unsqueeze(1))
+        return per_edge
+    return per_edge.add_(centre.index_select(0, g.dst))
+
 
 
 def _per_edge(g: CrystalGraph, like: torch.Tensor) -> torch.Tensor:
@@ -127,6 +163,8 @@ def sum_into_atoms(g: CrystalGraph, messages: torch.Tensor, weighted: bool = Tru
     (``weighted=False``: the messages as they are, e.g. when the weights are in an attention)."""
     if weighted and g.edge_weight is not None:
         messages = messages * _per_edge(g, messages)
+    if g.degree is not None:
+        return messages.view(g.num_atoms, g.degree, *messages.shape[1:]).sum(1)
     out = messages.new_zeros((g.num_atoms, *messages.shape[1:]))
     return out.index_add_(0, g.dst, messages)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .crystal_graph import CrystalGraph
+from .crystal_graph import CrystalGraph, uniform_degree
 from .errors import MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,4 +99,5 @@ def from_dgl(g: "dgl.DGLGraph") -> CrystalGraph:
         z=g.ndata["z"] if "z" in g.ndata else None,
         extended=g.ndata["extended"] if "extended" in g.ndata else None,
         edge_weight=g.edata["edge_weight"] if "edge_weight" in g.edata else None,
+        degree=uniform_degree(dst, g.num_nodes()),
     )

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .crystal_graph import CrystalGraph
+from .crystal_graph import CrystalGraph, uniform_degree
 from .errors import CrystalZooError, GraphSettingsMismatchError, StructureError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -227,14 +227,13 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
         )
     if len(structure) == 0:
         raise StructureError(f"{name}: has no atoms")
-    z = np.array([getattr(site.specie, "Z", 0) for site in structure], dtype=np.int64)
+    species = [site.specie for site in structure]
+    z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
     table = _atom_table()
-    bad = [
-        str(site.specie)
-        for site, zi in zip(structure, z)
-        if zi <= 0 or zi >= len(table) or np.isnan(table[zi, 0])
-    ]
-    if bad:
+    known = (z > 0) & (z < len(table))
+    known[known] = ~np.isnan(table[z[known], 0])
+    if not known.all():
+        bad = [str(sp) for sp, ok in zip(species, known) if not ok]
         raise StructureError(
             f"{name}: no CGCNN atom features for {sorted(set(bad))} (the table covers "
             f"elements Z = 1…{len(table) - 1}); dummy species and heavier elements "
@@ -296,10 +295,32 @@ def _search(cell: _Cell, centers: np.ndarray, radius: float):
     return c[keep], p[keep], images[keep], d[keep]
 
 
+def _candidates(cell: _Cell, radius: float, k: int):
+    """The neighbour pairs the k nearest neighbours within ``radius`` are chosen from: those of
+    a smaller sphere that holds about 3k atoms at the crystal's mean density, and of the whole
+    ``radius`` only for atoms that do not have k neighbours safely inside the small sphere. The
+    k nearest (and any tied with the k-th) of the other atoms lie inside it, so the graph is the
+    same as from a search of the whole radius, for a fraction of the pairs."""
+    n = len(cell.z)
+    everyone = np.arange(n)
+    small = (3 * 3 * k * abs(float(np.linalg.det(cell.lattice))) / (4 * np.pi * n)) ** (1 / 3)
+    if small > 0.8 * radius:
+        return _search(cell, everyone, radius)
+    c, p, images, d = _search(cell, everyone, small)
+    done = np.bincount(c[d < small - 1e-4], minlength=n) >= k
+    if done.all():
+        return c, p, images, d
+    rest = np.flatnonzero(~done)
+    c2, p2, i2, d2 = _search(cell, rest, radius)
+    first = done[c]
+    return (np.concatenate([c[first], rest[c2]]), np.concatenate([p[first], p2]),
+            np.concatenate([images[first], i2]), np.concatenate([d[first], d2]))
+
+
 def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
     n = len(cell.z)
     k = settings.max_neighbors
-    centers, points, images, dists = _search(cell, np.arange(n), settings.radius)
+    centers, points, images, dists = _candidates(cell, settings.radius, k)
     keep, counts = _nearest(centers, points, images, dists, n, k)
     src, dst, dist = points[keep], centers[keep], dists[keep]
     extended = counts == 0
@@ -373,17 +394,19 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     dst = np.concatenate([a.dst.astype(np.int64) + o for a, o in zip(arrays, offsets)])
     z = np.concatenate([a.z for a in arrays]).astype(np.int64)
     dist = np.concatenate([a.distance for a in arrays]).astype(np.float32, copy=False)
+    dst_t = torch.from_numpy(dst)
     return CrystalGraph(
         atom_fea=torch.from_numpy(_atom_table()[z]),
         bond_fea=torch.from_numpy(_gaussian(dist, settings)),
         src=torch.from_numpy(src),
-        dst=torch.from_numpy(dst),
+        dst=dst_t,
         crystal=torch.from_numpy(np.repeat(np.arange(len(arrays), dtype=np.int64), n_atoms)),
         n_atoms=torch.from_numpy(n_atoms),
         n_edges=torch.from_numpy(n_edges),
         distance=torch.from_numpy(dist),
         z=torch.from_numpy(z),
         extended=torch.from_numpy(np.concatenate([a.extended for a in arrays]).astype(bool, copy=False)),
+        degree=uniform_degree(dst_t, len(z)),
     )
 
 

@@ -168,3 +168,24 @@ def test_one_isolated_atom_next_to_bonded_ones():
     assert sorted(d.tolist()) == pytest.approx([25.1446] * 4 + [30 * 3**0.5 / 2] * 8, abs=1e-3)
     assert set(src[dst == 1].tolist()) == {0, 2}
     assert g.distance[dst != 1].tolist() == pytest.approx([1.5, 1.5])
+
+
+def test_neighbours_are_the_nearest_of_a_search_of_the_whole_radius(mp200_structures):
+    """The builder searches a small sphere first and the whole radius only where it must. For
+    every atom of 200 real crystals and a few sparse cells, its edges are the 12 nearest of
+    pymatgen's search of the whole 8 Å, ties broken by (distance, neighbour index, image)."""
+    sparse = [Structure(Lattice.orthorhombic(6.14, 6.14, 40.0), ["Cs"], [[0, 0, 0]]),
+              Structure(Lattice.cubic(14.0), ["O", "H", "H"], [[0, 0, 0], [0.07, 0, 0], [0, 0.07, 0]]),
+              Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) * (1, 1, 4)]
+    structures = list(mp200_structures) + sparse
+    for s, got in zip(structures, build_arrays(structures, progress=False)):
+        centres, points, images, dist = s.get_neighbor_list(8.0)
+        want = []
+        for i in range(len(s)):
+            mine = np.flatnonzero(centres == i)
+            keys = sorted(mine, key=lambda e: (round(dist[e] / 1e-6), points[e], tuple(images[e])))[:12]
+            want += [(i, int(points[e]), float(dist[e])) for e in keys]
+        have = sorted((int(i), int(j), float(d)) for i, j, d in zip(got.dst, got.src, got.distance))
+        want = sorted(want)
+        assert [h[:2] for h in have] == [w[:2] for w in want], s.formula
+        np.testing.assert_allclose([h[2] for h in have], [w[2] for w in want], rtol=1e-6)
