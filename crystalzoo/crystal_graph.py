@@ -50,7 +50,8 @@ class CrystalGraph:
 
         degree: K when every atom has exactly K edges and edge e goes into atom e // K (what
             the builder gives a dense crystal: its 12 nearest neighbours per atom); ``None``
-            otherwise. Set by :func:`uniform_degree`; sums then run on an (N, K, …) view.
+            otherwise. Set by :func:`uniform_degree`; without autograd, sums then run on an
+            (N, K, …) view.
 
     A model reads the first six (and ``edge_weight``, ``degree``); the builder fills in the
     rest (``None`` where a graph was made without them, as in an exported model).
@@ -143,15 +144,19 @@ def uniform_degree(dst: torch.Tensor, num_atoms: int) -> int | None:
 def add_centre(g: CrystalGraph, per_edge: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """``per_edge`` (E, F) plus, on each edge, the row of ``centre`` (N, F) of its centre atom:
     per_edge[e] + centre[dst[e]] (in place where autograd allows)."""
-    if g.degree is not None:
-        grid = per_edge.view(g.num_atoms, g.degree, -1)
-        if torch.is_grad_enabled() and (per_edge.requires_grad or centre.requires_grad):
-            # autograd would copy the whole (E, F) gradient for an in-place add on a view
-            return (grid + centre.unsqueeze(1)).view(per_edge.shape)
-        grid.add_(centre.unsqueeze(1))
+    if g.degree is not None and not _needs_grad(per_edge, centre):
+        per_edge.view(g.num_atoms, g.degree, -1).add_(centre.unsqueeze(1))
         return per_edge
     return per_edge.add_(centre.index_select(0, g.dst))
 
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on ``tensors``. Sums and centre terms then use index
+    operations: the (N, K, …) views are faster without autograd only (measured on 2 CPU cores:
+    about 1.2× for inference, 0.9× for training, where an in-place add on a view makes autograd
+    copy the whole edge gradient)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _per_edge(g: CrystalGraph, like: torch.Tensor) -> torch.Tensor:
@@ -163,7 +168,7 @@ def sum_into_atoms(g: CrystalGraph, messages: torch.Tensor, weighted: bool = Tru
     (``weighted=False``: the messages as they are, e.g. when the weights are in an attention)."""
     if weighted and g.edge_weight is not None:
         messages = messages * _per_edge(g, messages)
-    if g.degree is not None:
+    if g.degree is not None and not _needs_grad(messages):
         return messages.view(g.num_atoms, g.degree, *messages.shape[1:]).sum(1)
     out = messages.new_zeros((g.num_atoms, *messages.shape[1:]))
     return out.index_add_(0, g.dst, messages)

@@ -220,14 +220,17 @@ class GraphArrays:
 
 
 def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
-    if not structure.is_ordered:
+    try:
+        species = [site.specie for site in structure]  # pymatgen refuses partially occupied sites here
+    except AttributeError:
+        species = None
+    if species is None:
         raise StructureError(
             f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
             "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
         )
     if len(structure) == 0:
         raise StructureError(f"{name}: has no atoms")
-    species = [site.specie for site in structure]
     z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
     table = _atom_table()
     known = (z > 0) & (z < len(table))
