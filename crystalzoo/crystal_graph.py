@@ -38,7 +38,7 @@ class CrystalGraph:
         atom_fea: (N, 92) float32 CGCNN element features.
         bond_fea: (E, n_bond_features) float32 Gaussian-expanded distances.
         src: (E,) int64 neighbour atom j of each edge.
-        dst: (E,) int64 centre atom i of each edge, sorted.
+        dst: (E,) int64 centre atom i of each edge (sorted in graphs crystalzoo builds).
         crystal: (N,) int64 crystal index of each atom.
         n_atoms: (C,) int64 atoms per crystal.
         n_edges: (C,) int64 edges per crystal.
@@ -47,7 +47,6 @@ class CrystalGraph:
         extended: (N,) bool, atoms whose neighbours were found beyond the radius.
         edge_weight: (E,) float32 weight of each edge's message in the sum, or ``None``
             (every edge counts once).
-
         degree: K when every atom has exactly K edges and edge e goes into atom e // K (what
             the builder gives a dense crystal: its 12 nearest neighbours per atom); ``None``
             otherwise. Set by :func:`uniform_degree`; without autograd, sums then run on an
@@ -148,7 +147,6 @@ def add_centre(g: CrystalGraph, per_edge: torch.Tensor, centre: torch.Tensor) ->
         per_edge.view(g.num_atoms, g.degree, -1).add_(centre.unsqueeze(1))
         return per_edge
     return per_edge.add_(centre.index_select(0, g.dst))
-
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:
