@@ -45,6 +45,7 @@ def worker(kind: str, n: int, batch_size: int, repeats: int) -> dict:
 
     ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=n, progress=False)
     batches = [collate(ds.graphs[i : i + batch_size], ds.settings) for i in range(0, n, batch_size)]
+    atoms = sum(g.num_atoms for g in batches) / n
     torch.manual_seed(0)
     backbone = CGCNNBackbone(BackboneConfig()).train()
     if kind == "dgl":
@@ -69,7 +70,7 @@ def worker(kind: str, n: int, batch_size: int, repeats: int) -> dict:
     first = epoch()  # warm-up (compilation for "compiled")
     best = min(epoch() for _ in range(repeats))
     return {"rate": n / best, "first_epoch_s": first, "epoch_s": best, "torch": torch.__version__,
-            "atoms": sum(g.num_atoms for g in batches if hasattr(g, "num_atoms")) / n}
+            "atoms": atoms}
 
 
 #: glibc malloc settings that keep freed memory for reuse instead of returning (and page-faulting

@@ -223,12 +223,10 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     try:
         species = [site.specie for site in structure]  # pymatgen refuses partially occupied sites here
     except AttributeError:
-        species = None
-    if species is None:
         raise StructureError(
             f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
             "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
-        )
+        ) from None
     if len(structure) == 0:
         raise StructureError(f"{name}: has no atoms")
     z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
@@ -413,14 +411,6 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     )
 
 
-_BACKENDS = ("torch", "dgl")
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in _BACKENDS:
-        raise CrystalZooError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-
-
 def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETTINGS, backend: str = "torch"):
     """The CGCNN graph of one crystal (a pymatgen ``Structure``, a CIF path or CIF text): a
     :class:`~crystalzoo.crystal_graph.CrystalGraph`, or with ``backend="dgl"`` a
@@ -433,9 +423,7 @@ def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETT
         >>> build_graph(nacl).num_edges
         24
     """
-    _check_backend(backend)
-    g = collate([_structure_arrays(structure, settings)], settings)
-    return g.to_dgl() if backend == "dgl" else g
+    return build_graphs([structure], settings, progress=False, backend=backend)[0]
 
 
 def build_arrays(
@@ -543,6 +531,7 @@ def build_graphs(
         >>> len(graphs)
         2
     """
-    _check_backend(backend)
+    if backend not in ("torch", "dgl"):
+        raise CrystalZooError(f"backend must be 'torch' or 'dgl', got {backend!r}")
     graphs = [collate([a], settings) for a in build_arrays(structures, settings, progress, n_jobs)]
     return [g.to_dgl() for g in graphs] if backend == "dgl" else graphs
