@@ -122,7 +122,8 @@ def _cmd_export(args) -> None:
     export_onnx(model, out)
     what = "class probabilities" if model.task == "classification" else ", ".join(
         f"{t} ({u})" if u else t for t, u in zip(model.targets, model.head.units))
-    print(f"{out}: inputs {', '.join(INPUT_NAMES)} (crystalzoo.export.onnx_inputs(graph)); output 'prediction': {what}")
+    print(f"{out}: inputs {', '.join(INPUT_NAMES)} (crystalzoo.export.onnx_inputs(graph)); output 'prediction': {what}. "
+          "Run it on one thread (onnxruntime: intra_op_num_threads = 1; docs/export.md).")
 
 
 def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:

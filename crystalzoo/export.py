@@ -13,7 +13,9 @@ Example::
     >>> from crystalzoo.export import export_onnx, onnx_inputs
     >>> path = export_onnx(load_model("formation"), "/tmp/formation.onnx")  # doctest: +SKIP
     >>> import onnxruntime  # doctest: +SKIP
-    >>> session = onnxruntime.InferenceSession(str(path))  # doctest: +SKIP
+    >>> options = onnxruntime.SessionOptions()  # doctest: +SKIP
+    >>> options.intra_op_num_threads = 1  # threaded ScatterND add loses updates (docs/export.md)  # doctest: +SKIP
+    >>> session = onnxruntime.InferenceSession(str(path), options)  # doctest: +SKIP
     >>> session.run(None, onnx_inputs(build_graph("tests/data/cifs/1000041.cif")))[0].round(2)  # doctest: +SKIP
     array([[-2.11]], dtype=float32)
 """
