@@ -1,10 +1,12 @@
 """The DGL message-passing CGCNN of crystalzoo 0.1.0 — the reference the torch-native
 layers are measured and checked against (``benchmarks/backends.py``, ``tests/test_dgl.py``).
 
-The same arithmetic as ``crystalzoo.models`` (projected atoms, fused gate), but per-edge
-sums and gathers go through DGL's kernels: ``u_add_v``, ``copy_e`` + ``sum``,
-``edge_softmax`` and ``mean_nodes``. It uses the parameters of a crystalzoo backbone and runs
-on a DGL graph (``CrystalGraph.to_dgl()``). Needs the ``[dgl]`` extra.
+The same arithmetic as ``crystalzoo.models`` (projected atoms, fused gate, edge weights in
+the sum and the softmax), but per-edge sums and gathers go through DGL's kernels:
+``u_add_v``, ``copy_e`` + ``sum``, ``edge_softmax`` and ``mean_nodes``. The BatchNorm over
+edges (weighted) and the gate are crystalzoo's own functions, so only the message passing
+differs. It uses the parameters of a crystalzoo backbone and runs on a DGL graph
+(``CrystalGraph.to_dgl()``). Needs the ``[dgl]`` extra.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 def dgl_gated_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
     import dgl.function as fn
 
-    from crystalzoo.models import _Gate
+    from crystalzoo.models import _batch_stats, _NormGate
 
     f = conv.atom_fea_len
     w = conv.fc_full.weight
@@ -27,7 +29,9 @@ def dgl_gated_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> t
         g.ndata["hj"] = atom_fea @ w[:, f : 2 * f].t()
         g.apply_edges(fn.u_add_v("hj", "hi", "z"))
         gated = g.edata["z"].addmm_(bond_fea, w[:, 2 * f :].t())
-        g.edata["m"] = _Gate.apply(conv.bn1(gated))
+        weight = g.edata["edge_weight"] if "edge_weight" in g.edata else None
+        bn = conv.bn1  # the same BatchNorm + gate kernel as crystalzoo's: only the message passing differs
+        g.edata["m"] = _NormGate.apply(gated, *_batch_stats(bn, gated, weight), bn.weight, bn.bias, weight, bn.training)
         g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
         summed = conv.bn2(g.ndata["s"])
     return F.softplus(atom_fea + summed)
@@ -36,6 +40,8 @@ def dgl_gated_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> t
 def dgl_attention_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
     import dgl.function as fn
     from dgl.nn.functional import edge_softmax
+
+    from crystalzoo.models import _norm_edges
 
     f, h = conv.atom_fea_len, conv.heads
     w = conv.fc_core.weight
@@ -46,9 +52,13 @@ def dgl_attention_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) 
         g.apply_edges(fn.u_add_v("hj", "hi", "z"))
         g.apply_edges(fn.u_dot_v("v", "v", "score"))
         core = torch.addmm(conv.fc_core.bias, bond_fea, w[:, 2 * f :].t()).add_(g.edata["z"])
-        core = F.softplus(conv.bn1(core)).view(-1, h, f // h)
+        weight = g.edata["edge_weight"] if "edge_weight" in g.edata else None
+        core = F.softplus(_norm_edges(conv.bn1, core, weight)).view(-1, h, f // h)
         norm = (bond_fea * bond_fea).sum(1).view(-1, 1, 1)
-        attn = edge_softmax(g, g.edata["score"] * norm / math.sqrt(f // h))
+        score = g.edata["score"] * norm / math.sqrt(f // h)
+        if "edge_weight" in g.edata:  # w exp(s) / Σ w exp(s) = softmax(s + log w)
+            score = score + torch.log(g.edata["edge_weight"]).view(-1, 1, 1)
+        attn = edge_softmax(g, score)
         g.edata["m"] = (attn * core).reshape(-1, f)
         g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
         summed = conv.bn2(conv.fc_heads(g.ndata["s"]))

@@ -12,7 +12,7 @@ Example::
     >>> from crystalzoo import build_graph
     >>> g = build_graph("tests/data/cifs/1000041.cif")
     >>> g.n_crystals, g.num_atoms, g.num_edges, tuple(g.bond_fea.shape)
-    (1, 8, 96, (96, 41))
+    (1, 8, 72, (72, 41))
 """
 
 from __future__ import annotations
@@ -188,7 +188,11 @@ def softmax_over_edges(g: CrystalGraph, scores: torch.Tensor) -> torch.Tensor:
 
 
 def mean_per_crystal(g: CrystalGraph, atom_values: torch.Tensor) -> torch.Tensor:
-    """Mean of atom vectors (N, F) over each crystal: (C, F)."""
-    out = atom_values.new_zeros((g.n_crystals, *atom_values.shape[1:]))
-    out.index_add_(0, g.crystal, atom_values)
-    return out / g.n_atoms.to(atom_values.dtype).clamp(min=1).view(-1, *([1] * (atom_values.dim() - 1)))
+    """Mean of atom vectors (N, F) over each crystal: (C, F). Summed in float64 (except on
+    MPS), so that the result does not depend on the order of the atoms, or on a supercell, to
+    float32 precision."""
+    wide = torch.float32 if atom_values.device.type == "mps" else torch.float64  # MPS has no float64
+    out = atom_values.new_zeros((g.n_crystals, *atom_values.shape[1:]), dtype=wide)
+    out.index_add_(0, g.crystal, atom_values.to(wide))
+    n = g.n_atoms.to(wide).clamp(min=1).view(-1, *([1] * (atom_values.dim() - 1)))
+    return (out / n).to(atom_values.dtype)

@@ -256,7 +256,7 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
         return build_arrays(structures, settings, progress, n_jobs)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     keys = [_structure_key(s) for s in structures]
-    h = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({**settings.to_dict(), "format": _PACK_FORMAT}, sort_keys=True).encode())
     for k in keys:
         h.update(k.encode())
     path = cache / "graphs" / f"{h.hexdigest()[:32]}.npz"
@@ -275,6 +275,10 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
     return graphs
 
 
+#: the version of the cache files' layout (2: edge weights of split neighbour shells)
+_PACK_FORMAT = 2
+
+
 def _write_pack(path: Path, graphs: list[GraphArrays]) -> None:
     from .serialization import atomic_write
 
@@ -285,6 +289,7 @@ def _write_pack(path: Path, graphs: list[GraphArrays]) -> None:
         z=np.concatenate([g.z for g in graphs]), extended=np.concatenate([g.extended for g in graphs]),
         src=np.concatenate([g.src for g in graphs]), dst=np.concatenate([g.dst for g in graphs]),
         distance=np.concatenate([g.distance for g in graphs]),
+        weight=np.concatenate([g.weight if g.weight is not None else np.ones(len(g.src), np.float32) for g in graphs]),
     )
 
     def write(tmp):
@@ -301,7 +306,7 @@ def _read_pack(path: Path, expected: int) -> list[GraphArrays]:
         raise ValueError("cache holds another number of crystals")
     na, ne = np.cumsum(a["n_atoms"])[:-1], np.cumsum(a["n_edges"])[:-1]
     return [
-        GraphArrays(z, src, dst, d, ext)
-        for z, ext, src, dst, d in zip(np.split(a["z"], na), np.split(a["extended"], na), np.split(a["src"], ne),
-                                       np.split(a["dst"], ne), np.split(a["distance"], ne))
+        GraphArrays(z, src, dst, d, ext, None if np.allclose(w, 1, rtol=0, atol=1e-6) else w)
+        for z, ext, src, dst, d, w in zip(np.split(a["z"], na), np.split(a["extended"], na), np.split(a["src"], ne),
+                                          np.split(a["dst"], ne), np.split(a["distance"], ne), np.split(a["weight"], ne))
     ]

@@ -13,7 +13,7 @@ Example (with the extra installed)::
     >>> from crystalzoo import build_graph
     >>> g = build_graph("tests/data/cifs/1000041.cif", backend="dgl")  # doctest: +SKIP
     >>> g.num_nodes(), g.edata["bond_fea"].shape  # doctest: +SKIP
-    (8, torch.Size([96, 41]))
+    (8, torch.Size([72, 41]))
 """
 
 from __future__ import annotations

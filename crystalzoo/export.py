@@ -3,7 +3,7 @@ runtimes). Needs the ``[export]`` extra: ``pip install "crystalzoo[export]"`` (o
 onnxscript, onnxruntime) and torch >= 2.5.
 
 The exported graph takes the tensors of a :class:`~crystalzoo.crystal_graph.CrystalGraph`
-(:data:`INPUT_NAMES`; :func:`onnx_inputs` makes them from a graph) for any number of
+(:data:`INPUT_NAMES`, edge weights included; :func:`onnx_inputs` makes them from a graph) for any number of
 crystals, atoms and edges, and returns the predictions in the target's units, as
 ``model.predict`` does (class probabilities for a classifier).
 
@@ -34,7 +34,7 @@ from .errors import CrystalZooError, MissingExtraError
 from .models import CrystalModel
 
 #: the inputs of an exported model, in order
-INPUT_NAMES = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms")
+INPUT_NAMES = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "edge_weight")
 EXPORT_INSTALL = 'pip install "crystalzoo[export]"'
 
 
@@ -45,14 +45,25 @@ class _OnGraphTensors(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, atom_fea, bond_fea, src, dst, crystal, n_atoms):
-        g = CrystalGraph(atom_fea=atom_fea, bond_fea=bond_fea, src=src, dst=dst, crystal=crystal, n_atoms=n_atoms)
+    def forward(self, atom_fea, bond_fea, src, dst, crystal, n_atoms, edge_weight):
+        g = CrystalGraph(atom_fea=atom_fea, bond_fea=bond_fea, src=src, dst=dst, crystal=crystal, n_atoms=n_atoms,
+                         edge_weight=edge_weight)
         return self.model.output_in_units(self.model(g))
 
 
 def onnx_inputs(g: CrystalGraph) -> dict[str, np.ndarray]:
-    """The inputs of an exported model for the crystals of ``g``, by name."""
+    """The inputs of an exported model for the crystals of ``g``, by name (edge weights of 1
+    where the graph has none)."""
+    g = _with_weights(g)
     return {name: getattr(g, name).detach().cpu().numpy() for name in INPUT_NAMES}
+
+
+def _with_weights(g: CrystalGraph) -> CrystalGraph:
+    import dataclasses
+
+    if g.edge_weight is not None:
+        return g
+    return dataclasses.replace(g, edge_weight=torch.ones(g.num_edges, dtype=g.bond_fea.dtype, device=g.device))
 
 
 def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGraph | None = None,
@@ -76,10 +87,11 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
     if example is None:
         example = _example_graph(model)
     wrapper = _OnGraphTensors(model).eval()
+    example = _with_weights(example)
     args = tuple(getattr(example, name) for name in INPUT_NAMES)
     atoms, edges, crystals = Dim("atoms"), Dim("edges"), Dim("crystals")
     shapes = {"atom_fea": {0: atoms}, "bond_fea": {0: edges}, "src": {0: edges}, "dst": {0: edges},
-              "crystal": {0: atoms}, "n_atoms": {0: crystals}}
+              "crystal": {0: atoms}, "n_atoms": {0: crystals}, "edge_weight": {0: edges}}
     from .serialization import atomic_write
 
     was_training = model.training

@@ -14,8 +14,11 @@ Atom feature ``atom_fea``: the 92-value CGCNN encoding of the element. Bond feat
 
 Neighbour policy (documented in ``docs/graphs.md``):
 
-* neighbours are ordered by distance; ties (within 1e-6 Å) are broken by the
-  neighbour's index in the cell, then by its periodic image, so a graph is deterministic;
+* neighbours are ordered by distance. Where the ``max_neighbors``-th place is shared by
+  several candidates at the same distance (within ``TIE_TOLERANCE``), all of them are kept,
+  each with an equal fractional edge weight, so an atom's weights sum to ``max_neighbors``
+  and the convolution sum is the average over every way to break the tie: the graph does not
+  depend on the order of the atoms. Without such a tie every weight is 1;
 * an atom with fewer than ``max_neighbors`` neighbours inside the radius keeps the ones it
   has — no fake padding edges (the original CGCNN padded with atom 0 at radius + 1 Å);
 * an atom with *no* neighbour inside the radius takes its ``max_neighbors`` nearest
@@ -57,7 +60,9 @@ StructureLike = Union["Structure", str, os.PathLike]
 MIN_DISTANCE = 0.1
 #: less volume per atom (Å³) than this is no real crystal (the densest solids have ≈ 5).
 MIN_VOLUME_PER_ATOM = 1.0
-_TIE_TOLERANCE = 1e-6
+#: neighbours whose distances differ by less than this (Å) are tied (docs/graphs.md: measured on
+#: the Materials Project data, scripts/find_ties.py)
+TIE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,7 @@ class GraphArrays:
     dst: np.ndarray  # (E,) int32 centre atom i
     distance: np.ndarray  # (E,) float32 Å
     extended: np.ndarray  # (N,) bool: neighbours found beyond the radius
+    weight: np.ndarray | None = None  # (E,) float32 edge weights where a neighbour shell is split; None: all 1
 
     @property
     def n_atoms(self) -> int:
@@ -243,18 +249,37 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     return z
 
 
-def _nearest(centers, points, images, dists, n_centers: int, k: int):
-    """Keep, for each centre, its k nearest neighbours (deterministic tie-breaking)."""
-    # two int64 keys instead of six: (centre, distance bin) and (neighbour, image)
-    primary = centers.astype(np.int64) << 32 | np.round(dists / _TIE_TOLERANCE).astype(np.int64)
-    image = ((images.astype(np.int64) + 512) * np.array([1 << 20, 1 << 10, 1])).sum(axis=1)
-    order = np.lexsort((points.astype(np.int64) << 30 | image, primary))
-    centers = centers[order]
-    counts = np.bincount(centers, minlength=n_centers)
+def _nearest(centers: np.ndarray, dists: np.ndarray, n_centers: int, k: int):
+    """For each centre, its k nearest neighbours, ties at the k-th place kept symmetrically.
+
+    Returns (the pairs kept, their weights, the number of pairs each centre had). Let d_k be
+    the k-th smallest distance of a centre. Pairs closer than d_k - TIE_TOLERANCE are kept with
+    weight 1; the t pairs within TIE_TOLERANCE of d_k share the m places left (m = k - the
+    number closer) with weight m / t each, so every centre's weights sum to k (fewer where it
+    has fewer pairs, all of weight 1). Without a split shell the weights are None (all 1).
+    """
+    order = np.lexsort((dists, centers))
+    c, d = centers[order], dists[order]
+    counts = np.bincount(c, minlength=n_centers)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.arange(len(centers)) - starts[centers]
-    keep = order[rank < k]
-    return keep, np.minimum(counts, k)
+    kth = np.full(n_centers, np.inf)
+    full = counts >= k
+    kth[full] = d[starts[full] + k - 1]
+    boundary = kth[c]
+    kept = d <= boundary + TIE_TOLERANCE
+    certain = d < boundary - TIE_TOLERANCE
+    tied = kept & ~certain
+    if not tied.any():
+        return order[kept], None, counts
+    n_certain = np.bincount(c[certain], minlength=n_centers)
+    n_tied = np.bincount(c[tied], minlength=n_centers)
+    ct = c[tied]
+    share = (k - n_certain[ct]) / n_tied[ct]
+    if (share == 1).all():  # every tied group fills its places exactly: no shell is split
+        return order[kept], None, counts
+    weight = np.ones(len(d))
+    weight[tied] = share
+    return order[kept], weight[kept], counts
 
 
 @dataclass
@@ -286,14 +311,15 @@ def _cell(structure: "Structure", name: str) -> _Cell:
 
 
 def _search(cell: _Cell, centers: np.ndarray, radius: float):
-    """All (centre, neighbour, image, distance) pairs within ``radius`` of the atoms ``centers``,
-    self-pairs excluded (pymatgen's compiled periodic search, as ``Structure.get_neighbor_list``)."""
+    """All (centre, neighbour, distance) pairs within ``radius`` of the atoms ``centers`` (one per
+    periodic image), self-pairs excluded (pymatgen's compiled periodic search, as
+    ``Structure.get_neighbor_list``)."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
 
-    c, p, images, d = find_points_in_spheres(cell.cart, np.ascontiguousarray(cell.cart[centers]), r=float(radius),
-                                             pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
+    c, p, _, d = find_points_in_spheres(cell.cart, np.ascontiguousarray(cell.cart[centers]), r=float(radius),
+                                        pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
     keep = ~((centers[c] == p) & (d <= 1e-8))
-    return c[keep], p[keep], images[keep], d[keep]
+    return c[keep], p[keep], d[keep]
 
 
 def _candidates(cell: _Cell, radius: float, k: int):
@@ -307,34 +333,53 @@ def _candidates(cell: _Cell, radius: float, k: int):
     small = (3 * 3 * k * abs(float(np.linalg.det(cell.lattice))) / (4 * np.pi * n)) ** (1 / 3)
     if small > 0.8 * radius:
         return _search(cell, everyone, radius)
-    c, p, images, d = _search(cell, everyone, small)
-    done = np.bincount(c[d < small - 1e-4], minlength=n) >= k
+    c, p, d = _search(cell, everyone, small)
+    done = np.bincount(c[d < small - 3 * TIE_TOLERANCE], minlength=n) >= k
     if done.all():
-        return c, p, images, d
+        return c, p, d
     rest = np.flatnonzero(~done)
-    c2, p2, i2, d2 = _search(cell, rest, radius)
+    c2, p2, d2 = _search(cell, rest, radius)
     first = done[c]
-    return (np.concatenate([c[first], rest[c2]]), np.concatenate([p[first], p2]),
-            np.concatenate([images[first], i2]), np.concatenate([d[first], d2]))
+    return np.concatenate([c[first], rest[c2]]), np.concatenate([p[first], p2]), np.concatenate([d[first], d2])
+
+
+def _merge_images(src, dst, dist, weight, n: int):
+    """One edge for the tied candidates of a centre that are periodic images of the same atom:
+    they carry the same message, so one edge with their summed weight (at their mean distance)
+    gives the same sum with fewer edges (rock salt's 12 second neighbours in a 2-atom cell are
+    one edge of weight 6)."""
+    tied = weight < 1
+    pair = dst[tied].astype(np.int64) * n + src[tied]
+    pairs, group = np.unique(pair, return_inverse=True)
+    if len(pairs) == tied.sum():
+        return src, dst, dist, weight
+    size = np.bincount(group)
+    rest = ~tied
+    return (np.concatenate([src[rest], pairs % n]), np.concatenate([dst[rest], pairs // n]),
+            np.concatenate([dist[rest], np.bincount(group, weights=dist[tied]) / size]),
+            np.concatenate([weight[rest], np.bincount(group, weights=weight[tied])]))
 
 
 def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
     n = len(cell.z)
     k = settings.max_neighbors
-    centers, points, images, dists = _candidates(cell, settings.radius, k)
-    keep, counts = _nearest(centers, points, images, dists, n, k)
+    centers, points, dists = _candidates(cell, settings.radius, k)
+    keep, weight, counts = _nearest(centers, dists, n, k)
     src, dst, dist = points[keep], centers[keep], dists[keep]
     extended = counts == 0
     if extended.any():
         # no neighbour within the radius: take the nearest ones further out. Every atom
         # has its own periodic image one lattice vector away, so this always finds some.
         lonely = np.flatnonzero(extended)
-        reach = float(np.linalg.norm(cell.lattice, axis=1).min()) * 1.0001 + 1e-6
-        c2, p2, i2, d2 = _search(cell, lonely, reach)
-        keep2, _ = _nearest(c2, p2, i2, d2, len(lonely), k)
+        reach = float(np.linalg.norm(cell.lattice, axis=1).min()) * 1.0001 + 10 * TIE_TOLERANCE
+        c2, p2, d2 = _search(cell, lonely, reach)
+        keep2, weight2, _ = _nearest(c2, d2, len(lonely), k)
         src = np.concatenate([src, p2[keep2]])
         dst = np.concatenate([dst, lonely[c2[keep2]]])
         dist = np.concatenate([dist, d2[keep2]])
+        if weight is not None or weight2 is not None:
+            weight = np.concatenate([np.ones(len(keep)) if weight is None else weight,
+                                     np.ones(len(keep2)) if weight2 is None else weight2])
     if len(dist) and dist.min() < MIN_DISTANCE:
         from pymatgen.core import Element
 
@@ -344,13 +389,17 @@ def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
             f"{cell.name}: atoms {i} ({Element.from_Z(int(cell.z[i]))}) and {j} ({Element.from_Z(int(cell.z[j]))}) "
             f"are {dist[e]:.3f} Å apart, which is closer than {MIN_DISTANCE} Å: overlapping atoms; fix the structure"
         )
-    order = np.lexsort((src, dst))  # edges grouped by centre atom
+    if weight is not None:
+        src, dst, dist, weight = _merge_images(src, dst, dist, weight, n)
+    # grouped by centre atom; within a centre by neighbour, then (stable) by distance as found
+    order = np.lexsort((src, dst))
     return GraphArrays(
         z=cell.z.astype(np.int16),
         src=src[order].astype(np.int32),
         dst=dst[order].astype(np.int32),
         distance=dist[order].astype(np.float32),
         extended=extended,
+        weight=None if weight is None else weight[order].astype(np.float32),
     )
 
 
@@ -396,6 +445,9 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     z = np.concatenate([a.z for a in arrays]).astype(np.int64)
     dist = np.concatenate([a.distance for a in arrays]).astype(np.float32, copy=False)
     dst_t = torch.from_numpy(dst)
+    weighted = any(a.weight is not None for a in arrays)
+    weight = (torch.from_numpy(np.concatenate([a.weight if a.weight is not None else np.ones(len(a.src), np.float32)
+                                               for a in arrays])) if weighted else None)
     return CrystalGraph(
         atom_fea=torch.from_numpy(_atom_table()[z]),
         bond_fea=torch.from_numpy(_gaussian(dist, settings)),
@@ -407,6 +459,7 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
         distance=torch.from_numpy(dist),
         z=torch.from_numpy(z),
         extended=torch.from_numpy(np.concatenate([a.extended for a in arrays]).astype(bool, copy=False)),
+        edge_weight=weight,
         degree=uniform_degree(dst_t, len(z)),
     )
 
@@ -419,9 +472,10 @@ def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETT
     Example::
 
         >>> from pymatgen.core import Lattice, Structure
-        >>> nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-        >>> build_graph(nacl).num_edges
-        24
+        >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        >>> g = build_graph(cscl)  # per atom: 8 neighbours, then 6 own images sharing 4 places (one edge)
+        >>> g.num_edges, sorted(g.edge_weight[g.dst == 0].tolist())
+        (18, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
     """
     return build_graphs([structure], settings, progress=False, backend=backend)[0]
 

@@ -19,10 +19,11 @@ TEXT = """# Registered backbones
 `metal-classifier` are the original CGCNN checkpoints of Xie & Grossman (MIT License,
 Copyright (c) 2018 Tian Xie; `crystalzoo/weights/LICENSE-cgcnn`), converted to safetensors by
 `scripts/convert_cgcnn.py`. They reproduce the original code's predictions
-(`tests/test_parity.py`): to 1e-4 on the 10 sample CIFs and on 196 of 200 Materials Project
-crystals; the other 4 (mp-10036, mp-10037, mp-10039, mp-1004524) have neighbours of different
-elements tied at the 12th-neighbour boundary, where the original keeps whichever pymatgen
-lists first and crystalzoo breaks the tie by atom index (see [graphs](graphs.md)); with
+(`tests/test_parity.py`): to 1e-4 on the 10 sample CIFs and on 195 of 200 Materials Project
+crystals; the other 5 (mp-10036, mp-10037, mp-10039, mp-1004524, mp-1001571) have a
+12th-neighbour shell split between atoms of different elements, where the original keeps
+whichever pymatgen lists first and crystalzoo keeps all of them with fractional weights, so
+that its prediction does not depend on the order of the atoms (see [graphs](graphs.md)); with
 pymatgen's order they match too. Their metric is the best validation score stored in each
 checkpoint, on the authors' 2017 Materials Project split. Bulk and shear moduli are
 predicted as log10 of GPa.

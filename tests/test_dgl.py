@@ -29,13 +29,15 @@ def test_dgl_graph_has_the_data_names_and_edge_order(batch, cif_paths):
     assert g.batch_size == 64 and g.num_nodes() == batch.num_atoms and g.num_edges() == batch.num_edges
     src, dst = g.edges()
     assert torch.equal(src, batch.src) and torch.equal(dst, batch.dst)
-    assert set(g.ndata) == {"atom_fea", "z", "extended"} and set(g.edata) == {"bond_fea", "distance"}
+    assert batch.edge_weight is not None  # some of these crystals have split shells
+    assert set(g.ndata) == {"atom_fea", "z", "extended"} and set(g.edata) == {"bond_fea", "distance", "edge_weight"}
     assert torch.equal(g.batch_num_nodes(), batch.n_atoms) and torch.equal(g.batch_num_edges(), batch.n_edges)
     single = build_graph(cif_paths[0], backend="dgl")
     assert isinstance(single, dgl.DGLGraph) and single.ndata["atom_fea"].shape[1] == 92
     # and back: the same CrystalGraph
     back = from_dgl(g)
-    for name in ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended"):
+    for name in ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
+                 "edge_weight"):
         assert torch.equal(getattr(back, name), getattr(batch, name)), name
 
 
@@ -60,9 +62,10 @@ def test_training_on_dgl_input_gives_the_same_gradients(batch):
 @pytest.mark.parametrize("train", [False, True])
 def test_native_layers_equal_dgl_message_passing(name, train, batch):
     """The torch-native convolutions against DGL's kernels (u_add_v, copy_e + sum,
-    edge_softmax, mean_nodes), forward and backward."""
+    edge_softmax, mean_nodes), forward and backward, on a batch with split shells."""
     from dgl_cgcnn import dgl_backbone
 
+    assert batch.edge_weight is not None and (batch.edge_weight != 1).any()
     backbone = load_backbone(name).train(train)
     results = []
     for forward, g in ((backbone, batch), (dgl_backbone, batch.to_dgl())):

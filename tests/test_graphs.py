@@ -19,12 +19,16 @@ def test_features_and_neighbours_of_a_real_crystal(mp200_structures):
     assert g.num_atoms == len(s) and g.n_crystals == 1
     assert g.atom_fea.shape == (len(s), 92)
     assert g.bond_fea.shape == (g.num_edges, 41)
-    assert torch.all(g.in_degrees() == 12)  # a dense crystal: 12 neighbours each
+    # rock salt (2-atom cell): 6 neighbours, then 12 images of one atom sharing the 6 places
+    # left: one edge of weight 6
+    assert torch.all(g.in_degrees() == 7)
+    weights = torch.zeros(g.num_atoms).index_add_(0, g.dst, g.edge_weight)
+    torch.testing.assert_close(weights, torch.full((g.num_atoms,), 12.0))
     assert torch.all(g.dst[1:] >= g.dst[:-1])  # edges grouped by centre atom
-    # the edges into atom i are its 12 nearest neighbours, as pymatgen finds them
     for i in range(len(s)):
-        want = sorted(n.nn_distance for n in s.get_neighbors(s[i], 8.0))[:12]
-        np.testing.assert_allclose(sorted(g.distance[g.dst == i].tolist()), want, rtol=1e-5)
+        d = np.sort([n.nn_distance for n in s.get_neighbors(s[i], 8.0)])
+        np.testing.assert_allclose(sorted(g.distance[g.dst == i].tolist()), [*d[:6], d[11]], rtol=1e-5)
+        assert sorted(g.edge_weight[g.dst == i].tolist()) == [1.0] * 6 + [6.0]
 
 
 def test_gaussian_expansion_peaks_at_the_distance():
@@ -72,15 +76,24 @@ def test_batch_building_matches_single(mp200_structures):
     assert batched.n_edges.tolist() == [g.num_edges for g in single]
 
 
-def test_tied_neighbours_are_chosen_deterministically(mp200_structures, mp200):
-    """mp-10036 (Ce3AlC) has neighbours tied at the 12th place: the lower-index atom wins."""
+def test_tied_neighbours_are_all_kept_with_equal_weights(mp200_structures, mp200):
+    """mp-10036 (Ce3AlC) has neighbours of different elements tied at the 12th place: all of
+    them are kept, every atom's weights sum to 12 (the exact rule on every crystal:
+    test_neighbours_are_the_nearest_of_a_search_of_the_whole_radius)."""
     s = mp200_structures[[r["mp_id"] for r in mp200].index("mp-10036")]
-    g1, g2 = build_graph(s), build_graph(s.copy())
-    assert torch.equal(g1.src, g2.src)
+    (a,) = build_arrays([s], progress=False)
+    assert a.weight is not None
+    np.testing.assert_allclose(np.bincount(a.dst, weights=a.weight), 12, rtol=1e-6)
+    mixed = 0
     for i in range(len(s)):
-        nbrs = sorted(s.get_neighbors(s[i], 8.0), key=lambda n: (round(n.nn_distance, 6), n.index))
-        chosen = sorted(g1.src[g1.dst == i].tolist())
-        assert chosen == sorted(n.index for n in nbrs[:12])
+        nbrs = s.get_neighbors(s[i], 8.0)
+        d = np.sort([n.nn_distance for n in nbrs])
+        tied = [n for n in nbrs if abs(n.nn_distance - d[11]) <= 1e-4]
+        places = 12 - int((d < d[11] - 1e-4).sum())
+        if len(tied) > places and len({n.specie for n in tied}) > 1:
+            mixed += 1  # a shell split between elements: all its atoms are neighbours in the graph
+            assert {n.index for n in tied} <= set(a.src[a.dst == i].tolist())
+    assert mixed
 
 
 def test_sparse_crystal_keeps_its_real_neighbours_without_padding():
@@ -91,7 +104,9 @@ def test_sparse_crystal_keeps_its_real_neighbours_without_padding():
     g = build_graph(slab, GraphSettings(radius=6.2))
     assert g.in_degrees().tolist() == [4]  # the 4 in-plane images at 6.14 Å
     assert not g.extended.any()
-    assert build_graph(cs).in_degrees().tolist() == [12, 12]
+    g = build_graph(cs)  # 8 images of the other atom, then 6 own images for 4 places: one edge of weight 4
+    assert g.in_degrees().tolist() == [9, 9]
+    assert sorted(g.edge_weight[g.dst == 0].tolist()) == [1.0] * 8 + [4.0]
 
 
 def test_isolated_atom_gets_nearest_neighbours_beyond_radius():
@@ -150,10 +165,13 @@ def test_isolated_atoms_in_a_large_box_get_their_images():
     assert g.extended.tolist() == [True, True]
     src, dst = g.src, g.dst
     for i in range(2):
-        d = g.distance[dst == i]
-        # the other atom's 8 images at 25.98 Å, then 4 of the 6 own images at 30 Å
-        assert sorted(d.tolist()) == pytest.approx([30 * 3**0.5 / 2] * 8 + [30.0] * 4, abs=1e-3)
+        d, w = g.distance[dst == i], g.edge_weight[dst == i]
+        # the other atom's 8 images at 25.98 Å, then the 6 own images at 30 Å share 4 places:
+        # being images of one atom, they are one edge of weight 4
+        assert sorted(d.tolist()) == pytest.approx([30 * 3**0.5 / 2] * 8 + [30.0], abs=1e-3)
         assert (src[dst == i] != i).sum() == 8
+        assert w[src[dst == i] != i].tolist() == [1.0] * 8
+        assert w[src[dst == i] == i].tolist() == pytest.approx([4.0])
 
 
 def test_one_isolated_atom_next_to_bonded_ones():
@@ -173,19 +191,31 @@ def test_one_isolated_atom_next_to_bonded_ones():
 def test_neighbours_are_the_nearest_of_a_search_of_the_whole_radius(mp200_structures):
     """The builder searches a small sphere first and the whole radius only where it must. For
     every atom of 200 real crystals and a few sparse cells, its edges are the 12 nearest of
-    pymatgen's search of the whole 8 Å, ties broken by (distance, neighbour index, image)."""
+    pymatgen's search of the whole 8 Å and every candidate tied with the 12th, with the weights
+    of the tie rule (images of one atom merged into one edge: compared per neighbour atom)."""
     sparse = [Structure(Lattice.orthorhombic(6.14, 6.14, 40.0), ["Cs"], [[0, 0, 0]]),
               Structure(Lattice.cubic(14.0), ["O", "H", "H"], [[0, 0, 0], [0.07, 0, 0], [0, 0.07, 0]]),
               Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) * (1, 1, 4)]
     structures = list(mp200_structures) + sparse
     for s, got in zip(structures, build_arrays(structures, progress=False)):
-        centres, points, images, dist = s.get_neighbor_list(8.0)
-        want = []
+        centres, points, _, dist = s.get_neighbor_list(8.0)
+        want: dict = {}
         for i in range(len(s)):
             mine = np.flatnonzero(centres == i)
-            keys = sorted(mine, key=lambda e: (round(dist[e] / 1e-6), points[e], tuple(images[e])))[:12]
-            want += [(i, int(points[e]), float(dist[e])) for e in keys]
-        have = sorted((int(i), int(j), float(d)) for i, j, d in zip(got.dst, got.src, got.distance))
-        want = sorted(want)
-        assert [h[:2] for h in have] == [w[:2] for w in want], s.formula
-        np.testing.assert_allclose([h[2] for h in have], [w[2] for w in want], rtol=1e-6)
+            d = dist[mine]
+            kth = np.sort(d)[11] if len(mine) >= 12 else np.inf
+            certain, tied = d < kth - 1e-4, np.abs(d - kth) <= 1e-4
+            share = (12 - certain.sum()) / max(1, tied.sum())
+            for e, w in zip(mine[certain | tied], np.where(certain, 1.0, share)[certain | tied]):
+                key = (i, int(points[e]))
+                total, moment = want.get(key, (0.0, 0.0))
+                want[key] = (total + w, moment + w * dist[e])
+        weight = got.weight if got.weight is not None else np.ones(len(got.src))
+        have: dict = {}
+        for i, j, d, w in zip(got.dst, got.src, got.distance, weight):
+            total, moment = have.get((int(i), int(j)), (0.0, 0.0))
+            have[(int(i), int(j))] = (total + w, moment + w * d)
+        assert sorted(have) == sorted(want), s.formula
+        for key, (total, moment) in want.items():
+            assert have[key][0] == pytest.approx(total, rel=1e-6), (s.formula, key)
+            assert have[key][1] / have[key][0] == pytest.approx(moment / total, rel=1e-5), (s.formula, key)

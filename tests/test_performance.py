@@ -21,7 +21,10 @@ def test_fused_layer_equals_the_plain_concatenation(train, mp200_structures):
 
     backbone = load_backbone("formation")
     backbone.train(train)
-    g = collate(build_arrays(mp200_structures[:64], progress=False))
+    arrays = build_arrays(mp200_structures[:64], progress=False)
+    if train:  # the plain layer's BatchNorm does not weight edges: compare on crystals without split shells
+        arrays = [a for a in arrays if a.weight is None]
+    g = collate(arrays)
     grads = []
     for forward in (backbone, lambda g: plain_backbone(backbone, g)):
         backbone.zero_grad()
@@ -34,11 +37,46 @@ def test_fused_layer_equals_the_plain_concatenation(train, mp200_structures):
         torch.testing.assert_close(ours_grad[name], grad, rtol=1e-3, atol=1e-6, msg=name)
 
 
-def test_gate_gradient():
-    from crystalzoo.models import _Gate
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_norm_gate_is_batchnorm_then_gate(train, weighted, monkeypatch):
+    """The fused BatchNorm + gate of the gated convolution (written out, a chunk of rows at a
+    time) against the plain formula: BatchNorm whose batch statistics count an edge of weight
+    w as w edges, then sigmoid(filter) · softplus(core) · w; values and gradients
+    (gradcheck), in training (batch statistics) and evaluation (running statistics)."""
+    from crystalzoo import models
 
-    x = torch.randn(9, 8, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(_Gate.apply, (x,))
+    monkeypatch.setattr(models, "_CHUNK", 7)  # several chunks, the last one short
+    torch.manual_seed(0)
+    e, f = 30, 3
+    bn = torch.nn.BatchNorm1d(2 * f).double().train(train)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2)
+    weight = torch.rand(e, dtype=torch.double) + 0.2 if weighted else None
+    x = (torch.randn(e, 2 * f, dtype=torch.double) * 2 + 1).requires_grad_()
+
+    def fused(x, gamma, beta):
+        return models._NormGate.apply(x, *models._batch_stats(bn, x, weight), gamma, beta, weight, train)
+
+    def plain(x, gamma, beta):
+        if train:
+            p = (weight / weight.sum() if weighted else torch.full((e,), 1 / e, dtype=x.dtype)).unsqueeze(1)
+            mean = (p * x).sum(0)
+            var = (p * (x - mean) ** 2).sum(0)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        y = (x - mean) / torch.sqrt(var + bn.eps) * gamma + beta
+        out = torch.sigmoid(y[:, :f]) * torch.nn.functional.softplus(y[:, f:])
+        return out * weight.unsqueeze(1) if weighted else out
+
+    args = (x, bn.weight, bn.bias)
+    torch.testing.assert_close(fused(*args), plain(*args), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fused, args)
+    if not weighted and train:  # all weights 1: torch's own BatchNorm
+        reference = torch.nn.BatchNorm1d(2 * f).double()
+        reference.load_state_dict(bn.state_dict())
+        y = reference(x)
+        torch.testing.assert_close(fused(*args), torch.sigmoid(y[:, :f]) * torch.nn.functional.softplus(y[:, f:]))
 
 
 def test_import_is_lazy():
