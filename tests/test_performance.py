@@ -87,7 +87,7 @@ def test_import_is_lazy():
 
 
 @pytest.mark.parametrize("script", ["graph_building.py", "training_throughput.py", "inference.py",
-                                    "finetune_frozen.py", "scaling.py", "backends.py"])
+                                    "finetune_frozen.py", "scaling.py", "backends.py", "versus.py"])
 def test_benchmark_quick_runs(script, tmp_path):
     env = {**__import__("os").environ, "CRYSTALZOO_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True,
