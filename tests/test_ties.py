@@ -140,3 +140,21 @@ def test_weights_survive_the_cache_and_batching(tie_crystals, tmp_path):
     g = collate(first.graphs)
     assert g.edge_weight is not None and g.edge_weight.shape == (g.num_edges,)
     assert torch.equal(g.edge_weight, torch.from_numpy(np.concatenate([a.weight for a in first.graphs])))
+
+
+def test_frozen_prefix_keeps_the_weights(tie_crystals):
+    """Fine-tuning computes a frozen prefix once (atom vectors after k convolutions) and runs
+    the rest per batch: on tie crystals the split forward equals the whole one, and both use
+    the weights (dropping them changes the result)."""
+    import dataclasses
+
+    from crystalzoo import load_backbone
+
+    g = collate(build_arrays(tie_crystals[:16], progress=False))
+    backbone = load_backbone("formation", freeze=2).eval()
+    with torch.no_grad():
+        whole = backbone.atom_features(g)
+        split = backbone.atom_features(g, h=backbone.atom_features(g, upto=2), start=2)
+        unweighted = backbone.atom_features(dataclasses.replace(g, edge_weight=None))
+    torch.testing.assert_close(split, whole, rtol=0, atol=0)
+    assert (unweighted - whole).abs().max() > 1e-3
