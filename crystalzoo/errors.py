@@ -12,6 +12,11 @@ class StructureError(CrystalZooError, ValueError):
     """A crystal structure (or CIF) cannot be turned into a graph."""
 
 
+class ConfigError(CrystalZooError, ValueError):
+    """A setting or configuration value that is out of range or of the wrong type (training
+    options, graph settings, a model's ``config.json``)."""
+
+
 class GraphSettingsMismatchError(CrystalZooError, ValueError):
     """Graphs built with one set of settings were fed to weights trained with another."""
 
