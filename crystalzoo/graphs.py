@@ -391,6 +391,8 @@ def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
         )
     if weight is not None:
         src, dst, dist, weight = _merge_images(src, dst, dist, weight, n)
+        if np.abs(weight - 1).max() < 1e-6:  # e.g. two images of one atom sharing one place: one edge of weight 1
+            weight = None
     # grouped by centre atom; within a centre by neighbour, then (stable) by distance as found
     order = np.lexsort((src, dst))
     return GraphArrays(
