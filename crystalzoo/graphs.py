@@ -72,8 +72,10 @@ MAX_STRUCTURE_FILE_BYTES = 20_000_000
 MAX_RADIUS = 30.0
 MAX_NEIGHBORS = 256
 MAX_BOND_FEATURES = 1024
-#: most (centre, neighbour) pairs and periodic images one neighbour search may hold: about
-#: 1 GB in pymatgen's search. A 1,728-atom supercell needs about 0.4 million pairs.
+#: most (centre, neighbour) pairs, periodic images or grid entries one neighbour search may
+#: hold (:func:`search_cost`; at most about 1 GB in pymatgen's search). A 1,728-atom supercell
+#: needs about 0.2 million pairs; the most any crystal of the Materials Project sample needs is
+#: far below this.
 SEARCH_BUDGET = 20_000_000
 
 
@@ -298,7 +300,8 @@ def _parse_cif(text: str, name: str) -> "Structure":
             parser = CifParser.from_str(text)
             structures = parser.parse_structures(primitive=False, on_error="raise")
     except Exception as exc:  # pymatgen raises many types for broken CIFs
-        raise StructureError(f"{name}: cannot be read as a crystal structure ({exc})") from None
+        reason = " ".join(str(exc).split())[:300]  # one line
+        raise StructureError(f"{name}: cannot be read as a crystal structure ({reason})") from None
     if not structures:
         raise StructureError(f"{name}: has no crystal structure in it")
     if len(structures) > 1:
@@ -414,32 +417,37 @@ def _cell(structure: "Structure", name: str) -> _Cell:
     return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart)
 
 
-def search_cost(cell: _Cell, n_centers: int, radius: float) -> tuple[float, float]:
-    """(expected neighbour pairs, periodic images) of a search of ``radius`` Å around
-    ``n_centers`` atoms of ``cell``: pairs = centres × atoms per sphere at the crystal's mean
-    density, images = atoms × the images of the cell the sphere reaches along each periodic
-    axis (2·⌈radius / plane spacing⌉ + 1)."""
+def search_cost(cell: _Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
+    """What a search of ``radius`` Å around the atoms ``centers`` of ``cell`` would hold, as
+    pymatgen's ``find_points_in_spheres`` works: ``pairs`` (centres × atoms per sphere at
+    the crystal's mean density), ``images`` (atoms × the periodic images of the cell its
+    loop visits) and ``cubes`` (27 × the cells of its linked-cell grid of side ``radius``
+    over the centres' bounding box widened by ``radius``: the cost of a nearly empty huge cell)."""
     n = len(cell.z)
     volume = abs(float(np.linalg.det(cell.lattice)))
-    pairs = n_centers * n * (4 / 3) * math.pi * radius**3 / volume
+    pts = cell.cart[centers]
+    extent = pts.max(axis=0) - pts.min(axis=0) + 2 * radius
+    cubes = float(np.prod(np.ceil(extent / max(radius, 0.1))))
+    frac = pts @ np.linalg.inv(cell.lattice)
     images = float(n)
     for i in range(3):
         if cell.pbc[i]:
             spacing = volume / float(np.linalg.norm(np.cross(cell.lattice[(i + 1) % 3], cell.lattice[(i + 2) % 3])))
-            images *= 2 * math.ceil(radius / spacing) + 1
-    return pairs, images
+            reach = math.ceil((radius + 0.15) / spacing)
+            images *= math.ceil(frac[:, i].max() + reach) - math.floor(frac[:, i].min() - reach)
+    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / volume, "images": images, "cubes": 27 * cubes}
 
 
-def _check_search_budget(cell: _Cell, n_centers: int, radius: float) -> None:
-    """:class:`StructureError` before a search whose pairs or images exceed ``SEARCH_BUDGET``."""
-    pairs, images = search_cost(cell, n_centers, radius)
-    if max(pairs, images) > SEARCH_BUDGET:
+def _check_search_budget(cell: _Cell, centers: np.ndarray, radius: float) -> None:
+    """:class:`StructureError` before a search whose pairs, images or grid exceed ``SEARCH_BUDGET``."""
+    cost = search_cost(cell, centers, radius)
+    what, amount = max(cost.items(), key=lambda kv: kv[1])
+    if amount > SEARCH_BUDGET:
         raise StructureError(
-            f"{cell.name}: the neighbour search within {radius:.4g} Å of {n_centers} of its {len(cell.z)} atoms would "
-            f"hold about {max(pairs, images):.3g} pairs or periodic images, more than the budget of "
-            f"{SEARCH_BUDGET:,} (crystalzoo.graphs.SEARCH_BUDGET). The cell is too large, too empty or too thin "
-            "for a crystal graph: check the lattice and the atoms (a nearly empty cell is a molecule or a "
-            "surface, not a crystal)"
+            f"{cell.name}: the neighbour search within {radius:.4g} Å of {len(centers)} of its {len(cell.z)} atoms "
+            f"would hold about {amount:.3g} {what}, more than the budget of {SEARCH_BUDGET:,} "
+            "(crystalzoo.graphs.SEARCH_BUDGET). The cell is too large, too empty or too thin for a crystal "
+            "graph: check the lattice and the atoms (a nearly empty cell is a molecule or a surface, not a crystal)"
         )
 
 
@@ -449,7 +457,7 @@ def _search(cell: _Cell, centers: np.ndarray, radius: float):
     ``Structure.get_neighbor_list``)."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
 
-    _check_search_budget(cell, len(centers), radius)
+    _check_search_budget(cell, centers, radius)
     c, p, _, d = find_points_in_spheres(cell.cart, np.ascontiguousarray(cell.cart[centers]), r=float(radius),
                                         pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
     keep = ~((centers[c] == p) & (d <= 1e-8))
