@@ -29,7 +29,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import CrystalZooError, DataError
-from .graphs import DEFAULT_SETTINGS, GraphArrays, GraphSettings, build_arrays, read_structure_file, structure_path
+from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
+                     read_structure_file, structure_path)
 
 #: largest magnitude a label may have: labels are trained in float32
 MAX_LABEL = float(np.finfo(np.float32).max)
@@ -299,7 +300,7 @@ def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[
                     continue
                 try:
                     row = json.loads(line)
-                except ValueError as exc:  # JSONDecodeError, and integers longer than Python reads
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError, too-long integers, deep nesting
                     raise DataError(f"{path}:{lineno}: not valid JSON ({getattr(exc, 'msg', exc)}); "
                                     "each line must be one JSON object") from None
                 if not isinstance(row, dict):
@@ -322,6 +323,8 @@ def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[
 def _read_csv_rows(path: Path, header: bool) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """(header, [(line number, fields)…]) of a UTF-8 CSV file, blank lines skipped;
     :class:`DataError` naming the file for an empty, undecodable or malformed one."""
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path}: not a regular file (a folder, FIFO or device); pass a CSV file")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -329,6 +332,8 @@ def _read_csv_rows(path: Path, header: bool) -> tuple[list[str], list[tuple[int,
         raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason}); save the file as UTF-8 CSV") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    # a CIF text in a cell may be longer than the csv module's default limit (128 kB)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_STRUCTURE_FILE_BYTES))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, list[str]]] = []
     try:

@@ -218,8 +218,8 @@ def structure_path(source: StructureLike) -> Path | None:
     """
     if isinstance(source, os.PathLike):
         return Path(source)
-    if not isinstance(source, str) or "\n" in source or "\r" in source:
-        return None
+    if not isinstance(source, str) or "\n" in source or "\r" in source or not source.strip():
+        return None  # an empty string is (empty) CIF text, not the current folder
     try:
         exists = os.path.lexists(source)
     except (OSError, ValueError):  # a name too long for a path, a NUL character

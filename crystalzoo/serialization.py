@@ -18,6 +18,8 @@ from .models import MAX_PARAMETERS, CrystalModel, model_from_config
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: largest weights file read: MAX_PARAMETERS float64 values and a header
+MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + 1_000_000
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -74,6 +76,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    if path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise WeightsError(f"weights file {path} has {path.stat().st_size:,} bytes, more than a crystalzoo model "
+                           f"may have ({MAX_WEIGHTS_BYTES:,}: {MAX_PARAMETERS:,} parameters in float64); not loaded")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

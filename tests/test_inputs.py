@@ -389,3 +389,22 @@ def test_cli_commands_with_bad_values(tmp_path, model_folder, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("crystalzoo: error: ") and "\n" not in err, (argv, err)
         assert "Traceback" not in err, argv
+
+
+# ---------------------------------------------------------------------------- found by attacking the above
+
+
+def test_empty_cif_text_and_special_data_files(tmp_path):
+    with pytest.raises(StructureError, match="CIF text: empty file"):  # was "is a folder" (Path("") is ".")
+        build_graph("")
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="data.csv: not a regular file"):  # reading it would block
+        CrystalDataset.from_csv(fifo, targets=["y"], cache_dir=False, progress=False)
+
+
+def test_oversized_weights_file_is_not_loaded(model_folder, tmp_path, monkeypatch):
+    folder = _folder_with_config(model_folder, tmp_path, (model_folder / "config.json").read_text())
+    monkeypatch.setattr("crystalzoo.serialization.MAX_WEIGHTS_BYTES", 1000)
+    with pytest.raises(WeightsError, match=r"model.safetensors has [\d,]+ bytes, more than a crystalzoo model"):
+        load_model(str(folder))
