@@ -136,8 +136,9 @@ class GraphSettings:
             raise ConfigError(f"radius must be in (0, {MAX_RADIUS}] Å, got {self.radius!r}")
         check_count(self.max_neighbors, "max_neighbors", 1, MAX_NEIGHBORS)
         step, width = _real(self.gaussian_step, "gaussian_step"), _real(self.gaussian_width, "gaussian_width")
-        if not (step > 0 and width > 0):
-            raise ConfigError(f"gaussian_step and gaussian_width must be > 0, got {step!r} and {width!r}")
+        if not (0 < step <= radius and 0 < width <= radius):
+            raise ConfigError(f"gaussian_step and gaussian_width must be in (0, radius = {radius}] Å, got {step!r} "
+                              f"and {width!r}")
         if not 0 <= _real(self.gaussian_min, "gaussian_min") < radius:
             raise ConfigError(f"gaussian_min must lie in [0, radius = {radius}), got {self.gaussian_min!r}")
         if (radius - self.gaussian_min) / step + 1 > MAX_BOND_FEATURES:

@@ -259,6 +259,8 @@ def test_config_json_that_is_not_an_object(model_folder, tmp_path, config, match
     (("graph", "radius"), "8", "radius must be a finite number"),
     (("graph", "max_neighbors"), 10**6, "max_neighbors must be an integer from 1 to 256"),
     (("graph", "gaussian_step"), 1e-9, "gaussian_step 1e-09 gives more than 1024 bond features"),
+    (("graph", "gaussian_step"), 10**30, r"gaussian_step and gaussian_width must be in \(0, radius"),  # found by fuzzing
+    (("graph", "gaussian_width"), 10**30, r"gaussian_step and gaussian_width must be in \(0, radius"),
     (("graph",), None, "graph settings must be a JSON object"),
     (("head", "targets"), "formation_energy", "head targets must be a list"),
     (("head", "targets"), [f"t{i}" for i in range(5000)], "head targets must be a list of 1 to 1024"),
@@ -301,11 +303,11 @@ def test_graph_settings_raise_config_error():
         GraphSettings.from_dict({"radius": 8.0, "cutoff": 6})
 
 
-_BAD_VALUES = st.sampled_from([None, True, -1, 0, 1, 2.5, 1e-12, 1e12, 10**30, float("nan"), float("inf"),
-                               "x", "", [], [1], {}, {"a": 1}])
+_BAD_VALUES = st.sampled_from([None, True, -1, 0, 1, 2, 2.5, 1e-12, 1e12, 10**30, float("nan"), float("inf"),
+                               "x", "", "attention", "classification", [], [1], ["a", "b"], {}, {"a": 1}])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_config_json_gives_a_model_or_a_crystalzoo_error(model_folder, tmp_path_factory, data):
     """Any value at any place of a real config.json: a usable model or a crystalzoo error,
@@ -318,7 +320,10 @@ def test_fuzzed_config_json_gives_a_model_or_a_crystalzoo_error(model_folder, tm
             if isinstance(node[key], dict) and node[key] and data.draw(st.booleans()):
                 node = node[key]
                 continue
-            node[key] = data.draw(_BAD_VALUES)
+            if data.draw(st.integers(0, 9)) == 0:
+                del node[key]
+            else:
+                node[key] = data.draw(_BAD_VALUES)
             break
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(model_folder / "model.safetensors", folder)
