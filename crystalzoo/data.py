@@ -14,10 +14,13 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,8 +28,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError
-from .graphs import DEFAULT_SETTINGS, GraphArrays, GraphSettings, build_arrays
+from .errors import CrystalZooError, DataError
+from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
+                     read_structure_file, structure_path)
+
+#: largest magnitude a label may have: labels are trained in float32
+MAX_LABEL = float(np.finfo(np.float32).max)
+#: spellings of a missing label in a CSV file (as pandas reads them)
+_MISSING = {"", "nan", "na", "n/a", "null", "none", "-nan"}
 
 BUNDLED = {
     "mp-band-gap": "mp_band_gap_3000.jsonl.gz",
@@ -58,8 +67,11 @@ def _structure_key(source: Any) -> str:
         h.update(np.ascontiguousarray(source.lattice.matrix, dtype=np.float64).tobytes())
         h.update(np.ascontiguousarray(source.frac_coords, dtype=np.float64).tobytes())
         h.update(" ".join(str(sp) for sp in source.species).encode())
-    elif isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
-        h.update(Path(source).read_bytes() if Path(source).is_file() else str(source).encode())
+    elif isinstance(source, (str, os.PathLike)) and (path := structure_path(source)) is not None:
+        try:
+            h.update(read_structure_file(path))
+        except CrystalZooError:  # the graph builder reports it with the file's name
+            h.update(str(source).encode())
     else:
         h.update(str(source).encode())
     return h.hexdigest()
@@ -93,9 +105,18 @@ def _check_labels(values: np.ndarray, targets: Sequence[str], ids: Sequence[str]
             continue
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {v!r}, not a number")
-        if not np.isfinite(v):
-            raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {v}: labels must be finite (or missing)")
-        out[i, j] = v
+        try:
+            x = float(v)
+        except OverflowError:  # an integer beyond any float
+            x = float("inf")
+        if not np.isfinite(x):
+            raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {str(v)[:40]}: labels must be finite (or missing)")
+        if abs(x) > MAX_LABEL:
+            raise DataError(
+                f"label {targets[j]!r} of {ids[i]!r} is {x:.3g}, beyond float32's range (±{MAX_LABEL:.3g}) that "
+                "training uses: rescale the target (other units, or a 'log10:COLUMN' target)"
+            )
+        out[i, j] = x
     return out
 
 
@@ -169,24 +190,9 @@ class CrystalDataset:
                    id_key: str = "mp_id", limit: int | None = None, **kwargs) -> "CrystalDataset":
         """From a JSON-lines file (``.gz`` allowed), one crystal per line."""
         path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        opener = gzip.open if path.suffix == ".gz" else open
-        rows = []
-        with opener(path, "rt") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if limit is not None and len(rows) >= limit:
-                    break
-        if not rows:
-            raise DataError(f"{path}: no crystals in it")
+        rows = _read_jsonl(path, structure_key, limit)
         names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
-        missing = [k for k in [structure_key, *columns] if k not in rows[0]]
+        missing = [k for k in columns if k not in rows[0]]
         if missing:
             raise DataError(f"{path}: keys {missing} not found (keys of the first line: {sorted(rows[0])})")
         ids = [str(r.get(id_key, i)) for i, r in enumerate(rows)]
@@ -199,21 +205,51 @@ class CrystalDataset:
     @classmethod
     def from_cif_folder(cls, folder: str | os.PathLike, *, targets: Sequence[str] = ("y",), **kwargs) -> "CrystalDataset":
         """From a CGCNN-style folder: ``id_prop.csv`` (id, label…; no header) and ``<id>.cif``."""
-        import pandas as pd
-
         folder = Path(folder)
         table = folder / "id_prop.csv"
         if not table.is_file():
             raise DataError(f"{folder}: no id_prop.csv (a CGCNN folder has id_prop.csv and one <id>.cif per crystal)")
-        df = pd.read_csv(table, header=None, dtype={0: str})
-        if df.shape[1] - 1 != len(targets):
-            raise DataError(f"{table} has {df.shape[1] - 1} label columns but targets are {list(targets)}")
-        paths = [folder / f"{i}.cif" for i in df[0]]
+        header, rows = _read_csv_rows(table, header=False)
+        width = {len(r) for _, r in rows}
+        if width != {1 + len(targets)}:
+            lineno, row = next((n, r) for n, r in rows if len(r) != 1 + len(targets))
+            raise DataError(
+                f"{table}:{lineno}: {len(row) - 1} label columns, but targets are {list(targets)}: every line must be "
+                f"'id,{','.join(targets)}' (no header; an empty field is a missing label)"
+            )
+        ids = [r[0] for _, r in rows]
+        labels = np.array([[_csv_label(v, table, n) for v in r[1:]] for n, r in rows], dtype=object)
+        labels = labels.reshape(len(rows), len(targets))
+        paths = [folder / f"{i}.cif" for i in ids]
         absent = [p.name for p in paths if not p.is_file()]
         if absent:
             raise DataError(f"{folder}: CIF files missing for {absent[:5]}")
-        labels = df.iloc[:, 1:].astype(object).where(df.iloc[:, 1:].notna(), None).to_numpy()
-        return cls.from_structures(paths, labels, targets=targets, ids=df[0].tolist(), **kwargs)
+        return cls.from_structures(paths, labels, targets=targets, ids=ids, **kwargs)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike, *, targets: Sequence[str], structure_column: str = "cif",
+                 id_column: str | None = None, **kwargs) -> "CrystalDataset":
+        """From a CSV file with a header: a column of CIF texts or CIF paths and one column per
+        target (``"log10:COLUMN"`` allowed).
+        Each line is checked: a malformed file raises :class:`DataError` naming the line."""
+        path = Path(path)
+        header, rows = _read_csv_rows(path, header=True)
+        bad = next(((n, r) for n, r in rows if len(r) != len(header)), None)
+        if bad is not None:
+            raise DataError(f"{path}:{bad[0]}: {len(bad[1])} fields, but the header has {len(header)}: "
+                            "quote fields that hold commas or line breaks (CIF texts), one crystal per record")
+        names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
+        missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in header]
+        if missing:
+            raise DataError(f"{path}: columns {missing} not in the header (columns: {header})")
+        col = {c: header.index(c) for c in header}
+        ids = [r[col[id_column]] for _, r in rows] if id_column else [str(i) for i in range(len(rows))]
+        labels = np.array([[_csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], dtype=object)
+        structures = [r[col[structure_column]] for _, r in rows]
+        ds = cls.from_structures(structures, labels.reshape(len(rows), len(columns)), targets=list(names), ids=ids,
+                                 transforms=list(transforms), **kwargs)
+        ds.info["source"] = str(path)
+        return ds
 
     # ------------------------------------------------------------------ views
     def subset(self, index: Iterable[int]) -> "CrystalDataset":
@@ -247,6 +283,82 @@ class CrystalDataset:
         order = np.random.default_rng(seed).permutation(n)
         a, b = sizes[0], sizes[0] + sizes[1]
         return self.subset(order[:a]), self.subset(order[a:b]), self.subset(order[b : b + sizes[2]])
+
+
+def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (``.gz`` allowed), each checked to be an object with a
+    string under ``structure_key``; :class:`DataError` naming the file and the line otherwise."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows: list[dict[str, Any]] = []
+    lineno = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError, too-long integers, deep nesting
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({getattr(exc, 'msg', exc)}); "
+                                    "each line must be one JSON object") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{lineno}: a JSON {type(row).__name__}, not an object; each line must "
+                                    f"be one object like {{\"{structure_key}\": CIF text, <labels>…}}")
+                if not isinstance(row.get(structure_key), str):
+                    raise DataError(f"{path}:{lineno}: no {structure_key!r} string (keys: {sorted(row)[:10]}); "
+                                    f"every line needs the crystal's CIF text under {structure_key!r}")
+                rows.append(row)
+                if limit is not None and len(rows) >= limit:
+                    break
+    except (EOFError, OSError, zlib.error, UnicodeDecodeError) as exc:  # truncated or corrupt gzip, bad bytes
+        raise DataError(f"{path}: unreadable after line {lineno} ({type(exc).__name__}: {exc}); the file is truncated "
+                        "or not UTF-8 JSON lines: download or write it again") from None
+    if not rows:
+        raise DataError(f"{path}: no crystals in it")
+    return rows
+
+
+def _read_csv_rows(path: Path, header: bool) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, fields)…]) of a UTF-8 CSV file, blank lines skipped;
+    :class:`DataError` naming the file for an empty, undecodable or malformed one."""
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path}: not a regular file (a folder, FIFO or device); pass a CSV file")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason}); save the file as UTF-8 CSV") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    # a CIF text in a cell may be longer than the csv module's default limit (128 kB)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_STRUCTURE_FILE_BYTES))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for fields in reader:
+            if fields and any(f.strip() for f in fields):
+                rows.append((reader.line_num, fields))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+    names: list[str] = []
+    if header and rows:
+        names = rows.pop(0)[1]
+    if not rows:
+        raise DataError(f"{path}: no crystals in it" + (" (only a header)" if names else " (empty file)"))
+    return names, rows
+
+
+def _csv_label(text: str, path: Path, lineno: int) -> float | None:
+    """A label field of a CSV file: a number, or None for an empty / NaN / NA field."""
+    if text.strip().lower() in _MISSING:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: label {text[:40]!r} is not a number (leave the field empty "
+                        "for a missing label)") from None
 
 
 def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int) -> list[GraphArrays]:

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from .crystal_graph import CrystalGraph, uniform_degree
-from .errors import CrystalZooError, GraphSettingsMismatchError, StructureError
+from .errors import ConfigError, CrystalZooError, GraphSettingsMismatchError, StructureError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.core import Structure
@@ -63,6 +65,49 @@ MIN_VOLUME_PER_ATOM = 1.0
 #: neighbours whose distances differ by less than this (Å) are tied (docs/graphs.md: measured on
 #: the Materials Project data, scripts/find_ties.py)
 TIE_TOLERANCE = 1e-4
+#: largest structure file read (bytes): a CIF of a 1,728-atom supercell is about 150 kB
+MAX_STRUCTURE_FILE_BYTES = 20_000_000
+#: limits of the graph settings (docs/robustness.md, "Models and configs"): the registered
+#: weights use 8 Å, 12 neighbours and 41 bond features
+MAX_RADIUS = 30.0
+MAX_NEIGHBORS = 256
+MAX_BOND_FEATURES = 1024
+#: most (centre, neighbour) pairs, periodic images or grid entries one neighbour search may
+#: hold (:func:`search_cost`; at most about 1 GB in pymatgen's search). A 1,728-atom supercell
+#: needs about 0.2 million pairs; the most any crystal of the Materials Project sample needs is
+#: far below this.
+SEARCH_BUDGET = 20_000_000
+
+
+def _real(value: Any, name: str) -> float:
+    """``value`` as a finite float, or :class:`ConfigError` naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_count(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum], or :class:`ConfigError` saying the range.
+
+    Example::
+
+        >>> check_count(64, "batch_size")
+        64
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum \
+        and (maximum is None or value <= maximum)
+    if not ok:
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def check_jobs(n_jobs: Any) -> int:
+    """The number of graph-building processes: a positive integer, or -1 for one per core."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (n_jobs >= 1 or n_jobs == -1):
+        raise ConfigError(f"n_jobs must be a positive integer (processes) or -1 (one per core), got {n_jobs!r}")
+    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
 
 
 @dataclass(frozen=True)
@@ -84,16 +129,25 @@ class GraphSettings:
     atom_features: str = "cgcnn-92"
 
     def __post_init__(self) -> None:
-        if not self.radius > 0:
-            raise ValueError(f"radius must be > 0 Å, got {self.radius}")
-        if int(self.max_neighbors) != self.max_neighbors or self.max_neighbors < 1:
-            raise ValueError(f"max_neighbors must be a positive integer, got {self.max_neighbors}")
-        if not (self.gaussian_step > 0 and self.gaussian_width > 0):
-            raise ValueError("gaussian_step and gaussian_width must be > 0")
-        if not 0 <= self.gaussian_min < self.radius:
-            raise ValueError("gaussian_min must lie in [0, radius)")
+        """Check every setting (types and the limits above) before anything is allocated;
+        :class:`ConfigError` otherwise."""
+        radius = _real(self.radius, "radius")
+        if not 0 < radius <= MAX_RADIUS:
+            raise ConfigError(f"radius must be in (0, {MAX_RADIUS}] Å, got {self.radius!r}")
+        check_count(self.max_neighbors, "max_neighbors", 1, MAX_NEIGHBORS)
+        step, width = _real(self.gaussian_step, "gaussian_step"), _real(self.gaussian_width, "gaussian_width")
+        if not (0 < step <= radius and 0 < width <= radius):
+            raise ConfigError(f"gaussian_step and gaussian_width must be in (0, radius = {radius}] Å, got {step!r} "
+                              f"and {width!r}")
+        if not 0 <= _real(self.gaussian_min, "gaussian_min") < radius:
+            raise ConfigError(f"gaussian_min must lie in [0, radius = {radius}), got {self.gaussian_min!r}")
+        if (radius - self.gaussian_min) / step + 1 > MAX_BOND_FEATURES:
+            raise ConfigError(
+                f"gaussian_step {step!r} gives more than {MAX_BOND_FEATURES} bond features from {self.gaussian_min} "
+                f"to {radius} Å; use a step of at least {(radius - self.gaussian_min) / (MAX_BOND_FEATURES - 1):.3g} Å"
+            )
         if self.atom_features != "cgcnn-92":
-            raise ValueError(f"unknown atom_features {self.atom_features!r}; valid: 'cgcnn-92'")
+            raise ConfigError(f"unknown atom_features {self.atom_features!r}; valid: 'cgcnn-92'")
 
     @property
     def gaussian_centers(self) -> np.ndarray:
@@ -113,9 +167,12 @@ class GraphSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GraphSettings":
+        if not isinstance(d, dict):
+            raise ConfigError(f"graph settings must be a JSON object of settings, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown graph settings {sorted(unknown)}")
+            raise ConfigError(f"unknown graph settings {sorted(map(str, unknown))}; valid: "
+                              f"{[f.name for f in dataclasses.fields(cls)]}")
         return cls(**d)
 
     def check_same(self, other: "GraphSettings", what: str = "these weights") -> None:
@@ -152,8 +209,62 @@ def _atom_table() -> np.ndarray:
 # --------------------------------------------------------------------------- structures
 
 
+def structure_path(source: StructureLike) -> Path | None:
+    """The file a CIF path names, or None where ``source`` is CIF text (or a ``Structure``).
+
+    The one rule for telling them apart: a path object is a path; a string with a line break
+    is CIF text; a string without one is a path when something exists there (so a file
+    called ``data_1.cif`` is a file), else CIF text when it starts with ``data_`` (a CIF on
+    one line), else a path (that does not exist).
+    """
+    if isinstance(source, os.PathLike):
+        return Path(source)
+    if not isinstance(source, str) or "\n" in source or "\r" in source or not source.strip():
+        return None  # an empty string is (empty) CIF text, not the current folder
+    try:
+        exists = os.path.lexists(source)
+    except (OSError, ValueError):  # a name too long for a path, a NUL character
+        exists = False
+    if not exists and source.lstrip().startswith("data_"):
+        return None
+    return Path(source)
+
+
+def read_structure_file(path: Path) -> bytes:
+    """The bytes of a structure file: only a regular file of at most
+    ``MAX_STRUCTURE_FILE_BYTES``; :class:`StructureError` for anything else (a folder, a
+    FIFO, a device, a huge file), read without blocking and without reading past the limit."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise StructureError(f"{path}: no such file (expected a CIF file, CIF text or a Structure)") from None
+    except (OSError, ValueError) as exc:
+        raise StructureError(f"{path}: cannot be read ({exc}); pass a CIF file, CIF text or a Structure") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StructureError(f"{path}: is a folder, not a CIF file")
+    if not stat.S_ISREG(info.st_mode):
+        raise StructureError(f"{path}: is not a regular file (a FIFO, socket or device); pass a CIF file")
+    if info.st_size > MAX_STRUCTURE_FILE_BYTES:
+        raise StructureError(
+            f"{path}: {info.st_size:,} bytes is more than the {MAX_STRUCTURE_FILE_BYTES:,} bytes a structure "
+            "file may have (crystalzoo.graphs.MAX_STRUCTURE_FILE_BYTES); is it really one crystal?"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped after the check
+                raise StructureError(f"{path}: is not a regular file; pass a CIF file")
+            data = f.read(MAX_STRUCTURE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise StructureError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_STRUCTURE_FILE_BYTES:
+        raise StructureError(f"{path}: more than {MAX_STRUCTURE_FILE_BYTES:,} bytes; is it really one crystal?")
+    return data
+
+
 def load_structure(source: StructureLike) -> "Structure":
-    """A pymatgen ``Structure`` from a ``Structure``, a CIF path, or CIF text.
+    """A pymatgen ``Structure`` from a ``Structure``, a CIF path, or CIF text (told apart
+    by :func:`structure_path`).
 
     Raises :class:`StructureError` naming the file and the problem when it cannot be read.
     """
@@ -162,19 +273,14 @@ def load_structure(source: StructureLike) -> "Structure":
     if isinstance(source, Structure):
         return source
     if isinstance(source, (str, os.PathLike)):
-        text = str(source)
-        if isinstance(source, os.PathLike) or ("\n" not in text and "data_" not in text[:5]):
-            path = Path(text)
-            if not path.exists():
-                raise StructureError(f"{path}: no such file (expected a CIF file, CIF text or a Structure)")
-            if path.is_dir():
-                raise StructureError(f"{path}: is a folder, not a CIF file")
-            try:
-                text = path.read_text()
-            except UnicodeDecodeError:
-                raise StructureError(f"{path}: not a text file, so not a CIF") from None
-            return _parse_cif(text, str(path))
-        return _parse_cif(text, "CIF text")
+        path = structure_path(source)
+        if path is None:
+            return _parse_cif(source, "CIF text")
+        try:
+            text = read_structure_file(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise StructureError(f"{path}: not a text file, so not a CIF") from None
+        return _parse_cif(text, str(path))
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "
         "pass a pymatgen Structure, a CIF path or CIF text"
@@ -184,6 +290,7 @@ def load_structure(source: StructureLike) -> "Structure":
 def _parse_cif(text: str, name: str) -> "Structure":
     from pymatgen.io.cif import CifParser
 
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends read alike
     if not text.strip():
         raise StructureError(f"{name}: empty file")
     if "data_" not in text:
@@ -194,7 +301,8 @@ def _parse_cif(text: str, name: str) -> "Structure":
             parser = CifParser.from_str(text)
             structures = parser.parse_structures(primitive=False, on_error="raise")
     except Exception as exc:  # pymatgen raises many types for broken CIFs
-        raise StructureError(f"{name}: cannot be read as a crystal structure ({exc})") from None
+        reason = " ".join(str(exc).split())[:300]  # one line
+        raise StructureError(f"{name}: cannot be read as a crystal structure ({reason})") from None
     if not structures:
         raise StructureError(f"{name}: has no crystal structure in it")
     if len(structures) > 1:
@@ -310,12 +418,47 @@ def _cell(structure: "Structure", name: str) -> _Cell:
     return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart)
 
 
+def search_cost(cell: _Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
+    """What a search of ``radius`` Å around the atoms ``centers`` of ``cell`` would hold, as
+    pymatgen's ``find_points_in_spheres`` works: ``pairs`` (centres × atoms per sphere at
+    the crystal's mean density), ``images`` (atoms × the periodic images of the cell its
+    loop visits) and ``cubes`` (27 × the cells of its linked-cell grid of side ``radius``
+    over the centres' bounding box widened by ``radius``: the cost of a nearly empty huge cell)."""
+    n = len(cell.z)
+    volume = abs(float(np.linalg.det(cell.lattice)))
+    pts = cell.cart[centers]
+    extent = pts.max(axis=0) - pts.min(axis=0) + 2 * radius
+    cubes = float(np.prod(np.ceil(extent / max(radius, 0.1))))
+    frac = pts @ np.linalg.inv(cell.lattice)
+    images = float(n)
+    for i in range(3):
+        if cell.pbc[i]:
+            spacing = volume / float(np.linalg.norm(np.cross(cell.lattice[(i + 1) % 3], cell.lattice[(i + 2) % 3])))
+            reach = math.ceil((radius + 0.15) / spacing)
+            images *= math.ceil(frac[:, i].max() + reach) - math.floor(frac[:, i].min() - reach)
+    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / volume, "images": images, "cubes": 27 * cubes}
+
+
+def _check_search_budget(cell: _Cell, centers: np.ndarray, radius: float) -> None:
+    """:class:`StructureError` before a search whose pairs, images or grid exceed ``SEARCH_BUDGET``."""
+    cost = search_cost(cell, centers, radius)
+    what, amount = max(cost.items(), key=lambda kv: kv[1])
+    if amount > SEARCH_BUDGET:
+        raise StructureError(
+            f"{cell.name}: the neighbour search within {radius:.4g} Å of {len(centers)} of its {len(cell.z)} atoms "
+            f"would hold about {amount:.3g} {what}, more than the budget of {SEARCH_BUDGET:,} "
+            "(crystalzoo.graphs.SEARCH_BUDGET). The cell is too large, too empty or too thin for a crystal "
+            "graph: check the lattice and the atoms (a nearly empty cell is a molecule or a surface, not a crystal)"
+        )
+
+
 def _search(cell: _Cell, centers: np.ndarray, radius: float):
     """All (centre, neighbour, distance) pairs within ``radius`` of the atoms ``centers`` (one per
     periodic image), self-pairs excluded (pymatgen's compiled periodic search, as
     ``Structure.get_neighbor_list``)."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
 
+    _check_search_budget(cell, centers, radius)
     c, p, _, d = find_points_in_spheres(cell.cart, np.ascontiguousarray(cell.cart[centers]), r=float(radius),
                                         pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
     keep = ~((centers[c] == p) & (d <= 1e-8))
@@ -407,9 +550,9 @@ def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
 
 def _to_cell(source: StructureLike) -> _Cell:
     """Read and check one crystal (a ``Structure``, a CIF path or CIF text)."""
-    name = str(source) if isinstance(source, (str, os.PathLike)) and "\n" not in str(source) else "structure"
+    path = structure_path(source) if isinstance(source, (str, os.PathLike)) else None
     structure = load_structure(source)
-    return _cell(structure, name if name != "structure" else getattr(structure, "formula", "structure"))
+    return _cell(structure, str(path) if path is not None else getattr(structure, "formula", "structure"))
 
 
 def _structure_arrays(source: StructureLike, settings: GraphSettings) -> GraphArrays:
@@ -515,8 +658,7 @@ def iter_batches(
         >>> [g.n_crystals for g in iter_batches(["tests/data/cifs/1000041.cif"] * 3, batch_size=2)]
         [2, 1]
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CrystalZooError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count(batch_size, "batch_size")
     for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
         yield collate(part, settings)
 
@@ -532,9 +674,8 @@ def _iter_arrays(
     ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one."""
     from tqdm.auto import tqdm
 
+    n_jobs = check_jobs(n_jobs)
     structures = list(structures)
-    if n_jobs in (-1, 0):
-        n_jobs = os.cpu_count() or 1
     parallel = n_jobs > 1 and len(structures) >= 64
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))

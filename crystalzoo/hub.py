@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChecksumError, HubError
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, save_pretrained, sha256_file
+from .errors import ConfigError
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, read_config, save_pretrained, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +115,9 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
         raise HubError(f"{spec!r} is not ORG/NAME[@REVISION]")
     config_path, commit = _download(repo_id, CONFIG_NAME, revision or None, local_files_only)
     weights_path, _ = _download(repo_id, WEIGHTS_NAME, commit, local_files_only)
-    try:
-        expected = json.loads(config_path.read_text()).get("weights_sha256")
-    except json.JSONDecodeError:
-        raise HubError(f"{repo_id}@{commit}: {CONFIG_NAME} is not valid JSON") from None
+    expected = read_config(config_path).get("weights_sha256")
+    if expected is not None and not isinstance(expected, str):
+        raise ConfigError(f"{config_path} ({repo_id}@{commit}): weights_sha256 must be a string, got {expected!r}")
     if expected is not None and sha256_file(weights_path) != expected:
         raise ChecksumError(
             f"{weights_path} ({repo_id}@{commit}) does not match the sha256 in its {CONFIG_NAME}: delete it "
@@ -166,6 +166,42 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
     return "\n".join(lines)
 
 
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """The metrics in a ``metrics.json`` (as training writes it), checked for the model card:
+    :class:`ConfigError` naming the file when it is not JSON, not an object, or has values of
+    the wrong type."""
+    path = Path(path)
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"metrics file {path} does not exist") from None
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON
+        raise ConfigError(f"metrics file {path} is not readable JSON ({str(exc)[:200]}); pass the metrics.json "
+                          "that training wrote, or no --metrics") from None
+    _check_metrics(metrics, f"metrics file {path}")
+    return metrics
+
+
+def _check_metrics(metrics: Any, what: str) -> None:
+    """:class:`ConfigError` unless ``metrics`` is an object whose ``val`` / ``test`` are
+    objects of numbers and whose ``sizes`` is an object (what the model card shows)."""
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{what} holds a JSON {type(metrics).__name__}, not an object like the metrics.json "
+                          "training writes ({\"val\": {\"mae\": …}, \"test\": {…}, \"sizes\": {…}})")
+    for split in ("val", "test"):
+        values = metrics.get(split)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{what}: {split!r} must be an object of metric values, got {str(values)[:60]}")
+        bad = {k: v for k, v in values.items()
+               if k != "loss" and (isinstance(v, bool) or not isinstance(v, (int, float)))}
+        if bad:
+            raise ConfigError(f"{what}: {split} metrics must be numbers, got {str(bad)[:80]}")
+    if metrics.get("sizes") is not None and not isinstance(metrics["sizes"], dict):
+        raise ConfigError(f"{what}: 'sizes' must be an object (train, val, test counts)")
+
+
 def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool = False,
                 commit_message: str = "Upload crystalzoo model", metrics: dict[str, Any] | None = None,
                 metrics_file: str | os.PathLike | None = None, filename: str = WEIGHTS_NAME) -> str:
@@ -185,7 +221,9 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         candidate = Path(str(model.meta["source"])) / "metrics.json"
         metrics_file = candidate if candidate.is_file() else None
     if metrics is None and metrics_file is not None:
-        metrics = json.loads(Path(metrics_file).read_text())
+        metrics = read_metrics(metrics_file)
+    elif metrics is not None:
+        _check_metrics(metrics, "metrics")
     api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -22,8 +22,18 @@ from torch import nn
 
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
-from .errors import CrystalZooError, GraphSettingsMismatchError
-from .graphs import DEFAULT_SETTINGS, GraphSettings, collate, iter_batches
+from .errors import ConfigError, CrystalZooError, GraphSettingsMismatchError
+from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, iter_batches
+
+#: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
+#: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
+MAX_FEATURES = 1024  # atom_fea_len, h_fea_len
+MAX_LAYERS = 32  # n_conv, n_h
+MAX_HEADS = 64
+MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier
+#: most parameters a model built from a config may have (about 200 MB in float32; the
+#: registered models have about 0.1 million)
+MAX_PARAMETERS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,18 @@ class BackboneConfig:
     heads: int = 4  # attention heads (attention convolution only)
 
     def __post_init__(self) -> None:
+        """Types and the limits above, checked before any layer is allocated (:class:`ConfigError`)."""
+        for name in ("atom_fea_len", "h_fea_len"):
+            check_count(getattr(self, name), name, 1, MAX_FEATURES)
+        check_count(self.n_conv, "n_conv", 1, MAX_LAYERS)
+        check_count(self.n_h, "n_h", 1, MAX_LAYERS)
+        check_count(self.orig_atom_fea_len, "orig_atom_fea_len", 1, MAX_FEATURES)
+        check_count(self.nbr_fea_len, "nbr_fea_len", 1, MAX_FEATURES)
+        check_count(self.heads, "heads", 1, MAX_HEADS)
         if self.conv not in ("gated", "attention"):
-            raise CrystalZooError(f"unknown convolution {self.conv!r}; valid: 'gated', 'attention'")
+            raise ConfigError(f"unknown convolution {self.conv!r}; valid: 'gated', 'attention'")
         if self.conv == "attention" and self.atom_fea_len % self.heads:
-            raise CrystalZooError(f"atom_fea_len {self.atom_fea_len} must be divisible by heads {self.heads}")
+            raise ConfigError(f"atom_fea_len {self.atom_fea_len} must be divisible by heads {self.heads}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -406,15 +424,34 @@ class ClassificationHead(nn.Module):
                 "dropout": self.dropout_p}
 
 
+def _names(value: Any, what: str, minimum: int = 1) -> list[str]:
+    """A list of ``minimum`` to ``MAX_OUTPUTS`` strings (targets, units, classes), else :class:`ConfigError`."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
+            or not minimum <= len(value) <= MAX_OUTPUTS:
+        raise ConfigError(f"head {what} must be a list of {minimum} to {MAX_OUTPUTS} strings, got {str(value)[:80]}")
+    return value
+
+
 def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
-    """A head from its config dict (``{"task": "regression", "targets": [...], "units": [...]}``)."""
+    """A head from its config dict (``{"task": "regression", "targets": [...], "units": [...]}``),
+    checked (types, at most ``MAX_OUTPUTS`` outputs) before it is built."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"head config must be a JSON object, got {type(config).__name__}")
     task = config.get("task")
     if task == "regression":
-        return RegressionHead(in_features, config["targets"], config.get("units"))
+        targets = _names(config.get("targets"), "targets")
+        units = config.get("units")
+        if units is not None and len(_names(units, "units")) != len(targets):
+            raise ConfigError(f"head has {len(targets)} targets but {len(units)} units")
+        return RegressionHead(in_features, targets, units)
     if task == "classification":
-        return ClassificationHead(in_features, config["classes"], config.get("targets", ["class"])[0],
-                                  config.get("dropout", 0.5))
-    raise CrystalZooError(f"unknown head task {task!r}; valid: 'regression', 'classification'")
+        classes = _names(config.get("classes"), "classes", minimum=2)
+        target = _names(config.get("targets", ["class"]), "targets")
+        dropout = config.get("dropout", 0.5)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ConfigError(f"head dropout must be a number in [0, 1), got {dropout!r}")
+        return ClassificationHead(in_features, classes, target[0], dropout)
+    raise ConfigError(f"unknown head task {task!r}; valid: 'regression', 'classification'")
 
 
 class CrystalModel(nn.Module):
@@ -478,12 +515,13 @@ class CrystalModel(nn.Module):
             structures = [structures]
         if batch_size is None:
             batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
-        # batch by batch: with n_jobs > 1 the workers build the next batches while this one runs
+        # batch by batch (iter_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next batches while this one runs
         return self._predict_batches(iter_batches(structures, self.graph_settings, batch_size, n_jobs, progress))
 
     def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
         as cached by ``CrystalDataset``)."""
+        check_count(batch_size, "batch_size")
         return self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
                                      for i in range(0, len(arrays), batch_size))
 
@@ -519,12 +557,35 @@ class CrystalModel(nn.Module):
 
 
 def model_from_config(config: dict[str, Any]) -> CrystalModel:
-    """An untrained :class:`CrystalModel` of the shape ``config`` describes."""
+    """An untrained :class:`CrystalModel` of the shape ``config`` describes. Every value is
+    checked (:class:`ConfigError`) before a layer is built; build it under
+    ``torch.device("meta")`` to check a config without allocating its weights."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"a model config must be a JSON object, got {type(config).__name__}")
     if config.get("architecture", "cgcnn") != "cgcnn":
-        raise CrystalZooError(f"unknown architecture {config.get('architecture')!r}; valid: 'cgcnn'")
-    backbone = CGCNNBackbone(BackboneConfig(**config["backbone"]), GraphSettings.from_dict(config["graph"]))
+        raise ConfigError(f"unknown architecture {config.get('architecture')!r}; valid: 'cgcnn'")
+    missing = [k for k in ("backbone", "graph", "head") if k not in config]
+    if missing:
+        raise ConfigError(f"model config has no {missing} (keys: {sorted(map(str, config))[:10]})")
+    backbone_config = config["backbone"]
+    if not isinstance(backbone_config, dict):
+        raise ConfigError(f"backbone config must be a JSON object, got {type(backbone_config).__name__}")
+    meta = config.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ConfigError(f"model config 'meta' must be a JSON object, got {type(meta).__name__}")
+    settings = GraphSettings.from_dict(config["graph"])
+    try:
+        shape = BackboneConfig(**backbone_config)
+    except TypeError:  # an unknown key
+        known = [f for f in BackboneConfig.__dataclass_fields__]
+        raise ConfigError(f"unknown backbone settings {sorted(set(map(str, backbone_config)) - set(known))}; "
+                          f"valid: {known}") from None
+    if shape.orig_atom_fea_len != settings.n_atom_features:
+        raise ConfigError(f"orig_atom_fea_len {shape.orig_atom_fea_len} differs from the "
+                          f"{settings.n_atom_features} atom features of {settings.atom_features!r}")
+    backbone = CGCNNBackbone(shape, settings)
     head = make_head(config["head"], backbone.out_features)
-    return CrystalModel(backbone, head, config.get("meta"))
+    return CrystalModel(backbone, head, meta)
 
 
 def freeze(backbone: CGCNNBackbone, k: int, reinit: bool = False) -> CGCNNBackbone:

@@ -4,12 +4,19 @@ Every source of weights goes through one path (:func:`_resolve`): a registered n
 file bundled in the package, else from the Hugging Face Hub at the pinned revision, its
 sha256 checked), ``hf-hub:ORG/NAME[@REVISION]`` (any model written by crystalzoo), or a
 local folder holding ``config.json`` + ``model.safetensors``.
+
+Resolution order of a name (the same for ``load_model``, ``load_backbone`` and every CLI
+command): 1. ``hf-hub:…`` is a Hub repo; 2. a path object, or a string naming an existing
+folder, is that folder (a model folder wins over a registered model of the same name, and
+a note on stderr says so); 3. a registered name; 4. anything else is an
+:class:`~crystalzoo.errors.UnknownBackboneError`.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -130,14 +137,24 @@ def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool
 
         folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only)
         source = f"{name} (commit {revision})"
-    elif isinstance(name, os.PathLike) or (isinstance(name, str) and name not in _entries() and Path(name).is_dir()):
+    elif isinstance(name, os.PathLike) or (isinstance(name, str) and _is_dir(name)):
         folder, source = Path(name), str(name)
+        if isinstance(name, str) and name in _entries():
+            print(f"crystalzoo: loading the folder ./{name}, not the registered model {name!r} (an existing folder "
+                  "wins; run from another folder to load the registered one)", file=sys.stderr)
     else:
         e = _entry(name)
         state = read_weights(weights_file(name, local_files_only)) if with_weights else None
         return e["config"], state, f"registered backbone {name!r}"
     state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
     return read_config(folder / CONFIG_NAME), state, source
+
+
+def _is_dir(name: str) -> bool:
+    try:
+        return Path(name).is_dir()
+    except (OSError, ValueError):  # a name too long for a path, a NUL character
+        return False
 
 
 def _checked(model: CrystalModel, graph_settings: GraphSettings | None, source: str) -> CrystalModel:
@@ -150,6 +167,11 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
                local_files_only: bool | None = None, device: str = "cpu") -> CrystalModel:
     """A pretrained model with its own head, in eval mode: ``model.predict(structures)``
     returns values in the target's units.
+
+    ``name``: ``hf-hub:ORG/NAME[@REVISION]``, a model folder, or a registered name, resolved
+    in that order: an existing folder wins over a registered name (``./band-gap``, your own
+    fine-tuned model, is loaded rather than the registered ``band-gap``; a note on stderr says
+    so). Run from another folder to load the registered model.
 
     ``graph_settings``: the settings your graphs are built with; a mismatch with those the
     weights were trained on raises :class:`~crystalzoo.errors.GraphSettingsMismatchError`.

@@ -13,11 +13,13 @@ from typing import Any, Iterable
 
 import torch
 
-from .errors import WeightsError, WriteError
-from .models import CrystalModel, model_from_config
+from .errors import ConfigError, CrystalZooError, WeightsError, WriteError
+from .models import MAX_PARAMETERS, CrystalModel, model_from_config
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: largest weights file read: MAX_PARAMETERS float64 values and a header
+MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + 1_000_000
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -74,6 +76,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    if path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise WeightsError(f"weights file {path} has {path.stat().st_size:,} bytes, more than a crystalzoo model "
+                           f"may have ({MAX_WEIGHTS_BYTES:,}: {MAX_PARAMETERS:,} parameters in float64); not loaded")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -85,6 +90,14 @@ def load_into(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
     """Strict loading: every key must match in name and shape, except keys under the
     prefixes in ``drop`` (for example ``"head."`` when a new head replaces the old one)."""
     drop = tuple(drop)
+    state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else state
+    check_fits(model, state, source, drop)
+    model.load_state_dict(state, strict=not drop)
+
+
+def check_fits(model: CrystalModel, state: dict[str, torch.Tensor], source: str, drop: tuple[str, ...] = ()) -> None:
+    """:class:`WeightsError` unless ``state`` has exactly the tensors (names and shapes) of
+    ``model`` outside the prefixes in ``drop``. ``model`` may live on the meta device."""
     state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else state
     own = model.state_dict()
     expected = {k for k in own if not k.startswith(drop)} if drop else set(own)
@@ -102,7 +115,6 @@ def load_into(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
             f"weights from {source} do not fit the architecture in its config: "
             + "; ".join(parts)
         )
-    model.load_state_dict(state, strict=not drop)
 
 
 def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -122,23 +134,56 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
     return folder
 
 
+#: largest config.json read (bytes); crystalzoo's own are about 2 kB
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in a model's ``config.json``: :class:`WeightsError` when it is missing
+    or not JSON, :class:`ConfigError` naming the file when it is not an object or too large.
+    Its values are checked by :func:`build_model`."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, more than a model config may have "
+                              f"({MAX_CONFIG_BYTES:,}); it is not a crystalzoo {CONFIG_NAME}")
+        config = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise WeightsError(f"{path} does not exist: a crystalzoo model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}") from None
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers, deep nesting
+        raise WeightsError(f"{path} is not valid JSON ({str(exc)[:200]})") from None
+    except OSError as exc:
+        raise WeightsError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(config).__name__}, not an object; a crystalzoo "
+                          f"{CONFIG_NAME} is an object with 'backbone', 'graph' and 'head'")
+    return config
 
 
 def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, source: str,
                 drop: Iterable[str] = ()) -> CrystalModel:
     """A model of the architecture in ``config``, with ``state`` loaded strictly (random
-    initialisation when ``state`` is None)."""
+    initialisation when ``state`` is None).
+
+    Nothing large is allocated before the config is known to be sane: its values are checked
+    against the limits in :mod:`crystalzoo.models` (:class:`ConfigError` naming ``source``),
+    the model is first built on the meta device, its size checked against
+    ``MAX_PARAMETERS`` and its tensors against the weights' shapes (:class:`WeightsError`)."""
+    drop = tuple(drop)
     try:
-        model = model_from_config(config)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"config of {source} is not a crystalzoo model config ({exc!r})") from None
+        with torch.device("meta"):
+            shape = model_from_config(config)
+    except CrystalZooError as exc:  # ConfigError, GraphSettingsMismatchError: name the source
+        raise type(exc)(f"config of {source}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"config of {source} is not a crystalzoo model config ({exc!r})") from None
+    n_params = sum(p.numel() for p in shape.parameters())
+    if n_params > MAX_PARAMETERS:
+        raise ConfigError(f"config of {source} describes a model of {n_params:,} parameters, more than the "
+                          f"{MAX_PARAMETERS:,} crystalzoo builds (crystalzoo.models.MAX_PARAMETERS)")
+    if state is not None:
+        check_fits(shape, state, source, drop)
+    model = model_from_config(config)
     if state is not None:
         load_into(model, state, source, drop)
     model.eval()

@@ -1,0 +1,415 @@
+"""Issue 17, inputs: data files, structure files, model names, configs, predict arguments and
+resource bounds each get a specific crystalzoo error that names the input (docs/robustness.md)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymatgen.core import Lattice, Structure
+
+from crystalzoo import build_graph, load_model
+from crystalzoo.data import CrystalDataset
+from crystalzoo.errors import ConfigError, CrystalZooError, DataError, StructureError, WeightsError
+from crystalzoo.graphs import GraphSettings
+from crystalzoo.serialization import save_pretrained
+
+from .conftest import CIFS, DATA
+
+
+@pytest.fixture(scope="module")
+def formation():
+    return load_model("formation")
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, formation):
+    """A real model folder (the registered formation model, saved)."""
+    return save_pretrained(formation, tmp_path_factory.mktemp("models") / "formation-copy")
+
+
+def _folder_with_config(model_folder: Path, tmp_path: Path, config) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder, folder)
+    (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return folder
+
+
+# ---------------------------------------------------------------------------- resolution rule
+
+
+def test_own_folder_named_like_a_registered_model_wins(tmp_path, monkeypatch, capsys, formation):
+    """`load_model("formation")` run where ./formation is the user's own model loads the folder,
+    and says so, instead of silently loading the registered model."""
+    own = load_model("bulk")
+    save_pretrained(own, tmp_path / "formation")
+    monkeypatch.chdir(tmp_path)
+    model = load_model("formation")
+    assert model.targets == own.targets != formation.targets
+    assert (model.predict(CIFS[:2]) == own.predict(CIFS[:2])).all()
+    assert "loading the folder ./formation, not the registered model 'formation'" in capsys.readouterr().err
+
+    from crystalzoo.cli import main
+
+    assert main(["predict", "--model", "formation", str(CIFS[0])]) == 0
+    out = capsys.readouterr().out
+    assert own.targets[0] in out.splitlines()[0]
+
+
+# ---------------------------------------------------------------------------- data files
+
+
+def _cgcnn_folder(tmp_path: Path, table: bytes) -> Path:
+    folder = tmp_path / "cgcnn"
+    folder.mkdir()
+    for i, cif in enumerate(CIFS[:3]):
+        shutil.copy(cif, folder / f"c{i}.cif")
+    (folder / "id_prop.csv").write_bytes(table)
+    return folder
+
+
+@pytest.mark.parametrize("table, match", [
+    (b"", r"id_prop.csv: no crystals in it \(empty file\)"),
+    (b"c0,1.0\nc1,2.0,3.0\nc2,0.5\n", r"id_prop.csv:2: 2 label columns"),
+    (b"c0,1.0\nc1\nc2,0.5\n", r"id_prop.csv:2: 0 label columns"),  # pandas made this a silent missing label
+    (b"c0,1.0\nc1,2.0\nc2,\xe9t\xe9\n", r"id_prop.csv:3: not UTF-8 text"),
+    (b"c0,1.0\nc1,two\nc2,0.5\n", r"id_prop.csv:2: label 'two' is not a number"),
+    (b'c0,1.0\n"c1,2.0\nc2,0.5\n', r"id_prop.csv:\d+: "),
+])
+def test_malformed_id_prop_csv(tmp_path, table, match):
+    folder = _cgcnn_folder(tmp_path, table)
+    with pytest.raises(DataError, match=match):
+        CrystalDataset.from_cif_folder(folder, cache_dir=False, progress=False)
+
+
+def test_valid_id_prop_csv_still_loads(tmp_path):
+    folder = _cgcnn_folder(tmp_path, b"c0,1.0\nc1,\nc2,NaN\n")
+    ds = CrystalDataset.from_cif_folder(folder, cache_dir=False, progress=False)
+    assert ds.ids == ["c0", "c1", "c2"] and ds.labels[0, 0] == 1.0 and np.isnan(ds.labels[1:, 0]).all()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", r"data.csv: no crystals in it \(empty file\)"),
+    ("cif,y\n", r"data.csv: no crystals in it \(only a header\)"),
+    ("cif,y\n{0},1.0\n{1},2.0,7\n", r"data.csv:3: 3 fields, but the header has 2"),
+    ("cif,y\n{0},1e39\n", r"label 'y' of '0' is 1e\+39, beyond float32's range"),
+])
+def test_malformed_csv_file(tmp_path, text, match):
+    path = tmp_path / "data.csv"
+    path.write_text(text.format(*CIFS))
+    with pytest.raises(DataError, match=match):
+        CrystalDataset.from_csv(path, targets=["y"], cache_dir=False, progress=False)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(f"cif,y\n{CIFS[0]},1.0\n".encode() + b"caf\xe9,2.0\n")
+    with pytest.raises(DataError, match=r"latin.csv:3: not UTF-8"):
+        CrystalDataset.from_csv(latin, targets=["y"], cache_dir=False, progress=False)
+
+
+def test_valid_csv_file_loads(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text(f"cif,y\n{CIFS[0]},1.5\n{CIFS[1]},\n")
+    ds = CrystalDataset.from_csv(path, targets=["y"], cache_dir=False, progress=False)
+    assert len(ds) == 2 and ds.labels[0, 0] == 1.5 and np.isnan(ds.labels[1, 0])
+
+
+def _first_line() -> str:
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        return f.readline()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("[1, 2]", r"bad.jsonl:2: a JSON list, not an object"),
+    ('"just a string"', r"bad.jsonl:2: a JSON str, not an object"),
+    ('{"mp_id": "mp-1", "band_gap": 1.0}', r"bad.jsonl:2: no 'cif' string"),
+    ('{"mp_id": "mp-1", "cif": 42, "band_gap": 1.0}', r"bad.jsonl:2: no 'cif' string"),
+    ('{"mp_id": "mp-1", "cif": "x", "band_gap": ' + "9" * 5000 + "}", r"bad.jsonl:2: not valid JSON"),
+])
+def test_malformed_jsonl_lines(tmp_path, bad, match):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(_first_line() + bad + "\n")
+    with pytest.raises(DataError, match=match):
+        CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
+
+
+def test_huge_integer_label_in_jsonl(tmp_path):
+    row = json.loads(_first_line())
+    row["band_gap"] = 10**400  # an integer JSON reads, beyond any float
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match="labels must be finite"):
+        CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
+
+
+def test_truncated_jsonl_gz(tmp_path):
+    data = (DATA / "mp200.jsonl.gz").read_bytes()
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut.jsonl.gz: unreadable after line \d+ .*truncated"):
+        CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
+
+
+def test_labels_beyond_float32_are_refused():
+    with pytest.raises(DataError, match=r"label 'y' of '1' is 1e\+39, beyond float32's range"):
+        CrystalDataset.from_structures(CIFS[:2], [1.0, 1e39], cache_dir=False, progress=False)
+    CrystalDataset.from_structures(CIFS[:2], [1.0, 3e38], cache_dir=False, progress=False)  # in range: fine
+
+
+# ---------------------------------------------------------------------------- structures
+
+
+def test_cif_path_named_data_underscore_is_a_path(tmp_path, monkeypatch, formation):
+    shutil.copy(CIFS[0], tmp_path / "data_1.cif")
+    monkeypatch.chdir(tmp_path)
+    assert formation.predict("data_1.cif") == pytest.approx(formation.predict(CIFS[0]))
+
+
+def test_cif_text_without_newline(formation):
+    text = CIFS[0].read_text()
+    old_mac = text.replace("\n", "\r")  # line ends without \n
+    assert formation.predict(old_mac) == pytest.approx(formation.predict(CIFS[0]))
+    with pytest.raises(StructureError, match="CIF text: not a CIF"):
+        formation.predict("# a comment, then nothing\r" * 500)  # was an OSError: file name too long
+    with pytest.raises(StructureError, match="CIF text: cannot be read as a crystal structure"):
+        formation.predict("data_x _cell_length_a 3")
+
+
+def test_special_and_huge_structure_files_are_refused(tmp_path, monkeypatch):
+    fifo = tmp_path / "pipe.cif"
+    os.mkfifo(fifo)  # reading it would block forever
+    with pytest.raises(StructureError, match="pipe.cif: is not a regular file"):
+        build_graph(fifo)
+    with pytest.raises(StructureError, match="/dev/zero: is not a regular file"):
+        build_graph("/dev/zero")  # reading it would never end
+    monkeypatch.setattr("crystalzoo.graphs.MAX_STRUCTURE_FILE_BYTES", 1000)
+    with pytest.raises(StructureError, match=r"bytes is more than the 1,000 bytes a structure file may have"):
+        build_graph(CIFS[0])
+
+
+def test_neighbour_search_budget_refuses_nearly_empty_huge_cells():
+    """Two atoms in a 3,000 Å cell: pymatgen's search grid alone would take about 1.5 GB."""
+    rng = np.random.default_rng(0)
+    empty = Structure(Lattice.cubic(3000.0), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    start = time.perf_counter()
+    with pytest.raises(StructureError, match=r"Fe2: the neighbour search .* more than the budget of 20,000,000"):
+        build_graph(empty)
+    assert time.perf_counter() - start < 1  # refused before the search
+    many = Structure(Lattice.cubic(2000.0), ["Fe"] * 3000, rng.random((3000, 3)))
+    with pytest.raises(StructureError, match="neighbour search"):
+        build_graph(many)
+    thin = Structure(Lattice.from_parameters(1e5, 1e5, 1e-4, 90, 90, 90), ["Fe"] * 20, rng.random((20, 3)))
+    with pytest.raises(StructureError, match="neighbour search"):
+        build_graph(thin)
+    build_graph(Structure(Lattice.cubic(1000.0), ["Fe"], [[0, 0, 0]]))  # one isolated atom is still fine
+
+
+def test_search_budget_leaves_real_crystals_alone(mp200_structures):
+    from crystalzoo.graphs import SEARCH_BUDGET, _to_cell, search_cost
+
+    big = Structure.from_file(CIFS[0]) * (6, 6, 6)  # 1,728 atoms
+    for s in [*mp200_structures, big]:
+        cell = _to_cell(s)
+        assert max(search_cost(cell, np.arange(len(cell.z)), 8.0).values()) < SEARCH_BUDGET / 50
+
+
+# ---------------------------------------------------------------------------- predict arguments
+
+
+@pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(batch_size=-3), dict(batch_size=2.5),
+                                    dict(batch_size=True), dict(n_jobs=0), dict(n_jobs=-2), dict(n_jobs="2")])
+def test_predict_arguments(formation, kwargs):
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        formation.predict(CIFS[:2], **kwargs)
+
+
+def test_predict_arrays_batch_size(formation):
+    from crystalzoo.graphs import build_arrays
+
+    arrays = build_arrays(CIFS[:2], progress=False)
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got 0"):
+        formation.predict_arrays(arrays, batch_size=0)
+    assert formation.predict_arrays(arrays, batch_size=1) == pytest.approx(formation.predict(CIFS[:2]))
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("config, match", [
+    ("[1, 2]", "config.json: holds a JSON list, not an object"),
+    ("null", "config.json: holds a JSON NoneType, not an object"),
+    ('"cgcnn"', "config.json: holds a JSON str, not an object"),
+])
+def test_config_json_that_is_not_an_object(model_folder, tmp_path, config, match):
+    with pytest.raises(ConfigError, match=match):
+        load_model(str(_folder_with_config(model_folder, tmp_path, config)))
+
+
+@pytest.mark.parametrize("path, value, match", [
+    (("backbone", "atom_fea_len"), "64", "atom_fea_len must be an integer"),
+    (("backbone", "n_conv"), 10**9, "n_conv must be an integer from 1 to 32"),
+    (("backbone", "h_fea_len"), 10**7, "h_fea_len must be an integer from 1 to 1024"),
+    (("backbone",), [64], "backbone config must be a JSON object"),
+    (("graph", "radius"), "8", "radius must be a finite number"),
+    (("graph", "max_neighbors"), 10**6, "max_neighbors must be an integer from 1 to 256"),
+    (("graph", "gaussian_step"), 1e-9, "gaussian_step 1e-09 gives more than 1024 bond features"),
+    (("graph", "gaussian_step"), 10**30, r"gaussian_step and gaussian_width must be in \(0, radius"),  # found by fuzzing
+    (("graph", "gaussian_width"), 10**30, r"gaussian_step and gaussian_width must be in \(0, radius"),
+    (("graph",), None, "graph settings must be a JSON object"),
+    (("head", "targets"), "formation_energy", "head targets must be a list"),
+    (("head", "targets"), [f"t{i}" for i in range(5000)], "head targets must be a list of 1 to 1024"),
+    (("head",), None, "head config must be a JSON object"),
+])
+def test_config_values_are_checked(model_folder, tmp_path, path, value, match):
+    config = json.loads((model_folder / "config.json").read_text())
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    folder = _folder_with_config(model_folder, tmp_path, config)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_model(str(folder))
+    assert str(folder) in str(info.value)
+
+
+def test_config_sizes_are_checked_before_allocation(model_folder, tmp_path):
+    """Sizes within each field's limit but together about 140 million parameters (550 MB):
+    refused from the meta-device build, before any weight is allocated."""
+    config = json.loads((model_folder / "config.json").read_text())
+    config["backbone"].update(atom_fea_len=1024, n_conv=32)
+    folder = _folder_with_config(model_folder, tmp_path, config)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"parameters, more than the 50,000,000 crystalzoo builds"):
+        load_model(str(folder))
+    assert time.perf_counter() - start < 5
+    config["backbone"].update(atom_fea_len=128, n_conv=4)  # small, but not the weights' shape
+    folder = _folder_with_config(model_folder, tmp_path / "b", config)
+    with pytest.raises(WeightsError, match="wrong shape"):
+        load_model(str(folder))
+
+
+def test_graph_settings_raise_config_error():
+    for bad in [dict(radius=-1), dict(radius=float("nan")), dict(max_neighbors=1.5), dict(max_neighbors=0),
+                dict(gaussian_step=0), dict(gaussian_min=9.0), dict(atom_features="x")]:
+        with pytest.raises(ConfigError):
+            GraphSettings(**bad)
+    with pytest.raises(ConfigError, match="unknown graph settings"):
+        GraphSettings.from_dict({"radius": 8.0, "cutoff": 6})
+
+
+_BAD_VALUES = st.sampled_from([None, True, -1, 0, 1, 2, 2.5, 1e-12, 1e12, 10**30, float("nan"), float("inf"),
+                               "x", "", "attention", "classification", [], [1], ["a", "b"], {}, {"a": 1}])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_config_json_gives_a_model_or_a_crystalzoo_error(model_folder, tmp_path_factory, data):
+    """Any value at any place of a real config.json: a usable model or a crystalzoo error,
+    never another exception, never a long allocation."""
+    config = json.loads((model_folder / "config.json").read_text())
+    for _ in range(data.draw(st.integers(1, 3))):
+        node = config
+        while True:
+            key = data.draw(st.sampled_from(sorted(node)))
+            if isinstance(node[key], dict) and node[key] and data.draw(st.booleans()):
+                node = node[key]
+                continue
+            if data.draw(st.integers(0, 9)) == 0:
+                del node[key]
+            else:
+                node[key] = data.draw(_BAD_VALUES)
+            break
+    folder = tmp_path_factory.mktemp("fuzz")
+    shutil.copy(model_folder / "model.safetensors", folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    try:
+        model = load_model(str(folder))
+    except CrystalZooError:
+        pass
+    else:
+        assert np.isfinite(model.predict(CIFS[:1])).all()
+    assert time.perf_counter() - start < 10
+
+
+# ---------------------------------------------------------------------------- push metrics
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "metrics file .*bad.json is not readable JSON"),
+    ("[1, 2]", "metrics file .*bad.json holds a JSON list, not an object"),
+    ('{"test": {"mae": "small"}}', "metrics file .*bad.json: test metrics must be numbers"),
+    ('{"val": [0.1]}', "metrics file .*bad.json: 'val' must be an object"),
+    ('{"sizes": 10}', "metrics file .*bad.json: 'sizes' must be an object"),
+])
+def test_push_with_malformed_metrics_file(formation, tmp_path, text, match):
+    from crystalzoo.hub import push_to_hub
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=match):  # before any connection
+        push_to_hub(formation, "alice/m", metrics_file=bad)
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def _cli_cases(tmp_path: Path, model_folder: Path) -> list[list[str]]:
+    cif = str(CIFS[0])
+    list_config = _folder_with_config(model_folder, tmp_path / "list", "[]")
+    huge = json.loads((model_folder / "config.json").read_text())
+    huge["backbone"]["n_conv"] = 10**9
+    huge_config = _folder_with_config(model_folder, tmp_path / "huge", huge)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("[1, 2, 3]")
+    fifo = tmp_path / "fifo.cif"
+    os.mkfifo(fifo)
+    return [
+        ["predict", "--model", "no-such-model", cif],
+        ["predict", "--model", "formation", "--jobs", "0", cif],
+        ["predict", "--model", "formation", str(fifo)],
+        ["predict", "--model", "formation", "# one line, no data block\r" * 300],
+        ["predict", "--model", str(list_config), cif],
+        ["predict", "--model", str(huge_config), cif],
+        ["push", "--model", "formation", "--repo-id", "alice/m", "--metrics", str(metrics)],
+        ["push", "--model", str(list_config), "--repo-id", "alice/m"],
+        ["export", "--model", str(huge_config), "--out", str(tmp_path / "m.onnx")],
+        ["export", "--model", "formation", "--out", str(tmp_path / "m.txt")],
+        ["info", "no-such-model"],
+        ["download", "no-such-model"],
+    ]
+
+
+def test_cli_commands_with_bad_values(tmp_path, model_folder, capsys):
+    from crystalzoo.cli import main
+
+    for argv in _cli_cases(tmp_path, model_folder):
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("crystalzoo: error: ") and "\n" not in err, (argv, err)
+        assert "Traceback" not in err, argv
+
+
+# ---------------------------------------------------------------------------- found by attacking the above
+
+
+def test_empty_cif_text_and_special_data_files(tmp_path):
+    with pytest.raises(StructureError, match="CIF text: empty file"):  # was "is a folder" (Path("") is ".")
+        build_graph("")
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="data.csv: not a regular file"):  # reading it would block
+        CrystalDataset.from_csv(fifo, targets=["y"], cache_dir=False, progress=False)
+
+
+def test_oversized_weights_file_is_not_loaded(model_folder, tmp_path, monkeypatch):
+    folder = _folder_with_config(model_folder, tmp_path, (model_folder / "config.json").read_text())
+    monkeypatch.setattr("crystalzoo.serialization.MAX_WEIGHTS_BYTES", 1000)
+    with pytest.raises(WeightsError, match=r"model.safetensors has [\d,]+ bytes, more than a crystalzoo model"):
+        load_model(str(folder))
