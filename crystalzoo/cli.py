@@ -88,7 +88,7 @@ def _cmd_finetune(args) -> None:
     if args.baseline and backbone is not None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
     for *_, out in runs:  # every run's settings and folder, before anything starts
-        check_run_options(out_dir=out, **common)
+        check_run_options(target=args.target, out_dir=out, **common)
     results = []
     for bb, fr, re, out in runs:
         label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"
@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     except CrystalZooError as exc:
         print("crystalzoo: error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a run's lock and temporary files are already cleaned up
+        print("crystalzoo: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -271,7 +271,12 @@ def check_split_size(name: str, value: Any) -> int | float:
             raise ConfigError(f"{name} = {value}: a count of crystals cannot be negative; {how}")
         return int(value)
     if not 0 < value < 1:
-        what = "1.0 could mean one crystal or all of them" if value == 1 else "it is neither an integer nor a fraction"
+        if value == 1:
+            what = "1.0 could mean one crystal or all of them"
+        elif value > 1 and float(value).is_integer():
+            what = f"a count is written as an integer ({int(value)}), a fraction is below 1"
+        else:
+            what = "it is neither an integer nor a fraction"
         raise ConfigError(f"{name} = {value!r}: {what}; {how}")
     return float(value)
 

@@ -77,8 +77,8 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     Example::
 
         >>> write_json("/tmp/metrics.json", {"mae": float("nan"), "epochs": 3})
-        >>> open("/tmp/metrics.json").read()
-        '{\n  "mae": null,\n  "epochs": 3\n}'
+        >>> json.loads(open("/tmp/metrics.json").read())
+        {'mae': None, 'epochs': 3}
     """
     text = json.dumps(_finite(data), indent=2, allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -29,6 +29,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,8 @@ def _check_device(device: Any) -> None:
         raise ConfigError(f"device = {device!r} is not a device name ({exc}); use e.g. --device cpu or --device cuda") from None
     if dev.type == "cpu":
         return
+    if dev.type == "meta":
+        raise ConfigError("device = 'meta' holds no data and cannot train; use --device cpu or --device cuda")
     try:
         torch.empty(0, device=dev)
     except Exception as exc:  # no such accelerator, no driver, or torch built without it: all say "not here"
@@ -130,6 +133,11 @@ class TrainConfig:
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
         _check_device(self.device)
+        # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
+        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        if self.early_stopping is not None:
+            self.early_stopping = int(self.early_stopping)
 
 
 @dataclass
@@ -235,7 +243,8 @@ def _evaluate(model: CrystalModel, batches: _Batches) -> dict[str, float]:
         for j, t in enumerate(model.targets):
             col = err[:, j][~np.isnan(err[:, j])]
             result[f"mae_{t}"] = float(col.mean()) if len(col) else float("nan")
-        result["mae"] = float(np.nanmean([result[f"mae_{t}"] for t in model.targets]))
+        scored = [result[f"mae_{t}"] for t in model.targets if not math.isnan(result[f"mae_{t}"])]
+        result["mae"] = float(np.mean(scored)) if scored else float("nan")
     return result
 
 
@@ -323,7 +332,7 @@ def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, resume
     return present
 
 
-_claimed: dict[str, int] = {}  # folders this process holds: realpath → depth (finetune → train_model)
+_claimed: dict[tuple[int, str], int] = {}  # (thread, realpath) → depth of the claims held (finetune → train_model)
 
 
 def _lock(path: Path) -> int | None:
@@ -379,7 +388,7 @@ def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, res
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WriteError(f"cannot create the output folder {out} ({exc}); choose another --out") from None
-    key = os.path.realpath(out)
+    key = (threading.get_ident(), os.path.realpath(out))
     if key in _claimed:
         _claimed[key] += 1
         try:
@@ -451,8 +460,8 @@ def _corrupt(path: Path, exc: BaseException) -> WeightsError:
                         "again, or choose another --out")
 
 
-def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim.Optimizer,
-            device: str) -> tuple[History, dict, int]:
+def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim.Optimizer, device: str,
+            epochs: int) -> tuple[History, dict, int]:
     """Load the checkpoint at ``path`` into ``model`` and ``opt`` after checking that it
     belongs to the run ``description`` describes; returns (history, best state, next epoch)."""
     try:
@@ -475,11 +484,15 @@ def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"].cpu())
         history = History(list(ckpt["history"]), int(ckpt["best_epoch"]), float(ckpt["best_val_loss"]))
-        return history, ckpt["best_state"], int(ckpt["epoch"]) + 1
+        done = int(ckpt["epoch"])
     except (RunError, WeightsError):
         raise
     except Exception as exc:  # a key missing or of the wrong type: not a checkpoint of ours
         raise _corrupt(path, exc) from None
+    if done > epochs:
+        raise RunError(f"checkpoint {path} has trained {done} epochs, more than epochs = {epochs}; resume with "
+                       f"--epochs {done} or more")
+    return history, ckpt["best_state"], done + 1
 
 
 # ---------------------------------------------------------------------------- training
@@ -487,8 +500,8 @@ def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim
 
 def _diverged(what: str, value: float, epoch: int, config: TrainConfig) -> RunError:
     return RunError(f"the {what} is not finite ({value}) in epoch {epoch}: training diverged and is stopped, and "
-                    "nothing is saved as its result (a checkpoint keeps the last finished epoch). Lower the learning "
-                    f"rate (lr = {config.lr:g}), or check the scale of the labels")
+                    "nothing is saved as its result (only the checkpoint of the last finished epoch, if there is one, "
+                    f"stays). Lower the learning rate (lr = {config.lr:g}), or check the scale of the labels")
 
 
 def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig = TrainConfig(),
@@ -542,7 +555,8 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
     description = _run_description(model, train, val, config) if out_dir is not None else {}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        history, best_state, first = _resume(ckpt_path, description, model, opt, config.device)
+        history, best_state, first = _resume(ckpt_path, description, model, opt, config.device,
+                                            config.epochs)
     train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
     val_batches = _Batches(model, val, 256, config.device)
     bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
@@ -667,20 +681,26 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
 
 
-def check_run_options(*, train_size: Any = 0.8, val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
+def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, train_size: Any = 0.8,
+                      val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
                       out_dir: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
                       **train_options) -> TrainConfig:
     """Check the settings of a run before any data is read or any file is written, and
-    return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the split sizes
-    (:func:`crystalzoo.data.check_split_size`; the training and validation sets cannot be
-    empty), the task and the output folder (:func:`check_out_dir`). :func:`finetune` calls
-    it first; the CLI calls it before it prints anything.
+    return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
+    their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
+    validation sets cannot be empty), the task and the output folder (:func:`check_out_dir`).
+    :func:`finetune` calls it first; the CLI calls it before it prints anything.
 
     Example::
 
-        >>> check_run_options(train_size=1000, val_size=0.1, epochs=5).epochs
+        >>> check_run_options(target="band_gap", train_size=1000, val_size=0.1, epochs=5).epochs
         5
     """
+    targets = [target] if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else []
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ConfigError(f"target = {target!r}: give the name of a label column, or a list of them")
+    if units is not None and len(units) != len(targets):
+        raise ConfigError(f"{len(targets)} targets but {len(units)} units: give one unit per target")
     config = TrainConfig(**train_options)
     _check_task(task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
@@ -715,13 +735,9 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     its checkpoint, which must belong to the same configuration); a folder another run is
     writing to is refused at once.
     """
-    targets = [target] if isinstance(target, str) else list(target)
-    if not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ConfigError(f"target = {target!r}: give the name of a label column, or a list of them")
-    if units is not None and len(units) != len(targets):
-        raise ConfigError(f"{len(targets)} targets but {len(units)} units: give one unit per target")
-    config = check_run_options(train_size=train_size, val_size=val_size, test_size=test_size, task=task,
+    config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size, test_size=test_size, task=task,
                                out_dir=out_dir, overwrite=overwrite, resume=resume, seed=seed, **train_options)
+    targets = [target] if isinstance(target, str) else list(target)
     rank = _distributed(config.device)[1]
     with claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
             else nullcontext():
