@@ -10,12 +10,29 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import CrystalZooError
+from .errors import ConfigError, CrystalZooError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line, ``crystalzoo: error: …``, like every other error of the command."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]  # "crystalzoo finetune" → "finetune"
+        raise ConfigError(f"{command + ': ' if command else ''}{message} (see '{self.prog} --help')")
 
 
 def _size(text: str) -> float | int:
-    value = float(text)
-    return value if 0 < value < 1 else int(value)
+    """A split size as typed: an integer is a count, any other number a fraction (which
+    :func:`crystalzoo.data.check_split_size` then checks, as for the API)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give a count of crystals (e.g. 1000) or a "
+                                         "fraction between 0 and 1 (e.g. 0.8)") from None
 
 
 def _cmd_list(args) -> None:
@@ -63,19 +80,20 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_finetune(args) -> None:
-    from .training import finetune
+    from .training import check_run_options, finetune
 
     backbone = None if args.backbone == "none" else args.backbone
     common = _training_kwargs(args)
     runs = [(backbone, args.freeze, args.reinit, Path(args.out))]
     if args.baseline and backbone is not None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
+    for *_, out in runs:  # every run's settings and folder, before anything starts
+        check_run_options(target=args.target, out_dir=out, **common)
     results = []
     for bb, fr, re, out in runs:
         label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"
         print(f"fine-tuning ({label}) → {out}", file=sys.stderr)
-        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out,
-                     resume=args.resume, **common)
+        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **common)
         results.append((label, r))
     sizes = results[0][1].metrics["sizes"]
     print(f"\n{args.target}: {sizes['train']} train / {sizes['val']} validation / {sizes['test']} test crystals, "
@@ -91,8 +109,7 @@ def _cmd_finetune(args) -> None:
 def _cmd_pretrain(args) -> None:
     from .training import pretrain
 
-    r = pretrain(args.data, args.targets, conv=args.conv, out_dir=args.out, resume=args.resume,
-                 **_training_kwargs(args))
+    r = pretrain(args.data, args.targets, conv=args.conv, out_dir=args.out, **_training_kwargs(args))
     m = r.metrics
     print(f"{'target':30s} {'val MAE':>10s} {'test MAE':>10s}")
     for t in m["targets"]:
@@ -129,19 +146,24 @@ def _cmd_export(args) -> None:
 def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
     """Options shared by ``finetune`` and ``pretrain``: splits, optimisation, output."""
     s.add_argument("--epochs", type=int, default=epochs)
-    s.add_argument("--train-size", type=_size, default=0.8, help="count, or fraction of the data")
-    s.add_argument("--val-size", type=_size, default=0.1)
-    s.add_argument("--test-size", type=_size, default=0.1)
+    s.add_argument("--train-size", type=_size, default=0.8,
+                   help="an integer is a count of crystals, a number between 0 and 1 a fraction of the data")
+    s.add_argument("--val-size", type=_size, default=0.1, help="count or fraction, as --train-size")
+    s.add_argument("--test-size", type=_size, default=0.1, help="count or fraction, as --train-size (0: no test set)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or cosine decay to 0 over --epochs")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS")
+    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
+                   help="stop after this many epochs (>= 1) without a better validation loss")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
+                   "(which must belong to the same data, targets, model and settings)")
+    s.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    s.add_argument("--out", required=True, help="output folder (refused if it holds a run, unless --resume or "
+                   "--overwrite)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -149,11 +171,11 @@ def _training_kwargs(args) -> dict:
     return dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
                 epochs=args.epochs, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
                 optimizer=args.optimizer, device=args.device, early_stopping=args.early_stopping,
-                progress=not args.quiet)
+                progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crystalzoo", description="Pretrained crystal graph networks (CGCNN).")
+    p = _Parser(prog="crystalzoo", description="Pretrained crystal graph networks (CGCNN).")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="registered backbones").set_defaults(func=_cmd_list)
@@ -208,12 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command; a crystalzoo error (bad input, bad settings, a usage error) is one
+    line on stderr and exit status 2. Only a real bug shows a traceback."""
     try:
+        args = build_parser().parse_args(argv)
         args.func(args)
     except CrystalZooError as exc:
-        print(f"crystalzoo: error: {exc}", file=sys.stderr)
+        print("crystalzoo: error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a run's lock and temporary files are already cleaned up
+        print("crystalzoo: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

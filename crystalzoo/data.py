@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import CrystalZooError, DataError
+from .errors import ConfigError, CrystalZooError, DataError
 from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
                      read_structure_file, structure_path)
 
@@ -273,11 +273,14 @@ class CrystalDataset:
         return ds
 
     def split(self, train: float | int, val: float | int, test: float | int = 0, seed: int = 0):
-        """Seeded random (train, val, test) subsets, by counts or by fractions of the data."""
+        """Seeded random (train, val, test) subsets, by counts (integers) or by fractions of the
+        data (numbers between 0 and 1): see :func:`check_split_size`."""
         n = len(self)
-        sizes = [int(round(s * n)) if isinstance(s, float) and s <= 1 else int(s) for s in (train, val, test)]
-        if any(s < 0 for s in sizes) or sizes[0] == 0:
-            raise DataError(f"split sizes {sizes} must be >= 0, with a non-empty training set")
+        given = [check_split_size(name, s) for name, s in zip(("train_size", "val_size", "test_size"), (train, val, test))]
+        sizes = [int(round(s * n)) if isinstance(s, float) else s for s in given]
+        if sizes[0] == 0:
+            raise DataError(f"train_size = {train!r} leaves no crystal for training (the data set has {n}); "
+                            "give a larger count or fraction")
         if sum(sizes) > n:
             raise DataError(f"split sizes {sizes} need {sum(sizes)} crystals, the data set has {n}")
         order = np.random.default_rng(seed).permutation(n)
@@ -359,6 +362,35 @@ def _csv_label(text: str, path: Path, lineno: int) -> float | None:
     except ValueError:
         raise DataError(f"{path}:{lineno}: label {text[:40]!r} is not a number (leave the field empty "
                         "for a missing label)") from None
+
+
+def check_split_size(name: str, value: Any) -> int | float:
+    """A split size as the CLI and the API both read it: an integer ≥ 0 is a count of
+    crystals, a number strictly between 0 and 1 a fraction of the data. Anything else is a
+    :class:`ConfigError` naming ``name``: ``1.0`` (one crystal or all of them? say ``1`` or
+    give a fraction below 1), other non-integral numbers, negatives, NaN, booleans, text.
+
+    Example::
+
+        >>> check_split_size("train_size", 100), check_split_size("train_size", 0.8)
+        (100, 0.8)
+    """
+    how = "a split size is a count of crystals (an integer, e.g. 1000) or a fraction of the data between 0 and 1 (e.g. 0.8)"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} = {value!r}: {how}")
+    if isinstance(value, (int, np.integer)):
+        if value < 0:
+            raise ConfigError(f"{name} = {value}: a count of crystals cannot be negative; {how}")
+        return int(value)
+    if not 0 < value < 1:
+        if value == 1:
+            what = "1.0 could mean one crystal or all of them"
+        elif value > 1 and float(value).is_integer():
+            what = f"a count is written as an integer ({int(value)}), a fraction is below 1"
+        else:
+            what = "it is neither an integer nor a fraction"
+        raise ConfigError(f"{name} = {value!r}: {what}; {how}")
+    return float(value)
 
 
 def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int) -> list[GraphArrays]:

@@ -44,6 +44,12 @@ class DataError(CrystalZooError, ValueError):
     """A data set or its labels cannot be used for training."""
 
 
+class RunError(CrystalZooError):
+    """A training run that cannot start or go on: its output folder holds another run or is in
+    use by another process, its checkpoint belongs to another configuration, or its loss
+    stopped being finite."""
+
+
 class WriteError(CrystalZooError, OSError):
     """A file could not be written (full disk, read-only folder); the previous file is intact."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -57,6 +58,32 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             f"could not write {path} ({type(exc).__name__}: {exc}); {free}. Is the disk full or the "
             "folder read-only? Any previous version of the file is unchanged."
         ) from exc
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as strict JSON, atomically (see :func:`atomic_write`). NaN and ±inf,
+    which JSON has no words for, are written as ``null`` (e.g. the MAE of a target with no
+    label in the validation split).
+
+    Example::
+
+        >>> write_json("/tmp/metrics.json", {"mae": float("nan"), "epochs": 3})
+        >>> json.loads(open("/tmp/metrics.json").read())
+        {'mae': None, 'epochs': 3}
+    """
+    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -127,10 +154,8 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
         PosixPath('/tmp/my-model')
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / WEIGHTS_NAME)
-    config = {**model.config(), **(extra or {})}
-    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    save_weights(model, folder / WEIGHTS_NAME)  # creates the folder (a failure is a WriteError)
+    write_json(folder / CONFIG_NAME, {**model.config(), **(extra or {})})
     return folder
 
 

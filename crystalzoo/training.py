@@ -5,6 +5,11 @@ per-epoch checkpoints for ``resume``, a history and a learning-curve plot.
 Frozen layers are a fixed function: their output is computed once per crystal and reused
 every epoch, so fine-tuning with more frozen layers is faster.
 
+A run's output folder belongs to that run: it is locked while the run writes to it, an
+earlier run in it is replaced only with ``overwrite=True`` and continued only with
+``resume=True`` (from a checkpoint of the same configuration), and every file is written
+atomically (docs/robustness.md, "Training runs").
+
 Example::
 
     >>> from crystalzoo import finetune
@@ -18,25 +23,70 @@ Example::
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
+import socket
 import sys
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .data import CrystalDataset, _split_target, bundled_dataset
-from .errors import DataError
+from .data import CrystalDataset, _split_target, bundled_dataset, check_split_size
+from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import collate
 from .models import BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead
-from .serialization import atomic_write
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
 
 CHECKPOINT = "checkpoint.pt"
+#: the files a training run writes into its output folder
+RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, "metrics.json", "history.json", CHECKPOINT, "learning_curve.png")
+#: the lock file of a folder a run is writing to (removed when the run ends)
+LOCK_NAME = ".crystalzoo.lock"
+TASKS = ("regression", "classification")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_device(device: Any) -> None:
+    """``device`` must name a device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``…)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device = {device!r} is not a device name ({exc}); use e.g. --device cpu or --device cuda") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        raise ConfigError("device = 'meta' holds no data and cannot train; use --device cpu or --device cuda")
+    try:
+        torch.empty(0, device=dev)
+    except Exception as exc:  # no such accelerator, no driver, or torch built without it: all say "not here"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(f"device = {device!r} is not usable on this machine ({reason}; it has {gpus} CUDA "
+                          "device(s)); use --device cpu, or a device that exists") from None
+
+
+def _check_task(task: Any) -> None:
+    if task not in TASKS:
+        import difflib
+
+        near = difflib.get_close_matches(str(task).lower(), TASKS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"task = {task!r} is not a task; valid: 'regression', 'classification'{hint}")
 
 
 @dataclass
@@ -61,12 +111,33 @@ class TrainConfig:
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
 
     def __post_init__(self) -> None:
+        """Every setting is checked here, so the API and the CLI refuse the same values with
+        the same :class:`ConfigError`, before any data is read."""
+        for name, least, example in (("epochs", 1, 30), ("batch_size", 2, 64)):
+            value = getattr(self, name)
+            if not _is_integer(value) or value < least:
+                why = " (BatchNorm cannot train on a batch of one crystal)" if name == "batch_size" else ""
+                raise ConfigError(f"{name} = {value!r}: must be an integer >= {least}{why}, "
+                                  f"e.g. --{name.replace('_', '-')} {example}")
+        if not _is_real(self.lr) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr = {self.lr!r}: the learning rate must be a finite number > 0, e.g. --lr 1e-3")
+        if not _is_real(self.weight_decay) or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay = {self.weight_decay!r}: must be a finite number >= 0, e.g. 0 or 1e-5")
+        if not _is_integer(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed = {self.seed!r}: must be an integer from 0 to 2**63 - 1, e.g. --seed 0")
+        if self.early_stopping is not None and (not _is_integer(self.early_stopping) or self.early_stopping < 1):
+            raise ConfigError(f"early_stopping = {self.early_stopping!r}: the patience is a number of epochs >= 1 "
+                              "(leave it out for no early stopping)")
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
         if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+            raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
+        _check_device(self.device)
+        # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
+        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        if self.early_stopping is not None:
+            self.early_stopping = int(self.early_stopping)
 
 
 @dataclass
@@ -95,8 +166,10 @@ class History:
         ax.set_title(title)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+        finally:
+            plt.close(fig)
         return Path(path)
 
 
@@ -105,10 +178,13 @@ class History:
 
 class _Batches:
     """Yields (graph, start, atom vectors or None, labels) batches of a dataset; with a frozen
-    prefix, the prefix's atom vectors are computed once here and reused."""
+    prefix, the prefix's atom vectors are computed once here and reused.
 
-    def __init__(self, model: CrystalModel, ds: CrystalDataset, batch_size: int, device: str):
-        self.model, self.ds, self.batch_size, self.device = model, ds, batch_size, device
+    ``train=True``: BatchNorm cannot train on a batch of one crystal (a one-atom crystal alone
+    is one value per channel), so a last batch of one crystal joins the batch before it."""
+
+    def __init__(self, model: CrystalModel, ds: CrystalDataset, batch_size: int, device: str, train: bool = False):
+        self.model, self.ds, self.batch_size, self.device, self.train = model, ds, batch_size, device, train
         self.start = 0
         self.prefix: list[torch.Tensor] | None = None
         backbone = model.backbone
@@ -122,8 +198,11 @@ class _Batches:
                     self.prefix.extend(torch.split(h, g.n_atoms.tolist()))
 
     def __call__(self, order: Sequence[int]):
-        for lo in range(0, len(order), self.batch_size):
-            idx = list(order[lo : lo + self.batch_size])
+        starts = list(range(0, len(order), self.batch_size))
+        if self.train and len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        for lo, hi in zip(starts, starts[1:] + [len(order)]):
+            idx = list(order[lo:hi])
             g = collate([self.ds.graphs[i] for i in idx], self.ds.settings).to(self.device)
             h = torch.cat([self.prefix[i] for i in idx]) if self.prefix is not None else None
             y = torch.from_numpy(self.ds.labels[idx]).to(self.device)
@@ -164,18 +243,38 @@ def _evaluate(model: CrystalModel, batches: _Batches) -> dict[str, float]:
         for j, t in enumerate(model.targets):
             col = err[:, j][~np.isnan(err[:, j])]
             result[f"mae_{t}"] = float(col.mean()) if len(col) else float("nan")
-        result["mae"] = float(np.nanmean([result[f"mae_{t}"] for t in model.targets]))
+        scored = [result[f"mae_{t}"] for t in model.targets if not math.isnan(result[f"mae_{t}"])]
+        result["mae"] = float(np.mean(scored)) if scored else float("nan")
     return result
+
+
+def _check_classes(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
+    """For a classifier: every label of ``ds`` must be one of the head's classes 0 … C-1."""
+    if model.task != "classification":
+        return
+    y = ds.labels[:, 0]
+    n = len(model.head.classes)
+    for i in np.flatnonzero(np.isnan(y) | (y != np.round(y)) | (y < 0) | (y >= n))[:1]:
+        crystal, v = ds.ids[i], float(y[i])
+        if np.isnan(v):
+            raise DataError(f"crystal {crystal!r} of {what} has no class label; a classifier needs one for every crystal")
+        if v != round(v) or v < 0:
+            raise DataError(f"label {v:g} of crystal {crystal!r} in {what} is not a class: classification labels "
+                            "are the integers 0 … C-1")
+        raise DataError(f"class {int(v)} (crystal {crystal!r}) is in {what} but not in the training split, whose "
+                        f"classes are 0 … {n - 1}: the model cannot predict it. Use more data or another seed, "
+                        "so that every class is in the training split")
 
 
 def evaluate(model: CrystalModel, dataset: CrystalDataset, batch_size: int = 256) -> dict[str, float]:
     """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``."""
     model.graph_settings.check_same(dataset.settings, "this model")
+    _check_classes(model, dataset, "the data set")
     device = next(model.parameters()).device
     return _evaluate(model, _Batches(model, dataset, batch_size, str(device)))
 
 
-# ---------------------------------------------------------------------------- training
+# ---------------------------------------------------------------------------- processes
 
 
 def _distributed(device: str = "cpu") -> tuple[int, int]:
@@ -202,27 +301,249 @@ def _shard(order: np.ndarray, world: int, rank: int) -> np.ndarray:
     return padded[rank::world]
 
 
+# ---------------------------------------------------------------------------- run folders
+
+
+def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> list[str]:
+    """Check that a run may write into ``out_dir``; returns the run files already there.
+
+    A folder that holds a run (any of :data:`RUN_FILES`) is refused unless ``overwrite``
+    (replace it) or ``resume`` (continue it; needs its checkpoint). A missing or empty folder,
+    or one with only other files in it, is fine.
+
+    Example::
+
+        >>> check_out_dir("/tmp/a-new-run")
+        []
+    """
+    if overwrite and resume:
+        raise ConfigError("overwrite and resume exclude each other: --resume continues the run in --out, "
+                          "--overwrite replaces it; give one of them")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; the output of a run is a folder: choose another --out")
+    present = [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+    if present and not (overwrite or resume):
+        raise RunError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite (overwrite=True) to "
+                       "replace it, --resume (resume=True) to continue it, or choose another --out")
+    if present and resume and CHECKPOINT not in present:
+        raise RunError(f"{out} holds a run ({', '.join(present)}) but no {CHECKPOINT} to resume from; pass "
+                       "--overwrite (overwrite=True) to replace it, or choose another --out")
+    return present
+
+
+_claimed: dict[tuple[int, str], int] = {}  # (thread, realpath) → depth of the claims held (finetune → train_model)
+
+
+def _lock(path: Path) -> int | None:
+    """Take the exclusive lock of a run folder: ``flock`` on ``path``, which the OS releases
+    when the process ends however it ends, so a lock left by a dead process never blocks.
+    Returns the open descriptor (None where the file system has no locks)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock (documented)
+        return None
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteError(f"cannot create the lock file {path} ({exc}); is the folder read-only? "
+                             "Choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "it has not written its pid yet"
+            os.close(fd)
+            raise RunError(f"{path.parent} is in use by another crystalzoo run ({owner}); two runs cannot write "
+                           "into one folder: wait for it to end, or choose another --out") from None
+        except OSError:  # a file system without flock (some network mounts): go on unlocked
+            os.close(fd)
+            return None
+        try:  # the holder before us removes the file when it ends: lock the file that is there now
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    return fd
+
+
+@contextmanager
+def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
+    """Hold ``out_dir`` for one training run for the length of the ``with`` block: lock it
+    against a second writer (:data:`LOCK_NAME`, removed at the end), check it with
+    :func:`check_out_dir` and, with ``overwrite``, delete the earlier run's files. Nested
+    claims of a folder this process already holds pass through.
+
+    Example::
+
+        >>> with claim_run_folder("/tmp/my-run") as out:
+        ...     pass  # a second process claiming /tmp/my-run here gets a RunError at once
+    """
+    out = Path(out_dir)
+    check_out_dir(out, overwrite=overwrite, resume=resume)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create the output folder {out} ({exc}); choose another --out") from None
+    key = (threading.get_ident(), os.path.realpath(out))
+    if key in _claimed:
+        _claimed[key] += 1
+        try:
+            yield out
+        finally:
+            _claimed[key] -= 1
+        return
+    fd = _lock(out / LOCK_NAME)
+    _claimed[key] = 1
+    try:
+        for name in check_out_dir(out, overwrite=overwrite, resume=resume):  # again, now that we hold the lock
+            if overwrite:
+                (out / name).unlink()
+        yield out
+    finally:
+        del _claimed[key]
+        if fd is not None:
+            try:
+                os.unlink(out / LOCK_NAME)
+            except OSError:
+                pass
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _data_digest(ds: CrystalDataset) -> str:
+    """A short hash of a split: its crystals (ids and graphs), in order, and their labels."""
+    h = hashlib.sha256(json.dumps([ds.ids, ds.targets]).encode())
+    h.update(np.ascontiguousarray(ds.labels, dtype=np.float32).tobytes())
+    for g in ds.graphs:
+        for a in (g.z, g.src, g.dst, g.distance):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig) -> dict:
+    """What a checkpoint must share with a run that resumes it: the model (architecture, graph
+    settings, head and targets, backbone, freeze), the data and its split, and the optimisation
+    (seed, optimizer, lr, schedule, weight decay, batch size). Epochs, early stopping and the
+    device may change."""
+    return json.loads(json.dumps({
+        **model.config(), "backbone": asdict(model.backbone.config), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
+        "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
+        "training data": _data_digest(train), "validation data": _data_digest(val),
+    }))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _corrupt(path: Path, exc: BaseException) -> WeightsError:
+    reason = (str(exc).strip().splitlines() or [""])[0][:200]
+    return WeightsError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {reason}): it is truncated, "
+                        "corrupt or not a crystalzoo checkpoint. Pass --overwrite (overwrite=True) to start the run "
+                        "again, or choose another --out")
+
+
+def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim.Optimizer, device: str,
+            epochs: int) -> tuple[History, dict, int]:
+    """Load the checkpoint at ``path`` into ``model`` and ``opt`` after checking that it
+    belongs to the run ``description`` describes; returns (history, best state, next epoch)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated zip, another file format, objects weights_only refuses
+        raise _corrupt(path, exc) from None
+    try:
+        if "run" not in ckpt:
+            raise RunError(f"checkpoint {path} does not say which run it belongs to (an older crystalzoo wrote it), "
+                           "so it cannot be checked against this one; pass --overwrite (overwrite=True) to start again")
+        stored, now = _flat(json.loads(ckpt["run"])), _flat(description)
+        differences = [f"{k}: {_short(stored.get(k))} in the checkpoint, {_short(now.get(k))} now"
+                       for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)]
+        if differences:
+            raise RunError(f"checkpoint {path} belongs to another run: {'; '.join(differences)}. Resume with the "
+                           "settings and data of that run, pass --overwrite (overwrite=True) to start a new run "
+                           "there, or choose another --out")
+        load_into(model, ckpt["best_state"], f"checkpoint {path}")  # both checked strictly, tensor by tensor
+        load_into(model, ckpt["model"], f"checkpoint {path}")
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"].cpu())
+        history = History(list(ckpt["history"]), int(ckpt["best_epoch"]), float(ckpt["best_val_loss"]))
+        done = int(ckpt["epoch"])
+    except (RunError, WeightsError):
+        raise
+    except Exception as exc:  # a key missing or of the wrong type: not a checkpoint of ours
+        raise _corrupt(path, exc) from None
+    if done > epochs:
+        raise RunError(f"checkpoint {path} has trained {done} epochs, more than epochs = {epochs}; resume with "
+                       f"--epochs {done} or more")
+    return history, ckpt["best_state"], done + 1
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _diverged(what: str, value: float, epoch: int, config: TrainConfig) -> RunError:
+    return RunError(f"the {what} is not finite ({value}) in epoch {epoch}: training diverged and is stopped, and "
+                    "nothing is saved as its result (only the checkpoint of the last finished epoch, if there is one, "
+                    f"stays). Lower the learning rate (lr = {config.lr:g}), or check the scale of the labels")
+
+
 def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig = TrainConfig(),
-                out_dir: str | os.PathLike | None = None, resume: bool = False) -> History:
+                out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False) -> History:
     """Train ``model`` on ``train``, keeping the weights of the best validation epoch.
 
     With ``out_dir``, a checkpoint is written after every epoch, and ``resume=True`` carries
-    on from it (same seed → same result as an uninterrupted run).
+    on from it (same seed → same result as an uninterrupted run) once it has checked that the
+    checkpoint belongs to this run. A folder that holds a run is refused unless ``resume`` or
+    ``overwrite``; it is locked while the run writes to it (:func:`claim_run_folder`).
+
+    A non-finite loss stops the run with a :class:`RunError`. A last training batch of one
+    crystal joins the batch before it (BatchNorm cannot train on one crystal).
 
     Under ``torchrun --nproc_per_node N`` each process trains on its shard of every epoch
     (``batch_size`` per process), gradients are averaged across processes, BatchNorm
     statistics are taken from rank 0 after each epoch, and only rank 0 writes files.
     """
-    import torch.distributed as dist
-    from tqdm.auto import tqdm
-
+    if (resume or overwrite) and out_dir is None:
+        raise ConfigError("resume and overwrite need out_dir, the folder of the run")
     world, rank = _distributed(config.device)
     if world > 1 and config.device == "cuda":  # one GPU per process
         config = TrainConfig(**{**asdict(config), "device": f"cuda:{os.environ.get('LOCAL_RANK', rank)}"})
+    claim = claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
+        else nullcontext()
+    with claim:
+        return _train(model, train, val, config, out_dir, resume, world, rank)
+
+
+def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
+           out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int) -> History:
+    import torch.distributed as dist
+    from tqdm.auto import tqdm
+
     for ds in (train, val):
         model.graph_settings.check_same(ds.settings, "this model")
         if len(ds) == 0:
             raise DataError("training and validation sets must not be empty")
+    if len(train) < 2:
+        raise DataError("the training set has 1 crystal; BatchNorm needs at least 2 to train on")
+    _check_classes(model, train, "the training split")
+    _check_classes(model, val, "the validation split")
     torch.manual_seed(config.seed)
     model.to(config.device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -231,16 +552,12 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     first = 1
+    description = _run_description(model, train, val, config) if out_dir is not None else {}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=config.device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        best_state = ckpt["best_state"]
-        history = History(ckpt["history"], ckpt["best_epoch"], ckpt["best_val_loss"])
-        torch.set_rng_state(ckpt["rng"])
-        first = ckpt["epoch"] + 1
-    train_batches = _Batches(model, train, config.batch_size, config.device)
+        history, best_state, first = _resume(ckpt_path, description, model, opt, config.device,
+                                            config.epochs)
+    train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
     val_batches = _Batches(model, val, 256, config.device)
     bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
                initial=first - 1, total=config.epochs)
@@ -254,6 +571,14 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
         for g, h, y in train_batches(order):
             opt.zero_grad()
             loss = _loss(model, _forward(model, g, h, train_batches.start), y)
+            value = loss.item()
+            bad = not math.isfinite(value)
+            if world > 1:  # every rank stops together
+                flag = torch.tensor([float(bad)], device=config.device)
+                dist.all_reduce(flag)
+                bad = bool(flag.item())
+            if bad:
+                raise _diverged("training loss", value, epoch, config)
             loss.backward()
             if world > 1:
                 for p in params:
@@ -261,7 +586,7 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
                         dist.all_reduce(p.grad)
                         p.grad /= world
             opt.step()
-            total, count = total + loss.item() * len(y), count + len(y)
+            total, count = total + value * len(y), count + len(y)
         if world > 1:
             for b in model.buffers():
                 dist.broadcast(b, 0)
@@ -269,6 +594,8 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
             dist.all_reduce(sums)
             total, count = float(sums[0]), float(sums[1])
         scores = _evaluate(model, val_batches)
+        if not math.isfinite(scores["loss"]):
+            raise _diverged("validation loss", scores["loss"], epoch, config)
         row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
                **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
                "seconds": time.perf_counter() - t0}
@@ -280,7 +607,8 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
         if ckpt_path is not None and rank == 0:
             state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "best_state": best_state, "history": history.rows, "best_epoch": history.best_epoch,
-                     "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state()}
+                     "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state(),
+                     "run": json.dumps(description, sort_keys=True)}
             atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         if config.early_stopping and epoch - history.best_epoch >= config.early_stopping:
             break
@@ -324,6 +652,7 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     (one per target, e.g. ``["eV"]``) label the predictions."""
     from .registry import load_backbone
 
+    _check_task(task)
     torch.manual_seed(seed)
     if backbone is None:
         bb = CGCNNBackbone(BackboneConfig(**(architecture or {})), dataset.settings)
@@ -335,7 +664,13 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     if empty:
         raise DataError(f"no crystal of the training split has a label for {empty}")
     if task == "classification":
-        classes = sorted({int(v) for v in dataset.labels[:, 0] if not np.isnan(v)})
+        if len(dataset.targets) != 1:
+            raise ConfigError(f"a classifier predicts one target; got {dataset.targets}")
+        y = dataset.labels[:, 0]
+        for i in np.flatnonzero(~np.isnan(y) & (y != np.round(y)))[:1]:
+            raise DataError(f"label {float(y[i]):g} of crystal {dataset.ids[i]!r} is not a class: classification "
+                            "labels are the integers 0 … C-1 (for a number to predict, use task='regression')")
+        classes = sorted({int(v) for v in y[~np.isnan(y)]})
         if classes != list(range(len(classes))) or len(classes) < 2:
             raise DataError(f"classification labels must be the integers 0 … C-1 (C ≥ 2); found {classes[:10]}")
         head = ClassificationHead(bb.out_features, [str(c) for c in classes], dataset.targets[0])
@@ -346,60 +681,107 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
 
 
+def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, train_size: Any = 0.8,
+                      val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
+                      out_dir: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
+                      **train_options) -> TrainConfig:
+    """Check the settings of a run before any data is read or any file is written, and
+    return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
+    their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
+    validation sets cannot be empty), the task and the output folder (:func:`check_out_dir`).
+    :func:`finetune` calls it first; the CLI calls it before it prints anything.
+
+    Example::
+
+        >>> check_run_options(target="band_gap", train_size=1000, val_size=0.1, epochs=5).epochs
+        5
+    """
+    targets = [target] if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else []
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ConfigError(f"target = {target!r}: give the name of a label column, or a list of them")
+    if units is not None and len(units) != len(targets):
+        raise ConfigError(f"{len(targets)} targets but {len(units)} units: give one unit per target")
+    config = TrainConfig(**train_options)
+    _check_task(task)
+    for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
+                              ("test_size", test_size, None)):
+        if check_split_size(name, value) == 0 and what:
+            raise ConfigError(f"{name} = 0: the {what} set cannot be empty; give a count >= 1 or a fraction")
+    if (resume or overwrite) and out_dir is None:
+        raise ConfigError("resume and overwrite need out_dir (--out), the folder of the run")
+    if out_dir is not None:
+        check_out_dir(out_dir, overwrite=overwrite, resume=resume)
+    return config
+
+
 def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "formation", freeze: int | None = None,
              reinit: bool = False, train_size: float | int = 0.8, val_size: float | int = 0.1,
              test_size: float | int = 0.1, seed: int = 0, out_dir: str | os.PathLike | None = None,
-             resume: bool = False, task: str = "regression", cache_dir=None, architecture: dict[str, Any] | None = None,
-             units: Sequence[str] | None = None, **train_options) -> FinetuneResult:
+             resume: bool = False, overwrite: bool = False, task: str = "regression", cache_dir=None,
+             architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None,
+             **train_options) -> FinetuneResult:
     """Fine-tune a registered backbone (``None``: from scratch) on ``data`` for ``target``.
 
     ``data``: a :class:`CrystalDataset`, a JSON-lines file, a CSV (``cif`` column), a CGCNN
-    folder, or ``"bundled:mp-band-gap"``. Splits are seeded by ``seed`` (sizes are counts or
-    fractions); ``train_options`` go to :class:`TrainConfig` (epochs, lr, batch_size, …).
-    With ``out_dir``, writes the model (``model.safetensors`` + ``config.json``),
-    ``metrics.json``, ``history.json`` and ``learning_curve.png``.
-    """
-    targets = [target] if isinstance(target, str) else list(target)
-    config = TrainConfig(seed=seed, **train_options)
-    progress = config.progress
-    ds = _as_dataset(data, targets, progress=progress, cache_dir=cache_dir)
-    targets = [_split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
-    ds = ds.select_targets(targets)
-    if ds.info.get("dropped_missing"):
-        print(f"crystalzoo: {ds.info['dropped_missing']} crystals have no {', '.join(targets)} label and are left out",
-              file=sys.stderr)
-    if len(ds) == 0:
-        raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
-    train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
-    model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed, architecture=architecture,
-                       units=units)
-    t0 = time.perf_counter()
-    history = train_model(model, train, val, config, out_dir=out_dir, resume=resume)
-    seconds = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "targets": targets, "seed": seed,
-        "sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "dropped_missing_labels": ds.info.get("dropped_missing", 0),
-        "epochs": len(history.rows), "best_epoch": history.best_epoch, "train_seconds": round(seconds, 2),
-        "val": _evaluate(model, _Batches(model, val, 256, config.device)),
-    }
-    if len(test):
-        metrics["test"] = _evaluate(model, _Batches(model, test, 256, config.device))
-    metrics["num_params"] = sum(p.numel() for p in model.parameters())
-    if out_dir is not None and _distributed()[1] == 0:
-        from .serialization import save_pretrained
+    folder, or ``"bundled:mp-band-gap"``. Splits are seeded by ``seed``; sizes are counts
+    (integers) or fractions (numbers between 0 and 1, 1.0 excluded). ``train_options`` go to
+    :class:`TrainConfig` (epochs, lr, batch_size, …). Every setting is checked before the
+    data is read (:func:`check_run_options`).
 
-        out = Path(out_dir)
-        save_pretrained(model, out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (out / "history.json").write_text(json.dumps(asdict(history), indent=2))
-        history.plot(out / "learning_curve.png", f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}")
+    With ``out_dir``, writes the model (``model.safetensors`` + ``config.json``),
+    ``metrics.json``, ``history.json`` (strict JSON: a missing score is ``null``),
+    ``learning_curve.png`` and a checkpoint per epoch, each atomically. A folder that holds a
+    run is refused unless ``overwrite=True`` (replace it) or ``resume=True`` (continue it from
+    its checkpoint, which must belong to the same configuration); a folder another run is
+    writing to is refused at once.
+    """
+    config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size, test_size=test_size, task=task,
+                               out_dir=out_dir, overwrite=overwrite, resume=resume, seed=seed, **train_options)
+    targets = [target] if isinstance(target, str) else list(target)
+    rank = _distributed(config.device)[1]
+    with claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
+            else nullcontext():
+        progress = config.progress
+        ds = _as_dataset(data, targets, progress=progress, cache_dir=cache_dir)
+        targets = [_split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
+        ds = ds.select_targets(targets)
+        if ds.info.get("dropped_missing"):
+            print(f"crystalzoo: {ds.info['dropped_missing']} crystals have no {', '.join(targets)} label and are "
+                  "left out", file=sys.stderr)
+        if len(ds) == 0:
+            raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
+        train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
+        model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed,
+                           architecture=architecture, units=units)
+        _check_classes(model, test, "the test split")
+        t0 = time.perf_counter()
+        history = train_model(model, train, val, config, out_dir=out_dir, resume=resume)
+        seconds = time.perf_counter() - t0
+        metrics: dict[str, Any] = {
+            "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "targets": targets, "seed": seed,
+            "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+            "dropped_missing_labels": ds.info.get("dropped_missing", 0),
+            "epochs": len(history.rows), "best_epoch": history.best_epoch, "train_seconds": round(seconds, 2),
+            "val": _evaluate(model, _Batches(model, val, 256, config.device)),
+        }
+        if len(test):
+            metrics["test"] = _evaluate(model, _Batches(model, test, 256, config.device))
+        metrics["num_params"] = sum(p.numel() for p in model.parameters())
+        if out_dir is not None and rank == 0:
+            from .serialization import save_pretrained
+
+            out = Path(out_dir)
+            save_pretrained(model, out)
+            write_json(out / "metrics.json", metrics)
+            write_json(out / "history.json", asdict(history))
+            history.plot(out / "learning_curve.png",
+                         f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}")
     return FinetuneResult(model, metrics, history)
 
 
 def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_size: float | int = 0.8,
              val_size: float | int = 0.1, test_size: float | int = 0.1, seed: int = 0,
-             out_dir: str | os.PathLike | None = None, resume: bool = False, cache_dir=None,
+             out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False, cache_dir=None,
              architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None,
              **train_options) -> FinetuneResult:
     """Train a new backbone from scratch on one or several targets (multi-task: one
@@ -416,5 +798,5 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
     """
     arch = {**(architecture or {}), "conv": conv}
     return finetune(data, list(targets), backbone=None, train_size=train_size, val_size=val_size,
-                    test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, cache_dir=cache_dir,
-                    architecture=arch, units=units, **train_options)
+                    test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                    cache_dir=cache_dir, architecture=arch, units=units, **train_options)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -202,3 +207,250 @@ def test_classification_head_trains(mp200_structures, mp200):
     assert 0.5 <= history.rows[-1]["val_accuracy"] <= 1.0
     proba = model.predict(mp200_structures[:5])
     assert proba.shape == (5, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- issue 17: training runs
+
+
+SMALL_RUN = dict(backbone="formation", freeze=2, train_size=60, val_size=20, test_size=0, epochs=1, progress=False)
+
+
+def test_resume_refuses_a_checkpoint_of_another_target_and_seed(mp_dataset, tmp_path):
+    """It used to exit 0, continuing with the old target's normaliser and mixing both in the history."""
+    from crystalzoo import finetune
+    from crystalzoo.errors import CrystalZooError
+
+    out = tmp_path / "run"
+    finetune(mp_dataset, "band_gap", seed=0, out_dir=out, **SMALL_RUN)
+    weights = (out / "model.safetensors").read_bytes()
+    with pytest.raises(CrystalZooError, match="belongs to another run") as info:
+        finetune(mp_dataset, "formation_energy_per_atom", seed=1, out_dir=out, resume=True,
+                 **{**SMALL_RUN, "epochs": 2})
+    message = str(info.value)
+    assert "targets" in message and "seed: 0 in the checkpoint, 1 now" in message
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert len(json.loads((out / "history.json").read_text())["rows"]) == 1
+    # the same run resumes
+    r = finetune(mp_dataset, "band_gap", seed=0, out_dir=out, resume=True, **{**SMALL_RUN, "epochs": 2})
+    assert [row["epoch"] for row in r.history.rows] == [1, 2]
+
+
+def test_resume_from_a_truncated_checkpoint_is_a_clear_error(mp_dataset, tmp_path):
+    from crystalzoo import finetune
+    from crystalzoo.errors import WeightsError
+
+    out = tmp_path / "run"
+    finetune(mp_dataset, "band_gap", out_dir=out, **SMALL_RUN)
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="checkpoint.pt cannot be read.*--overwrite"):
+        finetune(mp_dataset, "band_gap", out_dir=out, resume=True, **{**SMALL_RUN, "epochs": 2})
+
+
+def test_resume_from_another_architecture_names_the_difference(mp_dataset, tmp_path):
+    from crystalzoo.errors import CrystalZooError
+    from crystalzoo.training import pretrain
+
+    out = tmp_path / "run"
+    kwargs = dict(train_size=60, val_size=20, test_size=0, epochs=1, progress=False, out_dir=out)
+    pretrain(mp_dataset, ["formation_energy_per_atom"], conv="gated", **kwargs)
+    with pytest.raises(CrystalZooError, match="backbone.conv: 'gated' in the checkpoint, 'attention' now"):
+        pretrain(mp_dataset, ["formation_energy_per_atom"], conv="attention", resume=True, **kwargs)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1e-3])
+def test_learning_rate_is_checked_up_front(lr, tmp_path):
+    """`lr=inf` used to train to NaN and save the untrained model as the result."""
+    from crystalzoo import finetune
+    from crystalzoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lr = "):
+        TrainConfig(lr=lr)
+    with pytest.raises(ConfigError, match="learning rate"):  # before the data is even read
+        finetune(tmp_path / "no-such-file.jsonl", "band_gap", lr=lr, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_diverging_training_stops_and_saves_nothing_as_the_result(mp_dataset, tmp_path):
+    from crystalzoo import finetune
+    from crystalzoo.errors import CrystalZooError
+
+    out = tmp_path / "run"
+    with pytest.raises(CrystalZooError, match="not finite"):
+        finetune(mp_dataset, "band_gap", out_dir=out, optimizer="sgd", lr=1e8, batch_size=16,
+                 **{**SMALL_RUN, "epochs": 3})
+    assert not [p.name for p in out.iterdir() if p.name != "checkpoint.pt"]
+
+
+def test_history_json_is_valid_json_when_a_score_is_missing(mp_dataset, tmp_path):
+    """A target without labels in the validation split has no MAE: null, never NaN, in history.json."""
+    from crystalzoo import finetune
+
+    labels = mp_dataset.labels.copy()
+    order = np.random.default_rng(0).permutation(len(mp_dataset))
+    labels[order[60:80], 1] = np.nan  # the validation split of split(60, 20, seed=0)
+    ds = CrystalDataset(mp_dataset.ids, mp_dataset.graphs, labels, mp_dataset.targets, mp_dataset.settings)
+    out = tmp_path / "run"
+    finetune(ds, ["formation_energy_per_atom", "band_gap"], out_dir=out, **{**SMALL_RUN, "backbone": None,
+                                                                           "freeze": None})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    for name in ("history.json", "metrics.json"):
+        data = json.loads((out / name).read_text(), parse_constant=refuse)
+    assert data["val"]["mae_band_gap"] is None
+    assert json.loads((out / "history.json").read_text())["rows"][0]["val_mae_band_gap"] is None
+
+
+def _classes(mp_dataset, values):
+    labels = np.asarray(values, dtype=np.float32)[:, None]
+    return CrystalDataset(mp_dataset.ids[: len(labels)], mp_dataset.graphs[: len(labels)], labels, ["class"],
+                          mp_dataset.settings)
+
+
+def test_class_present_only_in_the_validation_split_is_a_clear_error(mp_dataset):
+    """It used to be a raw IndexError from the loss."""
+    ds = _classes(mp_dataset, [0, 1] * 30 + [0, 1, 2, 0, 1, 0, 1, 0, 1, 0])
+    train, val = ds.subset(range(60)), ds.subset(range(60, 70))
+    model = make_model("metal-classifier", train, freeze=3, task="classification")
+    with pytest.raises(DataError, match="class 2 .*validation split.* not in the training split"):
+        train_model(model, train, val, TrainConfig(epochs=1, progress=False))
+
+
+def test_classification_labels_must_be_integers(mp_dataset):
+    """0.3 and 1.7 used to be truncated to the classes 0 and 1."""
+    ds = _classes(mp_dataset, [0.3, 1.7] * 20)
+    with pytest.raises(DataError, match="0.3.* not a class"):
+        make_model("metal-classifier", ds, freeze=3, task="classification")
+
+
+def test_misspelt_task_is_an_error_not_a_regression(mp_dataset, tmp_path):
+    from crystalzoo import finetune
+    from crystalzoo.errors import ConfigError
+
+    ds = _classes(mp_dataset, [0, 1] * 20)
+    with pytest.raises(ConfigError, match="did you mean 'classification'"):
+        make_model("metal-classifier", ds, freeze=3, task="clasification")
+    with pytest.raises(ConfigError, match="task"):  # before the data is read
+        finetune(tmp_path / "no-such-file.jsonl", "band_gap", task="Classification")
+
+
+def test_a_run_is_not_overwritten_without_overwrite(mp_dataset, tmp_path):
+    """`--out DIR` onto an earlier run used to replace its model, metrics and checkpoint silently."""
+    from crystalzoo import finetune
+    from crystalzoo.errors import CrystalZooError
+
+    out = tmp_path / "run"
+    finetune(mp_dataset, "band_gap", out_dir=out, **SMALL_RUN)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(CrystalZooError, match="already holds a run.*overwrite"):
+        finetune(mp_dataset, "formation_energy_per_atom", out_dir=out, **SMALL_RUN)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    r = finetune(mp_dataset, "formation_energy_per_atom", out_dir=out, overwrite=True, **SMALL_RUN)
+    assert json.loads((out / "config.json").read_text())["head"]["targets"] == ["formation_energy_per_atom"]
+    assert r.metrics["targets"] == ["formation_energy_per_atom"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no lock or temporary file left
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_two_runs_into_one_folder(tmp_path):
+    """Both used to exit 0 and one result was lost: the second now fails at once."""
+    from crystalzoo import finetune
+    from crystalzoo.errors import CrystalZooError
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "CRYSTALZOO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "crystalzoo.cli", "finetune", "--backbone", "formation",
+                              "--freeze", "2", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap",
+                              "--epochs", "30", "--train-size", "60", "--val-size", "20", "--test-size", "0",
+                              "--quiet", "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    lock = out / ".crystalzoo.lock"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None and "pid" not in _read(lock):
+        time.sleep(0.05)
+    try:
+        with pytest.raises(CrystalZooError, match=f"in use by another crystalzoo run \\(pid {first.pid}"):
+            finetune(DATA / "mp200.jsonl.gz", "band_gap", out_dir=out, cache_dir=tmp_path / "cache", **SMALL_RUN)
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert len(json.loads((out / "history.json").read_text())["rows"]) == 30
+    assert not lock.exists()
+
+
+def test_a_lock_left_by_a_dead_process_does_not_block(mp_dataset, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".crystalzoo.lock").write_text(f"pid {dead.stdout.strip()} on this machine\n")
+    from crystalzoo import finetune
+
+    finetune(mp_dataset, "band_gap", out_dir=out, **SMALL_RUN)
+    assert (out / "model.safetensors").is_file() and not (out / ".crystalzoo.lock").exists()
+
+
+BUNDLED_ONE_ATOM = ["mp-611219", "mp-81", "mp-8638", "mp-974558"]
+
+
+def test_last_batch_of_one_one_atom_crystal_trains(tmp_path):
+    """The bundled data set's one-atom crystals alone in the last batch used to crash BatchNorm
+    (training size = 1 mod batch size); that crystal now joins the batch before it."""
+    import gzip
+
+    from crystalzoo.data import bundled_dataset
+    from crystalzoo.training import _Batches
+
+    with gzip.open(bundled_dataset("mp-band-gap"), "rt") as f:
+        rows = [json.loads(line) for line in f]
+    chosen = [r for r in rows if r["mp_id"] in BUNDLED_ONE_ATOM] + rows[:4]
+    ds = CrystalDataset.from_structures([r["cif"] for r in chosen], [r["band_gap"] for r in chosen],
+                                        ids=[r["mp_id"] for r in chosen], targets=["band_gap"], cache_dir=False,
+                                        progress=False)
+    assert [g.n_atoms for g in ds.graphs[:4]] == [1, 1, 1, 1]
+    train, val = ds.subset([0, 1, 2]), ds.subset([3, 4, 5, 6, 7])  # 3 = 1 (mod 2): a last batch of one crystal
+    model = make_model("formation", train, seed=0)
+    history = train_model(model, train, val, TrainConfig(epochs=3, batch_size=2, progress=False))
+    assert len(history.rows) == 3 and all(np.isfinite(r["train_loss"]) for r in history.rows)
+    sizes = [len(y) for _, _, y in _Batches(model, ds, 3, "cpu", train=True)(range(7))]
+    assert sizes == [3, 4]  # 7 = 1 (mod 3): the last crystal joins the batch before it
+
+
+def test_full_disk_at_the_end_of_a_run_leaves_no_empty_files(mp_dataset, tmp_path, monkeypatch):
+    """metrics.json and history.json used to be left as 0-byte files; now every file is atomic,
+    and --resume writes the results once there is space again."""
+    import crystalzoo.serialization as serialization
+    from crystalzoo import finetune
+    from crystalzoo.errors import WriteError
+
+    from .test_robustness import _tmpfs
+
+    real = serialization.save_pretrained
+
+    def save_then_fill_the_disk(model, folder, *args, **kwargs):
+        result = real(model, folder, *args, **kwargs)
+        with open(Path(folder) / "filler", "wb", buffering=0) as f:  # take every byte that is left
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        return result
+
+    with _tmpfs(tmp_path / "small", "4m") as out:
+        monkeypatch.setattr(serialization, "save_pretrained", save_then_fill_the_disk)
+        with pytest.raises(WriteError, match="Is the disk full"):
+            finetune(mp_dataset, "band_gap", out_dir=out, **SMALL_RUN)
+        assert not [p.name for p in out.iterdir() if p.is_file() and p.stat().st_size == 0]
+        assert not (out / "metrics.json").exists() and not (out / "history.json").exists()
+        monkeypatch.setattr(serialization, "save_pretrained", real)
+        (out / "filler").unlink()
+        r = finetune(mp_dataset, "band_gap", out_dir=out, resume=True, **SMALL_RUN)
+        assert json.loads((out / "metrics.json").read_text())["val"]["mae"] == pytest.approx(r.metrics["val"]["mae"])

@@ -1,0 +1,134 @@
+"""The training commands refuse bad values with one line on stderr, a non-zero exit and no
+traceback, before any data is read or any file is written (docs/robustness.md, "Training runs")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from crystalzoo.cli import main
+
+from .conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+MP200 = str(DATA / "mp200.jsonl.gz")
+
+COMMANDS = {
+    "finetune": ["finetune", "--backbone", "formation", "--freeze", "2", "--data", MP200, "--target", "band_gap"],
+    "pretrain": ["pretrain", "--data", MP200, "--targets", "formation_energy_per_atom"],
+}
+SMALL = ["--epochs", "1", "--train-size", "60", "--val-size", "20", "--test-size", "20", "--quiet"]
+
+# (bad arguments, a word the message must contain)
+BAD = [
+    (["--epochs", "0"], "epochs"),
+    (["--epochs", "-3"], "epochs"),
+    (["--epochs", "ten"], "--epochs"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--batch-size", "1"], "batch_size"),
+    (["--lr", "nan"], "lr"),
+    (["--lr", "0"], "lr"),
+    (["--lr", "-0.001"], "lr"),
+    (["--lr", "inf"], "lr"),
+    (["--lr", "fast"], "--lr"),
+    (["--seed", "-1"], "seed"),
+    (["--seed", str(2**70)], "seed"),
+    (["--early-stopping", "0"], "early_stopping"),
+    (["--device", "gpu0"], "device"),
+    (["--device", "cuda:99"], "device"),
+    (["--train-size", "1.0"], "train_size"),
+    (["--train-size", "0"], "train_size"),
+    (["--train-size", "-5"], "train_size"),
+    (["--train-size", "1.5"], "train_size"),
+    (["--train-size", "abc"], "--train-size"),
+    (["--val-size", "0"], "val_size"),
+    (["--test-size", "nan"], "test_size"),
+    (["--overwrite", "--resume"], "overwrite"),
+    (["--optimizer", "adamw"], "--optimizer"),
+]
+if not torch.cuda.is_available():
+    BAD.append((["--device", "cuda"], "cuda"))
+
+
+@pytest.fixture(autouse=True)
+def _graph_cache(tmp_path_factory, monkeypatch):
+    """One graph cache for the module: mp200's graphs are built once."""
+    monkeypatch.setenv("CRYSTALZOO_CACHE", str(tmp_path_factory.getbasetemp() / "graph-cache"))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("crystalzoo: error: "), lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("bad, word", BAD, ids=[" ".join(b) for b, _ in BAD])
+def test_bad_training_values_give_one_line_and_a_non_zero_exit(command, bad, word, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [*COMMANDS[command], *SMALL, "--out", str(out), *bad]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own exit: still must be one line and non-zero
+        code = exc.code
+    assert code not in (0, None)
+    line = _one_error_line(capsys.readouterr().err)
+    assert word in line
+    assert not out.exists() or not any(out.iterdir()), "nothing may be written for a refused run"
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path):
+    """The real entry point, in a fresh process: exit status 2 and one line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for bad in (["--lr", "nan"], ["--seed", "-1"], ["--train-size", "1.0"]):
+        r = subprocess.run([sys.executable, "-m", "crystalzoo.cli", *COMMANDS["finetune"], *SMALL,
+                            "--out", str(tmp_path / "run"), *bad], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2, r.stderr
+        _one_error_line(r.stderr)
+
+
+def test_train_size_one_is_refused_not_one_crystal(tmp_path, capsys):
+    """`--train-size 1.0` used to train on a single crystal (the API read it as 100 %)."""
+    out = tmp_path / "run"
+    code = main([*COMMANDS["finetune"], "--epochs", "1", "--train-size", "1.0", "--val-size", "20",
+                 "--test-size", "0", "--quiet", "--out", str(out)])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "1.0" in line and "fraction" in line
+    assert not (out / "model.safetensors").exists()
+
+
+def test_sizes_have_one_meaning_in_the_cli_and_the_api(tmp_path, capsys):
+    """An integer is a count, a number in (0, 1) a fraction, on the command line as in the API."""
+    import json
+
+    from crystalzoo.cli import _size
+
+    assert _size("60") == 60 and isinstance(_size("60"), int)
+    assert _size("0.25") == 0.25
+    out = tmp_path / "run"
+    assert main([*COMMANDS["finetune"], "--epochs", "1", "--train-size", "0.5", "--val-size", "40",
+                 "--test-size", "0.1", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["sizes"] == {"train": 100, "val": 40, "test": 20}
+
+
+def test_cli_refuses_to_overwrite_a_run_unless_told(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [*COMMANDS["finetune"], *SMALL, "--out", str(out)]
+    assert main(argv) == 0
+    metrics = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--seed", "1"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "already holds a run" in line and "--overwrite" in line and "--resume" in line
+    assert (out / "metrics.json").read_bytes() == metrics
+    assert main([*argv, "--seed", "1", "--overwrite"]) == 0
+    assert (out / "metrics.json").read_bytes() != metrics
