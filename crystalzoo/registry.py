@@ -7,8 +7,8 @@ local folder holding ``config.json`` + ``model.safetensors``.
 
 Resolution order of a name (the same for ``load_model``, ``load_backbone`` and every CLI
 command): 1. ``hf-hub:…`` is a Hub repo; 2. a path object, or a string naming an existing
-folder, is that folder (a model folder wins over a registered model of the same name, and
-a note on stderr says so); 3. a registered name; 4. anything else is an
+folder, is that folder — where the name is also registered, only a model folder (one with
+``config.json``) wins, and a note on stderr says so; 3. a registered name; 4. anything else is an
 :class:`~crystalzoo.errors.UnknownBackboneError`.
 """
 
@@ -137,7 +137,8 @@ def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool
 
         folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only)
         source = f"{name} (commit {revision})"
-    elif isinstance(name, os.PathLike) or (isinstance(name, str) and _is_dir(name)):
+    elif isinstance(name, os.PathLike) or (isinstance(name, str) and _is_dir(name)
+                                           and (name not in _entries() or _is_dir(name, CONFIG_NAME))):
         folder, source = Path(name), str(name)
         if isinstance(name, str) and name in _entries():
             print(f"crystalzoo: loading the folder ./{name}, not the registered model {name!r} (an existing folder "
@@ -150,9 +151,10 @@ def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool
     return read_config(folder / CONFIG_NAME), state, source
 
 
-def _is_dir(name: str) -> bool:
+def _is_dir(name: str, holding: str | None = None) -> bool:
+    """Whether ``name`` is an existing folder (holding the file ``holding``, if given)."""
     try:
-        return Path(name).is_dir()
+        return (Path(name) / holding).is_file() if holding else Path(name).is_dir()
     except (OSError, ValueError):  # a name too long for a path, a NUL character
         return False
 
@@ -169,9 +171,10 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
     returns values in the target's units.
 
     ``name``: ``hf-hub:ORG/NAME[@REVISION]``, a model folder, or a registered name, resolved
-    in that order: an existing folder wins over a registered name (``./band-gap``, your own
-    fine-tuned model, is loaded rather than the registered ``band-gap``; a note on stderr says
-    so). Run from another folder to load the registered model.
+    in that order: an existing model folder wins over a registered name (``./band-gap``, your
+    own fine-tuned model, is loaded rather than the registered ``band-gap``; a note on stderr
+    says so). A folder of that name without ``config.json`` (your data, say) does not. Run from
+    another folder to load the registered model.
 
     ``graph_settings``: the settings your graphs are built with; a mismatch with those the
     weights were trained on raises :class:`~crystalzoo.errors.GraphSettingsMismatchError`.

@@ -637,9 +637,7 @@ def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
     if path.is_dir():
         return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
     if path.suffix == ".csv":
-        import pandas as pd
-
-        return CrystalDataset.from_dataframe(pd.read_csv(path), targets=targets, **kwargs)
+        return CrystalDataset.from_csv(path, targets=targets, **kwargs)
     return CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
 
 

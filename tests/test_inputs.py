@@ -64,6 +64,14 @@ def test_own_folder_named_like_a_registered_model_wins(tmp_path, monkeypatch, ca
     assert own.targets[0] in out.splitlines()[0]
 
 
+def test_a_same_named_folder_that_is_no_model_does_not_shadow_the_registry(tmp_path, monkeypatch, formation):
+    """./formation holding your data (no config.json) leaves `load_model("formation")` alone."""
+    (tmp_path / "formation").mkdir()
+    (tmp_path / "formation" / "id_prop.csv").write_text("a,1\n")
+    monkeypatch.chdir(tmp_path)
+    assert (load_model("formation").predict(CIFS[:2]) == formation.predict(CIFS[:2])).all()
+
+
 # ---------------------------------------------------------------------------- data files
 
 
