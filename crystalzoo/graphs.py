@@ -400,6 +400,8 @@ class _Cell:
     lattice: np.ndarray  # (3, 3) Å
     pbc: np.ndarray  # (3,) int64
     cart: np.ndarray  # (N, 3) Å
+    volume: float  # Å³
+    inverse: np.ndarray  # (3, 3): fractional = cartesian @ inverse
 
 
 def _cell(structure: "Structure", name: str) -> _Cell:
@@ -415,7 +417,8 @@ def _cell(structure: "Structure", name: str) -> _Cell:
             f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
             "atom or more): check the lattice parameters and their units (Å)"
         )
-    return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart)
+    return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart, volume,
+                 np.linalg.inv(lattice))
 
 
 def search_cost(cell: _Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
@@ -425,18 +428,15 @@ def search_cost(cell: _Cell, centers: np.ndarray, radius: float) -> dict[str, fl
     loop visits) and ``cubes`` (27 × the cells of its linked-cell grid of side ``radius``
     over the centres' bounding box widened by ``radius``: the cost of a nearly empty huge cell)."""
     n = len(cell.z)
-    volume = abs(float(np.linalg.det(cell.lattice)))
+    spacing = 1.0 / np.sqrt((cell.inverse * cell.inverse).sum(axis=0))  # between the lattice planes of each axis
     pts = cell.cart[centers]
-    extent = pts.max(axis=0) - pts.min(axis=0) + 2 * radius
-    cubes = float(np.prod(np.ceil(extent / max(radius, 0.1))))
-    frac = pts @ np.linalg.inv(cell.lattice)
-    images = float(n)
-    for i in range(3):
-        if cell.pbc[i]:
-            spacing = volume / float(np.linalg.norm(np.cross(cell.lattice[(i + 1) % 3], cell.lattice[(i + 2) % 3])))
-            reach = math.ceil((radius + 0.15) / spacing)
-            images *= math.ceil(frac[:, i].max() + reach) - math.floor(frac[:, i].min() - reach)
-    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / volume, "images": images, "cubes": 27 * cubes}
+    cubes = float(np.prod(np.ceil((pts.max(axis=0) - pts.min(axis=0) + 2 * radius) / max(radius, 0.1))))
+    frac = pts @ cell.inverse
+    reach = np.ceil((radius + 0.15) / spacing)
+    span = np.ceil(frac.max(axis=0) + reach) - np.floor(frac.min(axis=0) - reach)
+    images = n * float(np.prod(np.where(cell.pbc != 0, span, 1.0)))
+    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / cell.volume, "images": images,
+            "cubes": 27 * cubes}
 
 
 def _check_search_budget(cell: _Cell, centers: np.ndarray, radius: float) -> None:
@@ -473,7 +473,7 @@ def _candidates(cell: _Cell, radius: float, k: int):
     same as from a search of the whole radius, for a fraction of the pairs."""
     n = len(cell.z)
     everyone = np.arange(n)
-    small = (3 * 3 * k * abs(float(np.linalg.det(cell.lattice))) / (4 * np.pi * n)) ** (1 / 3)
+    small = (3 * 3 * k * cell.volume / (4 * np.pi * n)) ** (1 / 3)
     if small > 0.8 * radius:
         return _search(cell, everyone, radius)
     c, p, d = _search(cell, everyone, small)
