@@ -401,7 +401,7 @@ class _Cell:
     pbc: np.ndarray  # (3,) int64
     cart: np.ndarray  # (N, 3) Å
     volume: float  # Å³
-    inverse: np.ndarray  # (3, 3): fractional = cartesian @ inverse
+    extent: tuple  # (cartesian min, max, fractional min, max, lattice-plane spacings), each 3 floats
 
 
 def _cell(structure: "Structure", name: str) -> _Cell:
@@ -417,26 +417,31 @@ def _cell(structure: "Structure", name: str) -> _Cell:
             f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
             "atom or more): check the lattice parameters and their units (Å)"
         )
-    return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart, volume,
-                 np.linalg.inv(lattice))
+    inverse = np.linalg.inv(lattice)  # fractional = cartesian @ inverse
+    frac = cart @ inverse
+    spacing = 1.0 / np.sqrt((inverse * inverse).sum(axis=0))  # between the lattice planes of each axis
+    extent = tuple(a.tolist() for a in (cart.min(axis=0), cart.max(axis=0), frac.min(axis=0), frac.max(axis=0), spacing))
+    return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart, volume, extent)
 
 
 def search_cost(cell: _Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
-    """What a search of ``radius`` Å around the atoms ``centers`` of ``cell`` would hold, as
-    pymatgen's ``find_points_in_spheres`` works: ``pairs`` (centres × atoms per sphere at
-    the crystal's mean density), ``images`` (atoms × the periodic images of the cell its
-    loop visits) and ``cubes`` (27 × the cells of its linked-cell grid of side ``radius``
-    over the centres' bounding box widened by ``radius``: the cost of a nearly empty huge cell)."""
+    """What a search of ``radius`` Å around the atoms ``centers`` of ``cell`` would hold at
+    most, as pymatgen's ``find_points_in_spheres`` works: ``pairs`` (centres × atoms per
+    sphere at the crystal's mean density), ``images`` (atoms × the periodic images of the
+    cell its loop visits) and ``cubes`` (27 × the cells of its linked-cell grid of side
+    ``radius`` over the atoms' bounding box widened by ``radius``: the cost of a nearly empty
+    huge cell). The box of all atoms bounds that of any centres: plain arithmetic on the
+    cell's :attr:`_Cell.extent`, so the check costs next to nothing per search."""
     n = len(cell.z)
-    spacing = 1.0 / np.sqrt((cell.inverse * cell.inverse).sum(axis=0))  # between the lattice planes of each axis
-    pts = cell.cart[centers]
-    cubes = float(np.prod(np.ceil((pts.max(axis=0) - pts.min(axis=0) + 2 * radius) / max(radius, 0.1))))
-    frac = pts @ cell.inverse
-    reach = np.ceil((radius + 0.15) / spacing)
-    span = np.ceil(frac.max(axis=0) + reach) - np.floor(frac.min(axis=0) - reach)
-    images = n * float(np.prod(np.where(cell.pbc != 0, span, 1.0)))
-    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / cell.volume, "images": images,
-            "cubes": 27 * cubes}
+    lo, hi, flo, fhi, spacing = cell.extent
+    side = max(radius, 0.1)
+    cubes, images = 27.0, float(n)
+    for i in range(3):
+        cubes *= math.ceil((hi[i] - lo[i] + 2 * radius) / side)
+        if cell.pbc[i]:
+            reach = math.ceil((radius + 0.15) / spacing[i])
+            images *= math.ceil(fhi[i] + reach) - math.floor(flo[i] - reach)
+    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / cell.volume, "images": images, "cubes": cubes}
 
 
 def _check_search_budget(cell: _Cell, centers: np.ndarray, radius: float) -> None:
