@@ -344,11 +344,14 @@ def _lock(path: Path) -> int | None:
     except ImportError:  # Windows: no lock (documented)
         return None
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise RunError(f"the lock file {path} is a link or not a regular file; crystalzoo will not write through "
+                           "it: remove it, or choose another --out")
+        try:  # O_NOFOLLOW: never truncate a file a link points to
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
-            raise WriteError(f"cannot create the lock file {path} ({exc}); is the folder read-only? "
-                             "Choose another --out") from None
+            raise WriteError(f"cannot create the lock file {path} ({exc}); is the folder read-only, or the lock file "
+                             "a link? Choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -733,6 +736,10 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     its checkpoint, which must belong to the same configuration); a folder another run is
     writing to is refused at once.
     """
+    if overwrite and out_dir is not None and isinstance(backbone, (str, os.PathLike)) and Path(backbone).is_dir() \
+            and Path(backbone).resolve() == Path(out_dir).resolve():
+        raise ConfigError(f"--out {out_dir} is the folder of --backbone {backbone}: --overwrite would delete the "
+                          "model before it is loaded; write the new run into another --out")
     config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size, test_size=test_size, task=task,
                                out_dir=out_dir, overwrite=overwrite, resume=resume, seed=seed, **train_options)
     targets = [target] if isinstance(target, str) else list(target)

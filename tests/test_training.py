@@ -397,6 +397,34 @@ def test_a_lock_left_by_a_dead_process_does_not_block(mp_dataset, tmp_path):
     assert (out / "model.safetensors").is_file() and not (out / ".crystalzoo.lock").exists()
 
 
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(mp_dataset, tmp_path):
+    """A .crystalzoo.lock that links to another file used to be truncated through the link."""
+    from crystalzoo import finetune
+    from crystalzoo.errors import RunError
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("important data\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".crystalzoo.lock").symlink_to(precious)
+    with pytest.raises(RunError, match="link"):
+        finetune(mp_dataset, "band_gap", out_dir=out, **SMALL_RUN)
+    assert precious.read_text() == "important data\n"
+
+
+def test_overwrite_into_the_backbone_folder_is_refused_before_deleting_it(mp_dataset, tmp_path):
+    """`finetune --backbone DIR --out DIR --overwrite` used to delete the model it was about to load."""
+    from crystalzoo import finetune
+    from crystalzoo.errors import ConfigError
+
+    own = tmp_path / "own"
+    finetune(mp_dataset, "band_gap", out_dir=own, **SMALL_RUN)
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
+    with pytest.raises(ConfigError, match="would delete"):
+        finetune(mp_dataset, "band_gap", out_dir=own, overwrite=True, **{**SMALL_RUN, "backbone": str(own)})
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before
+
+
 BUNDLED_ONE_ATOM = ["mp-611219", "mp-81", "mp-8638", "mp-974558"]
 
 
