@@ -168,10 +168,13 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     or not JSON, :class:`ConfigError` naming the file when it is not an object or too large.
     Its values are checked by :func:`build_model`."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+        raise ConfigError(f"{path}: not a regular file (a folder, FIFO or device); a crystalzoo {CONFIG_NAME} "
+                          "is a JSON file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, more than a model config may have "
+                          f"({MAX_CONFIG_BYTES:,}); it is not a crystalzoo {CONFIG_NAME}")
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, more than a model config may have "
-                              f"({MAX_CONFIG_BYTES:,}); it is not a crystalzoo {CONFIG_NAME}")
         config = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise WeightsError(f"{path} does not exist: a crystalzoo model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}") from None

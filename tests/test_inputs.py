@@ -365,6 +365,24 @@ def test_push_with_malformed_metrics_file(formation, tmp_path, text, match):
         push_to_hub(formation, "alice/m", metrics_file=bad)
 
 
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_config_and_metrics_that_are_special_files(model_folder, formation, tmp_path, special):
+    """A FIFO as config.json or --metrics used to block for ever, /dev/zero to fill the memory
+    (found by a fresh attack): both are refused as not regular files."""
+    from crystalzoo.hub import push_to_hub
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder, folder)
+    metrics = tmp_path / "metrics.json"
+    for path in (folder / "config.json", metrics):
+        path.unlink(missing_ok=True)
+        os.mkfifo(path) if special == "fifo" else path.symlink_to(special)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_model(str(folder))
+    with pytest.raises(ConfigError, match="not a regular file"):
+        push_to_hub(formation, "alice/m", metrics_file=metrics)
+
+
 # ---------------------------------------------------------------------------- the CLI
 
 
