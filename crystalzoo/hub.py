@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ChecksumError, HubError
 from .errors import ConfigError
-from .serialization import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, read_config, save_pretrained, sha256_file
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, check_small_file, read_config, save_pretrained, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +171,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     :class:`ConfigError` naming the file when it is not JSON, not an object, or has values of
     the wrong type."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
-        raise ConfigError(f"metrics file {path} is not a regular file (a folder, FIFO or device); pass the "
-                          "metrics.json that training wrote, or no --metrics")
-    if path.exists() and path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"metrics file {path}: {path.stat().st_size:,} bytes is more than a metrics.json may have "
-                          f"({MAX_CONFIG_BYTES:,})")
+    check_small_file(path, f"metrics file {path} (pass the metrics.json that training wrote, or no --metrics)")
     try:
         metrics = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:

@@ -163,17 +163,21 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
 MAX_CONFIG_BYTES = 1_000_000
 
 
+def check_small_file(path: Path, what: str, limit: int = MAX_CONFIG_BYTES) -> None:
+    """:class:`ConfigError` naming ``what`` when ``path`` exists but is not a regular file (a
+    FIFO would block a read, ``/dev/zero`` never end it) or holds more than ``limit`` bytes."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{what} is not a regular file (a folder, FIFO or device)")
+    if path.is_file() and path.stat().st_size > limit:
+        raise ConfigError(f"{what}: {path.stat().st_size:,} bytes, more than the {limit:,} it may have")
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON object in a model's ``config.json``: :class:`WeightsError` when it is missing
     or not JSON, :class:`ConfigError` naming the file when it is not an object or too large.
     Its values are checked by :func:`build_model`."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
-        raise ConfigError(f"{path}: not a regular file (a folder, FIFO or device); a crystalzoo {CONFIG_NAME} "
-                          "is a JSON file")
-    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, more than a model config may have "
-                          f"({MAX_CONFIG_BYTES:,}); it is not a crystalzoo {CONFIG_NAME}")
+    check_small_file(path, f"{path} (a crystalzoo {CONFIG_NAME} is a small JSON file)")
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
