@@ -195,12 +195,12 @@ class _NormGate(torch.autograd.Function):
 
 
 class _EdgeNorm(torch.autograd.Function):
-    """bn(x) over edges (E, C) with given statistics (see :func:`_batch_stats`), for the
-    attention convolution: the same numbers and gradient as BatchNorm when every weight is 1."""
+    """bn(x) over edges (E, C) in training, with the batch statistics of x that
+    :func:`_batch_stats` gives (edge weights counted), for the attention convolution: the same
+    numbers and gradient as BatchNorm when every weight is 1."""
 
     @staticmethod
-    def forward(ctx, x, p, mean, inv, gamma, beta, batch_stats: bool):
-        ctx.batch_stats = batch_stats
+    def forward(ctx, x, p, mean, inv, gamma, beta):
         ctx.save_for_backward(x, p, mean, inv, gamma)
         scale = inv * gamma
         return torch.addcmul(beta - mean * scale, x, scale)
@@ -208,15 +208,15 @@ class _EdgeNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, p, mean, inv, gamma = ctx.saved_tensors
-        dx, d_gamma, d_beta = _norm_backward(grad.clone(), x, p, mean, inv, gamma, ctx.batch_stats)
-        return dx, None, None, None, d_gamma, d_beta, None
+        dx, d_gamma, d_beta = _norm_backward(grad.clone(), x, p, mean, inv, gamma, batch_stats=True)
+        return dx, None, None, None, d_gamma, d_beta
 
 
 def _norm_edges(bn: nn.BatchNorm1d, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """``bn(x)`` over edges, the batch statistics counting an edge of weight w as w edges."""
     if weight is None or not bn.training:  # evaluation: running statistics, the weights play no part
         return bn(x)
-    return _EdgeNorm.apply(x, *_batch_stats(bn, x, weight), bn.weight, bn.bias, True)
+    return _EdgeNorm.apply(x, *_batch_stats(bn, x, weight), bn.weight, bn.bias)
 
 
 class GatedConv(nn.Module):
