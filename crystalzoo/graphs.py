@@ -334,14 +334,16 @@ class GraphArrays:
 
 
 def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
-    try:
-        species = [site.specie for site in structure]  # pymatgen refuses partially occupied sites here
-    except AttributeError:
-        raise StructureError(
-            f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
-            "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
-        ) from None
-    if len(structure) == 0:
+    species = []
+    for site in structure:  # as pymatgen's ``site.specie``, which costs twice as much
+        occupancy = list(site.species.items())  # (species, occupancy) pairs
+        if len(occupancy) != 1 or occupancy[0][1] != 1:
+            raise StructureError(
+                f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
+                "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
+            )
+        species.append(occupancy[0][0])
+    if not species:
         raise StructureError(f"{name}: has no atoms")
     z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
     table = _atom_table()
@@ -411,17 +413,27 @@ def _cell(structure: "Structure", name: str) -> _Cell:
     cart = np.ascontiguousarray(structure.cart_coords, dtype=float)  # not finite if the fractional ones are not
     if not (np.isfinite(lattice).all() and np.isfinite(cart).all()):
         raise StructureError(f"{name}: lattice or coordinates are not finite numbers")
-    volume = abs(float(np.linalg.det(lattice)))
+    # plain arithmetic on 9 numbers (numpy's det and inv cost more than a small crystal's search):
+    # the cross products of the lattice vectors are the reciprocal vectors times the volume
+    a, b, c = lattice.tolist()
+    normals = (_cross(b, c), _cross(c, a), _cross(a, b))
+    signed = a[0] * normals[0][0] + a[1] * normals[0][1] + a[2] * normals[0][2]
+    volume = abs(signed)
     if not volume / len(z) >= MIN_VOLUME_PER_ATOM:
         raise StructureError(
             f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
             "atom or more): check the lattice parameters and their units (Å)"
         )
-    inverse = np.linalg.inv(lattice)  # fractional = cartesian @ inverse
-    frac = cart @ inverse
-    spacing = 1.0 / np.sqrt((inverse * inverse).sum(axis=0))  # between the lattice planes of each axis
-    extent = tuple(a.tolist() for a in (cart.min(axis=0), cart.max(axis=0), frac.min(axis=0), frac.max(axis=0), spacing))
+    spacing = [volume / math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) for v in normals]  # between lattice planes
+    frac = cart @ (np.array(normals).T / signed)
+    both = np.concatenate([cart, frac], axis=1)
+    lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
+    extent = (lo[:3], hi[:3], lo[3:], hi[3:], spacing)
     return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart, volume, extent)
+
+
+def _cross(u: list, v: list) -> tuple:
+    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
 
 
 def search_cost(cell: _Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
@@ -491,21 +503,20 @@ def _candidates(cell: _Cell, radius: float, k: int):
     return np.concatenate([c[first], rest[c2]]), np.concatenate([p[first], p2]), np.concatenate([d[first], d2])
 
 
-def _merge_images(src, dst, dist, weight, n: int):
+def _merge_images(src, dst, dist, weight):
     """One edge for the tied candidates of a centre that are periodic images of the same atom:
     they carry the same message, so one edge with their summed weight (at their mean distance)
     gives the same sum with fewer edges (rock salt's 12 second neighbours in a 2-atom cell are
-    one edge of weight 6)."""
+    one edge of weight 6). The edges come sorted by centre and neighbour, and within those by
+    distance, so the tied images of a pair are neighbours in the arrays."""
     tied = weight < 1
-    pair = dst[tied].astype(np.int64) * n + src[tied]
-    pairs, group = np.unique(pair, return_inverse=True)
-    if len(pairs) == tied.sum():
+    same = tied[1:] & tied[:-1] & (src[1:] == src[:-1]) & (dst[1:] == dst[:-1])
+    if not same.any():
         return src, dst, dist, weight
+    first = np.concatenate(([True], ~same))
+    group = np.cumsum(first) - 1
     size = np.bincount(group)
-    rest = ~tied
-    return (np.concatenate([src[rest], pairs % n]), np.concatenate([dst[rest], pairs // n]),
-            np.concatenate([dist[rest], np.bincount(group, weights=dist[tied]) / size]),
-            np.concatenate([weight[rest], np.bincount(group, weights=weight[tied])]))
+    return src[first], dst[first], np.bincount(group, weights=dist) / size, np.bincount(group, weights=weight)
 
 
 def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
@@ -537,19 +548,20 @@ def _cell_arrays(cell: _Cell, settings: GraphSettings) -> GraphArrays:
             f"{cell.name}: atoms {i} ({Element.from_Z(int(cell.z[i]))}) and {j} ({Element.from_Z(int(cell.z[j]))}) "
             f"are {dist[e]:.3f} Å apart, which is closer than {MIN_DISTANCE} Å: overlapping atoms; fix the structure"
         )
-    if weight is not None:
-        src, dst, dist, weight = _merge_images(src, dst, dist, weight, n)
-        if np.abs(weight - 1).max() < 1e-6:  # e.g. two images of one atom sharing one place: one edge of weight 1
-            weight = None
     # grouped by centre atom; within a centre by neighbour, then (stable) by distance as found
     order = np.lexsort((src, dst))
+    src, dst, dist = src[order], dst[order], dist[order]
+    if weight is not None:
+        src, dst, dist, weight = _merge_images(src, dst, dist, weight[order])
+        if np.abs(weight - 1).max() < 1e-6:  # e.g. two images of one atom sharing one place: one edge of weight 1
+            weight = None
     return GraphArrays(
         z=cell.z.astype(np.int16),
-        src=src[order].astype(np.int32),
-        dst=dst[order].astype(np.int32),
-        distance=dist[order].astype(np.float32),
+        src=src.astype(np.int32),
+        dst=dst.astype(np.int32),
+        distance=dist.astype(np.float32),
         extended=extended,
-        weight=None if weight is None else weight[order].astype(np.float32),
+        weight=None if weight is None else weight.astype(np.float32),
     )
 
 
