@@ -47,11 +47,27 @@ def _cmd_list(args) -> None:
               f"{info.training_data.get('train', '?'):>6}  {metric}")
 
 
+def _registered_only(name: str, command: str) -> None:
+    """``info`` and ``download`` describe registered models: a name that resolves to a folder or
+    a Hub repo (as ``predict`` would load it) is named as such instead of being mistaken."""
+    from .registry import source_kind
+
+    kind = source_kind(name)
+    if kind == "folder":
+        raise ConfigError(f"{command} {name}: {name!r} is a local folder (which predict and finetune would load), "
+                          f"not a registered model; its settings are in {Path(name) / 'config.json'}. Run from "
+                          "another folder for the registered model of that name")
+    if kind == "hub":
+        raise ConfigError(f"{command} {name}: {command} covers registered models; a Hub model is fetched (and "
+                          "cached) when it is first loaded, e.g. by predict")
+
+
 def _cmd_info(args) -> None:
     from dataclasses import asdict
 
     from .registry import get_backbone_info
 
+    _registered_only(args.name, "info")
     info = asdict(get_backbone_info(args.name))
     if not args.config:
         info.pop("config")
@@ -61,11 +77,16 @@ def _cmd_info(args) -> None:
 def _cmd_download(args) -> None:
     from .registry import list_backbones, weights_file
 
-    for name in args.names or list_backbones():
+    names = args.names or list_backbones()
+    for name in names:  # every name checked before anything is fetched
+        _registered_only(name, "download")
+    for name in names:
         print(f"{name}: {weights_file(name, local_files_only=False)}")
 
 
 def _cmd_predict(args) -> None:
+    import csv
+
     import numpy as np
 
     from .registry import load_model
@@ -74,9 +95,10 @@ def _cmd_predict(args) -> None:
     pred = model.predict(args.files, progress=len(args.files) > 100, n_jobs=args.jobs)
     names = model.head.classes if model.task == "classification" else model.targets
     units = [] if model.task == "classification" else model.head.units
-    print("file," + ",".join(f"{n} ({u})" if u else n for n, u in zip(names, units or [""] * len(names))))
+    out = csv.writer(sys.stdout, lineterminator="\n")  # quoted where a file name holds a comma or a quote
+    out.writerow(["file", *(f"{n} ({u})" if u else n for n, u in zip(names, units or [""] * len(names)))])
     for f, row in zip(args.files, np.atleast_2d(pred.T).T if pred.ndim == 1 else pred):
-        print(f"{f}," + ",".join(f"{v:.6g}" for v in np.atleast_1d(row)))
+        out.writerow([f, *(f"{v:.6g}" for v in np.atleast_1d(row))])
 
 
 def _cmd_finetune(args) -> None:
@@ -84,11 +106,11 @@ def _cmd_finetune(args) -> None:
 
     backbone = None if args.backbone == "none" else args.backbone
     common = _training_kwargs(args)
-    runs = [(backbone, args.freeze, args.reinit, Path(args.out))]
+    runs = [(backbone, args.freeze, args.reinit, args.out)]  # as typed: check_run_options refuses an empty one
     if args.baseline and backbone is not None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
-    for *_, out in runs:  # every run's settings and folder, before anything starts
-        check_run_options(target=args.target, out_dir=out, **common)
+    for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
+        check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **common)
     results = []
     for bb, fr, re, out in runs:
         label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"

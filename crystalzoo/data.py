@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigError, CrystalZooError, DataError
 from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
-                     read_structure_file, structure_path)
+                     _structure_list, check_count, read_structure_file, structure_path)
 
 #: largest magnitude a label may have: labels are trained in float32
 MAX_LABEL = float(np.finfo(np.float32).max)
@@ -60,7 +60,7 @@ def default_cache_dir() -> Path:
 
 def _structure_key(source: Any) -> str:
     """A content hash of a structure source, without parsing CIF text."""
-    from pymatgen.core import Structure
+    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
 
     h = hashlib.sha256()
     if isinstance(source, Structure):
@@ -148,7 +148,7 @@ class CrystalDataset:
         ``cache_dir`` (default :func:`default_cache_dir`; ``False`` for no cache). The
         file/DataFrame constructors also take targets like ``"log10:k_vrh"`` (label
         ``log10_k_vrh``; values <= 0 count as missing)."""
-        structures = list(structures)
+        structures = _structure_list(structures)
         n = len(structures)
         ids = [str(i) for i in (ids if ids is not None else range(n))]
         if len(ids) != n:
@@ -157,6 +157,9 @@ class CrystalDataset:
             dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
             raise DataError(f"duplicate ids {dup}: every crystal needs its own id")
         targets = list(targets)
+        if len(set(targets)) != len(targets):
+            dup = sorted({t for t in targets if targets.count(t) > 1})
+            raise DataError(f"targets {dup} are given more than once: name each target once")
         if labels is None:
             values = np.full((n, len(targets)), np.nan, dtype=object)
         else:
@@ -190,13 +193,15 @@ class CrystalDataset:
                    id_key: str = "mp_id", limit: int | None = None, **kwargs) -> "CrystalDataset":
         """From a JSON-lines file (``.gz`` allowed), one crystal per line."""
         path = Path(path)
+        if limit is not None:
+            check_count(limit, "limit")
         rows = _read_jsonl(path, structure_key, limit)
         names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
-        missing = [k for k in columns if k not in rows[0]]
+        missing = [k for k in columns if not any(k in r for r in rows)]
         if missing:
-            raise DataError(f"{path}: keys {missing} not found (keys of the first line: {sorted(rows[0])})")
+            raise DataError(f"{path}: keys {missing} are on no line (keys of the first line: {sorted(rows[0])})")
         ids = [str(r.get(id_key, i)) for i, r in enumerate(rows)]
-        labels = np.array([[r.get(c) for c in columns] for r in rows], dtype=object).reshape(len(rows), len(columns))
+        labels = _object_table([[r.get(c) for c in columns] for r in rows], len(columns))
         ds = cls.from_structures([r[structure_key] for r in rows], labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
         ds.info["source"] = str(path)
@@ -218,8 +223,7 @@ class CrystalDataset:
                 f"'id,{','.join(targets)}' (no header; an empty field is a missing label)"
             )
         ids = [r[0] for _, r in rows]
-        labels = np.array([[_csv_label(v, table, n) for v in r[1:]] for n, r in rows], dtype=object)
-        labels = labels.reshape(len(rows), len(targets))
+        labels = _object_table([[_csv_label(v, table, n) for v in r[1:]] for n, r in rows], len(targets))
         paths = [folder / f"{i}.cif" for i in ids]
         absent = [p.name for p in paths if not p.is_file()]
         if absent:
@@ -239,14 +243,19 @@ class CrystalDataset:
             raise DataError(f"{path}:{bad[0]}: {len(bad[1])} fields, but the header has {len(header)}: "
                             "quote fields that hold commas or line breaks (CIF texts), one crystal per record")
         names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
-        missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in header]
+        wanted = [structure_column, *columns, *([id_column] if id_column else [])]
+        missing = [c for c in wanted if c not in header]
         if missing:
             raise DataError(f"{path}: columns {missing} not in the header (columns: {header})")
+        twice = sorted({c for c in wanted if header.count(c) > 1})
+        if twice:
+            raise DataError(f"{path}: the header names the columns {twice} more than once, so which to read is "
+                            "unclear: rename them")
         col = {c: header.index(c) for c in header}
         ids = [r[col[id_column]] for _, r in rows] if id_column else [str(i) for i in range(len(rows))]
-        labels = np.array([[_csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], dtype=object)
+        labels = _object_table([[_csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))
         structures = [r[col[structure_column]] for _, r in rows]
-        ds = cls.from_structures(structures, labels.reshape(len(rows), len(columns)), targets=list(names), ids=ids,
+        ds = cls.from_structures(structures, labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
         ds.info["source"] = str(path)
         return ds
@@ -278,14 +287,32 @@ class CrystalDataset:
         n = len(self)
         given = [check_split_size(name, s) for name, s in zip(("train_size", "val_size", "test_size"), (train, val, test))]
         sizes = [int(round(s * n)) if isinstance(s, float) else s for s in given]
+        for name, s, size in zip(("train_size", "val_size", "test_size"), given, sizes):
+            if isinstance(s, float) and size == 0:
+                raise DataError(f"{name} = {s!r} is no crystal of the {n} in the data set; give a larger fraction "
+                                "or a count")
         if sizes[0] == 0:
             raise DataError(f"train_size = {train!r} leaves no crystal for training (the data set has {n}); "
                             "give a larger count or fraction")
         if sum(sizes) > n:
             raise DataError(f"split sizes {sizes} need {sum(sizes)} crystals, the data set has {n}")
-        order = np.random.default_rng(seed).permutation(n)
+        order = np.random.default_rng(check_count(seed, "seed", 0)).permutation(n)
         a, b = sizes[0], sizes[0] + sizes[1]
         return self.subset(order[:a]), self.subset(order[a:b]), self.subset(order[b : b + sizes[2]])
+
+
+def _object_table(rows: list[list[Any]], width: int) -> np.ndarray:
+    """An (n, width) object array holding the values as they are (``np.array`` would unpack a
+    list label into another axis); :func:`_check_labels` then refuses what is not a number."""
+    out = np.empty((len(rows), width), dtype=object)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            out[i, j] = v
+    return out
+
+
+#: longest line of a JSON-lines file (characters): a CIF of MAX_STRUCTURE_FILE_BYTES and its labels
+MAX_JSONL_LINE = MAX_STRUCTURE_FILE_BYTES + 1_000_000
 
 
 def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[str, Any]]:
@@ -298,7 +325,11 @@ def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[
     lineno = 0
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+            for lineno, line in enumerate(iter(lambda: f.readline(MAX_JSONL_LINE + 1), ""), 1):
+                if len(line) > MAX_JSONL_LINE:  # e.g. a gzip bomb: never read a whole line into memory
+                    raise DataError(f"{path}:{lineno}: a line longer than {MAX_JSONL_LINE:,} characters "
+                                    "(crystalzoo.data.MAX_JSONL_LINE); each line is one crystal: its CIF text "
+                                    "and labels")
                 if not line.strip():
                     continue
                 try:
@@ -315,6 +346,9 @@ def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[
                 rows.append(row)
                 if limit is not None and len(rows) >= limit:
                     break
+    except MemoryError:
+        raise DataError(f"{path}: too large to read into memory after line {lineno}; pass fewer crystals "
+                        "(limit=…) or split the file") from None
     except (EOFError, OSError, zlib.error, UnicodeDecodeError) as exc:  # truncated or corrupt gzip, bad bytes
         raise DataError(f"{path}: unreadable after line {lineno} ({type(exc).__name__}: {exc}); the file is truncated "
                         "or not UTF-8 JSON lines: download or write it again") from None

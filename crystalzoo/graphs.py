@@ -268,7 +268,7 @@ def load_structure(source: StructureLike) -> "Structure":
 
     Raises :class:`StructureError` naming the file and the problem when it cannot be read.
     """
-    from pymatgen.core import Structure
+    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
 
     if isinstance(source, Structure):
         return source
@@ -299,7 +299,10 @@ def _parse_cif(text: str, name: str) -> "Structure":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parser = CifParser.from_str(text)
+            _check_cif_size(parser, text, name)
             structures = parser.parse_structures(primitive=False, on_error="raise")
+    except StructureError:
+        raise
     except Exception as exc:  # pymatgen raises many types for broken CIFs
         reason = " ".join(str(exc).split())[:300]  # one line
         raise StructureError(f"{name}: cannot be read as a crystal structure ({reason})") from None
@@ -310,6 +313,39 @@ def _parse_cif(text: str, name: str) -> "Structure":
             f"{name}: holds {len(structures)} data blocks; split it into one CIF per crystal"
         )
     return structures[0]
+
+
+#: most positions a CIF's symmetry operations may generate (sites listed × operations) before
+#: pymatgen merges the duplicates, a step whose time grows with the square of this number
+#: (measured on 2 cores: 9,600 positions 8 s, 19,200 29 s, 38,400 110 s). A 1,728-atom supercell
+#: listed in P1 has 1,728; a zeolite's 30 sites in a group of order 192 have 5,760
+#: (docs/robustness.md)
+MAX_CIF_POSITIONS = 20_000
+_SYMOP_KEYS = ("_symmetry_equiv_pos_as_xyz", "_symmetry_equiv_pos_as_xyz_", "_space_group_symop_operation_xyz",
+               "_space_group_symop_operation_xyz_")
+
+
+def _check_cif_size(parser: Any, text: str, name: str) -> None:
+    """:class:`StructureError` before pymatgen expands a CIF whose sites × symmetry operations
+    exceed ``MAX_CIF_POSITIONS`` (192, the most any space group has, where the CIF gives only
+    a space-group name)."""
+    from pymatgen.io.cif import CifFile
+
+    blocks = getattr(getattr(parser, "_cif", None), "data", None)
+    if blocks is None:
+        blocks = CifFile.from_str(text).data
+    for block in blocks.values():
+        data = block.data
+        sites = data.get("_atom_site_fract_x", data.get("_atom_site_label", ()))
+        n_sites = len(sites) if isinstance(sites, list) else 1
+        ops = next((data[k] for k in _SYMOP_KEYS if k in data), None)
+        n_ops = (len(ops) if isinstance(ops, list) else 1) if ops is not None else 192
+        if n_sites * n_ops > MAX_CIF_POSITIONS:
+            raise StructureError(
+                f"{name}: {n_sites:,} sites under {n_ops} symmetry operations make {n_sites * n_ops:,} positions to "
+                f"expand, more than the {MAX_CIF_POSITIONS:,} crystalzoo reads (crystalzoo.graphs.MAX_CIF_POSITIONS): "
+                "is it one crystal? Write it in P1 (the sites of one cell listed) if it really is"
+            )
 
 
 # --------------------------------------------------------------------------- neighbours
@@ -425,11 +461,20 @@ def _cell(structure: "Structure", name: str) -> _Cell:
             "atom or more): check the lattice parameters and their units (Å)"
         )
     spacing = [volume / math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) for v in normals]  # between lattice planes
-    frac = cart @ (np.array(normals).T / signed)
+    to_frac = np.array(normals).T / signed
+    frac = cart @ to_frac
     both = np.concatenate([cart, frac], axis=1)
     lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
+    pbc = np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64)
+    if any(p and (lo[3 + i] < -1 or hi[3 + i] > 2) for i, p in enumerate(pbc)):
+        # atoms listed cells away (unwrapped coordinates, as from a trajectory): the same crystal
+        # with them moved into the cell, where the search looks at far fewer periodic images
+        frac = np.where(pbc.astype(bool), frac - np.floor(frac), frac)
+        cart = np.ascontiguousarray(frac @ lattice)
+        both = np.concatenate([cart, frac], axis=1)
+        lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
     extent = (lo[:3], hi[:3], lo[3:], hi[3:], spacing)
-    return _Cell(name, z, lattice, np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64), cart, volume, extent)
+    return _Cell(name, z, lattice, pbc, cart, volume, extent)
 
 
 def _cross(u: list, v: list) -> tuple:
@@ -579,6 +624,24 @@ def _structure_arrays(source: StructureLike, settings: GraphSettings) -> GraphAr
 # --------------------------------------------------------------------------- graphs
 
 
+def _check_settings(settings: Any) -> GraphSettings:
+    if not isinstance(settings, GraphSettings):
+        raise ConfigError(f"settings must be a crystalzoo GraphSettings, got a {type(settings).__name__}; from a "
+                          "dict: GraphSettings.from_dict(d)")
+    return settings
+
+
+def _structure_list(structures: Any) -> list:
+    """``structures`` as a list; :class:`StructureError` for one crystal or something that is
+    not a collection of them (a string would otherwise be read one character at a time)."""
+    from pymatgen.core import IStructure
+
+    if isinstance(structures, (str, bytes, os.PathLike, IStructure)) or not isinstance(structures, Iterable):
+        raise StructureError(f"expected a list of crystals (pymatgen Structures, CIF paths or CIF texts), got a "
+                             f"{type(structures).__name__}; for one crystal, pass [it]")
+    return list(structures)
+
+
 def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
     centers = settings.gaussian_centers
     return np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)
@@ -597,8 +660,13 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     """
     import torch
 
+    _check_settings(settings)
     if not len(arrays):
         raise CrystalZooError("collate needs at least one crystal")
+    if not all(isinstance(a, GraphArrays) for a in arrays):
+        bad = next(a for a in arrays if not isinstance(a, GraphArrays))
+        raise CrystalZooError(f"collate takes the GraphArrays of build_arrays, not a {type(bad).__name__}; for "
+                              "structures or CIF files use build_graph or iter_batches")
     n_atoms = np.array([a.n_atoms for a in arrays], dtype=np.int64)
     n_edges = np.array([len(a.src) for a in arrays], dtype=np.int64)
     offsets = np.concatenate(([0], np.cumsum(n_atoms)[:-1]))
@@ -692,7 +760,8 @@ def _iter_arrays(
     from tqdm.auto import tqdm
 
     n_jobs = check_jobs(n_jobs)
-    structures = list(structures)
+    _check_settings(settings)
+    structures = _structure_list(structures)
     parallel = n_jobs > 1 and len(structures) >= 64
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
@@ -722,7 +791,7 @@ def _build_chunk(sources: list, settings: GraphSettings) -> list[GraphArrays]:
 def _for_worker(source: StructureLike) -> "_Cell | StructureLike":
     """What to send to a worker process: a ``Structure`` as its small cell arrays, a CIF
     path or text as it is (the worker reads it)."""
-    from pymatgen.core import Structure
+    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
 
     return _to_cell(source) if isinstance(source, Structure) else source
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from .errors import ChecksumError, HubError
 from .errors import ConfigError
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, check_small_file, read_config, save_pretrained, sha256_file
+from .serialization import (CONFIG_NAME, WEIGHTS_NAME, check_small_file, read_config, save_pretrained, sha256_file,
+                            write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +234,11 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
             (folder / WEIGHTS_NAME).rename(folder / filename)
         config = json.loads((folder / CONFIG_NAME).read_text())
         config["weights_sha256"] = sha256_file(folder / filename)
-        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        # in a temporary folder that is uploaded whole or not at all; strict JSON (NaN → null)
+        write_json(folder / CONFIG_NAME, config)
         (folder / "README.md").write_text(_model_card(model, repo_id, config, metrics))
         if metrics:
-            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_json(folder / "metrics.json", metrics)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)

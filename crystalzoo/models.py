@@ -381,7 +381,7 @@ class RegressionHead(nn.Module):
         self.targets = list(targets)
         self.units = list(units) if units is not None else [""] * len(self.targets)
         if len(self.units) != len(self.targets):
-            raise ValueError(f"{len(self.targets)} targets but {len(self.units)} units")
+            raise ConfigError(f"{len(self.targets)} targets but {len(self.units)} units: give one unit per target")
         n = len(self.targets)
         self.fc_out = nn.Linear(in_features, n)
         self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * n, dtype=torch.float32))
@@ -509,7 +509,7 @@ class CrystalModel(nn.Module):
         """
         import os
 
-        from pymatgen.core import Structure
+        from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
 
         if isinstance(structures, (str, os.PathLike, Structure)):  # one crystal
             structures = [structures]

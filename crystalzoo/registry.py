@@ -130,15 +130,33 @@ def weights_file(name: str, local_files_only: bool | None = None) -> Path:
     return path
 
 
+def source_kind(name: str | os.PathLike) -> str:
+    """What a model name refers to, by the resolution order of this module's docstring:
+    ``"hub"`` (``hf-hub:…``), ``"folder"`` or ``"registered"`` (also for an unknown name, which
+    loading then refuses). Nothing is read or downloaded.
+
+    Example::
+
+        >>> source_kind("formation"), source_kind("hf-hub:me/my-model")
+        ('registered', 'hub')
+    """
+    if isinstance(name, (str, os.PathLike)) and str(name).startswith(HF_PREFIX):
+        return "hub"
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and _is_dir(name)
+                                         and (name not in _entries() or _is_dir(name, CONFIG_NAME))):
+        return "folder"
+    return "registered"
+
+
 def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool = True):
     """(config, state dict or None, description of the source) for any model name."""
-    if isinstance(name, (str, os.PathLike)) and str(name).startswith(HF_PREFIX):
+    kind = source_kind(name)
+    if kind == "hub":
         from . import hub
 
         folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only)
         source = f"{name} (commit {revision})"
-    elif isinstance(name, os.PathLike) or (isinstance(name, str) and _is_dir(name)
-                                           and (name not in _entries() or _is_dir(name, CONFIG_NAME))):
+    elif kind == "folder":
         folder, source = Path(name), str(name)
         if isinstance(name, str) and name in _entries():
             print(f"crystalzoo: loading the folder ./{name}, not the registered model {name!r} (an existing folder "
@@ -157,6 +175,23 @@ def _is_dir(name: str, holding: str | None = None) -> bool:
         return (Path(name) / holding).is_file() if holding else Path(name).is_dir()
     except (OSError, ValueError):  # a name too long for a path, a NUL character
         return False
+
+
+def backbone_config(name: str | os.PathLike) -> dict[str, Any]:
+    """The config (architecture, graph settings, head) of a registered name or a model folder,
+    resolved as :func:`load_model` resolves it, without reading the weights: what a run checks
+    its options against before it starts. :class:`~crystalzoo.errors.UnknownBackboneError` for
+    a name that is neither.
+
+    Example::
+
+        >>> backbone_config("formation")["backbone"]["n_conv"]
+        4
+    """
+    config = _resolve(name, with_weights=False)[0]
+    if not isinstance(config.get("backbone"), dict):
+        raise WeightsError(f"{name}: its {CONFIG_NAME} has no 'backbone' settings; is it a crystalzoo model?")
+    return config
 
 
 def _checked(model: CrystalModel, graph_settings: GraphSettings | None, source: str) -> CrystalModel:

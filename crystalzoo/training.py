@@ -204,6 +204,10 @@ class _Batches:
         for lo, hi in zip(starts, starts[1:] + [len(order)]):
             idx = list(order[lo:hi])
             g = collate([self.ds.graphs[i] for i in idx], self.ds.settings).to(self.device)
+            if self.train and g.num_atoms == 1:  # only where there is no batch to join: a share of one crystal
+                raise DataError(f"a training batch holds only crystal {self.ds.ids[idx[0]]!r}, which has one atom: "
+                                "BatchNorm cannot train on one value per channel. Use more training crystals (or, "
+                                "under torchrun, fewer processes than crystals)")
             h = torch.cat([self.prefix[i] for i in idx]) if self.prefix is not None else None
             y = torch.from_numpy(self.ds.labels[idx]).to(self.device)
             yield g, h, y
@@ -319,6 +323,8 @@ def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, resume
     if overwrite and resume:
         raise ConfigError("overwrite and resume exclude each other: --resume continues the run in --out, "
                           "--overwrite replaces it; give one of them")
+    if not str(out_dir).strip():  # Path("") is the current folder
+        raise ConfigError("--out is empty: give the folder the run writes into (e.g. --out runs/band-gap)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; the output of a run is a folder: choose another --out")
@@ -387,6 +393,7 @@ def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, res
     """
     out = Path(out_dir)
     check_out_dir(out, overwrite=overwrite, resume=resume)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -414,6 +421,11 @@ def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, res
             except OSError:
                 pass
             os.close(fd)
+        if created:  # a run that stopped before it wrote anything leaves no empty folder behind
+            try:
+                out.rmdir()  # only an empty folder
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -676,21 +688,27 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
             raise DataError(f"classification labels must be the integers 0 … C-1 (C ≥ 2); found {classes[:10]}")
         head = ClassificationHead(bb.out_features, [str(c) for c in classes], dataset.targets[0])
     else:
-        head = RegressionHead(bb.out_features, dataset.targets, units=units,
-                              mean=np.nanmean(dataset.labels, axis=0).tolist(),
-                              std=np.maximum(np.nanstd(dataset.labels, axis=0), 1e-6).tolist())
+        # in float64: float32 sums of squares of labels beyond ±1.8e19 overflow (an inf normaliser). The
+        # mean and the standard deviation of labels within float32's range are within it too.
+        labels = dataset.labels.astype(np.float64)
+        head = RegressionHead(bb.out_features, dataset.targets, units=units, mean=np.nanmean(labels, axis=0).tolist(),
+                              std=np.maximum(np.nanstd(labels, axis=0), 1e-6).tolist())
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
 
 
 def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, train_size: Any = 0.8,
                       val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
                       out_dir: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
+                      backbone: Any = None, freeze: Any = None, reinit: bool = False,
                       **train_options) -> TrainConfig:
     """Check the settings of a run before any data is read or any file is written, and
     return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
     their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
-    validation sets cannot be empty), the task and the output folder (:func:`check_out_dir`).
-    :func:`finetune` calls it first; the CLI calls it before it prints anything.
+    validation sets cannot be empty), the task, the output folder (:func:`check_out_dir`) and
+    the backbone: a registered name or a model folder must exist, ``freeze`` must lie in
+    0 … its number of convolutions, and ``reinit`` needs ``freeze`` (an ``hf-hub:`` backbone
+    is checked when it is fetched). :func:`finetune` calls it first; the CLI calls it before
+    it prints anything.
 
     Example::
 
@@ -710,9 +728,31 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
             raise ConfigError(f"{name} = 0: the {what} set cannot be empty; give a count >= 1 or a fraction")
     if (resume or overwrite) and out_dir is None:
         raise ConfigError("resume and overwrite need out_dir (--out), the folder of the run")
+    _check_backbone_options(backbone, freeze, reinit)
     if out_dir is not None:
         check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     return config
+
+
+def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
+    """The backbone, ``freeze`` and ``reinit`` of a run, checked without loading weights."""
+    from .registry import HF_PREFIX, backbone_config
+
+    if freeze is not None and (isinstance(freeze, bool) or not isinstance(freeze, (int, np.integer)) or freeze < 0):
+        raise ConfigError(f"freeze = {freeze!r}: give the number of convolutions to freeze, an integer >= 0")
+    if reinit and freeze is None:
+        raise ConfigError("reinit needs freeze (--freeze K): it re-initialises the layers after the K frozen ones")
+    if backbone is None:
+        if freeze is not None:
+            raise ConfigError("freeze needs a pretrained backbone; a model from scratch (backbone 'none') trains "
+                              "every layer")
+        return
+    if isinstance(backbone, str) and backbone.startswith(HF_PREFIX):
+        return
+    n_conv = backbone_config(backbone)["backbone"].get("n_conv")
+    if freeze is not None and isinstance(n_conv, int) and freeze > n_conv:
+        raise ConfigError(f"freeze = {freeze}: backbone {str(backbone)!r} has {n_conv} convolutions, so freeze is "
+                          f"0 (the embedding only) … {n_conv} (every convolution)")
 
 
 def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "formation", freeze: int | None = None,
@@ -740,8 +780,9 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
             and Path(backbone).resolve() == Path(out_dir).resolve():
         raise ConfigError(f"--out {out_dir} is the folder of --backbone {backbone}: --overwrite would delete the "
                           "model before it is loaded; write the new run into another --out")
-    config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size, test_size=test_size, task=task,
-                               out_dir=out_dir, overwrite=overwrite, resume=resume, seed=seed, **train_options)
+    config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size,
+                               test_size=test_size, task=task, out_dir=out_dir, overwrite=overwrite, resume=resume,
+                               backbone=backbone, freeze=freeze, reinit=reinit, seed=seed, **train_options)
     targets = [target] if isinstance(target, str) else list(target)
     rank = _distributed(config.device)[1]
     with claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \

@@ -132,3 +132,82 @@ def test_cli_refuses_to_overwrite_a_run_unless_told(tmp_path, capsys):
     assert (out / "metrics.json").read_bytes() == metrics
     assert main([*argv, "--seed", "1", "--overwrite"]) == 0
     assert (out / "metrics.json").read_bytes() != metrics
+
+
+# finetune's backbone options: (arguments after the data and target, a word the message must contain)
+BAD_BACKBONE = [
+    (["--backbone", "formation", "--freeze", "99"], "freeze"),
+    (["--backbone", "formation", "--freeze", "-1"], "freeze"),
+    (["--backbone", "no-such-model"], "no-such-model"),
+    (["--backbone", "formation", "--reinit"], "reinit"),
+    (["--backbone", "none", "--freeze", "1"], "freeze"),
+]
+
+
+@pytest.mark.parametrize("bad, word", BAD_BACKBONE, ids=[" ".join(b) for b, _ in BAD_BACKBONE])
+def test_backbone_options_are_checked_before_the_data_is_read(bad, word, tmp_path, capsys, monkeypatch):
+    """--freeze 99, an unknown --backbone and --reinit without --freeze used to be found only
+    after the data was read and --out was made."""
+    import crystalzoo.training as training
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the data was read before the options were checked")
+
+    monkeypatch.setattr(training, "_as_dataset", no_reading)
+    out = tmp_path / "run"
+    code = main(["finetune", "--data", MP200, "--target", "band_gap", *SMALL, "--out", str(out), *bad])
+    assert code == 2
+    assert word in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_empty_out_is_refused_not_the_current_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*COMMANDS["finetune"], *SMALL, "--out", ""]) == 2
+    assert "--out is empty" in _one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_refused_after_reading_the_data_leaves_no_folder(tmp_path, capsys):
+    """A validation fraction that rounds to no crystal is only known once the data is read;
+    the run folder it made is removed again (it holds nothing)."""
+    out = tmp_path / "new" / "run"
+    code = main([*COMMANDS["finetune"], "--epochs", "1", "--train-size", "60", "--val-size", "0.001",
+                 "--test-size", "0", "--quiet", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("crystalzoo: error: val_size = 0.001 is no crystal of the 200 in the "
+                                            "data set; give a larger fraction or a count")
+    assert not out.exists()
+
+
+def test_predict_writes_quoted_csv(tmp_path, capsys):
+    import csv
+    import io
+    import shutil
+
+    cifs = DATA / "cifs"
+    odd = tmp_path / 'a, "b".cif'
+    shutil.copy(cifs / "1000041.cif", odd)
+    assert main(["predict", "--model", "formation", str(odd), str(cifs / "1000050.cif")]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["file", "formation_energy_per_atom (eV/atom)"]
+    assert [r[0] for r in rows[1:]] == [str(odd), str(cifs / "1000050.cif")]
+    assert all(len(r) == 2 and float(r[1]) < 0 for r in rows[1:])
+
+
+@pytest.mark.parametrize("command", ["info", "download"])
+def test_info_and_download_follow_the_folder_rule(command, tmp_path, capsys, monkeypatch):
+    """`predict --model band-gap` loads ./band-gap when it is a model folder; `info band-gap`
+    must not describe the registered model instead."""
+    from crystalzoo import load_model
+    from crystalzoo.serialization import save_pretrained
+
+    save_pretrained(load_model("band-gap"), tmp_path / "band-gap")
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "band-gap"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "local folder" in line and "config.json" in line
+    assert main([command, "hf-hub:me/model"]) == 2
+    assert "Hub" in _one_error_line(capsys.readouterr().err)

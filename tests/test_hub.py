@@ -149,6 +149,20 @@ def test_finetuned_folder_pushes_with_its_metrics(hub, tmp_path):
     assert meta["backbone"] == "bulk" and meta["freeze"] == 3
 
 
+def test_pushed_metrics_are_strict_json(hub):
+    """A metric that does not exist (NaN: a target with no validation label) was written as
+    the bare word NaN, which no strict JSON reader accepts."""
+    push_to_hub(load_model("bulk"), "alice/nan-metrics", metrics={"val": {"mae": float("nan")}, "test": {"mae": 0.1}})
+    files = hub.state.repos["alice/nan-metrics"]["commits"][hub.state.repos["alice/nan-metrics"]["branches"]["main"]]
+
+    def strict(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    metrics = json.loads(files["metrics.json"], parse_constant=strict)
+    assert metrics == {"val": {"mae": None}, "test": {"mae": 0.1}}
+    json.loads(files["config.json"], parse_constant=strict)
+
+
 def test_publish_registered_pins_the_commit_in_the_manifest(hub, monkeypatch, tmp_path):
     import crystalzoo.manifest as manifest_module
     from crystalzoo.hub import publish_registered

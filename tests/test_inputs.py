@@ -3,6 +3,7 @@ resource bounds each get a specific crystalzoo error that names the input (docs/
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -331,7 +332,7 @@ def test_fuzzed_config_json_gives_a_model_or_a_crystalzoo_error(model_folder, tm
             if data.draw(st.integers(0, 9)) == 0:
                 del node[key]
             else:
-                node[key] = data.draw(_BAD_VALUES)
+                node[key] = copy.deepcopy(data.draw(_BAD_VALUES))  # a later mutation must not change the strategy
             break
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(model_folder / "model.safetensors", folder)
@@ -439,3 +440,154 @@ def test_oversized_weights_file_is_not_loaded(model_folder, tmp_path, monkeypatc
     monkeypatch.setattr("crystalzoo.serialization.MAX_WEIGHTS_BYTES", 1000)
     with pytest.raises(WeightsError, match=r"model.safetensors has [\d,]+ bytes, more than a crystalzoo model"):
         load_model(str(folder))
+
+
+# ---------------------------------------------------------------------------- round three (a fresh attack)
+
+
+def test_a_gzip_bomb_line_is_refused_without_reading_it_whole(tmp_path):
+    """One 'line' of 30 million characters that gzip squeezes into a few kB: refused once the
+    line limit is passed, never read whole into memory (it used to be a raw MemoryError for
+    larger ones)."""
+    from crystalzoo.data import MAX_JSONL_LINE
+
+    path = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(_first_line())
+        f.write('{"cif": "' + "x" * (MAX_JSONL_LINE + 10) + '"}\n')
+    assert path.stat().st_size < 200_000
+    with pytest.raises(DataError, match=r"bomb.jsonl.gz:2: a line longer than"):
+        CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
+
+
+def test_labels_whose_squares_overflow_float32_train(tmp_path):
+    """±2e19 is in float32's range, but the float32 sum of their squares is not: the
+    normaliser's standard deviation became inf and the run 'succeeded' with NaN predictions.
+    It is computed in float64 now."""
+    from crystalzoo import finetune
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], cache_dir=tmp_path, progress=False)
+    ds.labels[:, 0] = np.where(np.arange(len(ds)) % 2, 2e19, -2e19).astype(np.float32)
+    r = finetune(ds, "band_gap", train_size=60, val_size=20, test_size=20, epochs=1, progress=False)
+    std = float(r.model.head.std[0])
+    assert np.isfinite(std) and 1.9e19 < std < 2.1e19
+    assert np.isfinite(r.metrics["test"]["mae"]) and np.isfinite(r.model.predict(CIFS)).all()
+
+
+def test_duplicate_targets_are_refused():
+    with pytest.raises(DataError, match=r"targets \['y'\] are given more than once"):
+        CrystalDataset.from_structures(CIFS[:2], [[1.0, 1.0], [2.0, 2.0]], targets=["y", "y"], cache_dir=False,
+                                       progress=False)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True])
+def test_jsonl_limit_is_a_positive_count(limit):
+    with pytest.raises(ConfigError, match="limit must be an integer >= 1"):
+        CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=limit, cache_dir=False,
+                                  progress=False)
+    assert len(CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=3, cache_dir=False,
+                                         progress=False)) == 3
+
+
+def test_a_key_missing_on_the_first_line_only_is_a_missing_label(tmp_path, mp200):
+    rows = [dict(r) for r in mp200[:3]]
+    del rows[0]["band_gap"]
+    path = tmp_path / "some.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
+    assert np.isnan(ds.labels[0, 0]) and ds.labels[1, 0] == np.float32(mp200[1]["band_gap"])
+    with pytest.raises(DataError, match=r"keys \['nope'\] are on no line"):
+        CrystalDataset.from_jsonl(path, targets=["nope"], cache_dir=False, progress=False)
+
+
+def test_a_list_label_is_not_a_number(tmp_path, mp200):
+    rows = [dict(r) for r in mp200[:2]]
+    rows[1]["band_gap"] = [1.0, 2.0]
+    path = tmp_path / "list.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"label 'band_gap' of .* is \[1.0, 2.0\], not a number"):
+        CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
+
+
+def test_csv_with_a_column_named_twice_is_refused(tmp_path):
+    cif = (CIFS[0]).read_text().replace('"', "'")
+    path = tmp_path / "twice.csv"
+    path.write_text(f'cif,y,y\n"{cif}",1.0,2.0\n')
+    with pytest.raises(DataError, match=r"twice.csv: the header names the columns \['y'\] more than once"):
+        CrystalDataset.from_csv(path, targets=["y"], cache_dir=False, progress=False)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", None])
+def test_split_seed_is_checked(seed):
+    ds = CrystalDataset.from_structures(CIFS, np.arange(len(CIFS), dtype=float), cache_dir=False, progress=False)
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        ds.split(2, 1, seed=seed)
+
+
+def test_graph_functions_refuse_the_wrong_kind_of_input(formation):
+    from crystalzoo import build_arrays, collate
+
+    with pytest.raises(CrystalZooError, match="collate takes the GraphArrays of build_arrays, not a PosixPath"):
+        collate([CIFS[0]])
+    with pytest.raises(ConfigError, match="settings must be a crystalzoo GraphSettings, got a dict"):
+        build_graph(CIFS[0], settings={"radius": 8.0})
+    with pytest.raises(StructureError, match="expected a list of crystals .* got a str; for one crystal, pass"):
+        build_arrays(str(CIFS[0]), progress=False)
+    with pytest.raises(StructureError, match="got a NoneType"):
+        formation.predict(None)
+
+
+def test_an_immutable_structure_predicts_as_a_structure(formation, mp200_structures):
+    from pymatgen.core import IStructure
+
+    s = mp200_structures[3]
+    assert formation.predict(IStructure.from_sites(s)) == formation.predict(s)
+
+
+def test_unwrapped_coordinates_give_the_graph_of_the_wrapped_crystal(formation, mp200_structures):
+    """Atoms listed many cells away (as in a trajectory) used to exceed the search budget."""
+    rng = np.random.default_rng(0)
+    for s in mp200_structures[:5]:
+        shift = rng.integers(-1000, 1000, size=(len(s), 3))  # whole cells: the same crystal
+        shift[0] = [1000, -700, 3]
+        far = Structure(s.lattice, s.species, s.frac_coords + shift, coords_are_cartesian=False, to_unit_cell=False)
+        assert np.abs(far.frac_coords).max() > 100
+        a, b = build_graph(s), build_graph(far)
+        assert a.num_edges == b.num_edges
+        np.testing.assert_allclose(np.sort(a.distance.numpy()), np.sort(b.distance.numpy()), atol=1e-5)
+        np.testing.assert_allclose(formation.predict(far), formation.predict(s), atol=1e-5)
+
+
+def _symmetric_cif(n_sites: int, spacegroup: str = "F m -3 m") -> str:
+    """A CIF listing n_sites (general positions) under the symmetry operations of a space group
+    given by name only, as ICSD CIFs often do."""
+    rng = np.random.default_rng(0)
+    lines = ["data_big", "_cell_length_a 40", "_cell_length_b 40", "_cell_length_c 40", "_cell_angle_alpha 90",
+             "_cell_angle_beta 90", "_cell_angle_gamma 90", f"_symmetry_space_group_name_H-M '{spacegroup}'", "loop_",
+             "_atom_site_label", "_atom_site_type_symbol", "_atom_site_fract_x", "_atom_site_fract_y",
+             "_atom_site_fract_z", "_atom_site_occupancy"]
+    lines += [f"Na{i} Na {x:.5f} {y:.5f} {z:.5f} 1" for i, (x, y, z) in enumerate(rng.random((n_sites, 3)))]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_cif_expanding_to_too_many_positions_is_refused_at_once():
+    """3,000 sites under the 192 operations of Fm-3m kept pymatgen busy for minutes."""
+    t0 = time.perf_counter()
+    with pytest.raises(StructureError, match=r"3,000 sites under 192 symmetry operations make 576,000 positions"):
+        build_graph(_symmetric_cif(3000))
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_cif_with_symmetry_operations_still_reads(formation, mp200_structures):
+    """The position limit leaves symmetric CIFs of real crystals alone: the symmetrised CIF
+    pymatgen writes predicts what the P1 structure does."""
+    from pymatgen.io.cif import CifFile, CifWriter
+
+    symmetric = 0
+    for s in mp200_structures[:20]:
+        text = str(CifWriter(s, symprec=0.01))
+        block = next(iter(CifFile.from_str(text).data.values())).data
+        if len(block["_atom_site_label"]) < len(s):  # only the symmetry-distinct sites are listed
+            symmetric += 1
+            np.testing.assert_allclose(formation.predict(text), formation.predict(s), atol=1e-4)
+    assert symmetric >= 5
