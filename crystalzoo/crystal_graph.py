@@ -109,9 +109,10 @@ def as_crystal_graph(g: Any) -> CrystalGraph:
     if isinstance(g, CrystalGraph):
         return g
     if type(g).__module__.split(".")[0] == "dgl":
-        from .dgl_graphs import from_dgl
+        from .dgl_graphs import dgl_fields
 
-        return from_dgl(g)
+        fields = dgl_fields(g)
+        return CrystalGraph(**fields, degree=uniform_degree(fields["dst"], g.num_nodes()))
     from .errors import CrystalZooError
 
     raise CrystalZooError(

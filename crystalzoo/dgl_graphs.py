@@ -18,15 +18,16 @@ Example (with the extra installed)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .crystal_graph import CrystalGraph, uniform_degree
-from .errors import MissingExtraError
+from .errors import GraphSettingsMismatchError, MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover
     import dgl
+
+    from .crystal_graph import CrystalGraph
 
 DGL_INSTALL = 'pip install "crystalzoo[dgl]"'
 
@@ -54,7 +55,7 @@ def import_dgl():
     return dgl
 
 
-def to_dgl(g: CrystalGraph) -> "dgl.DGLGraph":
+def to_dgl(g: "CrystalGraph") -> "dgl.DGLGraph":
     """A batched ``dgl.DGLGraph`` with the same atoms, edges (in the same order) and features."""
     dgl = import_dgl()
     out = dgl.graph((g.src, g.dst), num_nodes=g.num_atoms, device=g.device)
@@ -72,11 +73,10 @@ def to_dgl(g: CrystalGraph) -> "dgl.DGLGraph":
     return out
 
 
-def from_dgl(g: "dgl.DGLGraph") -> CrystalGraph:
-    """The :class:`CrystalGraph` of a DGL graph with crystalzoo's node and edge data, edges in
-    the same order."""
-    from .errors import GraphSettingsMismatchError
-
+def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
+    """The fields of a :class:`~crystalzoo.crystal_graph.CrystalGraph` (all but ``degree``)
+    from a DGL graph with crystalzoo's node and edge data, edges in the same order; turned into
+    one by :func:`crystalzoo.crystal_graph.as_crystal_graph`."""
     missing = [k for k in ("atom_fea",) if k not in g.ndata] + [k for k in ("bond_fea",) if k not in g.edata]
     if missing:
         raise GraphSettingsMismatchError(
@@ -86,8 +86,7 @@ def from_dgl(g: "dgl.DGLGraph") -> CrystalGraph:
     src, dst = g.edges()
     n_atoms = g.batch_num_nodes()
     crystal = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
-
-    return CrystalGraph(
+    return dict(
         atom_fea=g.ndata["atom_fea"],
         bond_fea=g.edata["bond_fea"],
         src=src,
@@ -99,5 +98,4 @@ def from_dgl(g: "dgl.DGLGraph") -> CrystalGraph:
         z=g.ndata["z"] if "z" in g.ndata else None,
         extended=g.ndata["extended"] if "extended" in g.ndata else None,
         edge_weight=g.edata["edge_weight"] if "edge_weight" in g.edata else None,
-        degree=uniform_degree(dst, g.num_nodes()),
     )

@@ -245,22 +245,3 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         except Exception as exc:  # HTTP errors, broken connections (httpx), disk errors
             raise HubError(f"could not push to {repo_id} at {_endpoint()}: {exc}") from None
     return info.oid
-
-
-def publish_registered(name: str, *, repo_id: str | None = None, token: str | None = None) -> str:
-    """Maintainers: upload a registered (bundled) set of weights under its manifest file name
-    and pin the returned commit id in the package's manifest."""
-    from .manifest import read_manifest, update_entry, write_manifest
-    from .registry import bundled_path, load_model
-
-    manifest = read_manifest()
-    entry = manifest["weights"][name]
-    repo_id = repo_id or entry["hub"]["repo_id"]
-    model = load_model(name)
-    commit = push_to_hub(model, repo_id, token=token, filename=entry["file"]["filename"],
-                         commit_message=f"crystalzoo weights {name}")
-    info = {k: v for k, v in entry.items() if k not in ("config", "file", "hub", "num_params", "normalizer")}
-    update_entry(manifest, name, model, bundled_path(entry["file"]["filename"]), bundled=entry["file"]["bundled"],
-                 repo_id=repo_id, revision=commit, **info)
-    write_manifest(manifest)
-    return commit

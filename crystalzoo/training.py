@@ -833,7 +833,7 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
     """Train a new backbone from scratch on one or several targets (multi-task: one
     normaliser per target, missing labels masked in the loss). Targets may be transformed,
     e.g. ``"log10:k_vrh"``. The result in ``out_dir`` loads with ``load_backbone(out_dir)``
-    and is registered with :func:`crystalzoo.manifest.register_weights`.
+    and is registered with :func:`crystalzoo.maintainer.register_weights`.
 
     Example::
 

@@ -19,7 +19,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crystalzoo.manifest import read_manifest, update_entry, write_manifest  # noqa: E402
+from crystalzoo.maintainer import update_entry, write_manifest  # noqa: E402
+from crystalzoo.manifest import read_manifest  # noqa: E402
 from crystalzoo.models import BackboneConfig, CrystalModel, CGCNNBackbone, make_head  # noqa: E402
 from crystalzoo.serialization import save_weights  # noqa: E402
 

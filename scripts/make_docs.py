@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crystalzoo.manifest import markdown_table  # noqa: E402
+from crystalzoo.maintainer import markdown_table  # noqa: E402
 
 TEXT = """# Registered backbones
 

@@ -75,7 +75,7 @@ def main() -> None:
     import torch
 
     from crystalzoo.data import CrystalDataset
-    from crystalzoo.manifest import register_weights
+    from crystalzoo.maintainer import register_weights
     from crystalzoo.registry import load_model
     from crystalzoo.training import pretrain
 

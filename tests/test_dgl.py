@@ -14,7 +14,7 @@ import torch
 dgl = pytest.importorskip("dgl")
 
 from crystalzoo import build_arrays, build_graph, collate, list_backbones, load_backbone, load_model  # noqa: E402
-from crystalzoo.dgl_graphs import from_dgl  # noqa: E402
+from crystalzoo.crystal_graph import as_crystal_graph  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -35,7 +35,7 @@ def test_dgl_graph_has_the_data_names_and_edge_order(batch, cif_paths):
     single = build_graph(cif_paths[0], backend="dgl")
     assert isinstance(single, dgl.DGLGraph) and single.ndata["atom_fea"].shape[1] == 92
     # and back: the same CrystalGraph
-    back = from_dgl(g)
+    back = as_crystal_graph(g)
     for name in ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
                  "edge_weight"):
         assert torch.equal(getattr(back, name), getattr(batch, name)), name

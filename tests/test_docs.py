@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from crystalzoo.manifest import markdown_table
+from crystalzoo.maintainer import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -165,7 +165,7 @@ def test_pushed_metrics_are_strict_json(hub):
 
 def test_publish_registered_pins_the_commit_in_the_manifest(hub, monkeypatch, tmp_path):
     import crystalzoo.manifest as manifest_module
-    from crystalzoo.hub import publish_registered
+    from crystalzoo.maintainer import publish_registered
     from crystalzoo.manifest import manifest_path, read_manifest
 
     copy = tmp_path / "weights_manifest.json"
