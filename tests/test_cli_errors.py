@@ -84,6 +84,7 @@ def test_bad_training_values_give_one_line_and_a_non_zero_exit(command, bad, wor
     assert not out.exists() or not any(out.iterdir()), "nothing may be written for a refused run"
 
 
+@pytest.mark.slow
 def test_the_installed_command_prints_no_traceback(tmp_path):
     """The real entry point, in a fresh process: exit status 2 and one line."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -30,6 +30,7 @@ def _torchrun(prefix, batch, freeze, tmp_path):
           "--master_port", str(_free_port()), str(HERE / "ddp_train.py"), str(prefix), str(batch), freeze], tmp_path)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     """With BatchNorm frozen (freeze=4), 2 processes × batch 20 take exactly the steps of
     1 process × batch 40: the same weights and the same training loss."""
@@ -43,6 +44,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
         assert ddp["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_ranks_stay_in_sync_when_everything_trains(tmp_path):
     _torchrun(tmp_path / "full", 20, "none", tmp_path)
     a = torch.load(tmp_path / "full.0.pt", weights_only=True)["state"]

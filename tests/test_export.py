@@ -15,6 +15,7 @@ if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
     pytest.skip("ONNX export and torch.compile need torch >= 2.5", allow_module_level=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["formation", "attention-formation", "metal-classifier", "combined"])
 def test_onnx_export_matches_eager(name, mp200_structures, tmp_path):
     import onnxruntime
@@ -43,6 +44,7 @@ def test_export_refuses_what_is_not_a_model(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_eager(mp200_structures):
     model = load_model("formation")
     g = collate(build_arrays(mp200_structures[:48], progress=False))
@@ -51,6 +53,7 @@ def test_compiled_model_matches_eager(mp200_structures):
         torch.testing.assert_close(compiled(g), model(g), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_export_writes_and_never_overwrites(tmp_path, capsys):
     import onnxruntime
 

@@ -23,6 +23,7 @@ def _train_steps(backbone, arrays, steps=4):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
 def test_frozen_layers_are_bit_identical_after_training(k, mp200_structures):
     arrays = build_arrays(mp200_structures[:32], progress=False)

@@ -64,6 +64,7 @@ def test_corrupted_download_is_refused(hub):
         load_model("hf-hub:alice/m")
 
 
+@pytest.mark.slow
 def test_interrupted_download_leaves_nothing_that_looks_valid(hub, tmp_path):
     commit = push_to_hub(load_model("bulk"), "alice/m")
     hub.state.truncate.add("model.safetensors")
@@ -75,6 +76,7 @@ def test_interrupted_download_leaves_nothing_that_looks_valid(hub, tmp_path):
     assert load_model(f"hf-hub:alice/m@{commit}").targets == ["log10_bulk_modulus"]
 
 
+@pytest.mark.slow
 def test_unreachable_server_then_offline_fallback(hub, monkeypatch):
     commit = push_to_hub(load_model("bulk"), "alice/m")
     load_model("hf-hub:alice/m")  # caches main -> commit

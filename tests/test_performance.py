@@ -88,9 +88,12 @@ def test_import_is_lazy():
 
 @pytest.mark.parametrize("script", ["graph_building.py", "training_throughput.py", "inference.py",
                                     "finetune_frozen.py", "scaling.py", "backends.py", "versus.py"])
-def test_benchmark_quick_runs(script, tmp_path):
+@pytest.mark.slow
+def test_benchmark_smoke_runs_to_the_end_in_quick_mode(script, tmp_path):
+    """A smoke test: each benchmark runs end to end on tiny inputs (its goal is checked by the
+    full run, benchmarks/run_all.py, not here: timings in CI mean nothing)."""
     env = {**__import__("os").environ, "CRYSTALZOO_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True,
                          text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "×" in out.stdout or "exponent" in out.stdout
+    assert out.stdout.rstrip().endswith("(--quick: goal not checked)"), out.stdout[-500:]

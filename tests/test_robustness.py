@@ -107,26 +107,35 @@ def crystals(draw):
     return _random_structure(draw)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(crystals(), st.integers(0, 2**32 - 1))
-def test_predictions_are_invariant(formation, s, seed):
-    """Atom order, supercell, origin and rotation do not change a prediction (to 1e-4 eV/atom)."""
+def test_predictions_are_invariant(formation):
+    """Atom order, supercell, origin and rotation do not change a prediction (to 1e-4 eV/atom),
+    on 40 random crystals; most of them must reach the comparison (the rest have overlapping
+    atoms, which is a StructureError), or the test would pass without checking anything."""
     from pymatgen.core.operations import SymmOp
 
-    try:
-        base = formation.predict([s])[0]
-    except StructureError:  # overlapping atoms, found and reported: a defined outcome
-        return
-    assert np.isfinite(base)
-    rng = np.random.default_rng(seed)
-    shuffled = Structure.from_sites([s[i] for i in rng.permutation(len(s))])
-    supercell = s * tuple(int(v) for v in rng.integers(1, 3, size=3))
-    shifted = s.copy()
-    shifted.translate_sites(list(range(len(s))), rng.random(3), frac_coords=True)
-    rotated = s.copy()
-    rotated.apply_operation(SymmOp.from_axis_angle_and_translation(rng.normal(size=3), float(rng.uniform(0, 360))))
-    preds = formation.predict([shuffled, supercell, shifted, rotated])
-    np.testing.assert_allclose(preds, base, atol=1e-4)
+    compared = []
+
+    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(crystals(), st.integers(0, 2**32 - 1))
+    def check(s, seed):
+        try:
+            base = formation.predict([s])[0]
+        except StructureError:  # overlapping atoms, found and reported: a defined outcome
+            return
+        assert np.isfinite(base)
+        rng = np.random.default_rng(seed)
+        shuffled = Structure.from_sites([s[i] for i in rng.permutation(len(s))])
+        supercell = s * tuple(int(v) for v in rng.integers(1, 3, size=3))
+        shifted = s.copy()
+        shifted.translate_sites(list(range(len(s))), rng.random(3), frac_coords=True)
+        rotated = s.copy()
+        rotated.apply_operation(SymmOp.from_axis_angle_and_translation(rng.normal(size=3), float(rng.uniform(0, 360))))
+        preds = formation.predict([shuffled, supercell, shifted, rotated])
+        np.testing.assert_allclose(preds, base, atol=1e-4)
+        compared.append(len(s))
+
+    check()
+    assert len(compared) >= 20, f"only {len(compared)} of 40 random crystals were compared"
 
 
 FUZZ_SECONDS = float(os.environ.get("CRYSTALZOO_FUZZ_SECONDS", "30"))
@@ -159,6 +168,7 @@ def _mutate(text: str, rnd: random.Random) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_fuzzed_cifs_never_raise_anything_unexpected(tmp_path):
     """Random mutations of real CIFs, for a bounded time: each one either gives a graph with
     finite features or a StructureError naming the file."""
@@ -233,6 +243,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path):
         assert [p.name for p in folder.iterdir()] == ["checkpoint.pt"]
 
 
+@pytest.mark.slow
 def test_two_processes_download_the_same_weights_at_once(hub, tmp_path):
     from crystalzoo.hub import push_to_hub
 
@@ -247,6 +258,7 @@ def test_two_processes_download_the_same_weights_at_once(hub, tmp_path):
     assert len(values) == 1 and abs(float(values.pop()) - load_model("bulk").predict([CIFS[0]])[0]) < 1e-6
 
 
+@pytest.mark.slow
 def test_training_killed_mid_run_resumes_to_the_same_result(tmp_path):
     """SIGKILL during training, then --resume: the same weights as a run never interrupted."""
     args = ["-m", "crystalzoo.cli", "finetune", "--backbone", "formation", "--freeze", "2",

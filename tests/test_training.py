@@ -361,6 +361,7 @@ def _read(path: Path) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_folder(tmp_path):
     """Both used to exit 0 and one result was lost: the second now fails at once."""
     from crystalzoo import finetune
