@@ -26,7 +26,7 @@ DEFAULT_HUB_ORG = "crystalzoo"
 
 
 def write_manifest(manifest: dict[str, Any]) -> None:
-    """Maintainers only: rewrite the package's manifest (sorted, stable diffs)."""
+    """Rewrite the package's manifest, entries in the order given, atomically."""
     text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
     atomic_write(_manifest.manifest_path(), lambda tmp: Path(tmp).write_text(text))
 

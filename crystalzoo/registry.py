@@ -245,7 +245,6 @@ def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False,
     config, state, source = _resolve(name, local_files_only, with_weights=pretrained)
     model = build_model(config, state, source, drop=("head.",))  # the old head is not needed
     backbone = _checked(model, graph_settings, source).backbone
-    backbone.source = source if pretrained else f"random initialisation ({source} architecture)"
     if freeze is not None:
         _freeze(backbone, freeze, reinit=reinit)
     elif reinit:

@@ -177,7 +177,7 @@ class History:
 
 
 class _Batches:
-    """Yields (graph, start, atom vectors or None, labels) batches of a dataset; with a frozen
+    """Yields (graph, atom vectors of the frozen prefix or None, labels) batches of a dataset; with a frozen
     prefix, the prefix's atom vectors are computed once here and reused.
 
     ``train=True``: BatchNorm cannot train on a batch of one crystal (a one-atom crystal alone
