@@ -102,7 +102,7 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_finetune(args) -> None:
-    from .training import check_run_options, finetune
+    from .training import check_not_backbone_folder, check_run_options, finetune
 
     backbone = None if args.backbone == "none" else args.backbone
     common = _training_kwargs(args)
@@ -111,6 +111,8 @@ def _cmd_finetune(args) -> None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
         check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **common)
+        if args.overwrite:  # the baseline's folder too: it must not be the backbone's
+            check_not_backbone_folder(out, backbone)
     results = []
     for bb, fr, re, out in runs:
         label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"
@@ -259,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except CrystalZooError as exc:
         print("crystalzoo: error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused a path given (a name too long, no permission): not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"crystalzoo: error: {exc.strerror or exc}{where}: check the paths given", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a run's lock and temporary files are already cleaned up
         print("crystalzoo: interrupted", file=sys.stderr)

@@ -51,6 +51,8 @@ class CrystalGraph:
             the builder gives a dense crystal: its 12 nearest neighbours per atom); ``None``
             otherwise. Set by :func:`uniform_degree`; without autograd, sums then run on an
             (N, K, …) view.
+        settings: the :class:`~crystalzoo.graphs.GraphSettings` the graph was built with, or
+            ``None`` where unknown; a model refuses a graph of other settings.
 
     A model reads the first six (and ``edge_weight``, ``degree``); the builder fills in the
     rest (``None`` where a graph was made without them, as in an exported model).
@@ -68,6 +70,7 @@ class CrystalGraph:
     extended: torch.Tensor | None = None
     edge_weight: torch.Tensor | None = None
     degree: int | None = None
+    settings: Any = None  # the GraphSettings it was built with (None: unknown, e.g. from DGL)
 
     @property
     def n_crystals(self) -> int:

@@ -54,8 +54,8 @@ def bundled_dataset(name: str) -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``$CRYSTALZOO_CACHE``, else ``~/.cache/crystalzoo``."""
-    return Path(os.environ.get("CRYSTALZOO_CACHE", Path.home() / ".cache" / "crystalzoo"))
+    """``$CRYSTALZOO_CACHE`` (when set and not empty), else ``~/.cache/crystalzoo``."""
+    return Path(os.environ.get("CRYSTALZOO_CACHE") or Path.home() / ".cache" / "crystalzoo")
 
 
 def _structure_key(source: Any) -> str:
@@ -67,6 +67,7 @@ def _structure_key(source: Any) -> str:
         h.update(np.ascontiguousarray(source.lattice.matrix, dtype=np.float64).tobytes())
         h.update(np.ascontiguousarray(source.frac_coords, dtype=np.float64).tobytes())
         h.update(" ".join(str(sp) for sp in source.species).encode())
+        h.update(str(tuple(source.lattice.pbc)).encode())
     elif isinstance(source, (str, os.PathLike)) and (path := structure_path(source)) is not None:
         try:
             h.update(read_structure_file(path))
@@ -77,8 +78,15 @@ def _structure_key(source: Any) -> str:
     return h.hexdigest()
 
 
+def _target_list(targets: Any) -> list:
+    """Targets as a list: one name given as a string is one target (never its characters)."""
+    return [targets] if isinstance(targets, str) else list(targets)
+
+
 def _split_target(spec: str) -> tuple[str, str, str | None]:
     """``"log10:k_vrh"`` → (label name ``log10_k_vrh``, column ``k_vrh``, transform ``log10``)."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"a target is the name of a label column (a string), got {spec!r}")
     transform, sep, column = spec.partition(":")
     if not sep:
         return spec, spec, None
@@ -156,7 +164,7 @@ class CrystalDataset:
         if len(set(ids)) != n:
             dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
             raise DataError(f"duplicate ids {dup}: every crystal needs its own id")
-        targets = list(targets)
+        targets = _target_list(targets)
         if len(set(targets)) != len(targets):
             dup = sorted({t for t in targets if targets.count(t) > 1})
             raise DataError(f"targets {dup} are given more than once: name each target once")
@@ -170,7 +178,11 @@ class CrystalDataset:
                 raise DataError(f"labels have shape {values.shape}, expected ({n}, {len(targets)}) for targets {targets}")
         y = _check_labels(values, targets, ids)
         if transforms:
-            y = _transformed(y, list(transforms))
+            transforms = list(transforms)
+            if len(transforms) != len(targets) or any(t not in (None, "log10") for t in transforms):
+                raise ConfigError(f"transforms = {transforms!r}: give one per target ({len(targets)}), each None or "
+                                  "'log10'")
+            y = _transformed(y, transforms)
         graphs = _cached_graphs(structures, settings, cache_dir, progress, n_jobs)
         return cls(ids, graphs, y.astype(np.float32), targets, settings)
 
@@ -179,6 +191,7 @@ class CrystalDataset:
                        id_column: str | None = None, **kwargs) -> "CrystalDataset":
         """From a DataFrame with a column of structures (CIF text, CIF paths or pymatgen
         structures) and one column per target."""
+        targets = _target_list(targets)
         names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
         missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in df.columns]
         if missing:
@@ -196,6 +209,7 @@ class CrystalDataset:
         if limit is not None:
             check_count(limit, "limit")
         rows = _read_jsonl(path, structure_key, limit)
+        targets = _target_list(targets)
         names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
         missing = [k for k in columns if not any(k in r for r in rows)]
         if missing:
@@ -210,7 +224,7 @@ class CrystalDataset:
     @classmethod
     def from_cif_folder(cls, folder: str | os.PathLike, *, targets: Sequence[str] = ("y",), **kwargs) -> "CrystalDataset":
         """From a CGCNN-style folder: ``id_prop.csv`` (id, label…; no header) and ``<id>.cif``."""
-        folder = Path(folder)
+        folder, targets = Path(folder), _target_list(targets)
         table = folder / "id_prop.csv"
         if not table.is_file():
             raise DataError(f"{folder}: no id_prop.csv (a CGCNN folder has id_prop.csv and one <id>.cif per crystal)")
@@ -242,6 +256,7 @@ class CrystalDataset:
         if bad is not None:
             raise DataError(f"{path}:{bad[0]}: {len(bad[1])} fields, but the header has {len(header)}: "
                             "quote fields that hold commas or line breaks (CIF texts), one crystal per record")
+        targets = _target_list(targets)
         names, columns, transforms = zip(*map(_split_target, targets)) if targets else ((), (), ())
         wanted = [structure_column, *columns, *([id_column] if id_column else [])]
         missing = [c for c in wanted if c not in header]
@@ -269,6 +284,7 @@ class CrystalDataset:
     def select_targets(self, targets: Sequence[str], drop_missing: bool = True) -> "CrystalDataset":
         """The same crystals with only ``targets`` as labels; crystals with none of them
         are dropped when ``drop_missing`` (the count is kept in ``info['dropped_missing']``)."""
+        targets = _target_list(targets)
         unknown = [t for t in targets if t not in self.targets]
         if unknown:
             raise DataError(f"targets {unknown} not in the data set (it has {self.targets})")

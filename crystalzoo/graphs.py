@@ -103,10 +103,18 @@ def check_count(value: Any, name: str, minimum: int = 1, maximum: int | None = N
     return int(value)
 
 
+#: most graph-building processes (``n_jobs``): more than a machine's cores only adds start-up
+#: time and memory, and thousands of forked processes bring a machine to a halt
+MAX_JOBS = 256
+
+
 def check_jobs(n_jobs: Any) -> int:
-    """The number of graph-building processes: a positive integer, or -1 for one per core."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (n_jobs >= 1 or n_jobs == -1):
-        raise ConfigError(f"n_jobs must be a positive integer (processes) or -1 (one per core), got {n_jobs!r}")
+    """The number of graph-building processes: an integer from 1 to ``MAX_JOBS``, or -1 for one
+    per core."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) \
+            or not (1 <= n_jobs <= MAX_JOBS or n_jobs == -1):
+        raise ConfigError(f"n_jobs must be a number of processes from 1 to {MAX_JOBS} (this machine has "
+                          f"{os.cpu_count()} cores) or -1 (one per core), got {n_jobs!r}")
     return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
 
 
@@ -130,7 +138,11 @@ class GraphSettings:
 
     def __post_init__(self) -> None:
         """Check every setting (types and the limits above) before anything is allocated;
-        :class:`ConfigError` otherwise."""
+        :class:`ConfigError` otherwise. numpy numbers become Python numbers (for JSON)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, f.name, value.item())
         radius = _real(self.radius, "radius")
         if not 0 < radius <= MAX_RADIUS:
             raise ConfigError(f"radius must be in (0, {MAX_RADIUS}] Å, got {self.radius!r}")
@@ -299,7 +311,7 @@ def _parse_cif(text: str, name: str) -> "Structure":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parser = CifParser.from_str(text)
-            _check_cif_size(parser, text, name)
+            _check_cif_block(parser, text, name)
             structures = parser.parse_structures(primitive=False, on_error="raise")
     except StructureError:
         raise
@@ -323,12 +335,40 @@ def _parse_cif(text: str, name: str) -> "Structure":
 MAX_CIF_POSITIONS = 20_000
 _SYMOP_KEYS = ("_symmetry_equiv_pos_as_xyz", "_symmetry_equiv_pos_as_xyz_", "_space_group_symop_operation_xyz",
                "_space_group_symop_operation_xyz_")
+_MAGNETIC_KEYS = ("_space_group_symop_magn_operation.xyz", "_space_group_symop.magn_operation_xyz",
+                  "_space_group_symop_magn_centering.xyz", "_space_group_symop.magn_centering_xyz")
 
 
-def _check_cif_size(parser: Any, text: str, name: str) -> None:
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _n_operations(data: dict) -> int:
+    """How many symmetry operations pymatgen will apply to the sites of a CIF block, at most:
+    the operations listed, when every one of them reads (pymatgen drops a list it cannot read
+    and takes the operations of the space group's name instead); 192, the most any space group
+    has, otherwise; listed magnetic operations times their centerings."""
+    from pymatgen.core.operations import SymmOp
+
+    magnetic = [len(_listed(data[k])) for k in _MAGNETIC_KEYS if k in data]
+    if magnetic:
+        return math.prod(magnetic)
+    for key in _SYMOP_KEYS:
+        if key in data:
+            ops = _listed(data[key])
+            try:
+                for op in ops:
+                    SymmOp.from_xyz_str(str(op))
+            except Exception:  # unreadable: pymatgen falls back to the space group
+                return 192
+            return max(len(ops), 1)
+    return 192
+
+
+def _check_cif_block(parser: Any, text: str, name: str) -> None:
     """:class:`StructureError` before pymatgen expands a CIF whose sites × symmetry operations
-    exceed ``MAX_CIF_POSITIONS`` (192, the most any space group has, where the CIF gives only
-    a space-group name)."""
+    exceed ``MAX_CIF_POSITIONS``, or silently drops a site (occupancy 0 or below, an unknown
+    type symbol ``?`` / ``.``)."""
     from pymatgen.io.cif import CifFile
 
     blocks = getattr(getattr(parser, "_cif", None), "data", None)
@@ -336,10 +376,24 @@ def _check_cif_size(parser: Any, text: str, name: str) -> None:
         blocks = CifFile.from_str(text).data
     for block in blocks.values():
         data = block.data
-        sites = data.get("_atom_site_fract_x", data.get("_atom_site_label", ()))
-        n_sites = len(sites) if isinstance(sites, list) else 1
-        ops = next((data[k] for k in _SYMOP_KEYS if k in data), None)
-        n_ops = (len(ops) if isinstance(ops, list) else 1) if ops is not None else 192
+        labels = _listed(data.get("_atom_site_label", data.get("_atom_site_fract_x", [])))
+        for key in ("_atom_site_occupancy",):
+            for label, value in zip(labels, _listed(data.get(key, []))):
+                try:
+                    empty = float(str(value).split("(")[0]) <= 0
+                except ValueError:
+                    continue  # '?' or '.': unknown, pymatgen reads it as 1
+                if empty:
+                    raise StructureError(f"{name}: site {label} has occupancy {value}: a vacancy, which CGCNN cannot "
+                                         "represent (pymatgen would drop the atom); remove the site or give it its "
+                                         "element")
+        for label, symbol in zip(labels, _listed(data.get("_atom_site_type_symbol", []))):
+            if str(symbol).strip() in ("?", "."):
+                raise StructureError(f"{name}: site {label} has the unknown type symbol {symbol!r} (pymatgen would "
+                                     "drop the atom); give its element")
+        n_sites = len(_listed(data.get("_atom_site_fract_x", data.get("_atom_site_Cartn_x", labels)))) if labels \
+            else 0
+        n_ops = _n_operations(data)
         if n_sites * n_ops > MAX_CIF_POSITIONS:
             raise StructureError(
                 f"{name}: {n_sites:,} sites under {n_ops} symmetry operations make {n_sites * n_ops:,} positions to "
@@ -466,6 +520,9 @@ def _cell(structure: "Structure", name: str) -> _Cell:
     both = np.concatenate([cart, frac], axis=1)
     lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
     pbc = np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64)
+    if not pbc.all():
+        raise StructureError(f"{name}: is periodic only along {pbc.astype(bool).tolist()} (pbc): CGCNN graphs are for "
+                             "crystals, periodic in all three directions; a molecule or a slab is not one")
     if any(p and (lo[3 + i] < -1 or hi[3 + i] > 2) for i, p in enumerate(pbc)):
         # atoms listed cells away (unwrapped coordinates, as from a trajectory): the same crystal
         # with them moved into the cell, where the search looks at far fewer periodic images
@@ -691,6 +748,7 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
         extended=torch.from_numpy(np.concatenate([a.extended for a in arrays]).astype(bool, copy=False)),
         edge_weight=weight,
         degree=uniform_degree(dst_t, len(z)),
+        settings=settings,
     )
 
 
@@ -777,7 +835,7 @@ def _iter_arrays(
             return
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(n_jobs) as pool:
+        with ProcessPoolExecutor(min(n_jobs, len(chunks))) as pool:
             jobs = ([_for_worker(s) for s in part] for part in chunks)
             for part in pool.map(_build_chunk, jobs, [settings] * len(chunks)):
                 bar.update(len(part))

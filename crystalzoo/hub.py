@@ -151,7 +151,7 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
         for split in ("val", "test"):
             for k, v in (metrics.get(split) or {}).items():
                 if k != "loss":
-                    lines.append(f"| {split} | {k} | {v:.4f} |")
+                    lines.append(f"| {split} | {k} | {'–' if v is None or v != v else f'{v:.4f}'} |")
         if metrics.get("sizes"):
             s = metrics["sizes"]
             lines += ["", f"Training data: {s.get('train')} train / {s.get('val')} validation / {s.get('test')} test crystals."]
@@ -196,8 +196,8 @@ def _check_metrics(metrics: Any, what: str) -> None:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"{what}: {split!r} must be an object of metric values, got {str(values)[:60]}")
-        bad = {k: v for k, v in values.items()
-               if k != "loss" and (isinstance(v, bool) or not isinstance(v, (int, float)))}
+        bad = {k: v for k, v in values.items()  # None: a score that does not exist, as training writes it
+               if k != "loss" and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))}
         if bad:
             raise ConfigError(f"{what}: {split} metrics must be numbers, got {str(bad)[:80]}")
     if metrics.get("sizes") is not None and not isinstance(metrics["sizes"], dict):

@@ -36,6 +36,35 @@ MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier
 MAX_PARAMETERS = 50_000_000
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    if check is None:  # torch < 2.3
+        from torch._dynamo import is_compiling as check
+    return bool(check())
+
+
+def check_device(device: Any) -> None:
+    """``device`` must name a device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``…);
+    :class:`ConfigError` otherwise (training and :func:`~crystalzoo.load_model` check it)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device = {device!r} is not a device name ({exc}); use e.g. --device cpu or --device cuda") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        raise ConfigError("device = 'meta' holds no data; use --device cpu or --device cuda")
+    try:
+        torch.empty(0, device=dev)
+    except Exception as exc:  # no such accelerator, no driver, or torch built without it: all say "not here"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(f"device = {device!r} is not usable on this machine ({reason}; it has {gpus} CUDA "
+                          "device(s)); use --device cpu, or a device that exists") from None
+
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """Shape of a CGCNN backbone (the original checkpoints: 64, 4, 32, 1)."""
@@ -351,6 +380,9 @@ class CGCNNBackbone(nn.Module):
         return self.readout(g, self.atom_features(g))
 
     def _check_graph(self, g: CrystalGraph) -> None:
+        # graphs made by collate know their settings (checked eagerly: torch.compile cannot trace the comparison)
+        if g.settings is not None and g.settings is not self.graph_settings and not _compiling():
+            self.graph_settings.check_same(g.settings, "this model")
         a, b = g.atom_fea.shape[1], g.bond_fea.shape[1]
         if (a, b) != (self.config.orig_atom_fea_len, self.config.nbr_fea_len):
             raise GraphSettingsMismatchError(

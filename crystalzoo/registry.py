@@ -22,10 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ChecksumError, UnknownBackboneError, WeightsError
+from .errors import ChecksumError, ConfigError, UnknownBackboneError, WeightsError
 from .graphs import GraphSettings
 from .manifest import read_manifest
-from .models import CGCNNBackbone, CrystalModel, freeze as _freeze
+from .models import CGCNNBackbone, CrystalModel, check_device, freeze as _freeze
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights, sha256_file
 
 HF_PREFIX = "hf-hub:"
@@ -140,6 +140,9 @@ def source_kind(name: str | os.PathLike) -> str:
         >>> source_kind("formation"), source_kind("hf-hub:me/my-model")
         ('registered', 'hub')
     """
+    if isinstance(name, str) and not name.strip():
+        raise UnknownBackboneError("the model name is empty: give a registered name (crystalzoo list), "
+                                   f"'{HF_PREFIX}ORG/NAME' or a model folder ('.' for the current one)")
     if isinstance(name, (str, os.PathLike)) and str(name).startswith(HF_PREFIX):
         return "hub"
     if isinstance(name, os.PathLike) or (isinstance(name, str) and _is_dir(name)
@@ -220,6 +223,10 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
         >>> model.predict(["tests/data/cifs/1000041.cif"]).round(2)
         array([-2.11], dtype=float32)
     """
+    check_device(device)
+    if graph_settings is not None and not isinstance(graph_settings, GraphSettings):
+        raise ConfigError(f"graph_settings must be a GraphSettings, got a {type(graph_settings).__name__}; from a "
+                          "dict: GraphSettings.from_dict(d)")
     config, state, source = _resolve(name, local_files_only)
     model = build_model(config, state, source)
     model.meta["source"] = source

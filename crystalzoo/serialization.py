@@ -153,9 +153,18 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
         >>> save_pretrained(load_model("formation"), "/tmp/my-model")
         PosixPath('/tmp/my-model')
     """
+    if not isinstance(model, CrystalModel):
+        raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head), got a "
+                          f"{type(model).__name__}; for a backbone, make a model with a head first")
+    config = {**model.config(), **(extra or {})}
+    try:  # the config is checked before anything is written: weights never go beside another model's config
+        json.dumps(_finite(config), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the model's config cannot be written as JSON ({exc}); extra= takes JSON values "
+                          "(strings, numbers, lists, dicts)") from None
     folder = Path(folder)
     save_weights(model, folder / WEIGHTS_NAME)  # creates the folder (a failure is a WriteError)
-    write_json(folder / CONFIG_NAME, {**model.config(), **(extra or {})})
+    write_json(folder / CONFIG_NAME, config)
     return folder
 
 

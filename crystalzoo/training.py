@@ -39,10 +39,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .data import CrystalDataset, _split_target, bundled_dataset, check_split_size
+from .data import CrystalDataset, _split_target, _target_list, bundled_dataset, check_split_size
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
-from .graphs import collate
-from .models import BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead
+from .graphs import check_count, collate
+from .models import BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead, check_device
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -59,25 +59,6 @@ def _is_integer(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_device(device: Any) -> None:
-    """``device`` must name a device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``…)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"device = {device!r} is not a device name ({exc}); use e.g. --device cpu or --device cuda") from None
-    if dev.type == "cpu":
-        return
-    if dev.type == "meta":
-        raise ConfigError("device = 'meta' holds no data and cannot train; use --device cpu or --device cuda")
-    try:
-        torch.empty(0, device=dev)
-    except Exception as exc:  # no such accelerator, no driver, or torch built without it: all say "not here"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        raise ConfigError(f"device = {device!r} is not usable on this machine ({reason}; it has {gpus} CUDA "
-                          "device(s)); use --device cpu, or a device that exists") from None
 
 
 def _check_task(task: Any) -> None:
@@ -132,7 +113,7 @@ class TrainConfig:
             raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
-        _check_device(self.device)
+        check_device(self.device)
         # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
         self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
@@ -270,8 +251,21 @@ def _check_classes(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
                         "so that every class is in the training split")
 
 
+def _check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
+    """:class:`DataError` unless ``ds`` has the model's targets, in its order (scores against
+    another target's labels would be silently wrong)."""
+    if list(ds.targets) != list(model.targets):
+        raise DataError(f"{what} has the targets {list(ds.targets)}, the model predicts {list(model.targets)}: "
+                        "select the model's targets first (dataset.select_targets(model.targets))")
+
+
 def evaluate(model: CrystalModel, dataset: CrystalDataset, batch_size: int = 256) -> dict[str, float]:
-    """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``."""
+    """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
+    whose targets must be the model's (:class:`DataError` otherwise)."""
+    check_count(batch_size, "batch_size")
+    _check_targets(model, dataset, "the data set")
+    if len(dataset) == 0:
+        raise DataError("the data set to evaluate on has no crystal")
     model.graph_settings.check_same(dataset.settings, "this model")
     _check_classes(model, dataset, "the data set")
     device = next(model.parameters()).device
@@ -339,6 +333,19 @@ def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, resume
 
 
 _claimed: dict[tuple[int, str], int] = {}  # (thread, realpath) → depth of the claims held (finetune → train_model)
+_replaced: dict[tuple[int, str], list[str]] = {}  # (thread, realpath) → files of the run that overwrite replaces
+
+
+def _replace_old_run(out_dir: str | os.PathLike) -> None:
+    """Delete the files of the earlier run that ``overwrite`` replaces, in a folder this thread
+    has claimed: only once the new run's data, split and model are ready, so that a run that
+    fails before it starts (a missing file, a misspelt target) leaves the earlier run intact."""
+    out = Path(out_dir)
+    for name in _replaced.pop((threading.get_ident(), os.path.realpath(out)), []):
+        try:
+            (out / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _lock(path: Path) -> int | None:
@@ -382,9 +389,10 @@ def _lock(path: Path) -> int | None:
 @contextmanager
 def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
     """Hold ``out_dir`` for one training run for the length of the ``with`` block: lock it
-    against a second writer (:data:`LOCK_NAME`, removed at the end), check it with
-    :func:`check_out_dir` and, with ``overwrite``, delete the earlier run's files. Nested
-    claims of a folder this process already holds pass through.
+    against a second writer (:data:`LOCK_NAME`, removed at the end) and check it with
+    :func:`check_out_dir`. With ``overwrite``, the earlier run's files are deleted when the new
+    run starts training (:func:`_replace_old_run`), not before. Nested claims of a folder this
+    process already holds pass through.
 
     Example::
 
@@ -392,29 +400,29 @@ def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, res
         ...     pass  # a second process claiming /tmp/my-run here gets a RunError at once
     """
     out = Path(out_dir)
-    check_out_dir(out, overwrite=overwrite, resume=resume)
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(f"cannot create the output folder {out} ({exc}); choose another --out") from None
     key = (threading.get_ident(), os.path.realpath(out))
-    if key in _claimed:
+    if key in _claimed:  # finetune's claim, seen again by train_model: checked there already
         _claimed[key] += 1
         try:
             yield out
         finally:
             _claimed[key] -= 1
         return
+    check_out_dir(out, overwrite=overwrite, resume=resume)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create the output folder {out} ({exc}); choose another --out") from None
     fd = _lock(out / LOCK_NAME)
     _claimed[key] = 1
     try:
-        for name in check_out_dir(out, overwrite=overwrite, resume=resume):  # again, now that we hold the lock
-            if overwrite:
-                (out / name).unlink()
+        present = check_out_dir(out, overwrite=overwrite, resume=resume)  # again, now that we hold the lock
+        _replaced[key] = present if overwrite else []  # deleted by _replace_old_run, once the new run can start
         yield out
     finally:
         del _claimed[key]
+        _replaced.pop(key, None)
         if fd is not None:
             try:
                 os.unlink(out / LOCK_NAME)
@@ -535,6 +543,9 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
     (``batch_size`` per process), gradients are averaged across processes, BatchNorm
     statistics are taken from rank 0 after each epoch, and only rank 0 writes files.
     """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got a {type(config).__name__}: e.g. "
+                          "TrainConfig(epochs=30, lr=1e-3)")
     if (resume or overwrite) and out_dir is None:
         raise ConfigError("resume and overwrite need out_dir, the folder of the run")
     world, rank = _distributed(config.device)
@@ -551,7 +562,8 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
-    for ds in (train, val):
+    for ds, what in ((train, "the training set"), (val, "the validation set")):
+        _check_targets(model, ds, what)
         model.graph_settings.check_same(ds.settings, "this model")
         if len(ds) == 0:
             raise DataError("training and validation sets must not be empty")
@@ -559,6 +571,8 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         raise DataError("the training set has 1 crystal; BatchNorm needs at least 2 to train on")
     _check_classes(model, train, "the training split")
     _check_classes(model, val, "the validation split")
+    if out_dir is not None and rank == 0:
+        _replace_old_run(out_dir)
     torch.manual_seed(config.seed)
     model.to(config.device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -700,7 +714,7 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
                       val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
                       out_dir: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
                       backbone: Any = None, freeze: Any = None, reinit: bool = False,
-                      **train_options) -> TrainConfig:
+                      architecture: Any = None, **train_options) -> TrainConfig:
     """Check the settings of a run before any data is read or any file is written, and
     return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
     their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
@@ -718,8 +732,20 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
     targets = [target] if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else []
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise ConfigError(f"target = {target!r}: give the name of a label column, or a list of them")
-    if units is not None and len(units) != len(targets):
-        raise ConfigError(f"{len(targets)} targets but {len(units)} units: give one unit per target")
+    units = [units] if isinstance(units, str) else units
+    if units is not None and (not all(isinstance(u, str) for u in units) or len(units) != len(targets)):
+        raise ConfigError(f"{len(targets)} targets but units {units!r}: give one unit (a string) per target")
+    if architecture is not None:
+        if backbone is not None:
+            raise ConfigError("architecture shapes a model trained from scratch (backbone None, --backbone none); "
+                              "a pretrained backbone has its own")
+        if not isinstance(architecture, dict):
+            raise ConfigError(f"architecture must be a dict of BackboneConfig settings, got {architecture!r}")
+        try:
+            BackboneConfig(**architecture)
+        except TypeError:
+            raise ConfigError(f"unknown architecture settings {sorted(set(map(str, architecture)) - set(BackboneConfig.__dataclass_fields__))}; "
+                              f"valid: {list(BackboneConfig.__dataclass_fields__)}") from None
     config = TrainConfig(**train_options)
     _check_task(task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
@@ -732,6 +758,20 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
     if out_dir is not None:
         check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     return config
+
+
+def check_not_backbone_folder(out_dir: str | os.PathLike | None, backbone: Any) -> None:
+    """:class:`ConfigError` when ``out_dir``, which ``--overwrite`` would clear, is the folder
+    of the model ``backbone`` (it would be deleted before or while it is used)."""
+    if out_dir is None or not isinstance(backbone, (str, os.PathLike)):
+        return
+    try:
+        same = Path(backbone).is_dir() and Path(backbone).resolve() == Path(out_dir).resolve()
+    except OSError:
+        return
+    if same:
+        raise ConfigError(f"--out {out_dir} is the folder of --backbone {backbone}: --overwrite would delete the "
+                          "model it fine-tunes; write the new run into another --out")
 
 
 def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
@@ -776,13 +816,13 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     its checkpoint, which must belong to the same configuration); a folder another run is
     writing to is refused at once.
     """
-    if overwrite and out_dir is not None and isinstance(backbone, (str, os.PathLike)) and Path(backbone).is_dir() \
-            and Path(backbone).resolve() == Path(out_dir).resolve():
-        raise ConfigError(f"--out {out_dir} is the folder of --backbone {backbone}: --overwrite would delete the "
-                          "model before it is loaded; write the new run into another --out")
+    if overwrite:
+        check_not_backbone_folder(out_dir, backbone)
     config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size,
                                test_size=test_size, task=task, out_dir=out_dir, overwrite=overwrite, resume=resume,
-                               backbone=backbone, freeze=freeze, reinit=reinit, seed=seed, **train_options)
+                               backbone=backbone, freeze=freeze, reinit=reinit, architecture=architecture, seed=seed,
+                               **train_options)
+    units = [units] if isinstance(units, str) else units
     targets = [target] if isinstance(target, str) else list(target)
     rank = _distributed(config.device)[1]
     with claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
@@ -842,7 +882,9 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
         >>> sorted(k for k in r.metrics["test"] if k.startswith("mae_"))
         ['mae_formation_energy_per_atom', 'mae_log10_k_vrh']
     """
+    if architecture is not None and not isinstance(architecture, dict):
+        raise ConfigError(f"architecture must be a dict of BackboneConfig settings, got {architecture!r}")
     arch = {**(architecture or {}), "conv": conv}
-    return finetune(data, list(targets), backbone=None, train_size=train_size, val_size=val_size,
+    return finetune(data, _target_list(targets), backbone=None, train_size=train_size, val_size=val_size,
                     test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, overwrite=overwrite,
                     cache_dir=cache_dir, architecture=arch, units=units, **train_options)

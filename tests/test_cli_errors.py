@@ -212,3 +212,36 @@ def test_info_and_download_follow_the_folder_rule(command, tmp_path, capsys, mon
     assert "local folder" in line and "config.json" in line
     assert main([command, "hf-hub:me/model"]) == 2
     assert "Hub" in _one_error_line(capsys.readouterr().err)
+
+
+def test_overwrite_keeps_the_earlier_run_when_the_new_one_cannot_start(tmp_path, capsys):
+    """--overwrite used to delete the earlier run before it read the data: a missing file or a
+    misspelt target lost the run and wrote no new one."""
+    out = tmp_path / "run"
+    argv = [*COMMANDS["finetune"], *SMALL, "--out", str(out)]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    for bad in (["--data", str(tmp_path / "nosuch.jsonl")], ["--target", "band_gapp"]):
+        assert main([*argv, "--overwrite", *bad]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_baseline_with_overwrite_never_clears_the_backbone_folder(tmp_path, capsys):
+    from crystalzoo import load_model
+    from crystalzoo.serialization import save_pretrained
+
+    backbone = save_pretrained(load_model("formation"), tmp_path / "X" / "baseline")
+    weights = (backbone / "model.safetensors").read_bytes()
+    code = main(["finetune", "--backbone", str(backbone), "--freeze", "4", "--baseline", "--overwrite", "--data", MP200,
+                 "--target", "band_gap", *SMALL, "--out", str(tmp_path / "X")])
+    assert code == 2
+    assert "is the folder of --backbone" in _one_error_line(capsys.readouterr().err)
+    assert (backbone / "model.safetensors").read_bytes() == weights
+
+
+def test_a_path_the_file_system_refuses_is_one_line(tmp_path, capsys):
+    long = str(tmp_path / ("a" * 300))
+    assert main([*COMMANDS["finetune"], *SMALL, "--out", long]) == 2
+    assert "File name too long" in _one_error_line(capsys.readouterr().err)

@@ -591,3 +591,136 @@ def test_a_cif_with_symmetry_operations_still_reads(formation, mp200_structures)
             symmetric += 1
             np.testing.assert_allclose(formation.predict(text), formation.predict(s), atol=1e-4)
     assert symmetric >= 5
+
+
+# ---------------------------------------------------------------------------- round four (an attack on round three)
+
+
+def test_n_jobs_is_bounded():
+    from crystalzoo import build_arrays
+    from crystalzoo.graphs import MAX_JOBS
+
+    for bad in (MAX_JOBS + 1, 10**20):
+        with pytest.raises(ConfigError, match=f"n_jobs must be a number of processes from 1 to {MAX_JOBS}"):
+            build_arrays(CIFS, progress=False, n_jobs=bad)
+
+
+def test_unreadable_symmetry_operations_count_as_the_space_group():
+    """pymatgen drops a list of operations it cannot read and expands the space group's 192:
+    the position limit must count those, not the one listed line."""
+    text = _symmetric_cif(3000).replace("loop_\n_atom_site_label",
+                                        "loop_\n_symmetry_equiv_pos_as_xyz\n'..x,y,z'\nloop_\n_atom_site_label")
+    t0 = time.perf_counter()
+    with pytest.raises(StructureError, match=r"3,000 sites under 192 symmetry operations"):
+        build_graph(text)
+    assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.replace("K1 K1+ 1 a 0. 0. 0. 1. 0 d", "K1 K1+ 1 a 0. 0. 0. 0 0 d"), "site K1 has occupancy 0"),
+    (lambda t: t.replace("K1 K1+ 1 a 0. 0. 0. 1. 0 d", "K1 ? 1 a 0. 0. 0. 1. 0 d"),
+     "site K1 has the unknown type symbol '\\?'"),
+])
+def test_sites_pymatgen_would_drop_are_refused(edit, match):
+    """KCl with K's occupancy 0 or its symbol '?' lost the K atom and predicted Cl alone."""
+    text = (DATA / "cifs" / "1000050.cif").read_text()
+    bad = edit(text)
+    assert bad != text
+    with pytest.raises(StructureError, match=match):
+        build_graph(bad)
+
+
+def test_non_periodic_structures_are_refused(formation):
+    for pbc in ((False, False, False), (True, True, False)):
+        s = Structure(Lattice(np.eye(3) * 5.64, pbc=pbc), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        with pytest.raises(StructureError, match="is periodic only along"):
+            formation.predict(s)
+
+
+def test_a_graph_of_other_settings_is_refused(formation):
+    from crystalzoo.errors import GraphSettingsMismatchError
+
+    g = build_graph(CIFS[0], GraphSettings(max_neighbors=6))
+    with pytest.raises(GraphSettingsMismatchError, match="max_neighbors: expected 12, got 6"):
+        formation(g)
+    assert np.isfinite(formation(build_graph(CIFS[0])).detach().numpy()).all()
+
+
+def test_evaluate_and_train_model_refuse_other_targets(formation, tmp_path):
+    from crystalzoo.training import TrainConfig, evaluate, train_model
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], cache_dir=tmp_path, progress=False)
+    with pytest.raises(DataError, match=r"the data set has the targets \['band_gap'\], the model predicts "
+                                        r"\['formation_energy_per_atom'\]"):
+        evaluate(formation, ds)
+    with pytest.raises(DataError, match="the training set has the targets"):
+        train_model(formation, ds, ds, TrainConfig(epochs=1, progress=False))
+    with pytest.raises(ConfigError, match="config must be a TrainConfig"):
+        train_model(formation, ds, ds, {"epochs": 1})
+
+
+def test_save_pretrained_writes_nothing_for_a_config_it_cannot_write(formation, tmp_path):
+    from crystalzoo import load_model as load
+
+    folder = save_pretrained(load("band-gap"), tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ConfigError, match="cannot be written as JSON"):
+        save_pretrained(formation, folder, extra={"notes": Path("x")})
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    with pytest.raises(ConfigError, match="takes a CrystalModel"):
+        save_pretrained(formation.backbone, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_numpy_numbers_in_graph_settings_become_python_numbers(tmp_path):
+    s = GraphSettings(max_neighbors=np.int64(12), radius=np.float32(8.0))
+    assert type(s.max_neighbors) is int and s == GraphSettings()
+    ds = CrystalDataset.from_structures(CIFS[:1], [1.0], settings=s, cache_dir=tmp_path, progress=False)
+    assert len(ds) == 1
+
+
+def test_load_model_checks_device_and_settings():
+    for device in ("gpu0", "meta") + (() if __import__("torch").cuda.is_available() else ("cuda",)):
+        with pytest.raises(ConfigError, match="device"):
+            load_model("formation", device=device)
+    with pytest.raises(ConfigError, match="graph_settings must be a GraphSettings"):
+        load_model("formation", graph_settings={"radius": 8.0})
+
+
+def test_an_empty_model_name_is_refused(tmp_path, monkeypatch, formation):
+    from crystalzoo.errors import UnknownBackboneError
+
+    save_pretrained(formation, tmp_path)
+    monkeypatch.chdir(tmp_path)  # a model folder: "" used to load it
+    with pytest.raises(UnknownBackboneError, match="the model name is empty"):
+        load_model("")
+
+
+def test_one_target_name_is_one_target_not_its_letters(tmp_path):
+    from crystalzoo.training import pretrain
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets="band_gap", limit=5, cache_dir=False,
+                                   progress=False)
+    assert ds.targets == ["band_gap"] and ds.select_targets("band_gap").targets == ["band_gap"]
+    r = pretrain(DATA / "mp200.jsonl.gz", "band_gap", units="eV", train_size=60, val_size=20, test_size=0,
+                 epochs=1, progress=False, cache_dir=tmp_path)
+    assert r.model.targets == ["band_gap"] and r.model.head.units == ["eV"]
+    with pytest.raises(ConfigError, match="transforms = \\['log2'\\]"):
+        CrystalDataset.from_structures(CIFS[:1], [1.0], transforms=["log2"], cache_dir=False, progress=False)
+    with pytest.raises(ConfigError, match="unknown architecture settings \\['n_convs'\\]"):
+        pretrain(DATA / "mp200.jsonl.gz", ["band_gap"], architecture={"n_convs": 3}, epochs=1, progress=False)
+
+
+def test_the_graph_cache_tells_periodic_from_non_periodic(tmp_path):
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    CrystalDataset.from_structures([nacl], [1.0], cache_dir=tmp_path, progress=False)
+    slab = Structure(Lattice(np.eye(3) * 5.64, pbc=(True, True, False)), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(StructureError, match="is periodic only along"):  # not the cached graph of the crystal
+        CrystalDataset.from_structures([slab], [1.0], cache_dir=tmp_path, progress=False)
+
+
+def test_an_empty_cache_variable_is_the_default_cache(monkeypatch):
+    from crystalzoo.data import default_cache_dir
+
+    monkeypatch.setenv("CRYSTALZOO_CACHE", "")
+    assert default_cache_dir() == Path.home() / ".cache" / "crystalzoo"

@@ -96,5 +96,5 @@ def test_units_are_stored_with_the_weights(tmp_path):
     kwargs = dict(train_size=60, val_size=20, test_size=0, epochs=1, progress=False)
     pretrain(DATA / "mp200.jsonl.gz", targets, units=["eV/atom", "log10(GPa)"], out_dir=tmp_path, **kwargs)
     assert load_model(str(tmp_path)).head.units == ["eV/atom", "log10(GPa)"]
-    with pytest.raises(ValueError, match="2 targets but 1 units"):
+    with pytest.raises(ValueError, match=r"2 targets but units \[.eV/atom.\]: give one unit"):
         pretrain(DATA / "mp200.jsonl.gz", targets, units=["eV/atom"], **kwargs)
