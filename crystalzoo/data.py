@@ -158,6 +158,8 @@ class CrystalDataset:
         ``log10_k_vrh``; values <= 0 count as missing)."""
         structures = _structure_list(structures)
         n = len(structures)
+        if n == 0:
+            raise DataError("no crystals: a data set needs at least one structure")
         ids = [str(i) for i in (ids if ids is not None else range(n))]
         if len(ids) != n:
             raise DataError(f"{len(ids)} ids for {n} structures")
@@ -277,7 +279,11 @@ class CrystalDataset:
 
     # ------------------------------------------------------------------ views
     def subset(self, index: Iterable[int]) -> "CrystalDataset":
+        """The crystals at the positions ``index`` (in that order)."""
         index = list(index)
+        bad = [i for i in index if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -len(self) <= i < len(self)]
+        if bad:
+            raise DataError(f"positions {bad[:5]} are not positions of this data set of {len(self)} crystals")
         return CrystalDataset([self.ids[i] for i in index], [self.graphs[i] for i in index],
                               self.labels[index], list(self.targets), self.settings, dict(self.info))
 
@@ -336,7 +342,7 @@ def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[
     string under ``structure_key``; :class:`DataError` naming the file and the line otherwise."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     rows: list[dict[str, Any]] = []
     lineno = 0
     try:

@@ -718,7 +718,8 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     import torch
 
     _check_settings(settings)
-    if not len(arrays):
+    arrays = list(arrays)
+    if not arrays:
         raise CrystalZooError("collate needs at least one crystal")
     if not all(isinstance(a, GraphArrays) for a in arrays):
         bad = next(a for a in arrays if not isinstance(a, GraphArrays))

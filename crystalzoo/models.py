@@ -22,7 +22,7 @@ from torch import nn
 
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
-from .errors import ConfigError, CrystalZooError, GraphSettingsMismatchError
+from .errors import ConfigError, CrystalZooError, GraphSettingsMismatchError, StructureError
 from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, iter_batches
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
@@ -545,6 +545,9 @@ class CrystalModel(nn.Module):
 
         if isinstance(structures, (str, os.PathLike, Structure)):  # one crystal
             structures = [structures]
+        if isinstance(structures, (set, frozenset, dict)):
+            raise StructureError(f"predict takes a list of crystals, not a {type(structures).__name__} (its order, "
+                                 "and so the order of the predictions, is not defined)")
         if batch_size is None:
             batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
         # batch by batch (iter_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next batches while this one runs
@@ -554,6 +557,7 @@ class CrystalModel(nn.Module):
         """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
         as cached by ``CrystalDataset``)."""
         check_count(batch_size, "batch_size")
+        arrays = list(arrays)
         return self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
                                      for i in range(0, len(arrays), batch_size))
 

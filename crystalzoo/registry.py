@@ -82,6 +82,8 @@ def list_backbones(task: str | None = None) -> list[str]:
         >>> "formation" in list_backbones()
         True
     """
+    if task not in (None, "regression", "classification"):
+        raise ConfigError(f"task = {task!r}: valid are 'regression', 'classification' (or None for all)")
     return sorted(n for n, e in _entries().items() if task is None or e["config"]["head"]["task"] == task)
 
 

@@ -665,7 +665,7 @@ def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
         path = bundled_dataset(str(data)[len("bundled:"):])
     if path.is_dir():
         return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         return CrystalDataset.from_csv(path, targets=targets, **kwargs)
     return CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
 

@@ -724,3 +724,20 @@ def test_an_empty_cache_variable_is_the_default_cache(monkeypatch):
 
     monkeypatch.setenv("CRYSTALZOO_CACHE", "")
     assert default_cache_dir() == Path.home() / ".cache" / "crystalzoo"
+
+
+def test_more_wrong_kinds_of_input(formation, tmp_path):
+    from crystalzoo import build_arrays, collate, list_backbones
+
+    with pytest.raises(DataError, match="no crystals"):
+        CrystalDataset.from_structures([], [], cache_dir=tmp_path, progress=False)
+    ds = CrystalDataset.from_structures(CIFS[:2], [1.0, 2.0], cache_dir=False, progress=False)
+    with pytest.raises(DataError, match=r"positions \[10\] are not positions of this data set of 2"):
+        ds.subset([10])
+    with pytest.raises(ConfigError, match="task = 'regresion'"):
+        list_backbones("regresion")
+    with pytest.raises(StructureError, match="not a set"):
+        formation.predict({str(CIFS[0])})
+    arrays = build_arrays(CIFS[:2], progress=False)
+    assert collate(a for a in arrays).n_crystals == 2
+    np.testing.assert_array_equal(formation.predict_arrays(a for a in arrays), formation.predict(CIFS[:2]))
