@@ -185,7 +185,7 @@ class CrystalDataset:
                 raise ConfigError(f"transforms = {transforms!r}: give one per target ({len(targets)}), each None or "
                                   "'log10'")
             y = _transformed(y, transforms)
-        graphs = _cached_graphs(structures, settings, cache_dir, progress, n_jobs)
+        graphs = _cached_graphs(structures, settings, cache_dir, progress, n_jobs, ids)
         return cls(ids, graphs, y.astype(np.float32), targets, settings)
 
     @classmethod
@@ -341,7 +341,8 @@ def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[
     """The records of a JSON-lines file (``.gz`` allowed), each checked to be an object with a
     string under ``structure_key``; :class:`DataError` naming the file and the line otherwise."""
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: " + ("not a regular file (a folder, FIFO or device); pass a JSON-lines file"
+                                       if path.exists() else "no such file"))
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     rows: list[dict[str, Any]] = []
     lineno = 0
@@ -449,11 +450,12 @@ def check_split_size(name: str, value: Any) -> int | float:
     return float(value)
 
 
-def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int) -> list[GraphArrays]:
+def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int,
+                   names: Sequence[str] | None = None) -> list[GraphArrays]:
     """Graph arrays for ``structures``, read from the cache file of exactly this list of
     structures and settings when there is one, built (and cached) otherwise."""
     if cache_dir is False:
-        return build_arrays(structures, settings, progress, n_jobs)
+        return build_arrays(structures, settings, progress, n_jobs, names=names)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     keys = [_structure_key(s) for s in structures]
     h = hashlib.sha256(json.dumps({**settings.to_dict(), "format": _PACK_FORMAT}, sort_keys=True).encode())
@@ -465,7 +467,7 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
             return _read_pack(path, len(structures))
         except Exception:  # an unreadable cache file is rebuilt, never trusted
             pass
-    graphs = build_arrays(structures, settings, progress, n_jobs)
+    graphs = build_arrays(structures, settings, progress, n_jobs, names=names)
     try:
         _write_pack(path, graphs)
     except OSError as exc:  # read-only or full disk: go on without a cache

@@ -287,12 +287,18 @@ def load_structure(source: StructureLike) -> "Structure":
     if isinstance(source, (str, os.PathLike)):
         path = structure_path(source)
         if path is None:
+            one_line = isinstance(source, str) and "\n" not in source and "\r" not in source
+            if one_line and source.strip().lower().endswith(".cif"):
+                raise StructureError(f"{source}: no such file (expected a CIF file, CIF text or a Structure)")
             return _parse_cif(source, "CIF text")
         try:
             text = read_structure_file(path).decode("utf-8")
         except UnicodeDecodeError:
-            raise StructureError(f"{path}: not a text file, so not a CIF") from None
+            raise StructureError(f"{path}: not UTF-8 text (a binary file, or text in another encoding such as "
+                                 "Latin-1): save the CIF as UTF-8") from None
         return _parse_cif(text, str(path))
+    if type(source).__name__ in ("Molecule", "IMolecule"):
+        raise StructureError("a Molecule is not a crystal: CGCNN graphs need a periodic pymatgen Structure (a lattice)")
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "
         "pass a pymatgen Structure, a CIF path or CIF text"
@@ -691,8 +697,10 @@ def _check_settings(settings: Any) -> GraphSettings:
 def _structure_list(structures: Any) -> list:
     """``structures`` as a list; :class:`StructureError` for one crystal or something that is
     not a collection of them (a string would otherwise be read one character at a time)."""
-    from pymatgen.core import IStructure
+    from pymatgen.core import IMolecule, IStructure
 
+    if isinstance(structures, IMolecule):
+        raise StructureError("a Molecule is not a crystal: CGCNN graphs need a periodic pymatgen Structure (a lattice)")
     if isinstance(structures, (str, bytes, os.PathLike, IStructure)) or not isinstance(structures, Iterable):
         raise StructureError(f"expected a list of crystals (pymatgen Structures, CIF paths or CIF texts), got a "
                              f"{type(structures).__name__}; for one crystal, pass [it]")
@@ -774,17 +782,20 @@ def build_arrays(
     settings: GraphSettings = DEFAULT_SETTINGS,
     progress: bool = True,
     n_jobs: int = 1,
+    names: Sequence[str] | None = None,
 ) -> list[GraphArrays]:
     """The compact graphs (:class:`GraphArrays`) of many crystals, in order, with a progress
     bar; ``n_jobs > 1`` builds them in parallel processes (``-1``: one per core). This is
-    what a ``CrystalDataset`` caches; :func:`collate` batches them for a model.
+    what a ``CrystalDataset`` caches; :func:`collate` batches them for a model. A crystal that
+    cannot be built is a :class:`StructureError` that says which one: its position, or its
+    name in ``names`` (e.g. the data set's ids).
 
     Example::
 
         >>> [a.n_atoms for a in build_arrays(["tests/data/cifs/1000041.cif"], progress=False)]
         [8]
     """
-    return [a for part in _iter_arrays(structures, settings, progress, n_jobs) for a in part]
+    return [a for part in _iter_arrays(structures, settings, progress, n_jobs, names=names) for a in part]
 
 
 def iter_batches(
@@ -813,9 +824,12 @@ def _iter_arrays(
     progress: bool = True,
     n_jobs: int = 1,
     chunk: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> Iterator[list[GraphArrays]]:
     """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
-    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one."""
+    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one. A
+    :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
+    there are several."""
     from tqdm.auto import tqdm
 
     n_jobs = check_jobs(n_jobs)
@@ -825,26 +839,45 @@ def _iter_arrays(
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
     chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
-    with tqdm(total=len(structures), desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
-        if not parallel:
-            for part in chunks:
-                out = []
-                for s in part:
-                    out.append(_structure_arrays(s, settings))
-                    bar.update()
-                yield out
-            return
-        from concurrent.futures import ProcessPoolExecutor
+    n = len(structures)
+    try:
+        with tqdm(total=n, desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
+            if not parallel:
+                for k, part in enumerate(chunks):
+                    out = []
+                    for i, s in enumerate(part, k * chunk):
+                        out.append(_at(i, _structure_arrays, s, settings))
+                        bar.update()
+                    yield out
+                return
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(n_jobs, len(chunks))) as pool:
-            jobs = ([_for_worker(s) for s in part] for part in chunks)
-            for part in pool.map(_build_chunk, jobs, [settings] * len(chunks)):
-                bar.update(len(part))
-                yield part
+            with ProcessPoolExecutor(min(n_jobs, len(chunks))) as pool:
+                jobs = ([_at(i, _for_worker, s) for i, s in enumerate(part, k * chunk)] for k, part in enumerate(chunks))
+                starts = [k * chunk for k in range(len(chunks))]
+                for part in pool.map(_build_chunk, jobs, [settings] * len(chunks), starts):
+                    bar.update(len(part))
+                    yield part
+    except StructureError as exc:
+        i = getattr(exc, "position", None)
+        if i is None or n == 1:
+            raise
+        which = f"crystal {names[i]!r}" if names is not None and i < len(names) else f"crystal {i + 1} of {n}"
+        raise StructureError(f"{which}: {exc}") from None
 
 
-def _build_chunk(sources: list, settings: GraphSettings) -> list[GraphArrays]:
-    return [_cell_arrays(s, settings) if isinstance(s, _Cell) else _structure_arrays(s, settings) for s in sources]
+def _at(i: int, build, *args):
+    """``build(*args)``, a :class:`StructureError` marked with the crystal's position ``i``."""
+    try:
+        return build(*args)
+    except StructureError as exc:
+        exc.position = i
+        raise
+
+
+def _build_chunk(sources: list, settings: GraphSettings, start: int = 0) -> list[GraphArrays]:
+    return [_at(i, _cell_arrays, s, settings) if isinstance(s, _Cell) else _at(i, _structure_arrays, s, settings)
+            for i, s in enumerate(sources, start)]
 
 
 def _for_worker(source: StructureLike) -> "_Cell | StructureLike":

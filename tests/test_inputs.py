@@ -741,3 +741,32 @@ def test_more_wrong_kinds_of_input(formation, tmp_path):
     arrays = build_arrays(CIFS[:2], progress=False)
     assert collate(a for a in arrays).n_crystals == 2
     np.testing.assert_array_equal(formation.predict_arrays(a for a in arrays), formation.predict(CIFS[:2]))
+
+
+def test_a_bad_crystal_in_a_data_set_is_named_by_its_id(tmp_path, mp200):
+    rows = [dict(r) for r in mp200[:80]]
+    rows[7]["cif"] = rows[7]["cif"].replace("_cell_length_a", "_cell_length_a 0 #")
+    path = tmp_path / "one-bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for n_jobs in (1, 2):
+        with pytest.raises(StructureError, match=f"^crystal '{rows[7]['mp_id']}': CIF text: cannot be read"):
+            CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False, n_jobs=n_jobs)
+    from crystalzoo import build_arrays
+
+    with pytest.raises(StructureError, match="^crystal 8 of 80: "):
+        build_arrays([r["cif"] for r in rows], progress=False)
+
+
+def test_messages_that_used_to_mislead(tmp_path, formation):
+    from pymatgen.core import Molecule
+
+    with pytest.raises(StructureError, match="data_missing.cif: no such file"):
+        formation.predict("data_missing.cif")
+    with pytest.raises(StructureError, match="a Molecule is not a crystal"):
+        formation.predict(Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]]))
+    latin = tmp_path / "latin.cif"
+    latin.write_bytes(CIFS[0].read_text().replace("data_", "# M\xfcller\ndata_", 1).encode("latin-1"))
+    with pytest.raises(StructureError, match="not UTF-8 text .* save the CIF as UTF-8"):
+        formation.predict(latin)
+    with pytest.raises(DataError, match="not a regular file"):
+        CrystalDataset.from_jsonl(tmp_path, targets=["y"], cache_dir=False, progress=False)

@@ -43,7 +43,7 @@ def test_cif_with_two_data_blocks(tmp_path):
 def test_binary_file_and_folder(tmp_path):
     blob = tmp_path / "model.bin"
     blob.write_bytes(bytes(range(256)) * 10)
-    with pytest.raises(StructureError, match="model.bin: not a text file"):
+    with pytest.raises(StructureError, match="model.bin: not UTF-8 text"):
         build_graph(blob)
     with pytest.raises(StructureError, match="is a folder"):
         build_graph(tmp_path)
