@@ -39,8 +39,8 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
     entries = manifest.setdefault("weights", {})
     old = entries.get(name, {})
     config = model.config()
-    config.pop("frozen", None)
-    config.pop("meta", None)
+    for key in ("frozen", "meta", "format_version"):  # the manifest describes weights, not a saved model
+        config.pop(key, None)
     head = model.head
     sha256 = sha256_file(weights_file)
     old_hub = old.get("hub", {}) if old.get("file", {}).get("sha256") == sha256 else {}  # new weights: not yet published

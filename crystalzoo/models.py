@@ -31,6 +31,10 @@ MAX_FEATURES = 1024  # atom_fea_len, h_fea_len
 MAX_LAYERS = 32  # n_conv, n_h
 MAX_HEADS = 64
 MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier
+#: the layout of a model's config.json that this crystalzoo writes. A config without the key
+#: is format 1 (every crystalzoo so far); a newer format is refused with a clear error
+#: (docs/hub.md, "config.json").
+CONFIG_FORMAT = 1
 #: most parameters a model built from a config may have (about 200 MB in float32; the
 #: registered models have about 0.1 million)
 MAX_PARAMETERS = 50_000_000
@@ -583,6 +587,7 @@ class CrystalModel(nn.Module):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""
         return {
+            "format_version": CONFIG_FORMAT,
             "architecture": "cgcnn",
             "backbone": self.backbone.config.to_dict(),
             "graph": self.graph_settings.to_dict(),
@@ -598,6 +603,12 @@ def model_from_config(config: dict[str, Any]) -> CrystalModel:
     ``torch.device("meta")`` to check a config without allocating its weights."""
     if not isinstance(config, dict):
         raise ConfigError(f"a model config must be a JSON object, got {type(config).__name__}")
+    version = config.get("format_version", 1)  # configs written before the key existed are format 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"config format_version must be an integer >= 1, got {version!r}")
+    if version > CONFIG_FORMAT:
+        raise ConfigError(f"the config has format {version}, written by a newer crystalzoo than this one (which reads "
+                          f"format {CONFIG_FORMAT}): upgrade crystalzoo (pip install -U crystalzoo)")
     if config.get("architecture", "cgcnn") != "cgcnn":
         raise ConfigError(f"unknown architecture {config.get('architecture')!r}; valid: 'cgcnn'")
     missing = [k for k in ("backbone", "graph", "head") if k not in config]

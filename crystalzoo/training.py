@@ -455,7 +455,8 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
     (seed, optimizer, lr, schedule, weight decay, batch size). Epochs, early stopping and the
     device may change."""
     return json.loads(json.dumps({
-        **model.config(), "backbone": asdict(model.backbone.config), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
+        **{k: v for k, v in model.config().items() if k != "format_version"},  # a newer file format is the same run
+        "backbone": asdict(model.backbone.config), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         "training data": _data_digest(train), "validation data": _data_digest(val),
     }))

@@ -770,3 +770,17 @@ def test_messages_that_used_to_mislead(tmp_path, formation):
         formation.predict(latin)
     with pytest.raises(DataError, match="not a regular file"):
         CrystalDataset.from_jsonl(tmp_path, targets=["y"], cache_dir=False, progress=False)
+
+
+def test_config_format_version(model_folder, tmp_path):
+    """Issue 18: config.json carries a format version; older files (no key) read as format 1,
+    newer ones are refused with a clear error."""
+    from crystalzoo.models import CONFIG_FORMAT
+
+    config = json.loads((model_folder / "config.json").read_text())
+    assert config["format_version"] == CONFIG_FORMAT == 1
+    old = dict(config)
+    del old["format_version"]
+    assert np.isfinite(load_model(str(_folder_with_config(model_folder, tmp_path / "old", old))).predict(CIFS[:1])).all()
+    with pytest.raises(ConfigError, match="format 2, written by a newer crystalzoo"):
+        load_model(str(_folder_with_config(model_folder, tmp_path / "new", {**config, "format_version": 2})))
