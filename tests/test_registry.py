@@ -97,3 +97,21 @@ def test_predict_takes_one_crystal_or_many(cif_paths):
     many = model.predict([s, cif_paths[0], cif_paths[0].read_text()])
     assert many.shape == (3,) and float(many.std()) < 1e-6
     assert model.predict(s).shape == (1,) and model.predict(str(cif_paths[0]))[0] == many[0]
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_registered_name_loads_verifies_and_predicts(name, cif_paths):
+    """As timm's test of every model: each registered name loads from its verified file (sha256
+    as the manifest says) and predicts finite values (class probabilities summing to 1)."""
+    import numpy as np
+
+    from crystalzoo.registry import weights_file
+
+    info = get_backbone_info(name)
+    assert sha256_file(weights_file(name)) == info.sha256
+    model = load_model(name)
+    pred = model.predict(cif_paths)
+    assert len(pred) == len(cif_paths) and np.isfinite(pred).all()
+    if model.task == "classification":
+        np.testing.assert_allclose(pred.sum(axis=1), 1, rtol=1e-5)
+    assert load_backbone(name, freeze=1).frozen == 1
