@@ -30,6 +30,8 @@ _EXPORTS = {
     "load_structure": "graphs",
     "CrystalModel": "models",
     "CGCNNBackbone": "models",
+    "Backbone": "models",
+    "register_architecture": "models",
     "RegressionHead": "models",
     "ClassificationHead": "models",
     "freeze": "models",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -323,6 +323,67 @@ class AttentionConv(nn.Module):
         return nn.functional.softplus(atom_fea + summed)
 
 
+class Backbone(Protocol):
+    """What crystalzoo needs of a backbone architecture (graph → crystal vector): register a
+    class that has these with :func:`register_architecture` and ``load_model``,
+    ``load_backbone(freeze=k)``, ``finetune``, the frozen-prefix cache, ``save_pretrained`` and
+    the Hub all work with it. ``architecture`` (its registered name) is set by the decorator.
+
+    ``stages()`` lists the freezable stages in order: an embedding, then the convolutions;
+    ``freeze(backbone, k)`` freezes the first ``k + 1``. ``atom_features(g, upto, h, start)``
+    runs the convolutions ``start … upto-1`` (``h``: the atom vectors after the embedding and
+    ``start`` convolutions). ``later_modules()`` are those after the stages (re-initialised
+    with ``reinit``). ``to_config()`` gives the JSON dict that ``from_config(config,
+    graph_settings)`` builds the same architecture from; ``from_config`` checks it
+    (:class:`~crystalzoo.errors.ConfigError`) before it allocates anything.
+    """
+
+    architecture: str
+    graph_settings: GraphSettings
+    frozen: int | None
+
+    @property
+    def out_features(self) -> int: ...
+
+    def stages(self) -> list[nn.Module]: ...
+
+    def later_modules(self) -> list[nn.Module]: ...
+
+    def atom_features(self, g: CrystalGraph, upto: int | None = None, h: torch.Tensor | None = None,
+                      start: int = 0) -> torch.Tensor: ...
+
+    def readout(self, g: CrystalGraph, atom_fea: torch.Tensor) -> torch.Tensor: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "Backbone": ...
+
+
+#: registered backbone architectures: the name in a config.json's ``architecture`` → class
+ARCHITECTURES: dict[str, type] = {}
+
+
+def register_architecture(name: str):
+    """Class decorator: register a :class:`Backbone` architecture under ``name`` (the
+    ``architecture`` of its config.json).
+
+    Example::
+
+        >>> sorted(ARCHITECTURES)[0]
+        'cgcnn'
+    """
+    def add(cls: type) -> type:
+        if ARCHITECTURES.get(name, cls) is not cls:
+            raise ConfigError(f"architecture {name!r} is registered already (by {ARCHITECTURES[name].__qualname__})")
+        cls.architecture = name
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return add
+
+
+@register_architecture("cgcnn")
 class CGCNNBackbone(nn.Module):
     """Graph → crystal feature vector (``config.h_fea_len`` values).
 
@@ -403,9 +464,39 @@ class CGCNNBackbone(nn.Module):
         return self
 
     def frozen_modules(self) -> list[nn.Module]:
-        if self.frozen is None:
-            return []
-        return [self.embedding, *self.convs[: self.frozen]]
+        return frozen_modules(self)
+
+    def stages(self) -> list[nn.Module]:
+        """The freezable stages: the embedding, then the convolutions."""
+        return [self.embedding, *self.convs]
+
+    def later_modules(self) -> list[nn.Module]:
+        """The hidden layers after the pooling."""
+        return [self.conv_to_fc, *self.fcs]
+
+    def to_config(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "CGCNNBackbone":
+        """A CGCNN backbone of the sizes in ``config`` (a :class:`BackboneConfig` dict), checked first."""
+        if not isinstance(config, dict):
+            raise ConfigError(f"backbone config must be a JSON object, got {type(config).__name__}")
+        try:
+            shape = BackboneConfig(**config)
+        except TypeError:  # an unknown key
+            known = [f for f in BackboneConfig.__dataclass_fields__]
+            raise ConfigError(f"unknown backbone settings {sorted(set(map(str, config)) - set(known))}; "
+                              f"valid: {known}") from None
+        if shape.orig_atom_fea_len != graph_settings.n_atom_features:
+            raise ConfigError(f"orig_atom_fea_len {shape.orig_atom_fea_len} differs from the "
+                              f"{graph_settings.n_atom_features} atom features of {graph_settings.atom_features!r}")
+        return cls(shape, graph_settings)
+
+
+def frozen_modules(backbone: Backbone) -> list[nn.Module]:
+    """The stages :func:`freeze` froze (none when ``backbone.frozen`` is None)."""
+    return [] if backbone.frozen is None else backbone.stages()[: backbone.frozen + 1]
 
 
 class RegressionHead(nn.Module):
@@ -501,7 +592,7 @@ class CrystalModel(nn.Module):
         array([-2.11], dtype=float32)
     """
 
-    def __init__(self, backbone: CGCNNBackbone, head: nn.Module, meta: dict[str, Any] | None = None):
+    def __init__(self, backbone: Backbone, head: nn.Module, meta: dict[str, Any] | None = None):
         super().__init__()
         fc = getattr(head, "fc_out", None)
         if not isinstance(fc, nn.Linear) or fc.in_features != backbone.out_features:
@@ -517,6 +608,14 @@ class CrystalModel(nn.Module):
     @property
     def graph_settings(self) -> GraphSettings:
         return self.backbone.graph_settings
+
+    def train(self, mode: bool = True) -> "CrystalModel":
+        """As ``nn.Module.train``, except that frozen stages stay in eval mode (their BatchNorm
+        statistics fixed), for any backbone architecture."""
+        super().train(mode)
+        for module in frozen_modules(self.backbone):
+            module.eval()
+        return self
 
     @property
     def task(self) -> str:
@@ -588,8 +687,8 @@ class CrystalModel(nn.Module):
         """Everything needed to rebuild this model around its state dict."""
         return {
             "format_version": CONFIG_FORMAT,
-            "architecture": "cgcnn",
-            "backbone": self.backbone.config.to_dict(),
+            "architecture": self.backbone.architecture,
+            "backbone": self.backbone.to_config(),
             "graph": self.graph_settings.to_dict(),
             "head": self.head.config(),
             "frozen": self.backbone.frozen,
@@ -609,34 +708,26 @@ def model_from_config(config: dict[str, Any]) -> CrystalModel:
     if version > CONFIG_FORMAT:
         raise ConfigError(f"the config has format {version}, written by a newer crystalzoo than this one (which reads "
                           f"format {CONFIG_FORMAT}): upgrade crystalzoo (pip install -U crystalzoo)")
-    if config.get("architecture", "cgcnn") != "cgcnn":
-        raise ConfigError(f"unknown architecture {config.get('architecture')!r}; valid: 'cgcnn'")
+    name = config.get("architecture", "cgcnn")
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r}; registered: {sorted(ARCHITECTURES)} (an architecture "
+                          "defined outside crystalzoo is registered with register_architecture when its module "
+                          "is imported)")
     missing = [k for k in ("backbone", "graph", "head") if k not in config]
     if missing:
         raise ConfigError(f"model config has no {missing} (keys: {sorted(map(str, config))[:10]})")
-    backbone_config = config["backbone"]
-    if not isinstance(backbone_config, dict):
-        raise ConfigError(f"backbone config must be a JSON object, got {type(backbone_config).__name__}")
     meta = config.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError(f"model config 'meta' must be a JSON object, got {type(meta).__name__}")
     settings = GraphSettings.from_dict(config["graph"])
-    try:
-        shape = BackboneConfig(**backbone_config)
-    except TypeError:  # an unknown key
-        known = [f for f in BackboneConfig.__dataclass_fields__]
-        raise ConfigError(f"unknown backbone settings {sorted(set(map(str, backbone_config)) - set(known))}; "
-                          f"valid: {known}") from None
-    if shape.orig_atom_fea_len != settings.n_atom_features:
-        raise ConfigError(f"orig_atom_fea_len {shape.orig_atom_fea_len} differs from the "
-                          f"{settings.n_atom_features} atom features of {settings.atom_features!r}")
-    backbone = CGCNNBackbone(shape, settings)
+    backbone = ARCHITECTURES[name].from_config(config["backbone"], settings)
     head = make_head(config["head"], backbone.out_features)
     return CrystalModel(backbone, head, meta)
 
 
-def freeze(backbone: CGCNNBackbone, k: int, reinit: bool = False) -> CGCNNBackbone:
-    """Freeze the embedding and the first ``k`` convolutions of ``backbone`` (in place).
+def freeze(backbone: Backbone, k: int, reinit: bool = False) -> Backbone:
+    """Freeze the embedding and the first ``k`` convolutions of ``backbone`` (in place): the
+    first ``k + 1`` of its ``stages()``, for any registered architecture.
 
     Frozen layers get no gradients *and* their BatchNorm running statistics stay fixed, also
     after ``model.train()``. With ``reinit=True`` the layers after them (deeper convolutions
@@ -650,7 +741,7 @@ def freeze(backbone: CGCNNBackbone, k: int, reinit: bool = False) -> CGCNNBackbo
         >>> [p.requires_grad for p in b.convs[1].parameters()][0], [p.requires_grad for p in b.convs[2].parameters()][0]
         (False, True)
     """
-    n = backbone.config.n_conv
+    n = len(backbone.stages()) - 1
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
         raise CrystalZooError(
             f"freeze={k!r} is out of range: this backbone has {n} convolutions, so freeze must "
@@ -660,13 +751,15 @@ def freeze(backbone: CGCNNBackbone, k: int, reinit: bool = False) -> CGCNNBackbo
     for p in backbone.parameters():
         p.requires_grad_(True)
     backbone.frozen = k
-    for module in backbone.frozen_modules():
+    for module in frozen_modules(backbone):
         for p in module.parameters():
             p.requires_grad_(False)
     if reinit:
-        for module in [*backbone.convs[k:], backbone.conv_to_fc, *backbone.fcs]:
+        for module in [*backbone.stages()[k + 1:], *backbone.later_modules()]:
             for sub in module.modules():
                 if hasattr(sub, "reset_parameters"):  # Linear weights; BatchNorm weights and statistics
                     sub.reset_parameters()
     backbone.train(backbone.training)
+    for module in frozen_modules(backbone):  # also where the architecture's train() does not know of freezing
+        module.eval()
     return backbone

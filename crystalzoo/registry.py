@@ -25,7 +25,7 @@ from typing import Any
 from .errors import ChecksumError, ConfigError, UnknownBackboneError, WeightsError
 from .graphs import GraphSettings
 from .manifest import read_manifest
-from .models import CGCNNBackbone, CrystalModel, check_device, freeze as _freeze
+from .models import Backbone, CrystalModel, check_device, freeze as _freeze, frozen_modules
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights, sha256_file
 
 HF_PREFIX = "hf-hub:"
@@ -236,7 +236,7 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
 
 
 def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False, pretrained: bool = True,
-                  graph_settings: GraphSettings | None = None, local_files_only: bool | None = None) -> CGCNNBackbone:
+                  graph_settings: GraphSettings | None = None, local_files_only: bool | None = None) -> Backbone:
     """A pretrained CGCNN backbone (graph → crystal vector), ready for a new head.
 
     ``freeze=k`` freezes the embedding and the first ``k`` convolutions (0 ≤ k ≤ n_conv):
@@ -259,4 +259,6 @@ def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False,
     elif reinit:
         raise WeightsError("reinit=True needs freeze=k: it re-initialises the layers after the k frozen ones")
     backbone.train()
+    for module in frozen_modules(backbone):  # frozen stages stay a fixed function, for any architecture
+        module.eval()
     return backbone

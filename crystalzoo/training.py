@@ -42,7 +42,8 @@ import torch
 from .data import CrystalDataset, _split_target, _target_list, bundled_dataset, check_split_size
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate
-from .models import BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead, check_device
+from .models import (BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead, check_device,
+                     frozen_modules)
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -172,6 +173,8 @@ class _Batches:
         if backbone.frozen is not None and len(ds):
             self.start = backbone.frozen
             self.prefix = []
+            for module in frozen_modules(backbone):  # a fixed function: running statistics
+                module.eval()
             with torch.no_grad():
                 for lo in range(0, len(ds), 256):
                     g = collate(ds.graphs[lo : lo + 256], ds.settings).to(device)
@@ -456,7 +459,8 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
     device may change."""
     return json.loads(json.dumps({
         **{k: v for k, v in model.config().items() if k != "format_version"},  # a newer file format is the same run
-        "backbone": asdict(model.backbone.config), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
+        "backbone": asdict(model.backbone.config) if isinstance(model.backbone, CGCNNBackbone)  # as checkpoints have it
+        else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         "training data": _data_digest(train), "validation data": _data_digest(val),
     }))
