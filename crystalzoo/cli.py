@@ -93,10 +93,8 @@ def _cmd_predict(args) -> None:
 
     model = load_model(args.model)
     pred = model.predict(args.files, progress=len(args.files) > 100, n_jobs=args.jobs)
-    names = model.head.classes if model.task == "classification" else model.targets
-    units = [] if model.task == "classification" else model.head.units
     out = csv.writer(sys.stdout, lineterminator="\n")  # quoted where a file name holds a comma or a quote
-    out.writerow(["file", *(f"{n} ({u})" if u else n for n, u in zip(names, units or [""] * len(names)))])
+    out.writerow(["file", *model.head.columns()])
     for f, row in zip(args.files, np.atleast_2d(pred.T).T if pred.ndim == 1 else pred):
         out.writerow([f, *(f"{v:.6g}" for v in np.atleast_1d(row))])
 
@@ -161,8 +159,7 @@ def _cmd_export(args) -> None:
         raise CrystalZooError(f"--out {out}: an ONNX file name ends in .onnx")
     model = load_model(args.model)
     export_onnx(model, out)
-    what = "class probabilities" if model.task == "classification" else ", ".join(
-        f"{t} ({u})" if u else t for t, u in zip(model.targets, model.head.units))
+    what = ", ".join(model.head.columns())
     print(f"{out}: inputs {', '.join(INPUT_NAMES)} (crystalzoo.export.onnx_inputs(graph)); output 'prediction': {what}. "
           "Run it on one thread (onnxruntime: intra_op_num_threads = 1; docs/export.md).")
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
-from .errors import ConfigError, CrystalZooError, GraphSettingsMismatchError, StructureError
+from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError, StructureError
 from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, iter_batches
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
@@ -526,6 +526,41 @@ class RegressionHead(nn.Module):
     def normalize(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.mean) / self.std
 
+    def to_units(self, out: torch.Tensor) -> torch.Tensor:
+        """Outputs → predictions in the targets' units."""
+        return self.denormalize(out)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean squared error on the normalised targets; missing labels (NaN) are left out."""
+        mask = ~torch.isnan(y)
+        target = self.normalize(torch.nan_to_num(y))
+        return ((out - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+    def errors(self, pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """Per crystal and target: |prediction − label| (NaN where the label is missing)."""
+        return (pred - y).abs().cpu().numpy()
+
+    def scores(self, errors: np.ndarray) -> dict[str, float]:
+        """``mae_TARGET`` for each target (NaN where no label) and ``mae``, their mean over the scored ones."""
+        result = {}
+        for j, t in enumerate(self.targets):
+            col = errors[:, j][~np.isnan(errors[:, j])]
+            result[f"mae_{t}"] = float(col.mean()) if len(col) else float("nan")
+        scored = [result[f"mae_{t}"] for t in self.targets if not math.isnan(result[f"mae_{t}"])]
+        result["mae"] = float(np.mean(scored)) if scored else float("nan")
+        return result
+
+    def check_labels(self, labels: np.ndarray, ids: Sequence[str], what: str) -> None:
+        """Any finite number (or NaN, a missing label) is a regression label: nothing to check."""
+
+    def columns(self) -> list[str]:
+        """The names of the prediction columns, with units."""
+        return [f"{t} ({u})" if u else t for t, u in zip(self.targets, self.units)]
+
+    def as_returned(self, pred: np.ndarray) -> np.ndarray:
+        """What ``predict`` returns: shape (n,) for one target, (n, n_targets) for several."""
+        return pred[:, 0] if pred.shape[1] == 1 else pred
+
     def config(self) -> dict[str, Any]:
         return {"task": "regression", "targets": self.targets, "units": self.units}
 
@@ -545,6 +580,45 @@ class ClassificationHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc_out(self.dropout(x))
+
+    def to_units(self, out: torch.Tensor) -> torch.Tensor:
+        """Logits → class probabilities."""
+        return torch.softmax(out, dim=1)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the class labels (column 0 of ``y``)."""
+        return nn.functional.cross_entropy(out, y[:, 0].long())
+
+    def errors(self, pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """Per crystal: 1 where the most probable class is the label, else 0."""
+        return (pred.argmax(1) == y[:, 0].long()).float().cpu().numpy()[:, None]
+
+    def scores(self, errors: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float(errors.mean())}
+
+    def check_labels(self, labels: np.ndarray, ids: Sequence[str], what: str) -> None:
+        """Every label must be one of the classes 0 … C-1 (:class:`DataError` naming the crystal)."""
+        y = labels[:, 0]
+        n = len(self.classes)
+        for i in np.flatnonzero(np.isnan(y) | (y != np.round(y)) | (y < 0) | (y >= n))[:1]:
+            crystal, v = ids[i], float(y[i])
+            if np.isnan(v):
+                raise DataError(f"crystal {crystal!r} of {what} has no class label; a classifier needs one for every "
+                                "crystal")
+            if v != round(v) or v < 0:
+                raise DataError(f"label {v:g} of crystal {crystal!r} in {what} is not a class: classification labels "
+                                "are the integers 0 … C-1")
+            raise DataError(f"class {int(v)} (crystal {crystal!r}) is in {what} but not in the training split, whose "
+                            f"classes are 0 … {n - 1}: the model cannot predict it. Use more data or another seed, "
+                            "so that every class is in the training split")
+
+    def columns(self) -> list[str]:
+        """The names of the prediction columns: the class probabilities."""
+        return list(self.classes)
+
+    def as_returned(self, pred: np.ndarray) -> np.ndarray:
+        """What ``predict`` returns: the class probabilities, shape (n, n_classes)."""
+        return pred
 
     def config(self) -> dict[str, Any]:
         return {"task": "classification", "targets": self.targets, "classes": self.classes,
@@ -675,13 +749,11 @@ class CrystalModel(nn.Module):
                 outs.append(self.output_in_units(self(g.to(device))).cpu())
         finally:
             self.train(was_training)
-        out = torch.cat(outs).numpy() if outs else np.zeros((0, len(self.targets)), np.float32)
-        return out[:, 0] if self.task == "regression" and out.shape[1] == 1 else out
+        out = torch.cat(outs).numpy() if outs else np.zeros((0, self.head.fc_out.out_features), np.float32)
+        return self.head.as_returned(out)
 
     def output_in_units(self, raw: torch.Tensor) -> torch.Tensor:
-        if self.task == "regression":
-            return self.head.denormalize(raw)
-        return torch.softmax(raw, dim=1)
+        return self.head.to_units(raw)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""

@@ -202,56 +202,22 @@ def _forward(model: CrystalModel, g, h, start: int) -> torch.Tensor:
     return model.head(model.backbone.readout(g, atoms))
 
 
-def _loss(model: CrystalModel, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if model.task == "classification":
-        return torch.nn.functional.cross_entropy(out, y[:, 0].long())
-    mask = ~torch.isnan(y)
-    target = model.head.normalize(torch.nan_to_num(y))
-    return ((out - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
-
-
 @torch.no_grad()
 def _evaluate(model: CrystalModel, batches: _Batches) -> dict[str, float]:
+    """The loss and the head's scores (MAE per target, or accuracy) of ``model`` on a dataset."""
     model.eval()
     losses, errors, weights = [], [], []
     for g, h, y in batches(range(len(batches.ds))):
         out = _forward(model, g, h, batches.start)
-        losses.append(_loss(model, out, y).item() * len(y))
+        losses.append(model.head.loss(out, y).item() * len(y))
         weights.append(len(y))
-        pred = model.output_in_units(out)
-        if model.task == "classification":
-            errors.append((pred.argmax(1) == y[:, 0].long()).float().cpu().numpy()[:, None])
-        else:
-            errors.append((pred - y).abs().cpu().numpy())
-    err = np.concatenate(errors)
-    result = {"loss": float(np.sum(losses) / max(1, np.sum(weights)))}
-    if model.task == "classification":
-        result["accuracy"] = float(err.mean())
-    else:
-        for j, t in enumerate(model.targets):
-            col = err[:, j][~np.isnan(err[:, j])]
-            result[f"mae_{t}"] = float(col.mean()) if len(col) else float("nan")
-        scored = [result[f"mae_{t}"] for t in model.targets if not math.isnan(result[f"mae_{t}"])]
-        result["mae"] = float(np.mean(scored)) if scored else float("nan")
-    return result
+        errors.append(model.head.errors(model.output_in_units(out), y))
+    return {"loss": float(np.sum(losses) / max(1, np.sum(weights))), **model.head.scores(np.concatenate(errors))}
 
 
 def _check_classes(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
-    """For a classifier: every label of ``ds`` must be one of the head's classes 0 … C-1."""
-    if model.task != "classification":
-        return
-    y = ds.labels[:, 0]
-    n = len(model.head.classes)
-    for i in np.flatnonzero(np.isnan(y) | (y != np.round(y)) | (y < 0) | (y >= n))[:1]:
-        crystal, v = ds.ids[i], float(y[i])
-        if np.isnan(v):
-            raise DataError(f"crystal {crystal!r} of {what} has no class label; a classifier needs one for every crystal")
-        if v != round(v) or v < 0:
-            raise DataError(f"label {v:g} of crystal {crystal!r} in {what} is not a class: classification labels "
-                            "are the integers 0 … C-1")
-        raise DataError(f"class {int(v)} (crystal {crystal!r}) is in {what} but not in the training split, whose "
-                        f"classes are 0 … {n - 1}: the model cannot predict it. Use more data or another seed, "
-                        "so that every class is in the training split")
+    """The labels of ``ds`` must be ones the model's head can learn (a classifier: its classes)."""
+    model.head.check_labels(ds.labels, ds.ids, what)
 
 
 def _check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
@@ -604,7 +570,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         total, count = 0.0, 0
         for g, h, y in train_batches(order):
             opt.zero_grad()
-            loss = _loss(model, _forward(model, g, h, train_batches.start), y)
+            loss = model.head.loss(_forward(model, g, h, train_batches.start), y)
             value = loss.item()
             bad = not math.isfinite(value)
             if world > 1:  # every rank stops together
