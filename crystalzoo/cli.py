@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except CrystalZooError as exc:
         print("crystalzoo: error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (predict … | head): nothing more to say
+        sys.stderr.close()
+        return 0
     except OSError as exc:  # the file system refused a path given (a name too long, no permission): not a bug
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"crystalzoo: error: {exc.strerror or exc}{where}: check the paths given", file=sys.stderr)

@@ -66,7 +66,7 @@ def _structure_key(source: Any) -> str:
     if isinstance(source, Structure):
         h.update(np.ascontiguousarray(source.lattice.matrix, dtype=np.float64).tobytes())
         h.update(np.ascontiguousarray(source.frac_coords, dtype=np.float64).tobytes())
-        h.update(" ".join(str(sp) for sp in source.species).encode())
+        h.update(" ".join(str(site.species) for site in source).encode())  # disordered sites too (then refused)
         h.update(str(tuple(source.lattice.pbc)).encode())
     elif isinstance(source, (str, os.PathLike)) and (path := structure_path(source)) is not None:
         try:
@@ -456,6 +456,10 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
     structures and settings when there is one, built (and cached) otherwise."""
     if cache_dir is False:
         return build_arrays(structures, settings, progress, n_jobs, names=names)
+    if not (cache_dir is None or isinstance(cache_dir, (str, os.PathLike))) \
+            or (isinstance(cache_dir, str) and not cache_dir.strip()):
+        raise ConfigError(f"cache_dir = {cache_dir!r}: give a folder for the graph cache, None for the default "
+                          "(CRYSTALZOO_CACHE or ~/.cache/crystalzoo) or False for no cache")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     keys = [_structure_key(s) for s in structures]
     h = hashlib.sha256(json.dumps({**settings.to_dict(), "format": _PACK_FORMAT}, sort_keys=True).encode())

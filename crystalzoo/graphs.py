@@ -364,11 +364,26 @@ def _n_operations(data: dict) -> int:
             ops = _listed(data[key])
             try:
                 for op in ops:
+                    if not str(op).strip():
+                        raise ValueError("empty")
                     SymmOp.from_xyz_str(str(op))
-            except Exception:  # unreadable: pymatgen falls back to the space group
+            except Exception:  # unreadable or empty: pymatgen falls back to the space group
                 return 192
             return max(len(ops), 1)
     return 192
+
+
+def _element_of(symbol: str) -> bool:
+    """Whether a CIF type symbol or site label names an element as pymatgen reads it: an
+    element symbol (capitalised), then digits, charges or other characters (``K1+``, ``O2-``,
+    ``Na1``); ``?``, ``.``, numbers and lower-case names are not."""
+    from pymatgen.core import Element
+
+    symbol = str(symbol).strip()
+    if not symbol[:1].isupper():
+        return False
+    return Element.is_valid_symbol(symbol[:2]) if symbol[1:2].islower() and Element.is_valid_symbol(symbol[:2]) \
+        else Element.is_valid_symbol(symbol[:1])
 
 
 def _check_cif_block(parser: Any, text: str, name: str) -> None:
@@ -383,20 +398,21 @@ def _check_cif_block(parser: Any, text: str, name: str) -> None:
     for block in blocks.values():
         data = block.data
         labels = _listed(data.get("_atom_site_label", data.get("_atom_site_fract_x", [])))
-        for key in ("_atom_site_occupancy",):
-            for label, value in zip(labels, _listed(data.get(key, []))):
-                try:
-                    empty = float(str(value).split("(")[0]) <= 0
-                except ValueError:
-                    continue  # '?' or '.': unknown, pymatgen reads it as 1
-                if empty:
-                    raise StructureError(f"{name}: site {label} has occupancy {value}: a vacancy, which CGCNN cannot "
-                                         "represent (pymatgen would drop the atom); remove the site or give it its "
-                                         "element")
-        for label, symbol in zip(labels, _listed(data.get("_atom_site_type_symbol", []))):
-            if str(symbol).strip() in ("?", "."):
-                raise StructureError(f"{name}: site {label} has the unknown type symbol {symbol!r} (pymatgen would "
-                                     "drop the atom); give its element")
+        for label, value in zip(labels, _listed(data.get("_atom_site_occupancy", []))):
+            try:
+                occupancy = float(str(value).split("(")[0])
+            except ValueError:
+                occupancy = math.nan
+            if not occupancy > 0:  # 0, negative, NaN, '?', '.': pymatgen drops the atom
+                raise StructureError(f"{name}: site {label} has occupancy {value}: not an atom (a vacancy or an "
+                                     "unknown occupancy; pymatgen would drop the atom); give it its occupancy (1 for "
+                                     "an ordered site) or remove the site")
+        symbols = data.get("_atom_site_type_symbol")
+        for label, symbol in zip(labels, _listed(symbols) if symbols is not None else labels):
+            if not _element_of(symbol):
+                what = "type symbol" if symbols is not None else "label (the CIF has no type symbols)"
+                raise StructureError(f"{name}: site {label} has the {what} {symbol!r}, which names no element "
+                                     "(pymatgen would drop the atom); give its element")
         n_sites = len(_listed(data.get("_atom_site_fract_x", data.get("_atom_site_Cartn_x", labels)))) if labels \
             else 0
         n_ops = _n_operations(data)

@@ -13,7 +13,7 @@ The layer names match the original CGCNN checkpoints, so their weights load unch
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -83,7 +83,12 @@ class BackboneConfig:
     heads: int = 4  # attention heads (attention convolution only)
 
     def __post_init__(self) -> None:
-        """Types and the limits above, checked before any layer is allocated (:class:`ConfigError`)."""
+        """Types and the limits above, checked before any layer is allocated (:class:`ConfigError`).
+        numpy numbers become Python numbers (for JSON)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, f.name, value.item())
         for name in ("atom_fea_len", "h_fea_len"):
             check_count(getattr(self, name), name, 1, MAX_FEATURES)
         check_count(self.n_conv, "n_conv", 1, MAX_LAYERS)

@@ -368,6 +368,8 @@ def claim_run_folder(out_dir: str | os.PathLike, *, overwrite: bool = False, res
         >>> with claim_run_folder("/tmp/my-run") as out:
         ...     pass  # a second process claiming /tmp/my-run here gets a RunError at once
     """
+    if not str(out_dir).strip():
+        check_out_dir(out_dir)  # the ConfigError for an empty --out
     out = Path(out_dir)
     key = (threading.get_ident(), os.path.realpath(out))
     if key in _claimed:  # finetune's claim, seen again by train_model: checked there already
@@ -428,6 +430,8 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         "backbone": asdict(model.backbone.config) if isinstance(model.backbone, CGCNNBackbone)  # as checkpoints have it
         else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
+        # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
+        **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
         "training data": _data_digest(train), "validation data": _data_digest(val),
     }))
 
@@ -542,6 +546,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         raise DataError("the training set has 1 crystal; BatchNorm needs at least 2 to train on")
     _check_classes(model, train, "the training split")
     _check_classes(model, val, "the validation split")
+    description = _run_description(model, train, val, config) if out_dir is not None else {}  # may fail: before deleting
     if out_dir is not None and rank == 0:
         _replace_old_run(out_dir)
     torch.manual_seed(config.seed)
@@ -552,11 +557,12 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     first = 1
-    description = _run_description(model, train, val, config) if out_dir is not None else {}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         history, best_state, first = _resume(ckpt_path, description, model, opt, config.device,
                                             config.epochs)
+        if config.early_stopping and history.rows and first - 1 - history.best_epoch >= config.early_stopping:
+            first = config.epochs + 1  # the run had stopped early: resuming writes its results, it trains no more
     train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
     val_batches = _Batches(model, val, 256, config.device)
     bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
@@ -670,14 +676,22 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
                             "labels are the integers 0 … C-1 (for a number to predict, use task='regression')")
         classes = sorted({int(v) for v in y[~np.isnan(y)]})
         if classes != list(range(len(classes))) or len(classes) < 2:
-            raise DataError(f"classification labels must be the integers 0 … C-1 (C ≥ 2); found {classes[:10]}")
+            missing = sorted(set(range(max(classes) + 1)) - set(classes))[:10] if classes else []
+            raise DataError(f"the training split has the classes {classes[:10]}"
+                            + (f", not {missing}" if missing else "")
+                            + ": a classifier needs every class 0 … C-1 (C ≥ 2) in its training split. Use more data "
+                            "or another seed, or number the classes 0 … C-1")
         head = ClassificationHead(bb.out_features, [str(c) for c in classes], dataset.targets[0])
     else:
-        # in float64: float32 sums of squares of labels beyond ±1.8e19 overflow (an inf normaliser). The
-        # mean and the standard deviation of labels within float32's range are within it too.
-        labels = dataset.labels.astype(np.float64)
-        head = RegressionHead(bb.out_features, dataset.targets, units=units, mean=np.nanmean(labels, axis=0).tolist(),
-                              std=np.maximum(np.nanstd(labels, axis=0), 1e-6).tolist())
+        mean, std = np.nanmean(dataset.labels, axis=0), np.nanstd(dataset.labels, axis=0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            # float32 sums of squares of labels beyond ±1.8e19 overflow (an inf normaliser); in float64 the mean
+            # and standard deviation of labels within float32's range are within it too. Only then: the float32
+            # statistics of every other data set stay as they were, bit for bit
+            labels = dataset.labels.astype(np.float64)
+            mean, std = np.nanmean(labels, axis=0), np.nanstd(labels, axis=0)
+        head = RegressionHead(bb.out_features, dataset.targets, units=units, mean=mean.tolist(),
+                              std=np.maximum(std, 1e-6).tolist())
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
 
 
@@ -787,6 +801,11 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     its checkpoint, which must belong to the same configuration); a folder another run is
     writing to is refused at once.
     """
+    # plain Python values: they go into JSON files (config, checkpoint, metrics)
+    backbone = str(backbone) if isinstance(backbone, os.PathLike) else backbone
+    freeze, seed = (v.item() if isinstance(v, np.generic) else v for v in (freeze, seed))
+    if isinstance(architecture, dict):
+        architecture = {k: v.item() if isinstance(v, np.generic) else v for k, v in architecture.items()}
     if overwrite:
         check_not_backbone_folder(out_dir, backbone)
     config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size,
@@ -855,6 +874,9 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
     """
     if architecture is not None and not isinstance(architecture, dict):
         raise ConfigError(f"architecture must be a dict of BackboneConfig settings, got {architecture!r}")
+    if architecture is not None and "conv" in architecture and architecture["conv"] != conv:
+        raise ConfigError(f"conv is given twice: conv={conv!r} and architecture['conv']={architecture['conv']!r}; "
+                          "give it once (--conv on the command line)")
     arch = {**(architecture or {}), "conv": conv}
     return finetune(data, _target_list(targets), backbone=None, train_size=train_size, val_size=val_size,
                     test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, overwrite=overwrite,

@@ -245,3 +245,14 @@ def test_a_path_the_file_system_refuses_is_one_line(tmp_path, capsys):
     long = str(tmp_path / ("a" * 300))
     assert main([*COMMANDS["finetune"], *SMALL, "--out", long]) == 2
     assert "File name too long" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_predict_into_a_closed_pipe_is_quiet(tmp_path):
+    """`crystalzoo predict … | head -1` printed 'error: Broken pipe' and exited 2."""
+    cifs = [str(p) for p in sorted((DATA / "cifs").glob("*.cif"))] * 200
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(f"{sys.executable} -m crystalzoo.cli predict --model formation {' '.join(cifs)} | head -1",
+                       shell=True, env=env, capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith("file,") and r.stdout.count("\n") == 1
+    assert "error" not in r.stderr and "Traceback" not in r.stderr, r.stderr

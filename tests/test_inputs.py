@@ -619,7 +619,7 @@ def test_unreadable_symmetry_operations_count_as_the_space_group():
 @pytest.mark.parametrize("edit, match", [
     (lambda t: t.replace("K1 K1+ 1 a 0. 0. 0. 1. 0 d", "K1 K1+ 1 a 0. 0. 0. 0 0 d"), "site K1 has occupancy 0"),
     (lambda t: t.replace("K1 K1+ 1 a 0. 0. 0. 1. 0 d", "K1 ? 1 a 0. 0. 0. 1. 0 d"),
-     "site K1 has the unknown type symbol '\\?'"),
+     "site K1 has the type symbol '\\?', which names no element"),
 ])
 def test_sites_pymatgen_would_drop_are_refused(edit, match):
     """KCl with K's occupancy 0 or its symbol '?' lost the K atom and predicted Cl alone."""
@@ -784,3 +784,92 @@ def test_config_format_version(model_folder, tmp_path):
     assert np.isfinite(load_model(str(_folder_with_config(model_folder, tmp_path / "old", old))).predict(CIFS[:1])).all()
     with pytest.raises(ConfigError, match="format 2, written by a newer crystalzoo"):
         load_model(str(_folder_with_config(model_folder, tmp_path / "new", {**config, "format_version": 2})))
+
+
+# ---------------------------------------------------------------------------- round five
+
+
+def _two_site_cif(symbol: str = "Cl", occupancy: str = "1", with_symbols: bool = True, label: str = "X2") -> str:
+    cols = ["_atom_site_label", *(["_atom_site_type_symbol"] if with_symbols else []), "_atom_site_fract_x",
+            "_atom_site_fract_y", "_atom_site_fract_z", "_atom_site_occupancy"]
+    rows = [["Na1", *(["Na"] if with_symbols else []), "0", "0", "0", "1"],
+            [label, *([symbol] if with_symbols else []), ".5", ".5", ".5", occupancy]]
+    return "\n".join(["data_two", "_cell_length_a 5", "_cell_length_b 5", "_cell_length_c 5", "_cell_angle_alpha 90",
+                      "_cell_angle_beta 90", "_cell_angle_gamma 90", "_symmetry_space_group_name_H-M 'P 1'", "loop_",
+                      *cols, *(" ".join(r) for r in rows)]) + "\n"
+
+
+@pytest.mark.parametrize("kwargs", [dict(occupancy=o) for o in (".", "nan", "NaN", "-nan", "?")]
+                         + [dict(symbol=x) for x in ("0", "1", "12", "-", "*", "e", "?x", "nan")]
+                         + [dict(with_symbols=False, label=x) for x in ("?", ".", "0", "1Cl")])
+def test_every_site_pymatgen_would_drop_is_refused(kwargs):
+    assert build_graph(_two_site_cif()).num_atoms == 2  # the valid crystal has both atoms
+    with pytest.raises(StructureError, match="site X2 has the|site \\? has the|site \\. has the|site 0 has the"
+                                             "|site 1Cl has the|site X2 has occupancy"):
+        build_graph(_two_site_cif(**kwargs))
+
+
+def test_an_empty_symmetry_operation_counts_as_the_space_group():
+    text = _symmetric_cif(3000).replace("loop_\n_atom_site_label", "_symmetry_equiv_pos_as_xyz ''\nloop_\n_atom_site_label")
+    with pytest.raises(StructureError, match=r"3,000 sites under 192 symmetry operations"):
+        build_graph(text)
+
+
+def test_numpy_and_path_arguments_to_finetune_are_plain_values(tmp_path):
+    from crystalzoo import finetune
+
+    out = tmp_path / "run"
+    kwargs = dict(train_size=60, val_size=20, test_size=20, epochs=1, progress=False, out_dir=out,
+                  cache_dir=tmp_path / "cache")
+    save_pretrained(load_model("formation"), tmp_path / "bb")
+    r = finetune(DATA / "mp200.jsonl.gz", "band_gap", backbone=tmp_path / "bb", freeze=np.int64(2), seed=np.int64(0),
+                 **kwargs)
+    assert json.loads((out / "metrics.json").read_text())["freeze"] == 2 and r.metrics["seed"] == 0
+    r = finetune(DATA / "mp200.jsonl.gz", "band_gap", backbone=None, architecture={"n_conv": np.int64(2)},
+                 overwrite=True, **kwargs)
+    assert r.model.backbone.config.n_conv == 2
+
+
+def test_disordered_structures_are_a_structure_error_with_the_cache_on(tmp_path):
+    good = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    bad = Structure(Lattice.cubic(4.2), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(StructureError, match="partially occupied"):
+        CrystalDataset.from_structures([good, bad], [1.0, 2.0], cache_dir=tmp_path, progress=False)
+
+
+def test_empty_out_and_cache_folders_are_refused(tmp_path, monkeypatch):
+    from crystalzoo.training import TrainConfig, train_model
+
+    monkeypatch.chdir(tmp_path)
+    ds = CrystalDataset.from_structures(CIFS, np.arange(len(CIFS), dtype=float), cache_dir=False, progress=False)
+    model = load_model("formation")
+    ds.targets = list(model.targets)
+    with pytest.raises(ConfigError, match="--out is empty"):
+        train_model(model, ds, ds, TrainConfig(epochs=1, progress=False), out_dir="")
+    for bad in ("", True, 0):
+        with pytest.raises(ConfigError, match="cache_dir = "):
+            CrystalDataset.from_structures(CIFS[:1], [1.0], cache_dir=bad, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_an_early_stopped_run_trains_no_more(tmp_path):
+    from crystalzoo import finetune
+
+    kwargs = dict(train_size=60, val_size=20, test_size=20, lr=0.2, early_stopping=1, epochs=8, progress=False,
+                  out_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    first = finetune(DATA / "mp200.jsonl.gz", "band_gap", **kwargs)
+    assert first.metrics["epochs"] < 8, "the run should stop early at this learning rate"
+    again = finetune(DATA / "mp200.jsonl.gz", "band_gap", resume=True, **kwargs)
+    assert again.metrics["epochs"] == first.metrics["epochs"]
+    np.testing.assert_array_equal(again.model.predict(CIFS), first.model.predict(CIFS))
+
+
+def test_a_cosine_run_cannot_be_extended_by_resume(tmp_path):
+    from crystalzoo import finetune
+    from crystalzoo.errors import RunError
+
+    kwargs = dict(train_size=60, val_size=20, test_size=20, schedule="cosine", progress=False,
+                  out_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    finetune(DATA / "mp200.jsonl.gz", "band_gap", epochs=2, **kwargs)
+    with pytest.raises(RunError, match="epochs \\(cosine schedule\\): 2 in the checkpoint, 3 now"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", epochs=3, resume=True, **kwargs)
