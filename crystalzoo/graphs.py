@@ -512,10 +512,13 @@ class _Cell:
     name: str
     z: np.ndarray  # (N,) int64 atomic numbers
     lattice: np.ndarray  # (3, 3) Å
-    pbc: np.ndarray  # (3,) int64
+    pbc: np.ndarray  # (3,) int64, all 1: only crystals periodic in all three directions get this far
     cart: np.ndarray  # (N, 3) Å
     volume: float  # Å³
     extent: tuple  # (cartesian min, max, fractional min, max, lattice-plane spacings), each 3 floats
+
+
+_PERIODIC = np.ones(3, dtype=np.int64)
 
 
 def _cell(structure: "Structure", name: str) -> _Cell:
@@ -541,19 +544,19 @@ def _cell(structure: "Structure", name: str) -> _Cell:
     frac = cart @ to_frac
     both = np.concatenate([cart, frac], axis=1)
     lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
-    pbc = np.ascontiguousarray(structure.lattice.pbc, dtype=np.int64)
-    if not pbc.all():
-        raise StructureError(f"{name}: is periodic only along {pbc.astype(bool).tolist()} (pbc): CGCNN graphs are for "
+    pbc = structure.lattice.pbc
+    if not all(pbc):
+        raise StructureError(f"{name}: is periodic only along {[bool(p) for p in pbc]} (pbc): CGCNN graphs are for "
                              "crystals, periodic in all three directions; a molecule or a slab is not one")
-    if any(p and (lo[3 + i] < -1 or hi[3 + i] > 2) for i, p in enumerate(pbc)):
+    if min(lo[3:]) < -1 or max(hi[3:]) > 2:
         # atoms listed cells away (unwrapped coordinates, as from a trajectory): the same crystal
         # with them moved into the cell, where the search looks at far fewer periodic images
-        frac = np.where(pbc.astype(bool), frac - np.floor(frac), frac)
+        frac = frac - np.floor(frac)
         cart = np.ascontiguousarray(frac @ lattice)
         both = np.concatenate([cart, frac], axis=1)
         lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
     extent = (lo[:3], hi[:3], lo[3:], hi[3:], spacing)
-    return _Cell(name, z, lattice, pbc, cart, volume, extent)
+    return _Cell(name, z, lattice, _PERIODIC, cart, volume, extent)
 
 
 def _cross(u: list, v: list) -> tuple:
