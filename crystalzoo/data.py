@@ -106,13 +106,19 @@ def _transformed(values: np.ndarray, transforms: list[str | None]) -> np.ndarray
     return out
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a one-line message (a label column holding CIF texts)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _check_labels(values: np.ndarray, targets: Sequence[str], ids: Sequence[str]) -> np.ndarray:
     out = np.full(values.shape, np.nan, dtype=np.float64)
     for (i, j), v in np.ndenumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             continue
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {v!r}, not a number")
+            raise DataError(f"label {targets[j]!r} of {ids[i]!r} is {_short(v)}, not a number")
         try:
             x = float(v)
         except OverflowError:  # an integer beyond any float
@@ -239,6 +245,10 @@ class CrystalDataset:
                 f"'id,{','.join(targets)}' (no header; an empty field is a missing label)"
             )
         ids = [r[0] for _, r in rows]
+        for (lineno, _), i in zip(rows, ids):
+            if not i.strip() or i.strip() in (".", "..") or any(c in i for c in "/\\"):
+                raise DataError(f"{table}:{lineno}: id {i!r} is not the name of a CIF file in {folder} (ids name "
+                                "<id>.cif beside id_prop.csv: no folders, no '..')")
         labels = _object_table([[_csv_label(v, table, n) for v in r[1:]] for n, r in rows], len(targets))
         paths = [folder / f"{i}.cif" for i in ids]
         absent = [p.name for p in paths if not p.is_file()]
@@ -291,6 +301,8 @@ class CrystalDataset:
         """The same crystals with only ``targets`` as labels; crystals with none of them
         are dropped when ``drop_missing`` (the count is kept in ``info['dropped_missing']``)."""
         targets = _target_list(targets)
+        if not targets:
+            raise DataError(f"select_targets needs at least one target (the data set has {self.targets})")
         unknown = [t for t in targets if t not in self.targets]
         if unknown:
             raise DataError(f"targets {unknown} not in the data set (it has {self.targets})")

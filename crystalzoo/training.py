@@ -220,6 +220,12 @@ def _check_classes(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
     model.head.check_labels(ds.labels, ds.ids, what)
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, CrystalModel):
+        raise ConfigError(f"expected a CrystalModel (a backbone with its head), got a {type(model).__name__}: e.g. "
+                          "load_model(name), or CrystalModel(backbone, RegressionHead(backbone.out_features, targets))")
+
+
 def _check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
     """:class:`DataError` unless ``ds`` has the model's targets, in its order (scores against
     another target's labels would be silently wrong)."""
@@ -231,6 +237,7 @@ def _check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
 def evaluate(model: CrystalModel, dataset: CrystalDataset, batch_size: int = 256) -> dict[str, float]:
     """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
     whose targets must be the model's (:class:`DataError` otherwise)."""
+    _check_model(model)
     check_count(batch_size, "batch_size")
     _check_targets(model, dataset, "the data set")
     if len(dataset) == 0:
@@ -249,7 +256,11 @@ def _distributed(device: str = "cpu") -> tuple[int, int]:
     started here: gloo on CPU, nccl on GPU."""
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE = {os.environ['WORLD_SIZE']!r} is not a number of processes; it is set by "
+                          "torchrun (unset it to train in one process)") from None
     if world <= 1:
         return 1, 0
     if not dist.is_initialized():
@@ -518,6 +529,7 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
     (``batch_size`` per process), gradients are averaged across processes, BatchNorm
     statistics are taken from rank 0 after each epoch, and only rank 0 writes files.
     """
+    _check_model(model)
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got a {type(config).__name__}: e.g. "
                           "TrainConfig(epochs=30, lr=1e-3)")
@@ -637,6 +649,10 @@ class FinetuneResult:
 def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
     if isinstance(data, CrystalDataset):
         return data
+    if not isinstance(data, (str, os.PathLike)):
+        raise ConfigError(f"data must be a CrystalDataset, a file or folder, or 'bundled:NAME', not a "
+                          f"{type(data).__name__}; from structures or a DataFrame: CrystalDataset.from_structures / "
+                          "CrystalDataset.from_dataframe")
     path = Path(data)
     if not path.exists() and str(data).startswith("bundled:"):
         path = bundled_dataset(str(data)[len("bundled:"):])

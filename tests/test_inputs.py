@@ -873,3 +873,31 @@ def test_a_cosine_run_cannot_be_extended_by_resume(tmp_path):
     finetune(DATA / "mp200.jsonl.gz", "band_gap", epochs=2, **kwargs)
     with pytest.raises(RunError, match="epochs \\(cosine schedule\\): 2 in the checkpoint, 3 now"):
         finetune(DATA / "mp200.jsonl.gz", "band_gap", epochs=3, resume=True, **kwargs)
+
+
+def test_round_five_leftovers(tmp_path, monkeypatch, formation):
+    from crystalzoo import finetune
+    from crystalzoo.training import TrainConfig, evaluate, train_model
+
+    with pytest.raises(ConfigError, match="data must be a CrystalDataset, a file or folder"):
+        finetune([CIFS[0]], "y", epochs=1, progress=False)
+    ds = CrystalDataset.from_structures(CIFS, np.arange(len(CIFS), dtype=float), cache_dir=False, progress=False)
+    with pytest.raises(ConfigError, match="expected a CrystalModel"):
+        evaluate(formation.backbone, ds)
+    with pytest.raises(ConfigError, match="expected a CrystalModel"):
+        train_model(None, ds, ds, TrainConfig(epochs=1))
+    with pytest.raises(DataError, match="select_targets needs at least one target"):
+        ds.select_targets([])
+    long = "data_x\n" + "x" * 5000
+    with pytest.raises(DataError, match="is 'data_x.{0,60}, not a number") as info:
+        CrystalDataset.from_structures(CIFS[:1], [long], cache_dir=False, progress=False)
+    assert len(str(info.value)) < 200
+    folder = tmp_path / "cgcnn"
+    folder.mkdir()
+    (folder / "id_prop.csv").write_text("../outside,2\n")
+    with pytest.raises(DataError, match="id '../outside' is not the name of a CIF file"):
+        CrystalDataset.from_cif_folder(folder, cache_dir=False, progress=False)
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    with pytest.raises(ConfigError, match="WORLD_SIZE = 'abc'"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", train_size=60, val_size=20, test_size=20, epochs=1,
+                 progress=False, cache_dir=tmp_path)
