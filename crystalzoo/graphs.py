@@ -118,6 +118,19 @@ def check_jobs(n_jobs: Any) -> int:
     return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
 
 
+def plain(value: Any) -> Any:
+    """``value`` as a Python number where it is a numpy one (JSON cannot hold those); anything
+    else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def python_numbers(settings: Any) -> None:
+    """Turn the numpy numbers among the fields of a (frozen) settings dataclass into Python
+    numbers, in place: what its ``__post_init__`` calls first."""
+    for f in dataclasses.fields(settings):
+        object.__setattr__(settings, f.name, plain(getattr(settings, f.name)))
+
+
 @dataclass(frozen=True)
 class GraphSettings:
     """How a structure becomes a graph. They belong to a set of weights: a model only ever
@@ -139,10 +152,7 @@ class GraphSettings:
     def __post_init__(self) -> None:
         """Check every setting (types and the limits above) before anything is allocated;
         :class:`ConfigError` otherwise. numpy numbers become Python numbers (for JSON)."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.generic):
-                object.__setattr__(self, f.name, value.item())
+        python_numbers(self)
         radius = _real(self.radius, "radius")
         if not 0 < radius <= MAX_RADIUS:
             raise ConfigError(f"radius must be in (0, {MAX_RADIUS}] Å, got {self.radius!r}")
@@ -297,8 +307,7 @@ def load_structure(source: StructureLike) -> "Structure":
             raise StructureError(f"{path}: not UTF-8 text (a binary file, or text in another encoding such as "
                                  "Latin-1): save the CIF as UTF-8") from None
         return _parse_cif(text, str(path))
-    if type(source).__name__ in ("Molecule", "IMolecule"):
-        raise StructureError("a Molecule is not a crystal: CGCNN graphs need a periodic pymatgen Structure (a lattice)")
+    _refuse_molecule(source)
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "
         "pass a pymatgen Structure, a CIF path or CIF text"
@@ -706,20 +715,27 @@ def _structure_arrays(source: StructureLike, settings: GraphSettings) -> GraphAr
 # --------------------------------------------------------------------------- graphs
 
 
-def _check_settings(settings: Any) -> GraphSettings:
+def check_settings(settings: Any, name: str = "settings") -> GraphSettings:
+    """``settings`` if it is a :class:`GraphSettings`, else :class:`ConfigError` naming ``name``."""
     if not isinstance(settings, GraphSettings):
-        raise ConfigError(f"settings must be a crystalzoo GraphSettings, got a {type(settings).__name__}; from a "
+        raise ConfigError(f"{name} must be a crystalzoo GraphSettings, got a {type(settings).__name__}; from a "
                           "dict: GraphSettings.from_dict(d)")
     return settings
+
+
+def _refuse_molecule(source: Any) -> None:
+    from pymatgen.core import IMolecule
+
+    if isinstance(source, IMolecule):
+        raise StructureError("a Molecule is not a crystal: CGCNN graphs need a periodic pymatgen Structure (a lattice)")
 
 
 def _structure_list(structures: Any) -> list:
     """``structures`` as a list; :class:`StructureError` for one crystal or something that is
     not a collection of them (a string would otherwise be read one character at a time)."""
-    from pymatgen.core import IMolecule, IStructure
+    from pymatgen.core import IStructure
 
-    if isinstance(structures, IMolecule):
-        raise StructureError("a Molecule is not a crystal: CGCNN graphs need a periodic pymatgen Structure (a lattice)")
+    _refuse_molecule(structures)
     if isinstance(structures, (str, bytes, os.PathLike, IStructure)) or not isinstance(structures, Iterable):
         raise StructureError(f"expected a list of crystals (pymatgen Structures, CIF paths or CIF texts), got a "
                              f"{type(structures).__name__}; for one crystal, pass [it]")
@@ -744,7 +760,7 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     """
     import torch
 
-    _check_settings(settings)
+    check_settings(settings)
     arrays = list(arrays)
     if not arrays:
         raise CrystalZooError("collate needs at least one crystal")
@@ -852,7 +868,7 @@ def _iter_arrays(
     from tqdm.auto import tqdm
 
     n_jobs = check_jobs(n_jobs)
-    _check_settings(settings)
+    check_settings(settings)
     structures = _structure_list(structures)
     parallel = n_jobs > 1 and len(structures) >= 64
     if chunk is None:

@@ -13,7 +13,7 @@ The layer names match the original CGCNN checkpoints, so their weights load unch
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import nn
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError, StructureError
-from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, iter_batches
+from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, iter_batches, python_numbers
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
 #: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
@@ -85,10 +85,7 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         """Types and the limits above, checked before any layer is allocated (:class:`ConfigError`).
         numpy numbers become Python numbers (for JSON)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.generic):
-                object.__setattr__(self, f.name, value.item())
+        python_numbers(self)
         for name in ("atom_fea_len", "h_fea_len"):
             check_count(getattr(self, name), name, 1, MAX_FEATURES)
         check_count(self.n_conv, "n_conv", 1, MAX_LAYERS)
@@ -100,6 +97,18 @@ class BackboneConfig:
             raise ConfigError(f"unknown convolution {self.conv!r}; valid: 'gated', 'attention'")
         if self.conv == "attention" and self.atom_fea_len % self.heads:
             raise ConfigError(f"atom_fea_len {self.atom_fea_len} must be divisible by heads {self.heads}")
+
+    @classmethod
+    def from_dict(cls, d: Any, what: str = "backbone") -> "BackboneConfig":
+        """The config in the dict ``d`` (a config.json's ``backbone``, or the ``architecture`` of
+        a run from scratch), checked: :class:`ConfigError` naming ``what`` for anything else."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{what} config must be a JSON object (a dict of BackboneConfig settings), got "
+                              f"{type(d).__name__}")
+        unknown = set(map(str, d)) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown {what} settings {sorted(unknown)}; valid: {list(cls.__dataclass_fields__)}")
+        return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -463,9 +472,7 @@ class CGCNNBackbone(nn.Module):
 
     def train(self, mode: bool = True) -> "CGCNNBackbone":
         super().train(mode)
-        if self.frozen is not None:  # frozen layers stay a fixed function, BatchNorm included
-            for module in self.frozen_modules():
-                module.eval()
+        hold_frozen(self)  # frozen layers stay a fixed function, BatchNorm included
         return self
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -485,14 +492,7 @@ class CGCNNBackbone(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "CGCNNBackbone":
         """A CGCNN backbone of the sizes in ``config`` (a :class:`BackboneConfig` dict), checked first."""
-        if not isinstance(config, dict):
-            raise ConfigError(f"backbone config must be a JSON object, got {type(config).__name__}")
-        try:
-            shape = BackboneConfig(**config)
-        except TypeError:  # an unknown key
-            known = [f for f in BackboneConfig.__dataclass_fields__]
-            raise ConfigError(f"unknown backbone settings {sorted(set(map(str, config)) - set(known))}; "
-                              f"valid: {known}") from None
+        shape = BackboneConfig.from_dict(config)
         if shape.orig_atom_fea_len != graph_settings.n_atom_features:
             raise ConfigError(f"orig_atom_fea_len {shape.orig_atom_fea_len} differs from the "
                               f"{graph_settings.n_atom_features} atom features of {graph_settings.atom_features!r}")
@@ -502,6 +502,13 @@ class CGCNNBackbone(nn.Module):
 def frozen_modules(backbone: Backbone) -> list[nn.Module]:
     """The stages :func:`freeze` froze (none when ``backbone.frozen`` is None)."""
     return [] if backbone.frozen is None else backbone.stages()[: backbone.frozen + 1]
+
+
+def hold_frozen(backbone: Backbone) -> None:
+    """Put the frozen stages of ``backbone`` back in eval mode (BatchNorm statistics fixed):
+    after anything that may have called ``train()`` on them, for any architecture."""
+    for module in frozen_modules(backbone):
+        module.eval()
 
 
 class RegressionHead(nn.Module):
@@ -692,8 +699,7 @@ class CrystalModel(nn.Module):
         """As ``nn.Module.train``, except that frozen stages stay in eval mode (their BatchNorm
         statistics fixed), for any backbone architecture."""
         super().train(mode)
-        for module in frozen_modules(self.backbone):
-            module.eval()
+        hold_frozen(self.backbone)
         return self
 
     @property
@@ -837,6 +843,5 @@ def freeze(backbone: Backbone, k: int, reinit: bool = False) -> Backbone:
                 if hasattr(sub, "reset_parameters"):  # Linear weights; BatchNorm weights and statistics
                     sub.reset_parameters()
     backbone.train(backbone.training)
-    for module in frozen_modules(backbone):  # also where the architecture's train() does not know of freezing
-        module.eval()
+    hold_frozen(backbone)  # also where the architecture's train() does not know of freezing
     return backbone

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChecksumError, ConfigError, UnknownBackboneError, WeightsError
-from .graphs import GraphSettings
+from .graphs import GraphSettings, check_settings
 from .manifest import read_manifest
-from .models import Backbone, CrystalModel, check_device, freeze as _freeze, frozen_modules
+from .models import Backbone, CrystalModel, check_device, freeze as _freeze, hold_frozen
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights, sha256_file
 
 HF_PREFIX = "hf-hub:"
@@ -226,9 +226,8 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
         array([-2.11], dtype=float32)
     """
     check_device(device)
-    if graph_settings is not None and not isinstance(graph_settings, GraphSettings):
-        raise ConfigError(f"graph_settings must be a GraphSettings, got a {type(graph_settings).__name__}; from a "
-                          "dict: GraphSettings.from_dict(d)")
+    if graph_settings is not None:
+        check_settings(graph_settings, "graph_settings")
     config, state, source = _resolve(name, local_files_only)
     model = build_model(config, state, source)
     model.meta["source"] = source
@@ -259,6 +258,5 @@ def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False,
     elif reinit:
         raise WeightsError("reinit=True needs freeze=k: it re-initialises the layers after the k frozen ones")
     backbone.train()
-    for module in frozen_modules(backbone):  # frozen stages stay a fixed function, for any architecture
-        module.eval()
+    hold_frozen(backbone)  # frozen stages stay a fixed function, for any architecture
     return backbone

@@ -41,9 +41,9 @@ import torch
 
 from .data import CrystalDataset, _split_target, _target_list, bundled_dataset, check_split_size
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
-from .graphs import check_count, collate
+from .graphs import check_count, collate, plain
 from .models import (BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead, check_device,
-                     frozen_modules)
+                     hold_frozen)
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -173,8 +173,7 @@ class _Batches:
         if backbone.frozen is not None and len(ds):
             self.start = backbone.frozen
             self.prefix = []
-            for module in frozen_modules(backbone):  # a fixed function: running statistics
-                module.eval()
+            hold_frozen(backbone)  # a fixed function: running statistics
             with torch.no_grad():
                 for lo in range(0, len(ds), 256):
                     g = collate(ds.graphs[lo : lo + 256], ds.settings).to(device)
@@ -675,7 +674,7 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     _check_task(task)
     torch.manual_seed(seed)
     if backbone is None:
-        bb = CGCNNBackbone(BackboneConfig(**(architecture or {})), dataset.settings)
+        bb = CGCNNBackbone(BackboneConfig.from_dict(architecture or {}, "architecture"), dataset.settings)
         if freeze is not None:
             raise DataError("freeze needs a pretrained backbone; a model from scratch trains every layer")
     else:
@@ -733,20 +732,14 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
     targets = [target] if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else []
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise ConfigError(f"target = {target!r}: give the name of a label column, or a list of them")
-    units = [units] if isinstance(units, str) else units
+    units = None if units is None else _target_list(units)  # one unit as a string is one unit
     if units is not None and (not all(isinstance(u, str) for u in units) or len(units) != len(targets)):
         raise ConfigError(f"{len(targets)} targets but units {units!r}: give one unit (a string) per target")
     if architecture is not None:
         if backbone is not None:
             raise ConfigError("architecture shapes a model trained from scratch (backbone None, --backbone none); "
                               "a pretrained backbone has its own")
-        if not isinstance(architecture, dict):
-            raise ConfigError(f"architecture must be a dict of BackboneConfig settings, got {architecture!r}")
-        try:
-            BackboneConfig(**architecture)
-        except TypeError:
-            raise ConfigError(f"unknown architecture settings {sorted(set(map(str, architecture)) - set(BackboneConfig.__dataclass_fields__))}; "
-                              f"valid: {list(BackboneConfig.__dataclass_fields__)}") from None
+        BackboneConfig.from_dict(architecture, "architecture")
     config = TrainConfig(**train_options)
     _check_task(task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
@@ -819,17 +812,17 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     """
     # plain Python values: they go into JSON files (config, checkpoint, metrics)
     backbone = str(backbone) if isinstance(backbone, os.PathLike) else backbone
-    freeze, seed = (v.item() if isinstance(v, np.generic) else v for v in (freeze, seed))
+    freeze, seed = plain(freeze), plain(seed)
     if isinstance(architecture, dict):
-        architecture = {k: v.item() if isinstance(v, np.generic) else v for k, v in architecture.items()}
+        architecture = {k: plain(v) for k, v in architecture.items()}
     if overwrite:
         check_not_backbone_folder(out_dir, backbone)
     config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size,
                                test_size=test_size, task=task, out_dir=out_dir, overwrite=overwrite, resume=resume,
                                backbone=backbone, freeze=freeze, reinit=reinit, architecture=architecture, seed=seed,
                                **train_options)
-    units = [units] if isinstance(units, str) else units
-    targets = [target] if isinstance(target, str) else list(target)
+    units = None if units is None else _target_list(units)
+    targets = _target_list(target)
     rank = _distributed(config.device)[1]
     with claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
             else nullcontext():
@@ -888,8 +881,8 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
         >>> sorted(k for k in r.metrics["test"] if k.startswith("mae_"))
         ['mae_formation_energy_per_atom', 'mae_log10_k_vrh']
     """
-    if architecture is not None and not isinstance(architecture, dict):
-        raise ConfigError(f"architecture must be a dict of BackboneConfig settings, got {architecture!r}")
+    if architecture is not None:
+        BackboneConfig.from_dict(architecture, "architecture")  # a dict of known settings, before it is merged
     if architecture is not None and "conv" in architecture and architecture["conv"] != conv:
         raise ConfigError(f"conv is given twice: conv={conv!r} and architecture['conv']={architecture['conv']!r}; "
                           "give it once (--conv on the command line)")

@@ -683,7 +683,7 @@ def test_load_model_checks_device_and_settings():
     for device in ("gpu0", "meta") + (() if __import__("torch").cuda.is_available() else ("cuda",)):
         with pytest.raises(ConfigError, match="device"):
             load_model("formation", device=device)
-    with pytest.raises(ConfigError, match="graph_settings must be a GraphSettings"):
+    with pytest.raises(ConfigError, match="graph_settings must be a crystalzoo GraphSettings, got a dict"):
         load_model("formation", graph_settings={"radius": 8.0})
 
 
