@@ -344,8 +344,9 @@ def _parse_cif(text: str, name: str) -> "Structure":
 
 #: most positions a CIF's symmetry operations may generate (sites listed × operations) before
 #: pymatgen merges the duplicates, a step whose time grows with the square of this number
-#: (measured on 2 cores: 9,600 positions 8 s, 19,200 29 s, 38,400 110 s). A 1,728-atom supercell
-#: listed in P1 has 1,728; a zeolite's 30 sites in a group of order 192 have 5,760
+#: (``python scripts/cif_expansion_cost.py`` on 2 cores: 9,600 positions 8 s, 19,200 29 s,
+#: 38,400 126 s). A 1,728-atom supercell listed in P1 has 1,728; a zeolite's 30 sites in a
+#: group of order 192 have 5,760
 #: (docs/robustness.md)
 MAX_CIF_POSITIONS = 20_000
 _SYMOP_KEYS = ("_symmetry_equiv_pos_as_xyz", "_symmetry_equiv_pos_as_xyz_", "_space_group_symop_operation_xyz",
@@ -456,7 +457,7 @@ class GraphArrays:
 
 def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     species = []
-    for site in structure:  # as pymatgen's ``site.specie``, which costs twice as much
+    for site in structure:  # as pymatgen's ``site.specie``, without its second pass through the composition
         occupancy = list(site.species.items())  # (species, occupancy) pairs
         if len(occupancy) != 1 or occupancy[0][1] != 1:
             raise StructureError(

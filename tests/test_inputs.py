@@ -558,16 +558,17 @@ def test_unwrapped_coordinates_give_the_graph_of_the_wrapped_crystal(formation, 
         np.testing.assert_allclose(formation.predict(far), formation.predict(s), atol=1e-5)
 
 
-def _symmetric_cif(n_sites: int, spacegroup: str = "F m -3 m") -> str:
-    """A CIF listing n_sites (general positions) under the symmetry operations of a space group
-    given by name only, as ICSD CIFs often do."""
-    rng = np.random.default_rng(0)
-    lines = ["data_big", "_cell_length_a 40", "_cell_length_b 40", "_cell_length_c 40", "_cell_angle_alpha 90",
-             "_cell_angle_beta 90", "_cell_angle_gamma 90", f"_symmetry_space_group_name_H-M '{spacegroup}'", "loop_",
-             "_atom_site_label", "_atom_site_type_symbol", "_atom_site_fract_x", "_atom_site_fract_y",
-             "_atom_site_fract_z", "_atom_site_occupancy"]
-    lines += [f"Na{i} Na {x:.5f} {y:.5f} {z:.5f} 1" for i, (x, y, z) in enumerate(rng.random((n_sites, 3)))]
-    return "\n".join(lines) + "\n"
+def _symmetric_cif(n_sites: int) -> str:
+    """A CIF listing n_sites (general positions) under the 192 operations of Fm-3m, given by the
+    space group's name only, as ICSD CIFs often do: the one scripts/cif_expansion_cost.py times
+    (loaded from its file; scripts/ is not put on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cif_expansion_cost",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "cif_expansion_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.symmetric_cif(n_sites)
 
 
 def test_a_cif_expanding_to_too_many_positions_is_refused_at_once():
