@@ -149,9 +149,10 @@ def _cmd_push(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from .export import INPUT_NAMES, export_onnx
+    from .export import INPUT_NAMES, check_out_path, export_onnx
     from .registry import load_model
 
+    check_out_path(args.out)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CrystalZooError(f"{out} exists; pass --overwrite to replace it, or choose another --out")

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigError, CrystalZooError, DataError
 from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
-                     _structure_list, check_count, read_structure_file, structure_path)
+                     _structure_list, check_count, known_elements, read_structure_file, structure_path)
 
 #: largest magnitude a label may have: labels are trained in float32
 MAX_LABEL = float(np.finfo(np.float32).max)
@@ -481,8 +481,11 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
     if path.is_file():
         try:
             return _read_pack(path, len(structures))
-        except Exception:  # an unreadable cache file is rebuilt, never trusted
-            pass
+        except Exception as exc:  # an unreadable or inconsistent cache file is rebuilt, never trusted
+            import warnings
+
+            warnings.warn(f"the graph cache file {path} is unreadable or inconsistent ({str(exc)[:100]}); "
+                          "rebuilding it")
     graphs = build_arrays(structures, settings, progress, n_jobs, names=names)
     try:
         _write_pack(path, graphs)
@@ -518,13 +521,31 @@ def _write_pack(path: Path, graphs: list[GraphArrays]) -> None:
 
 
 def _read_pack(path: Path, expected: int) -> list[GraphArrays]:
+    """The graphs of a cache file, checked for consistency first (ValueError otherwise, and
+    the caller rebuilds): the counts add up, every edge joins two atoms of its own crystal,
+    the elements are in the atom table and the distances and weights are finite."""
     with np.load(path) as f:
         a = {k: f[k] for k in f.files}
-    if len(a["n_atoms"]) != expected:
+    n_atoms, n_edges = a["n_atoms"], a["n_edges"]
+    if len(n_atoms) != expected or len(n_edges) != expected:
         raise ValueError("cache holds another number of crystals")
-    na, ne = np.cumsum(a["n_atoms"])[:-1], np.cumsum(a["n_edges"])[:-1]
+    if n_atoms.dtype.kind != "i" or n_edges.dtype.kind != "i" or (n_atoms < 1).any() or (n_edges < 0).any():
+        raise ValueError("cache holds impossible counts")
+    if not (len(a["z"]) == len(a["extended"]) == n_atoms.sum()) \
+            or not (len(a["src"]) == len(a["dst"]) == len(a["distance"]) == len(a["weight"]) == n_edges.sum()):
+        raise ValueError("cache counts do not match its arrays")
+    atoms = np.repeat(n_atoms, n_edges)  # the atom count of each edge's crystal
+    for ends in (a["src"], a["dst"]):
+        if ends.dtype.kind != "i" or (ends < 0).any() or (ends >= atoms).any():
+            raise ValueError("cache holds an edge to an atom outside its crystal")
+    z = a["z"]
+    if z.dtype.kind != "i" or not known_elements(z).all():
+        raise ValueError("cache holds unknown elements")
+    if not (np.isfinite(a["distance"]).all() and np.isfinite(a["weight"]).all()):
+        raise ValueError("cache holds non-finite distances or weights")
+    na, ne = np.cumsum(n_atoms)[:-1], np.cumsum(n_edges)[:-1]
     return [
         GraphArrays(z, src, dst, d, ext, None if np.allclose(w, 1, rtol=0, atol=1e-6) else w)
-        for z, ext, src, dst, d, w in zip(np.split(a["z"], na), np.split(a["extended"], na), np.split(a["src"], ne),
+        for z, ext, src, dst, d, w in zip(np.split(z, na), np.split(a["extended"], na), np.split(a["src"], ne),
                                           np.split(a["dst"], ne), np.split(a["distance"], ne), np.split(a["weight"], ne))
     ]

@@ -84,6 +84,7 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
         raise MissingExtraError(f"ONNX export needs torch >= 2.5 (this is {torch.__version__}): pip install -U torch")
     if not isinstance(model, CrystalModel):
         raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a {type(model).__name__}")
+    check_out_path(path)
     if example is None:
         example = _example_graph(model)
     wrapper = _OnGraphTensors(model).eval()
@@ -104,6 +105,19 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
         model.train(was_training)
     atomic_write(path, lambda tmp: program.save(tmp))
     return Path(path)
+
+
+def check_out_path(path: str | os.PathLike) -> None:
+    """:class:`CrystalZooError` before any work when ``path`` cannot become the exported file:
+    empty, an existing folder, or inside something that is not a folder."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise CrystalZooError(f"the ONNX file name is empty ({path!r}); give one such as formation.onnx")
+    path = Path(path)
+    if path.is_dir():
+        raise CrystalZooError(f"{path} is a folder; give a file name for the ONNX model, e.g. {path / 'model.onnx'}")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise CrystalZooError(f"{path}: {parent} is a file, not a folder; choose another place for the ONNX model")
 
 
 def _example_graph(model: CrystalModel) -> CrystalGraph:

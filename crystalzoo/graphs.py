@@ -72,6 +72,10 @@ MAX_STRUCTURE_FILE_BYTES = 20_000_000
 MAX_RADIUS = 30.0
 MAX_NEIGHBORS = 256
 MAX_BOND_FEATURES = 1024
+#: most bond-feature values per atom (``max_neighbors`` × bond features): what a batch's
+#: edge features and the convolutions' edge tensors grow with (the registered weights: 12 × 41
+#: = 492; 16,384 is 64 kB of float32 per atom, 7 GB for a batch of 64 crystals of 1,728 atoms)
+MAX_NEIGHBOR_FEATURES = 16_384
 #: most (centre, neighbour) pairs, periodic images or grid entries one neighbour search may
 #: hold (:func:`search_cost`; at most about 1 GB in pymatgen's search). A 1,728-atom supercell
 #: needs about 0.2 million pairs; the most any crystal of the Materials Project sample needs is
@@ -168,6 +172,13 @@ class GraphSettings:
                 f"gaussian_step {step!r} gives more than {MAX_BOND_FEATURES} bond features from {self.gaussian_min} "
                 f"to {radius} Å; use a step of at least {(radius - self.gaussian_min) / (MAX_BOND_FEATURES - 1):.3g} Å"
             )
+        width = self.max_neighbors * self.n_bond_features
+        if width > MAX_NEIGHBOR_FEATURES:
+            raise ConfigError(
+                f"max_neighbors × bond features = {self.max_neighbors} × {self.n_bond_features} = {width:,} values per "
+                f"atom, more than {MAX_NEIGHBOR_FEATURES:,} (crystalzoo.graphs.MAX_NEIGHBOR_FEATURES): the edge "
+                "tensors of a batch would take gigabytes. Use fewer neighbours or a larger gaussian_step"
+            )
         if self.atom_features != "cgcnn-92":
             raise ConfigError(f"unknown atom_features {self.atom_features!r}; valid: 'cgcnn-92'")
 
@@ -234,20 +245,21 @@ def _atom_table() -> np.ndarray:
 def structure_path(source: StructureLike) -> Path | None:
     """The file a CIF path names, or None where ``source`` is CIF text (or a ``Structure``).
 
-    The one rule for telling them apart: a path object is a path; a string with a line break
-    is CIF text; a string without one is a path when something exists there (so a file
-    called ``data_1.cif`` is a file), else CIF text when it starts with ``data_`` (a CIF on
-    one line), else a path (that does not exist).
+    The one rule for telling them apart: a path object is a path; a string is a path when
+    something exists there (so a file called ``data_1.cif``, or one with a line break in its
+    name, is a file), else CIF text when it has a line break or starts with ``data_`` (a CIF
+    on one line), else a path (that does not exist). An empty string is (empty) CIF text,
+    not the current folder.
     """
     if isinstance(source, os.PathLike):
         return Path(source)
-    if not isinstance(source, str) or "\n" in source or "\r" in source or not source.strip():
-        return None  # an empty string is (empty) CIF text, not the current folder
+    if not isinstance(source, str) or not source.strip():
+        return None
     try:
-        exists = os.path.lexists(source)
+        exists = len(source) <= 4096 and os.path.lexists(source)
     except (OSError, ValueError):  # a name too long for a path, a NUL character
         exists = False
-    if not exists and source.lstrip().startswith("data_"):
+    if not exists and ("\n" in source or "\r" in source or source.lstrip().startswith("data_")):
         return None
     return Path(source)
 
@@ -468,17 +480,23 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     if not species:
         raise StructureError(f"{name}: has no atoms")
     z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
-    table = _atom_table()
-    known = (z > 0) & (z < len(table))
-    known[known] = ~np.isnan(table[z[known], 0])
+    known = known_elements(z)
     if not known.all():
         bad = [str(sp) for sp, ok in zip(species, known) if not ok]
         raise StructureError(
             f"{name}: no CGCNN atom features for {sorted(set(bad))} (the table covers "
-            f"elements Z = 1…{len(table) - 1}); dummy species and heavier elements "
+            f"elements Z = 1…{len(_atom_table()) - 1}); dummy species and heavier elements "
             "cannot be featurised"
         )
     return z
+
+
+def known_elements(z: np.ndarray) -> np.ndarray:
+    """Whether each atomic number in ``z`` has CGCNN atom features (a bool array)."""
+    table = _atom_table()
+    known = (z > 0) & (z < len(table))
+    known[known] = ~np.isnan(table[z[known], 0])
+    return known
 
 
 def _nearest(centers: np.ndarray, dists: np.ndarray, n_centers: int, k: int):

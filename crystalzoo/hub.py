@@ -83,6 +83,20 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
     return path, path.parent.name  # the cache keeps files in snapshots/<commit id>/
 
 
+def _check_repo_id(repo_id: Any) -> None:
+    """:class:`HubError` unless ``repo_id`` is a valid Hub repo id, before any request."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(repo_id, str):
+        raise HubError(f"the Hub repo id must be a string ORG/NAME, e.g. 'me/band-gap-cgcnn', got {repo_id!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(f"{repo_id!r} is not a valid Hub repo id: [ORG/]NAME of letters, digits, '-', '_' and '.', "
+                       "not starting or ending with '-' or '.', without '--' or '..', at most 96 characters") from None
+
+
 def fetch_registered(name: str, entry: dict[str, Any], local_files_only: bool | None = None) -> Path:
     """The verified weights file of a registered entry, at its pinned revision."""
     hub, f = entry["hub"], entry["file"]
@@ -114,6 +128,7 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"{spec!r} is not ORG/NAME[@REVISION]")
+    _check_repo_id(repo_id)
     config_path, commit = _download(repo_id, CONFIG_NAME, revision or None, local_files_only)
     weights_path, _ = _download(repo_id, WEIGHTS_NAME, commit, local_files_only)
     expected = read_config(config_path).get("weights_sha256")
@@ -219,6 +234,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     """
     from huggingface_hub import HfApi
 
+    _check_repo_id(repo_id)
     if metrics is None and metrics_file is None and model.meta.get("source") and Path(str(model.meta["source"])).is_dir():
         candidate = Path(str(model.meta["source"])) / "metrics.json"
         metrics_file = candidate if candidate.is_file() else None

@@ -67,3 +67,15 @@ def test_cli_export_writes_and_never_overwrites(tmp_path, capsys):
     assert main(["export", "--model", "formation", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_cli_export_names_a_bad_out_before_any_work(tmp_path, capsys):
+    from crystalzoo.cli import main
+
+    (tmp_path / "folder.onnx").mkdir()
+    (tmp_path / "file").write_text("")
+    for out, message in [("", "the ONNX file name is empty"), (tmp_path / "folder.onnx", "is a folder"),
+                         (tmp_path / "file" / "m.onnx", "is a file, not a folder")]:
+        assert main(["export", "--model", "formation", "--out", str(out), "--overwrite"]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.onnx"]

@@ -76,7 +76,7 @@ def test_interrupted_download_leaves_nothing_that_looks_valid(hub, tmp_path):
     assert load_model(f"hf-hub:alice/m@{commit}").targets == ["log10_bulk_modulus"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # huggingface_hub's backoff: 23 s of retries against the stopped server
 def test_unreachable_server_then_offline_fallback(hub, monkeypatch):
     commit = push_to_hub(load_model("bulk"), "alice/m")
     load_model("hf-hub:alice/m")  # caches main -> commit

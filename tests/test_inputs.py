@@ -902,3 +902,63 @@ def test_round_five_leftovers(tmp_path, monkeypatch, formation):
     with pytest.raises(ConfigError, match="WORLD_SIZE = 'abc'"):
         finetune(DATA / "mp200.jsonl.gz", "band_gap", train_size=60, val_size=20, test_size=20, epochs=1,
                  progress=False, cache_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------- round six (a second fresh attack)
+
+
+def test_edge_tensors_are_bounded_by_the_settings():
+    with pytest.raises(ConfigError, match=r"256 × 1001 = 256,256 values per atom"):
+        GraphSettings(max_neighbors=256, gaussian_step=0.008)  # each limit alone is kept
+    assert GraphSettings(max_neighbors=256).n_bond_features == 41
+
+
+def _cached_pack(tmp_path):
+    ds = CrystalDataset.from_structures(CIFS[:3], [1.0, 2.0, 3.0], cache_dir=tmp_path, progress=False)
+    [path] = (tmp_path / "graphs").glob("*.npz")
+    with np.load(path) as f:
+        return ds, path, {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda a: a["n_edges"].__setitem__(0, a["n_edges"][0] - 1),  # counts shifted between crystals
+    lambda a: a["n_edges"].__setitem__(0, a["n_edges"][0] + 5),  # counts that do not add up
+    lambda a: a["src"].__setitem__(0, 10_000),  # an edge to an atom of no crystal
+    lambda a: a["dst"].__setitem__(-1, a["n_atoms"][-1]),  # an edge to the next crystal's atom
+    lambda a: a["z"].__setitem__(0, 0),  # no element
+    lambda a: a["distance"].__setitem__(0, np.nan),
+])
+def test_an_inconsistent_graph_cache_file_is_rebuilt(tmp_path, corrupt):
+    ds, path, arrays = _cached_pack(tmp_path)
+    corrupt(arrays)
+    np.savez(path, **arrays)
+    with pytest.warns(UserWarning, match="unreadable or inconsistent"):
+        again = CrystalDataset.from_structures(CIFS[:3], [1.0, 2.0, 3.0], cache_dir=tmp_path, progress=False)
+    for a, b in zip(ds.graphs, again.graphs):
+        assert np.array_equal(a.src, b.src) and np.array_equal(a.dst, b.dst) and np.array_equal(a.z, b.z)
+        assert np.array_equal(a.distance, b.distance)
+
+
+def test_a_file_name_with_a_line_break_is_a_file(tmp_path, formation):
+    odd = tmp_path / "my\ncrystal.cif"
+    shutil.copy(CIFS[0], odd)
+    assert formation.predict([str(odd)]).tolist() == formation.predict([CIFS[0]]).tolist()
+    with pytest.raises(StructureError, match="CIF text"):  # no such file: the string is (bad) CIF text
+        formation.predict([str(tmp_path / "missing\nfile.cif")])
+
+
+def test_an_invalid_hub_repo_id_is_named_before_any_request(monkeypatch):
+    import huggingface_hub
+
+    from crystalzoo.hub import push_to_hub
+
+    def no_request(*args, **kwargs):
+        raise AssertionError("a request was made")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_request)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", no_request)
+    for bad in ["a/b c", "a/..b", "-a/b"]:
+        with pytest.raises(CrystalZooError, match=f"'{bad}' is not a valid Hub repo id"):
+            load_model("hf-hub:" + bad)
+        with pytest.raises(CrystalZooError, match=f"'{bad}' is not a valid Hub repo id"):
+            push_to_hub(load_model("formation"), bad)
