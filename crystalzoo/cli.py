@@ -6,7 +6,9 @@ Run ``crystalzoo COMMAND --help`` for the options of each.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -114,7 +116,7 @@ def _cmd_finetune(args) -> None:
     results = []
     for bb, fr, re, out in runs:
         label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"
-        print(f"fine-tuning ({label}) → {out}", file=sys.stderr)
+        logging.getLogger("crystalzoo").info("fine-tuning (%s) → %s", label, out)
         r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **common)
         results.append((label, r))
     sizes = results[0][1].metrics["sizes"]
@@ -166,33 +168,35 @@ def _cmd_export(args) -> None:
 
 
 def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
-    """Options shared by ``finetune`` and ``pretrain``: splits, optimisation, output."""
-    s.add_argument("--epochs", type=int, default=epochs)
+    """Options shared by ``finetune`` and ``pretrain``: splits, then one option per
+    :class:`~crystalzoo.train_config.TrainConfig` setting (its default and help), then output."""
+    from .train_config import TrainConfig
+
     s.add_argument("--train-size", type=_size, default=0.8,
                    help="an integer is a count of crystals, a number between 0 and 1 a fraction of the data")
     s.add_argument("--val-size", type=_size, default=0.1, help="count or fraction, as --train-size")
     s.add_argument("--test-size", type=_size, default=0.1, help="count or fraction, as --train-size (0: no test set)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
-                   help="learning rate: constant, or cosine decay to 0 over --epochs")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    s.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
-                   help="stop after this many epochs (>= 1) without a better validation loss")
-    s.add_argument("--device", default="cpu")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "progress":
+            s.add_argument("--quiet", action="store_true", help="no progress bars")
+            continue
+        default = epochs if f.name == "epochs" else f.default
+        s.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["type"], default=default,
+                       choices=f.metadata["choices"], metavar=f.metadata["metavar"],
+                       help=f.metadata["help"] + ("" if default is None else f" (default {default})"))
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                    "(which must belong to the same data, targets, model and settings)")
     s.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     s.add_argument("--out", required=True, help="output folder (refused if it holds a run, unless --resume or "
                    "--overwrite)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _training_kwargs(args) -> dict:
-    return dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
-                epochs=args.epochs, lr=args.lr, schedule=args.schedule, batch_size=args.batch_size,
-                optimizer=args.optimizer, device=args.device, early_stopping=args.early_stopping,
+    """The run options of ``finetune`` / ``pretrain`` from the parsed arguments."""
+    from .train_config import TrainConfig
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "progress"}
+    return dict(train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, **options,
                 progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
 
 
@@ -253,7 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; a crystalzoo error (bad input, bad settings, a usage error) is one
-    line on stderr and exit status 2. Only a real bug shows a traceback."""
+    line on stderr and exit status 2. Only a real bug shows a traceback. crystalzoo's log
+    messages (``logging.getLogger("crystalzoo")``, from INFO up) go to stderr as
+    ``crystalzoo: …`` lines while the command runs."""
+    log = logging.getLogger("crystalzoo")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("crystalzoo: %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
@@ -270,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a run's lock and temporary files are already cleaned up
         print("crystalzoo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     return 0
 
 

@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ import numpy as np
 from .errors import ConfigError, CrystalZooError, DataError
 from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
                      _structure_list, check_count, known_elements, read_structure_file, structure_path)
+
+logger = logging.getLogger(__name__)
 
 #: largest magnitude a label may have: labels are trained in float32
 MAX_LABEL = float(np.finfo(np.float32).max)
@@ -51,6 +54,24 @@ def bundled_dataset(name: str) -> Path:
     if name not in BUNDLED:
         raise DataError(f"no bundled data set {name!r}; bundled: {', '.join(BUNDLED)}")
     return Path(str(resources.files("crystalzoo").joinpath("data", BUNDLED[name])))
+
+
+BUNDLED_PREFIX = "bundled:"
+
+
+def dataset_path(source: str | os.PathLike) -> Path:
+    """The file or folder a data-set source names: ``bundled:NAME`` (a data set shipped with
+    the package, unless a file of that name exists), else the path itself.
+
+    Example::
+
+        >>> dataset_path("bundled:mp-band-gap").name
+        'mp_band_gap_3000.jsonl.gz'
+    """
+    path = Path(source)
+    if isinstance(source, str) and source.startswith(BUNDLED_PREFIX) and not path.exists():
+        return bundled_dataset(source[len(BUNDLED_PREFIX):])
+    return path
 
 
 def default_cache_dir() -> Path:
@@ -482,17 +503,13 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
         try:
             return _read_pack(path, len(structures))
         except Exception as exc:  # an unreadable or inconsistent cache file is rebuilt, never trusted
-            import warnings
-
-            warnings.warn(f"the graph cache file {path} is unreadable or inconsistent ({str(exc)[:100]}); "
-                          "rebuilding it")
+            logger.warning("the graph cache file %s is unreadable or inconsistent (%s); rebuilding it", path,
+                           str(exc)[:100])
     graphs = build_arrays(structures, settings, progress, n_jobs, names=names)
     try:
         _write_pack(path, graphs)
     except OSError as exc:  # read-only or full disk: go on without a cache
-        import warnings
-
-        warnings.warn(f"could not write the graph cache {path} ({exc}); graphs will be rebuilt next time")
+        logger.warning("could not write the graph cache %s (%s); graphs will be rebuilt next time", path, exc)
     return graphs
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,7 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
             f"{weights_path} ({repo_id}@{commit}) does not match the sha256 in its {CONFIG_NAME}: delete it "
             "from the Hugging Face cache and load again"
         )
-    print(f"crystalzoo: loaded hf-hub:{repo_id} at commit {commit}", file=sys.stderr)
+    logger.info("loaded hf-hub:%s at commit %s", repo_id, commit)
     return weights_path.parent, commit
 
 

@@ -39,7 +39,7 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
     entries = manifest.setdefault("weights", {})
     old = entries.get(name, {})
     config = model.config()
-    for key in ("frozen", "meta", "format_version"):  # the manifest describes weights, not a saved model
+    for key in ("meta", "format_version"):  # the manifest describes weights, not a saved model
         config.pop(key, None)
     head = model.head
     sha256 = sha256_file(weights_file)

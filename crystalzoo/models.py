@@ -774,7 +774,6 @@ class CrystalModel(nn.Module):
             "backbone": self.backbone.to_config(),
             "graph": self.graph_settings.to_dict(),
             "head": self.head.config(),
-            "frozen": self.backbone.frozen,
             **({"meta": self.meta} if self.meta else {}),
         }
 

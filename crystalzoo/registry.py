@@ -15,8 +15,8 @@ folder, is that folder — where the name is also registered, only a model folde
 from __future__ import annotations
 
 import difflib
+import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +27,8 @@ from .graphs import GraphSettings, check_settings
 from .manifest import read_manifest
 from .models import Backbone, CrystalModel, check_device, freeze as _freeze, hold_frozen
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights, sha256_file
+
+logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf-hub:"
 
@@ -164,8 +166,8 @@ def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool
     elif kind == "folder":
         folder, source = Path(name), str(name)
         if isinstance(name, str) and name in _entries():
-            print(f"crystalzoo: loading the folder ./{name}, not the registered model {name!r} (an existing folder "
-                  "wins; run from another folder to load the registered one)", file=sys.stderr)
+            logger.warning("loading the folder ./%s, not the registered model %r (an existing folder wins; run from "
+                           "another folder to load the registered one)", name, name)
     else:
         e = _entry(name)
         state = read_weights(weights_file(name, local_files_only)) if with_weights else None

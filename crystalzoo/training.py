@@ -25,10 +25,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
-import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -39,12 +39,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .data import CrystalDataset, _split_target, _target_list, bundled_dataset, check_split_size
+from .data import CrystalDataset, _split_target, _target_list, check_split_size, dataset_path
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
-from .models import (BackboneConfig, CGCNNBackbone, ClassificationHead, CrystalModel, RegressionHead, check_device,
-                     hold_frozen)
+from .models import BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
+from .train_config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 #: the files a training run writes into its output folder
@@ -54,14 +56,6 @@ LOCK_NAME = ".crystalzoo.lock"
 TASKS = ("regression", "classification")
 
 
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_task(task: Any) -> None:
     if task not in TASKS:
         import difflib
@@ -69,57 +63,6 @@ def _check_task(task: Any) -> None:
         near = difflib.get_close_matches(str(task).lower(), TASKS, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(f"task = {task!r} is not a task; valid: 'regression', 'classification'{hint}")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings. The defaults fine-tune a CGCNN on about a thousand crystals."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9, as the original CGCNN)
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
-    early_stopping: int | None = None  # stop after this many epochs without a better validation loss
-    progress: bool = True
-    schedule: str = "constant"  # or "cosine": lr decays as lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state."""
-        if self.schedule == "constant":
-            return self.lr
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
-
-    def __post_init__(self) -> None:
-        """Every setting is checked here, so the API and the CLI refuse the same values with
-        the same :class:`ConfigError`, before any data is read."""
-        for name, least, example in (("epochs", 1, 30), ("batch_size", 2, 64)):
-            value = getattr(self, name)
-            if not _is_integer(value) or value < least:
-                why = " (BatchNorm cannot train on a batch of one crystal)" if name == "batch_size" else ""
-                raise ConfigError(f"{name} = {value!r}: must be an integer >= {least}{why}, "
-                                  f"e.g. --{name.replace('_', '-')} {example}")
-        if not _is_real(self.lr) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr = {self.lr!r}: the learning rate must be a finite number > 0, e.g. --lr 1e-3")
-        if not _is_real(self.weight_decay) or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay = {self.weight_decay!r}: must be a finite number >= 0, e.g. 0 or 1e-5")
-        if not _is_integer(self.seed) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed = {self.seed!r}: must be an integer from 0 to 2**63 - 1, e.g. --seed 0")
-        if self.early_stopping is not None and (not _is_integer(self.early_stopping) or self.early_stopping < 1):
-            raise ConfigError(f"early_stopping = {self.early_stopping!r}: the patience is a number of epochs >= 1 "
-                              "(leave it out for no early stopping)")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
-        check_device(self.device)
-        # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
-        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
-        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
-        if self.early_stopping is not None:
-            self.early_stopping = int(self.early_stopping)
 
 
 @dataclass
@@ -652,14 +595,33 @@ def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
         raise ConfigError(f"data must be a CrystalDataset, a file or folder, or 'bundled:NAME', not a "
                           f"{type(data).__name__}; from structures or a DataFrame: CrystalDataset.from_structures / "
                           "CrystalDataset.from_dataframe")
-    path = Path(data)
-    if not path.exists() and str(data).startswith("bundled:"):
-        path = bundled_dataset(str(data)[len("bundled:"):])
+    path = dataset_path(data)
     if path.is_dir():
         return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
     if path.suffix.lower() == ".csv":
         return CrystalDataset.from_csv(path, targets=targets, **kwargs)
     return CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
+
+
+def _head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | None) -> dict[str, Any]:
+    """The config of a new head for ``dataset`` (:func:`~crystalzoo.models.make_head` builds it):
+    its targets and units, or the classes 0 … C-1 of its labels, checked."""
+    if task == "regression":
+        return {"task": "regression", "targets": list(dataset.targets), "units": None if units is None else list(units)}
+    if len(dataset.targets) != 1:
+        raise ConfigError(f"a classifier predicts one target; got {dataset.targets}")
+    y = dataset.labels[:, 0]
+    for i in np.flatnonzero(~np.isnan(y) & (y != np.round(y)))[:1]:
+        raise DataError(f"label {float(y[i]):g} of crystal {dataset.ids[i]!r} is not a class: classification "
+                        "labels are the integers 0 … C-1 (for a number to predict, use task='regression')")
+    classes = sorted({int(v) for v in y[~np.isnan(y)]})
+    if classes != list(range(len(classes))) or len(classes) < 2:
+        missing = sorted(set(range(max(classes) + 1)) - set(classes))[:10] if classes else []
+        raise DataError(f"the training split has the classes {classes[:10]}"
+                        + (f", not {missing}" if missing else "")
+                        + ": a classifier needs every class 0 … C-1 (C ≥ 2) in its training split. Use more data "
+                        "or another seed, or number the classes 0 … C-1")
+    return {"task": "classification", "classes": [str(c) for c in classes], "targets": list(dataset.targets)}
 
 
 def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | None = None, reinit: bool = False,
@@ -672,32 +634,22 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     from .registry import load_backbone
 
     _check_task(task)
-    torch.manual_seed(seed)
-    if backbone is None:
-        bb = CGCNNBackbone(BackboneConfig.from_dict(architecture or {}, "architecture"), dataset.settings)
-        if freeze is not None:
-            raise DataError("freeze needs a pretrained backbone; a model from scratch trains every layer")
-    else:
-        bb = load_backbone(backbone, freeze=freeze, reinit=reinit, graph_settings=dataset.settings)
+    if backbone is None and freeze is not None:
+        raise DataError("freeze needs a pretrained backbone; a model from scratch trains every layer")
     empty = [t for t, n in zip(dataset.targets, (~np.isnan(dataset.labels)).sum(axis=0)) if n == 0]
     if empty:
         raise DataError(f"no crystal of the training split has a label for {empty}")
-    if task == "classification":
-        if len(dataset.targets) != 1:
-            raise ConfigError(f"a classifier predicts one target; got {dataset.targets}")
-        y = dataset.labels[:, 0]
-        for i in np.flatnonzero(~np.isnan(y) & (y != np.round(y)))[:1]:
-            raise DataError(f"label {float(y[i]):g} of crystal {dataset.ids[i]!r} is not a class: classification "
-                            "labels are the integers 0 … C-1 (for a number to predict, use task='regression')")
-        classes = sorted({int(v) for v in y[~np.isnan(y)]})
-        if classes != list(range(len(classes))) or len(classes) < 2:
-            missing = sorted(set(range(max(classes) + 1)) - set(classes))[:10] if classes else []
-            raise DataError(f"the training split has the classes {classes[:10]}"
-                            + (f", not {missing}" if missing else "")
-                            + ": a classifier needs every class 0 … C-1 (C ≥ 2) in its training split. Use more data "
-                            "or another seed, or number the classes 0 … C-1")
-        head = ClassificationHead(bb.out_features, [str(c) for c in classes], dataset.targets[0])
+    head_config = _head_config(dataset, task, units)
+    torch.manual_seed(seed)
+    if backbone is None:  # a new model: the one config → model funnel, as for saved models
+        model = model_from_config({"architecture": "cgcnn",
+                                   "backbone": BackboneConfig.from_dict(architecture or {}, "architecture").to_dict(),
+                                   "graph": dataset.settings.to_dict(), "head": head_config})
+        bb, head = model.backbone, model.head
     else:
+        bb = load_backbone(backbone, freeze=freeze, reinit=reinit, graph_settings=dataset.settings)
+        head = make_head(head_config, bb.out_features)
+    if task == "regression":
         mean, std = np.nanmean(dataset.labels, axis=0), np.nanstd(dataset.labels, axis=0)
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
             # float32 sums of squares of labels beyond ±1.8e19 overflow (an inf normaliser); in float64 the mean
@@ -705,8 +657,8 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
             # statistics of every other data set stay as they were, bit for bit
             labels = dataset.labels.astype(np.float64)
             mean, std = np.nanmean(labels, axis=0), np.nanstd(labels, axis=0)
-        head = RegressionHead(bb.out_features, dataset.targets, units=units, mean=mean.tolist(),
-                              std=np.maximum(std, 1e-6).tolist())
+        head.mean.copy_(torch.tensor(mean.tolist(), dtype=torch.float32))
+        head.std.copy_(torch.tensor(np.maximum(std, 1e-6).tolist(), dtype=torch.float32))
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
 
 
@@ -770,7 +722,7 @@ def check_not_backbone_folder(out_dir: str | os.PathLike | None, backbone: Any) 
 
 def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
     """The backbone, ``freeze`` and ``reinit`` of a run, checked without loading weights."""
-    from .registry import HF_PREFIX, backbone_config
+    from .registry import backbone_config, source_kind
 
     if freeze is not None and (isinstance(freeze, bool) or not isinstance(freeze, (int, np.integer)) or freeze < 0):
         raise ConfigError(f"freeze = {freeze!r}: give the number of convolutions to freeze, an integer >= 0")
@@ -781,7 +733,7 @@ def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
             raise ConfigError("freeze needs a pretrained backbone; a model from scratch (backbone 'none') trains "
                               "every layer")
         return
-    if isinstance(backbone, str) and backbone.startswith(HF_PREFIX):
+    if source_kind(backbone) == "hub":  # checked when its config is downloaded
         return
     n_conv = backbone_config(backbone)["backbone"].get("n_conv")
     if freeze is not None and isinstance(n_conv, int) and freeze > n_conv:
@@ -831,8 +783,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         targets = [_split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
         ds = ds.select_targets(targets)
         if ds.info.get("dropped_missing"):
-            print(f"crystalzoo: {ds.info['dropped_missing']} crystals have no {', '.join(targets)} label and are "
-                  "left out", file=sys.stderr)
+            logger.warning("%d crystals have no %s label and are left out", ds.info["dropped_missing"],
+                           ", ".join(targets))
         if len(ds) == 0:
             raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
         train, val, test = ds.split(train_size, val_size, test_size, seed=seed)

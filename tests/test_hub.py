@@ -39,13 +39,14 @@ def test_push_then_load_by_pinned_revision_then_offline(hub, monkeypatch):
     assert backbone.frozen == 2
 
 
-def test_latest_revision_is_reported_and_new_pushes_get_new_commits(hub, capsys):
+def test_latest_revision_is_reported_and_new_pushes_get_new_commits(hub, caplog):
     first = push_to_hub(load_model("bulk"), "alice/m")
     second = push_to_hub(load_model("shear"), "alice/m")
     assert first != second
-    latest = load_model("hf-hub:alice/m")
+    with caplog.at_level("INFO", logger="crystalzoo"):
+        latest = load_model("hf-hub:alice/m")
     assert latest.targets == ["log10_shear_modulus"]
-    assert second in capsys.readouterr().err
+    assert f"loaded hf-hub:alice/m at commit {second}" in caplog.text and second in latest.meta["source"]
     assert load_model(f"hf-hub:alice/m@{first}").targets == ["log10_bulk_modulus"]
 
 

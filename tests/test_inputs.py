@@ -47,7 +47,7 @@ def _folder_with_config(model_folder: Path, tmp_path: Path, config) -> Path:
 # ---------------------------------------------------------------------------- resolution rule
 
 
-def test_own_folder_named_like_a_registered_model_wins(tmp_path, monkeypatch, capsys, formation):
+def test_own_folder_named_like_a_registered_model_wins(tmp_path, monkeypatch, caplog, capsys, formation):
     """`load_model("formation")` run where ./formation is the user's own model loads the folder,
     and says so, instead of silently loading the registered model."""
     own = load_model("bulk")
@@ -56,13 +56,14 @@ def test_own_folder_named_like_a_registered_model_wins(tmp_path, monkeypatch, ca
     model = load_model("formation")
     assert model.targets == own.targets != formation.targets
     assert (model.predict(CIFS[:2]) == own.predict(CIFS[:2])).all()
-    assert "loading the folder ./formation, not the registered model 'formation'" in capsys.readouterr().err
+    assert "loading the folder ./formation, not the registered model 'formation'" in caplog.text
 
     from crystalzoo.cli import main
 
     assert main(["predict", "--model", "formation", str(CIFS[0])]) == 0
-    out = capsys.readouterr().out
-    assert own.targets[0] in out.splitlines()[0]
+    printed = capsys.readouterr()
+    assert own.targets[0] in printed.out.splitlines()[0]
+    assert "crystalzoo: loading the folder ./formation, not the registered model" in printed.err  # the CLI shows it
 
 
 def test_a_same_named_folder_that_is_no_model_does_not_shadow_the_registry(tmp_path, monkeypatch, formation):
@@ -928,15 +929,15 @@ def _cached_pack(tmp_path):
     lambda a: a["z"].__setitem__(0, 0),  # no element
     lambda a: a["distance"].__setitem__(0, np.nan),
 ])
-def test_an_inconsistent_graph_cache_file_is_rebuilt(tmp_path, corrupt):
+def test_an_inconsistent_graph_cache_file_is_rebuilt(tmp_path, corrupt, caplog):
     ds, path, arrays = _cached_pack(tmp_path)
     corrupt(arrays)
     np.savez(path, **arrays)
-    with pytest.warns(UserWarning, match="unreadable or inconsistent"):
-        again = CrystalDataset.from_structures(CIFS[:3], [1.0, 2.0, 3.0], cache_dir=tmp_path, progress=False)
+    again = CrystalDataset.from_structures(CIFS[:3], [1.0, 2.0, 3.0], cache_dir=tmp_path, progress=False)
     for a, b in zip(ds.graphs, again.graphs):
         assert np.array_equal(a.src, b.src) and np.array_equal(a.dst, b.dst) and np.array_equal(a.z, b.z)
         assert np.array_equal(a.distance, b.distance)
+    assert "is unreadable or inconsistent" in caplog.text and "rebuilding it" in caplog.text
 
 
 def test_a_file_name_with_a_line_break_is_a_file(tmp_path, formation):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -484,3 +485,25 @@ def test_full_disk_at_the_end_of_a_run_leaves_no_empty_files(mp_dataset, tmp_pat
         (out / "filler").unlink()
         r = finetune(mp_dataset, "band_gap", out_dir=out, resume=True, **SMALL_RUN)
         assert json.loads((out / "metrics.json").read_text())["val"]["mae"] == pytest.approx(r.metrics["val"]["mae"])
+
+
+def test_cli_shows_crystalzoos_log_messages_once_per_run(tmp_path, capsys):
+    """The CLI sends crystalzoo's log (here: crystals without a label are left out) to stderr
+    while a command runs, and detaches it afterwards (no doubled lines on a second run)."""
+    from crystalzoo.cli import main
+
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f][:40]
+    for row in rows[:3]:
+        row["band_gap"] = None
+    data = tmp_path / "some_unlabelled.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["finetune", "--backbone", "formation", "--freeze", "3", "--data", str(data), "--target", "band_gap",
+            "--epochs", "1", "--train-size", "20", "--val-size", "10", "--test-size", "7", "--quiet",
+            "--out", str(tmp_path / "run")]
+    for extra in ([], ["--overwrite"]):
+        assert main(args + extra) == 0
+        err = capsys.readouterr().err
+        assert err.count("crystalzoo: 3 crystals have no band_gap label and are left out") == 1, err
+        assert err.count("crystalzoo: fine-tuning (formation, freeze=3)") == 1, err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["sizes"]["train"] == 20

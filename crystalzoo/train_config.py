@@ -1,0 +1,93 @@
+"""The optimisation settings of a training run (:class:`TrainConfig`): their defaults, their
+checks and the help the ``crystalzoo finetune`` / ``pretrain`` options show, which the CLI
+generates from these fields. No torch import here, so ``crystalzoo --help`` stays fast.
+
+Example::
+
+    >>> TrainConfig(epochs=5, lr=3e-4).lr_at(1)
+    0.0003
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+def _is_integer(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _option(default: Any, help: str, kind: type = str, choices: tuple[str, ...] | None = None,
+            metavar: str | None = None) -> Any:
+    """A field whose metadata the CLI turns into ``--name`` (type, choices, help)."""
+    return field(default=default, metadata={"help": help, "type": kind, "choices": choices, "metavar": metavar})
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. The defaults fine-tune a CGCNN on about a thousand crystals."""
+
+    epochs: int = _option(30, "number of epochs", int)
+    batch_size: int = _option(64, "crystals per batch (at least 2: BatchNorm)", int)
+    lr: float = _option(1e-3, "learning rate", float)
+    optimizer: str = _option("adam", "adam, or sgd (momentum 0.9, as the original CGCNN)", choices=OPTIMIZERS)
+    weight_decay: float = _option(0.0, "L2 weight decay of the optimizer", float)
+    seed: int = _option(0, "seed of the splits, the new layers' initialisation and the batch order", int)
+    device: str = _option("cpu", "cpu, cuda or cuda:N")
+    early_stopping: int | None = _option(None, "stop after this many epochs (>= 1) without a better validation "
+                                         "loss", int, metavar="EPOCHS")
+    progress: bool = _option(True, "progress bars (the CLI's --quiet turns them off)", bool)
+    schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
+                            "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+
+    def __post_init__(self) -> None:
+        """Every setting is checked here, so the API and the CLI refuse the same values with
+        the same :class:`ConfigError`, before any data is read."""
+        from .models import check_device
+
+        for name, least, example in (("epochs", 1, 30), ("batch_size", 2, 64)):
+            value = getattr(self, name)
+            if not _is_integer(value) or value < least:
+                why = " (BatchNorm cannot train on a batch of one crystal)" if name == "batch_size" else ""
+                raise ConfigError(f"{name} = {value!r}: must be an integer >= {least}{why}, "
+                                  f"e.g. --{name.replace('_', '-')} {example}")
+        if not _is_real(self.lr) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr = {self.lr!r}: the learning rate must be a finite number > 0, e.g. --lr 1e-3")
+        if not _is_real(self.weight_decay) or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay = {self.weight_decay!r}: must be a finite number >= 0, e.g. 0 or 1e-5")
+        if not _is_integer(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed = {self.seed!r}: must be an integer from 0 to 2**63 - 1, e.g. --seed 0")
+        if self.early_stopping is not None and (not _is_integer(self.early_stopping) or self.early_stopping < 1):
+            raise ConfigError(f"early_stopping = {self.early_stopping!r}: the patience is a number of epochs >= 1 "
+                              "(leave it out for no early stopping)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
+        check_device(self.device)
+        # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
+        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        if self.early_stopping is not None:
+            self.early_stopping = int(self.early_stopping)
