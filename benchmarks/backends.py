@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _goal import finish  # noqa: E402
+from _goal import finish
 
 
 def worker(kind: str, n: int, batch_size: int, repeats: int) -> dict:

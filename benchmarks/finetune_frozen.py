@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _goal import finish  # noqa: E402
+from _goal import finish
 
 
 def main() -> int:
@@ -27,7 +25,7 @@ def main() -> int:
     if args.quick:
         args.n, args.epochs = 100, 1
     from crystalzoo.data import CrystalDataset, bundled_dataset
-    from crystalzoo.training import TrainConfig, make_model, train_model
+    from crystalzoo import TrainConfig, make_model, train_model
 
     ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=args.n + 200,
                                    progress=False)

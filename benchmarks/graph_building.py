@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _goal import finish  # noqa: E402
+from _goal import finish
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _goal import finish  # noqa: E402
+from _goal import finish
 from graph_building import cgcnn_style, load, pure_python  # noqa: E402
-from plain_cgcnn import plain_backbone  # noqa: E402
+from plain_cgcnn import plain_backbone
 
 
 def main() -> int:

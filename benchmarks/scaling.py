@@ -16,12 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _goal import finish  # noqa: E402
+from _goal import finish
 
 
 def _best(fn, repeats: int) -> float:
@@ -35,7 +33,6 @@ def _best(fn, repeats: int) -> float:
 
 FULL_BUILD = """
 import json, resource, sys, time
-from pathlib import Path
 from crystalzoo.data import CrystalDataset
 t0 = time.perf_counter()
 ds = CrystalDataset.from_jsonl(sys.argv[1], targets=["band_gap"], progress=False, cache_dir=sys.argv[2], n_jobs=1)

@@ -13,13 +13,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _goal import finish  # noqa: E402
-from plain_cgcnn import plain_backbone  # noqa: E402
+from _goal import finish
+from plain_cgcnn import plain_backbone
 
 
 def main() -> int:

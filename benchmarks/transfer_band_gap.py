@@ -71,7 +71,7 @@ def run(args) -> Path:
 
     from crystalzoo.data import CrystalDataset, bundled_dataset
     from crystalzoo.registry import list_backbones
-    from crystalzoo.training import TrainConfig, _evaluate, _Batches, make_model, train_model
+    from crystalzoo import TrainConfig, evaluate, make_model, train_model
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -107,7 +107,7 @@ def run(args) -> Path:
             model = make_model(None if b == "baseline" else b, train, freeze=k, reinit=reinit, seed=seed)
             config = TrainConfig(epochs=args.epochs, seed=seed, progress=False)
             history = train_model(model, train, val, config)
-            test_scores = _evaluate(model, _Batches(model, test, 256, "cpu"))
+            test_scores = evaluate(model, test)
             r = {"key": key, "backbone": b, "freeze": k, "reinit": reinit, "seed": seed,
                  "test_mae": test_scores["mae"], "val_mae": history.rows[history.best_epoch - 1]["val_mae"],
                  "best_epoch": history.best_epoch, "seconds": time.perf_counter() - t0,

@@ -27,8 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _goal import finish  # noqa: E402
+from _goal import finish
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"build": "graph building (build_arrays)", "train": "training (forward + backward, batch 256)",

@@ -38,7 +38,11 @@ _EXPORTS = {
     "save_pretrained": "serialization",
     "CrystalDataset": "data",
     "finetune": "training",
+    "pretrain": "training",
+    "make_model": "training",
     "train_model": "training",
+    "evaluate": "training",
+    "TrainConfig": "train_config",
     "push_to_hub": "hub",
     "CrystalZooError": "errors",
 }

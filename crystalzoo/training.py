@@ -630,7 +630,16 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     """A pretrained backbone (``None``: a new one from scratch, shaped by ``architecture``, a
     :class:`BackboneConfig` dict, default the original CGCNN's) with a new head sized for
     ``dataset``, whose normaliser is taken from ``dataset`` (the training split); ``units``
-    (one per target, e.g. ``["eV"]``) label the predictions."""
+    (one per target, e.g. ``["eV"]``) label the predictions.
+
+    Example::
+
+        >>> from crystalzoo import CrystalDataset, make_model
+        >>> data = CrystalDataset.from_jsonl("tests/data/mp200.jsonl.gz", targets=["band_gap"], progress=False)
+        >>> model = make_model("formation", data, freeze=2)
+        >>> model.targets, model.backbone.frozen
+        (['band_gap'], 2)
+    """
     from .registry import load_backbone
 
     _check_task(task)

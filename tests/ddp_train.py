@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from crystalzoo.data import CrystalDataset
-from crystalzoo.training import TrainConfig, make_model, train_model
+from crystalzoo import TrainConfig, make_model, train_model
 
 
 def main() -> None:

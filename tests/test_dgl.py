@@ -5,9 +5,6 @@ tests/test_graphs.py::test_dgl_backend_without_the_extra_names_it)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,7 +13,6 @@ dgl = pytest.importorskip("dgl")
 from crystalzoo import build_arrays, build_graph, collate, list_backbones, load_backbone, load_model  # noqa: E402
 from crystalzoo.crystal_graph import as_crystal_graph  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +59,7 @@ def test_training_on_dgl_input_gives_the_same_gradients(batch):
 def test_native_layers_equal_dgl_message_passing(name, train, batch):
     """The torch-native convolutions against DGL's kernels (u_add_v, copy_e + sum,
     edge_softmax, mean_nodes), forward and backward, on a batch with split shells."""
-    from dgl_cgcnn import dgl_backbone
+    from benchmarks.dgl_cgcnn import dgl_backbone
 
     assert batch.edge_weight is not None and (batch.edge_weight != 1).any()
     backbone = load_backbone(name).train(train)

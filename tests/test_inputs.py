@@ -649,7 +649,7 @@ def test_a_graph_of_other_settings_is_refused(formation):
 
 
 def test_evaluate_and_train_model_refuse_other_targets(formation, tmp_path):
-    from crystalzoo.training import TrainConfig, evaluate, train_model
+    from crystalzoo import TrainConfig, evaluate, train_model
 
     ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], cache_dir=tmp_path, progress=False)
     with pytest.raises(DataError, match=r"the data set has the targets \['band_gap'\], the model predicts "
@@ -699,7 +699,7 @@ def test_an_empty_model_name_is_refused(tmp_path, monkeypatch, formation):
 
 
 def test_one_target_name_is_one_target_not_its_letters(tmp_path):
-    from crystalzoo.training import pretrain
+    from crystalzoo import pretrain
 
     ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets="band_gap", limit=5, cache_dir=False,
                                    progress=False)
@@ -840,7 +840,7 @@ def test_disordered_structures_are_a_structure_error_with_the_cache_on(tmp_path)
 
 
 def test_empty_out_and_cache_folders_are_refused(tmp_path, monkeypatch):
-    from crystalzoo.training import TrainConfig, train_model
+    from crystalzoo import TrainConfig, train_model
 
     monkeypatch.chdir(tmp_path)
     ds = CrystalDataset.from_structures(CIFS, np.arange(len(CIFS), dtype=float), cache_dir=False, progress=False)
@@ -879,7 +879,7 @@ def test_a_cosine_run_cannot_be_extended_by_resume(tmp_path):
 
 def test_round_five_leftovers(tmp_path, monkeypatch, formation):
     from crystalzoo import finetune
-    from crystalzoo.training import TrainConfig, evaluate, train_model
+    from crystalzoo import TrainConfig, evaluate, train_model
 
     with pytest.raises(ConfigError, match="data must be a CrystalDataset, a file or folder"):
         finetune([CIFS[0]], "y", epochs=1, progress=False)

@@ -12,12 +12,11 @@ import torch
 from crystalzoo import build_arrays, collate, load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 @pytest.mark.parametrize("train", [False, True])
 def test_fused_layer_equals_the_plain_concatenation(train, mp200_structures):
-    from plain_cgcnn import plain_backbone
+    from benchmarks.plain_cgcnn import plain_backbone
 
     backbone = load_backbone("formation")
     backbone.train(train)

@@ -90,7 +90,7 @@ def test_combined_predicts_all_four_targets_sensibly():
 
 
 def test_units_are_stored_with_the_weights(tmp_path):
-    from crystalzoo.training import pretrain
+    from crystalzoo import pretrain
 
     targets = ["formation_energy_per_atom", "log10:k_vrh"]
     kwargs = dict(train_size=60, val_size=20, test_size=0, epochs=1, progress=False)

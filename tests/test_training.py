@@ -17,7 +17,7 @@ import torch
 
 from crystalzoo.data import CrystalDataset
 from crystalzoo.errors import DataError
-from crystalzoo.training import TrainConfig, make_model, train_model
+from crystalzoo import TrainConfig, make_model, train_model
 
 from .conftest import DATA
 
@@ -250,7 +250,7 @@ def test_resume_from_a_truncated_checkpoint_is_a_clear_error(mp_dataset, tmp_pat
 
 def test_resume_from_another_architecture_names_the_difference(mp_dataset, tmp_path):
     from crystalzoo.errors import CrystalZooError
-    from crystalzoo.training import pretrain
+    from crystalzoo import pretrain
 
     out = tmp_path / "run"
     kwargs = dict(train_size=60, val_size=20, test_size=0, epochs=1, progress=False, out_dir=out)
