@@ -7,7 +7,11 @@
   card) and return the commit id.
 
 ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` / ``HF_HOME`` and ``HF_TOKEN`` are
-read when a function is called, so they can be changed at run time.
+read when a function is called, so they can be changed at run time (huggingface_hub reads
+them once, when it is imported, and takes explicit arguments after that). The commit a file
+was loaded at is the name of its snapshot folder in huggingface_hub's cache
+(``snapshots/<commit>/``, its documented layout), which is also known offline, where no API
+call can ask.
 """
 
 from __future__ import annotations
