@@ -761,6 +761,20 @@ def _structure_list(structures: Any) -> list:
     return list(structures)
 
 
+def crystal_list(structures: Any, what: str = "predict") -> list:
+    """``structures`` as a list for ``predict`` / ``embed``: one crystal (a Structure, a CIF
+    path or CIF text) becomes a list of one; a set or dict, whose order (and so the order of
+    the results) is not defined, is a :class:`StructureError`."""
+    from pymatgen.core import IStructure
+
+    if isinstance(structures, (str, os.PathLike, IStructure)):  # one crystal
+        return [structures]
+    if isinstance(structures, (set, frozenset, dict)):
+        raise StructureError(f"{what} takes a list of crystals, not a {type(structures).__name__} (its order, "
+                             f"and so the order of the results, is not defined)")
+    return _structure_list(structures)
+
+
 def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
     centers = settings.gaussian_centers
     return np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)

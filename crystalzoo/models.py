@@ -22,8 +22,8 @@ from torch import nn
 
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
-from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError, StructureError
-from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, iter_batches, python_numbers
+from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
+from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, crystal_list, iter_batches, python_numbers
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
 #: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
@@ -458,6 +458,20 @@ class CGCNNBackbone(nn.Module):
         g = as_crystal_graph(g)
         return self.readout(g, self.atom_features(g))
 
+    def embed(self, structures: Sequence[Any], **options: Any) -> np.ndarray | list[np.ndarray]:
+        """Crystal or atom vectors of ``structures``: :func:`crystalzoo.embeddings.embed` (the
+        same options).
+
+        Example::
+
+            >>> from crystalzoo import load_backbone
+            >>> load_backbone("formation", freeze=2).embed(["tests/data/cifs/1000041.cif"]).shape
+            (1, 32)
+        """
+        from .embeddings import embed
+
+        return embed(self, structures, **options)
+
     def _check_graph(self, g: CrystalGraph) -> None:
         # graphs made by collate know their settings (checked eagerly: torch.compile cannot trace the comparison)
         if g.settings is not None and g.settings is not self.graph_settings and not _compiling():
@@ -727,19 +741,27 @@ class CrystalModel(nn.Module):
         Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
         class probabilities, shape (n, n_classes).
         """
-        import os
-
-        from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
-
-        if isinstance(structures, (str, os.PathLike, Structure)):  # one crystal
-            structures = [structures]
-        if isinstance(structures, (set, frozenset, dict)):
-            raise StructureError(f"predict takes a list of crystals, not a {type(structures).__name__} (its order, "
-                                 "and so the order of the predictions, is not defined)")
+        structures = crystal_list(structures, "predict")
         if batch_size is None:
             batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
         # batch by batch (iter_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next batches while this one runs
         return self._predict_batches(iter_batches(structures, self.graph_settings, batch_size, n_jobs, progress))
+
+    def embed(self, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
+              batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:
+        """Crystal vectors (``kind="hidden"``, the head's input; ``"pooled"``) or atom vectors
+        (``"atoms"``) of ``structures`` from this model's backbone: :func:`crystalzoo.embeddings.embed`.
+
+        Example::
+
+            >>> from crystalzoo import load_model
+            >>> load_model("formation").embed(["tests/data/cifs/1000041.cif"], kind="pooled").shape
+            (1, 64)
+        """
+        from .embeddings import embed
+
+        return embed(self, structures, kind=kind, layer=layer, batch_size=batch_size, n_jobs=n_jobs,
+                     progress=progress)
 
     def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
@@ -760,7 +782,7 @@ class CrystalModel(nn.Module):
                 outs.append(self.output_in_units(self(g.to(device))).cpu())
         finally:
             self.train(was_training)
-        out = torch.cat(outs).numpy() if outs else np.zeros((0, self.head.fc_out.out_features), np.float32)
+        out = torch.cat(outs).numpy() if outs else np.zeros((0, len(self.head.columns())), np.float32)
         return self.head.as_returned(out)
 
     def output_in_units(self, raw: torch.Tensor) -> torch.Tensor:
