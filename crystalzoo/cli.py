@@ -94,7 +94,8 @@ def _cmd_predict(args) -> None:
     from .registry import load_model
 
     model = load_model(args.model)
-    pred = model.predict(args.files, progress=len(args.files) > 100, n_jobs=args.jobs)
+    files = [Path(f) for f in args.files]  # file names, never CIF text (a missing file is "no such file")
+    pred = model.predict(files, progress=len(files) > 100, n_jobs=args.jobs)
     out = csv.writer(sys.stdout, lineterminator="\n")  # quoted where a file name holds a comma or a quote
     out.writerow(["file", *model.head.columns()])
     for f, row in zip(args.files, np.atleast_2d(pred.T).T if pred.ndim == 1 else pred):
@@ -109,6 +110,10 @@ def _cmd_finetune(args) -> None:
     runs = [(backbone, args.freeze, args.reinit, args.out)]  # as typed: check_run_options refuses an empty one
     if args.baseline and backbone is not None:
         runs.append((None, None, False, Path(args.out) / "baseline"))
+    stale = Path(args.out) / "baseline"
+    if args.overwrite and not args.baseline and any((stale / f).exists() for f in ("config.json", "metrics.json")):
+        raise ConfigError(f"{stale} holds the baseline of the run --overwrite replaces; pass --baseline to replace "
+                          "it too, or move it away (it would be left beside a run it does not belong to)")
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
         check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **common)
         if args.overwrite:  # the baseline's folder too: it must not be the backbone's
@@ -154,14 +159,10 @@ def _cmd_export(args) -> None:
     from .export import INPUT_NAMES, check_out_path, export_onnx
     from .registry import load_model
 
-    check_out_path(args.out)
+    check_out_path(args.out, args.overwrite)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CrystalZooError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
-    if out.suffix != ".onnx":
-        raise CrystalZooError(f"--out {out}: an ONNX file name ends in .onnx")
     model = load_model(args.model)
-    export_onnx(model, out)
+    export_onnx(model, out, overwrite=args.overwrite)
     what = ", ".join(model.head.columns())
     print(f"{out}: inputs {', '.join(INPUT_NAMES)} (crystalzoo.export.onnx_inputs(graph)); output 'prediction': {what}. "
           "Run it on one thread (onnxruntime: intra_op_num_threads = 1; docs/export.md).")

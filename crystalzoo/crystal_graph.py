@@ -97,6 +97,12 @@ class CrystalGraph:
         return dataclasses.replace(self, **{k: None if getattr(self, k) is None else getattr(self, k).to(device)
                                             for k in _TENSORS})
 
+    def to_float(self, dtype: torch.dtype) -> "CrystalGraph":
+        """The same graph with its floating-point tensors (features, distances, edge weights) in
+        ``dtype``, e.g. for a model converted with ``model.double()``."""
+        return dataclasses.replace(self, **{k: getattr(self, k).to(dtype) for k in _TENSORS
+                                            if getattr(self, k) is not None and getattr(self, k).is_floating_point()})
+
     def to_dgl(self):
         """A ``dgl.DGLGraph`` of this batch, with ``ndata`` ``atom_fea``, ``z``, ``extended`` and
         ``edata`` ``bond_fea``, ``distance`` (and ``edge_weight`` when set), batched per crystal.

@@ -76,7 +76,8 @@ def dataset_path(source: str | os.PathLike) -> Path:
 
 def default_cache_dir() -> Path:
     """``$CRYSTALZOO_CACHE`` (when set and not empty), else ``~/.cache/crystalzoo``."""
-    return Path(os.environ.get("CRYSTALZOO_CACHE") or Path.home() / ".cache" / "crystalzoo")
+    value = os.environ.get("CRYSTALZOO_CACHE", "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "crystalzoo"
 
 
 def _structure_key(source: Any) -> str:
@@ -245,7 +246,7 @@ class CrystalDataset:
             raise DataError(f"{path}: keys {missing} are on no line (keys of the first line: {sorted(rows[0])})")
         ids = [str(r.get(id_key, i)) for i, r in enumerate(rows)]
         labels = _object_table([[r.get(c) for c in columns] for r in rows], len(columns))
-        ds = cls.from_structures([r[structure_key] for r in rows], labels, targets=list(names), ids=ids,
+        ds = cls.from_structures([_beside(path.parent, r[structure_key]) for r in rows], labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
         ds.info["source"] = str(path)
         return ds
@@ -302,7 +303,7 @@ class CrystalDataset:
         col = {c: header.index(c) for c in header}
         ids = [r[col[id_column]] for _, r in rows] if id_column else [str(i) for i in range(len(rows))]
         labels = _object_table([[_csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))
-        structures = [r[col[structure_column]] for _, r in rows]
+        structures = [_beside(path.parent, r[col[structure_column]]) for _, r in rows]
         ds = cls.from_structures(structures, labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
         ds.info["source"] = str(path)
@@ -342,6 +343,12 @@ class CrystalDataset:
         n = len(self)
         given = [check_split_size(name, s) for name, s in zip(("train_size", "val_size", "test_size"), (train, val, test))]
         sizes = [int(round(s * n)) if isinstance(s, float) else s for s in given]
+        wanted = sum(s * n if isinstance(s, float) else s for s in given)
+        if sum(sizes) > n >= wanted - 1e-9:  # fractions that fit, each rounded up (0.8/0.1/0.1 of 16: 13 + 2 + 2)
+            up = sorted((i for i, s in enumerate(given) if isinstance(s, float) and sizes[i] > 1),
+                        key=lambda i: sizes[i] - given[i] * n, reverse=True)
+            for i in up[: sum(sizes) - n]:  # one crystal less for those rounded up the most
+                sizes[i] -= 1
         for name, s, size in zip(("train_size", "val_size", "test_size"), given, sizes):
             if isinstance(s, float) and size == 0:
                 raise DataError(f"{name} = {s!r} is no crystal of the {n} in the data set; give a larger fraction "
@@ -368,6 +375,21 @@ def _object_table(rows: list[list[Any]], width: int) -> np.ndarray:
 
 #: longest line of a JSON-lines file (characters): a CIF of MAX_STRUCTURE_FILE_BYTES and its labels
 MAX_JSONL_LINE = MAX_STRUCTURE_FILE_BYTES + 1_000_000
+
+
+def _beside(folder: Path, value: str) -> str | Path:
+    """A structure named in a data file: CIF text stays text; a CIF path is relative to the
+    data file's folder (as ``<id>.cif`` in a CGCNN folder), not to the current one."""
+    if not value.strip() or "\n" in value or "\r" in value:
+        return value
+    path = Path(value) if os.path.isabs(value) else folder / value
+    try:
+        exists = os.path.lexists(path)
+    except (OSError, ValueError):  # a name too long for a path, a NUL character
+        exists = False
+    if not exists and value.lstrip().startswith("data_"):
+        return value  # CIF text on one line
+    return path
 
 
 def _read_jsonl(path: Path, structure_key: str, limit: int | None) -> list[dict[str, Any]]:

@@ -93,6 +93,8 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
                     out.append(backbone.readout(g, atoms).cpu())
     finally:
         backbone.train(was_training)
+    if out and out[0].dtype == torch.bfloat16:  # numpy has no bfloat16
+        out = [o.float() for o in out]
     if kind == "atoms":
         return [a.numpy() for a in out]
     if not out:

@@ -67,11 +67,11 @@ def _with_weights(g: CrystalGraph) -> CrystalGraph:
 
 
 def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGraph | None = None,
-                opset: int = 18) -> Path:
-    """Write ``model`` (in eval mode) as an ONNX file with dynamic numbers of crystals,
-    atoms and edges; returns the path. ``example``: a graph to trace with (default: two
-    small built-in crystals). An existing file at ``path`` is only replaced by a finished
-    export.
+                opset: int = 18, overwrite: bool = False) -> Path:
+    """Write ``model`` (in eval mode) as an ONNX file (a name ending in ``.onnx``) with dynamic
+    numbers of crystals, atoms and edges; returns the path. ``example``: a graph to trace
+    with (default: three small built-in crystals). An existing file is refused unless
+    ``overwrite=True``, and then only replaced by a finished export.
     """
     from torch.export import Dim
 
@@ -84,7 +84,7 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
         raise MissingExtraError(f"ONNX export needs torch >= 2.5 (this is {torch.__version__}): pip install -U torch")
     if not isinstance(model, CrystalModel):
         raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a {type(model).__name__}")
-    check_out_path(path)
+    check_out_path(path, overwrite)
     if example is None:
         example = _example_graph(model)
     wrapper = _OnGraphTensors(model).eval()
@@ -107,14 +107,20 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
     return Path(path)
 
 
-def check_out_path(path: str | os.PathLike) -> None:
+def check_out_path(path: str | os.PathLike, overwrite: bool = False) -> None:
     """:class:`CrystalZooError` before any work when ``path`` cannot become the exported file:
-    empty, an existing folder, or inside something that is not a folder."""
+    empty, not ending in ``.onnx``, an existing folder, an existing file (unless
+    ``overwrite``), or inside something that is not a folder."""
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise CrystalZooError(f"the ONNX file name is empty ({path!r}); give one such as formation.onnx")
     path = Path(path)
     if path.is_dir():
         raise CrystalZooError(f"{path} is a folder; give a file name for the ONNX model, e.g. {path / 'model.onnx'}")
+    if path.suffix != ".onnx":
+        raise CrystalZooError(f"{path}: an ONNX file name ends in .onnx (this keeps an export from replacing a "
+                              "model's weights or another file)")
+    if os.path.lexists(path) and not overwrite:
+        raise CrystalZooError(f"{path} exists; pass --overwrite (overwrite=True) to replace it, or choose another name")
     parent = next((p for p in path.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise CrystalZooError(f"{path}: {parent} is a file, not a folder; choose another place for the ONNX model")

@@ -65,6 +65,9 @@ MIN_VOLUME_PER_ATOM = 1.0
 #: neighbours whose distances differ by less than this (Å) are tied (docs/graphs.md: measured on
 #: the Materials Project data, scripts/find_ties.py)
 TIE_TOLERANCE = 1e-4
+#: a site of one element whose occupancy is this close to 1 is fully occupied (CIFs round
+#: occupancies: 0.99999, 1.00001)
+OCCUPANCY_TOLERANCE = 1e-3
 #: largest structure file read (bytes): a CIF of a 1,728-atom supercell is about 150 kB
 MAX_STRUCTURE_FILE_BYTES = 20_000_000
 #: limits of the graph settings (docs/robustness.md, "Models and configs"): the registered
@@ -273,7 +276,9 @@ def read_structure_file(path: Path) -> bytes:
     except FileNotFoundError:
         raise StructureError(f"{path}: no such file (expected a CIF file, CIF text or a Structure)") from None
     except (OSError, ValueError) as exc:
-        raise StructureError(f"{path}: cannot be read ({exc}); pass a CIF file, CIF text or a Structure") from None
+        name = str(path) if len(str(path)) <= 100 else f"{str(path)[:60]!r}… ({len(str(path)):,} characters)"
+        raise StructureError(f"{name}: cannot be read ({getattr(exc, 'strerror', None) or exc}); pass a CIF file, "
+                             "CIF text or a Structure") from None
     if stat.S_ISDIR(info.st_mode):
         raise StructureError(f"{path}: is a folder, not a CIF file")
     if not stat.S_ISREG(info.st_mode):
@@ -471,7 +476,7 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     species = []
     for site in structure:  # as pymatgen's ``site.specie``, without its second pass through the composition
         occupancy = list(site.species.items())  # (species, occupancy) pairs
-        if len(occupancy) != 1 or occupancy[0][1] != 1:
+        if len(occupancy) != 1 or abs(occupancy[0][1] - 1) > OCCUPANCY_TOLERANCE:
             raise StructureError(
                 f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
                 "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
@@ -903,6 +908,10 @@ def _iter_arrays(
     n_jobs = check_jobs(n_jobs)
     check_settings(settings)
     structures = _structure_list(structures)
+    if names is not None and (isinstance(names, str) or not isinstance(names, Sequence) or len(names) != len(structures)
+                              or not all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"names must be a list of {len(structures)} strings, one per crystal, got "
+                          f"{str(names)[:60]}")
     parallel = n_jobs > 1 and len(structures) >= 64
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))

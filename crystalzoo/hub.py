@@ -237,18 +237,36 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     """
     from huggingface_hub import HfApi
 
+    from .models import CrystalModel
+
+    if not isinstance(model, CrystalModel):
+        raise ConfigError(f"push_to_hub takes a CrystalModel (e.g. load_model(folder)), not a {type(model).__name__}; "
+                          "for a backbone, make a model with a head first")
     _check_repo_id(repo_id)
+    if not isinstance(filename, str) or Path(filename).name != filename or not filename.endswith(".safetensors") \
+            or filename == ".safetensors":
+        raise ConfigError(f"filename = {filename!r}: the weights' name in the repo, a plain file name ending in "
+                          f".safetensors (default {WEIGHTS_NAME})")
+    if metrics is not None and metrics_file is not None:
+        raise ConfigError("give metrics= or metrics_file=, not both")
+    found = None  # the metrics.json beside the folder the model was loaded from
     if metrics is None and metrics_file is None and model.meta.get("source") and Path(str(model.meta["source"])).is_dir():
         candidate = Path(str(model.meta["source"])) / "metrics.json"
-        metrics_file = candidate if candidate.is_file() else None
-    if metrics is None and metrics_file is not None:
-        metrics = read_metrics(metrics_file)
+        found = candidate if candidate.is_file() else None
+    if metrics_file is not None or found is not None:
+        metrics = read_metrics(metrics_file if metrics_file is not None else found)
     elif metrics is not None:
         _check_metrics(metrics, "metrics")
     api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_pretrained(model, folder)
+        if found is not None:  # only while the weights are still the folder's: trained further, they are not
+            saved = found.parent / WEIGHTS_NAME
+            if not saved.is_file() or sha256_file(saved) != sha256_file(folder / WEIGHTS_NAME):
+                logger.warning("the model's weights differ from those in %s (trained further since it was loaded?): "
+                               "its metrics.json is not uploaded; pass metrics= for these weights", found.parent)
+                metrics = None
         if filename != WEIGHTS_NAME:
             (folder / WEIGHTS_NAME).rename(folder / filename)
         config = json.loads((folder / CONFIG_NAME).read_text())

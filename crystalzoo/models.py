@@ -23,7 +23,8 @@ from torch import nn
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
-from .graphs import DEFAULT_SETTINGS, GraphSettings, check_count, collate, crystal_list, iter_batches, python_numbers
+from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_list, iter_batches,
+                     python_numbers)
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
 #: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
@@ -438,6 +439,8 @@ class CGCNNBackbone(nn.Module):
         convolutions (the cached output of a frozen prefix); ``None`` starts from the graph."""
         g = as_crystal_graph(g)
         self._check_graph(g)
+        if g.atom_fea.dtype != self.embedding.weight.dtype:  # a model in float64 (model.double()) or half precision
+            g = g.to_float(self.embedding.weight.dtype)
         if h is None:
             if start != 0:
                 raise ValueError("start > 0 needs the atom vectors h after the first `start` convolutions")
@@ -531,8 +534,8 @@ class RegressionHead(nn.Module):
     def __init__(self, in_features: int, targets: Sequence[str], units: Sequence[str] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__()
-        self.targets = list(targets)
-        self.units = list(units) if units is not None else [""] * len(self.targets)
+        self.targets = _names(targets, "targets")
+        self.units = _names(units, "units") if units is not None else [""] * len(self.targets)
         if len(self.units) != len(self.targets):
             raise ConfigError(f"{len(self.targets)} targets but {len(self.units)} units: give one unit per target")
         n = len(self.targets)
@@ -598,8 +601,8 @@ class ClassificationHead(nn.Module):
 
     def __init__(self, in_features: int, classes: Sequence[str], target: str = "class", dropout: float = 0.5):
         super().__init__()
-        self.classes = list(classes)
-        self.targets = [target]
+        self.classes = _names(classes, "classes", minimum=2)
+        self.targets = _names([target], "targets")
         self.dropout_p = dropout
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(in_features, len(self.classes))
@@ -652,7 +655,9 @@ class ClassificationHead(nn.Module):
 
 
 def _names(value: Any, what: str, minimum: int = 1) -> list[str]:
-    """A list of ``minimum`` to ``MAX_OUTPUTS`` strings (targets, units, classes), else :class:`ConfigError`."""
+    """A list of ``minimum`` to ``MAX_OUTPUTS`` strings (targets, units, classes; a tuple is
+    taken as a list), else :class:`ConfigError`."""
+    value = list(value) if isinstance(value, tuple) else value
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
             or not minimum <= len(value) <= MAX_OUTPUTS:
         raise ConfigError(f"head {what} must be a list of {minimum} to {MAX_OUTPUTS} strings, got {str(value)[:80]}")
@@ -666,18 +671,13 @@ def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
         raise ConfigError(f"head config must be a JSON object, got {type(config).__name__}")
     task = config.get("task")
     if task == "regression":
-        targets = _names(config.get("targets"), "targets")
-        units = config.get("units")
-        if units is not None and len(_names(units, "units")) != len(targets):
-            raise ConfigError(f"head has {len(targets)} targets but {len(units)} units")
-        return RegressionHead(in_features, targets, units)
+        return RegressionHead(in_features, config.get("targets"), config.get("units"))
     if task == "classification":
-        classes = _names(config.get("classes"), "classes", minimum=2)
         target = _names(config.get("targets", ["class"]), "targets")
         dropout = config.get("dropout", 0.5)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f"head dropout must be a number in [0, 1), got {dropout!r}")
-        return ClassificationHead(in_features, classes, target[0], dropout)
+        return ClassificationHead(in_features, config.get("classes"), target[0], dropout)
     raise ConfigError(f"unknown head task {task!r}; valid: 'regression', 'classification'")
 
 
@@ -767,7 +767,7 @@ class CrystalModel(nn.Module):
         """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
         as cached by ``CrystalDataset``)."""
         check_count(batch_size, "batch_size")
-        arrays = list(arrays)
+        arrays = [arrays] if isinstance(arrays, GraphArrays) else list(arrays)
         return self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
                                      for i in range(0, len(arrays), batch_size))
 
@@ -780,6 +780,8 @@ class CrystalModel(nn.Module):
             outs = []
             for g in batches:
                 outs.append(self.output_in_units(self(g.to(device))).cpu())
+            if outs and outs[0].dtype == torch.bfloat16:  # numpy has no bfloat16
+                outs = [o.float() for o in outs]
         finally:
             self.train(was_training)
         out = torch.cat(outs).numpy() if outs else np.zeros((0, len(self.head.columns())), np.float32)

@@ -144,6 +144,9 @@ def source_kind(name: str | os.PathLike) -> str:
         >>> source_kind("formation"), source_kind("hf-hub:me/my-model")
         ('registered', 'hub')
     """
+    if not isinstance(name, (str, os.PathLike)):
+        raise UnknownBackboneError(f"a model name is a string or a path (a registered name, '{HF_PREFIX}ORG/NAME' or a "
+                                   f"model folder), not a {type(name).__name__}")
     if isinstance(name, str) and not name.strip():
         raise UnknownBackboneError("the model name is empty: give a registered name (crystalzoo list), "
                                    f"'{HF_PREFIX}ORG/NAME' or a model folder ('.' for the current one)")
@@ -230,6 +233,7 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
     check_device(device)
     if graph_settings is not None:
         check_settings(graph_settings, "graph_settings")
+    name = str(name) if isinstance(name, str) else name  # a numpy string: its plain value in meta["source"]
     config, state, source = _resolve(name, local_files_only)
     model = build_model(config, state, source)
     model.meta["source"] = source

@@ -102,7 +102,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"weights file {path} is not a regular file (a folder, FIFO or device)" if path.exists()
+                           else f"weights file {path} does not exist")
     if path.stat().st_size > MAX_WEIGHTS_BYTES:
         raise WeightsError(f"weights file {path} has {path.stat().st_size:,} bytes, more than a crystalzoo model "
                            f"may have ({MAX_WEIGHTS_BYTES:,}: {MAX_PARAMETERS:,} parameters in float64); not loaded")
@@ -156,7 +157,14 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
     if not isinstance(model, CrystalModel):
         raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head), got a "
                           f"{type(model).__name__}; for a backbone, make a model with a head first")
-    config = {**model.config(), **(extra or {})}
+    own = model.config()
+    if extra is not None and not isinstance(extra, dict):
+        raise ConfigError(f"extra= takes a dict of JSON values to add to config.json, not a {type(extra).__name__}")
+    taken = sorted(set(extra or {}) & {*own, "format_version", "meta", "weights_sha256"})
+    if taken:
+        raise ConfigError(f"extra= would replace the model's own config keys {taken}; they describe the weights "
+                          "and are written from the model (put notes under other keys, e.g. extra={'notes': …})")
+    config = {**own, **(extra or {})}
     try:  # the config is checked before anything is written: weights never go beside another model's config
         json.dumps(_finite(config), allow_nan=False)
     except (TypeError, ValueError) as exc:

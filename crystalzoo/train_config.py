@@ -55,6 +55,21 @@ class TrainConfig:
     schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
 
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "TrainConfig":
+        """A config from keyword options (``finetune(..., epochs=5)``): :class:`ConfigError`
+        naming an option that is not a setting, with the nearest one."""
+        import dataclasses
+        import difflib
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                near = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ConfigError(f"{key!r} is not a training option{hint} (options: {', '.join(names)})")
+        return cls(**options)
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state."""
         if self.schedule == "constant":

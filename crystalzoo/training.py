@@ -205,6 +205,10 @@ def _distributed(device: str = "cpu") -> tuple[int, int]:
                           "torchrun (unset it to train in one process)") from None
     if world <= 1:
         return 1, 0
+    unset = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if unset and not dist.is_initialized():
+        raise ConfigError(f"WORLD_SIZE = {world} is set but {', '.join(unset)} not: start the processes with torchrun "
+                          "(docs/pretraining.md), or unset WORLD_SIZE to train in one process")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
     return dist.get_world_size(), dist.get_rank()
@@ -399,6 +403,19 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _same_setting(key: str, a: Any, b: Any) -> bool:
+    """Whether two values of a run setting are the same; a backbone folder named two ways
+    (``/runs/b`` and ``b/`` from /runs) is the same folder."""
+    if a == b:
+        return True
+    if key == "meta.backbone" and isinstance(a, str) and isinstance(b, str):
+        try:
+            return Path(a).is_dir() and Path(b).is_dir() and Path(a).resolve() == Path(b).resolve()
+        except (OSError, ValueError):
+            return False
+    return False
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "…"
@@ -424,8 +441,9 @@ def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim
             raise RunError(f"checkpoint {path} does not say which run it belongs to (an older crystalzoo wrote it), "
                            "so it cannot be checked against this one; pass --overwrite (overwrite=True) to start again")
         stored, now = _flat(json.loads(ckpt["run"])), _flat(description)
+        stored.pop("frozen", None)  # written by crystalzoo before 2026-11-26, never read
         differences = [f"{k}: {_short(stored.get(k))} in the checkpoint, {_short(now.get(k))} now"
-                       for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)]
+                       for k in sorted(set(stored) | set(now)) if not _same_setting(k, stored.get(k), now.get(k))]
         if differences:
             raise RunError(f"checkpoint {path} belongs to another run: {'; '.join(differences)}. Resume with the "
                            "settings and data of that run, pass --overwrite (overwrite=True) to start a new run "
@@ -701,7 +719,7 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
             raise ConfigError("architecture shapes a model trained from scratch (backbone None, --backbone none); "
                               "a pretrained backbone has its own")
         BackboneConfig.from_dict(architecture, "architecture")
-    config = TrainConfig(**train_options)
+    config = TrainConfig.from_options(train_options)
     _check_task(task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
                               ("test_size", test_size, None)):
@@ -742,6 +760,9 @@ def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
             raise ConfigError("freeze needs a pretrained backbone; a model from scratch (backbone 'none') trains "
                               "every layer")
         return
+    if not isinstance(backbone, (str, os.PathLike)):
+        raise ConfigError(f"backbone names a backbone (a registered name, hf-hub:ORG/NAME or a folder), not a "
+                          f"{type(backbone).__name__}; to train a model you built, use train_model(model, train, val)")
     if source_kind(backbone) == "hub":  # checked when its config is downloaded
         return
     n_conv = backbone_config(backbone)["backbone"].get("n_conv")

@@ -256,3 +256,23 @@ def test_predict_into_a_closed_pipe_is_quiet(tmp_path):
                        shell=True, env=env, capture_output=True, text=True, timeout=300)
     assert r.stdout.startswith("file,") and r.stdout.count("\n") == 1
     assert "error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_predict_arguments_are_files_never_cif_text(capsys, tmp_path):
+    text = (DATA / "cifs" / "1000041.cif").read_text()
+    assert main(["predict", "--model", "formation", text]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "characters): cannot be read (File name too long)" in line and len(line) < 300
+    assert main(["predict", "--model", "formation", str(tmp_path / "data_foo")]) == 2
+    assert "data_foo: no such file" in _one_error_line(capsys.readouterr().err)
+
+
+def test_overwrite_does_not_leave_an_old_baseline_beside_a_new_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*COMMANDS["finetune"], *SMALL, "--baseline", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out / "baseline" / "metrics.json").read_bytes()
+    assert main([*COMMANDS["finetune"], *SMALL, "--overwrite", "--out", str(out)]) == 2
+    assert "holds the baseline of the run --overwrite replaces" in _one_error_line(capsys.readouterr().err)
+    assert (out / "baseline" / "metrics.json").read_bytes() == before
+    assert main([*COMMANDS["finetune"], *SMALL, "--overwrite", "--baseline", "--out", str(out)]) == 0

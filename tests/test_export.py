@@ -79,3 +79,18 @@ def test_cli_export_names_a_bad_out_before_any_work(tmp_path, capsys):
         assert main(["export", "--model", "formation", "--out", str(out), "--overwrite"]) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.onnx"]
+
+
+def test_export_onnx_never_replaces_a_file_unasked(tmp_path):
+    from crystalzoo import load_model, save_pretrained
+    from crystalzoo.errors import CrystalZooError
+    from crystalzoo.export import export_onnx
+
+    folder = save_pretrained(load_model("formation"), tmp_path / "m")
+    weights = (folder / "model.safetensors").read_bytes()
+    with pytest.raises(CrystalZooError, match="ends in .onnx"):
+        export_onnx(load_model(folder), folder / "model.safetensors", overwrite=True)
+    (tmp_path / "old.onnx").write_text("mine")
+    with pytest.raises(CrystalZooError, match="old.onnx exists; pass --overwrite"):
+        export_onnx(load_model(folder), tmp_path / "old.onnx")
+    assert (folder / "model.safetensors").read_bytes() == weights and (tmp_path / "old.onnx").read_text() == "mine"

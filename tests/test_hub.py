@@ -150,6 +150,33 @@ def test_finetuned_folder_pushes_with_its_metrics(hub, tmp_path):
     assert "Fine-tuned from the crystalzoo backbone `bulk`" in card and "| test | mae |" in card
     meta = json.loads(files["config.json"])["meta"]
     assert meta["backbone"] == "bulk" and meta["freeze"] == 3
+    assert "frozen" not in json.loads(files["config.json"])  # the number of frozen layers is meta["freeze"]
+
+    # trained further after loading: the folder's metrics.json no longer describes the weights
+    from crystalzoo import TrainConfig, train_model
+    from crystalzoo.data import CrystalDataset
+
+    model = load_model(out)
+    data = CrystalDataset.from_jsonl(Path(__file__).parent / "data" / "mp200.jsonl.gz",
+                                     targets=["formation_energy_per_atom"], limit=40, progress=False, cache_dir=False)
+    train_model(model, data.subset(range(30)), data.subset(range(30, 40)), TrainConfig(epochs=1, progress=False))
+    push_to_hub(model, "alice/ft2")
+    files = hub.state.repos["alice/ft2"]["commits"][hub.state.repos["alice/ft2"]["branches"]["main"]]
+    assert "metrics.json" not in files and "| test | mae |" not in files["README.md"].decode()
+
+
+def test_push_checks_its_arguments_before_any_request(hub, tmp_path):
+    from crystalzoo.errors import ConfigError
+
+    model = load_model("bulk")
+    for filename in ["../evil.safetensors", "/tmp/evil.safetensors", "config.json", "", ".safetensors"]:
+        with pytest.raises(ConfigError, match="a plain file name ending in .safetensors"):
+            push_to_hub(model, "alice/x", filename=filename)
+    with pytest.raises(ConfigError, match="push_to_hub takes a CrystalModel"):
+        push_to_hub(load_backbone("bulk"), "alice/x")
+    with pytest.raises(ConfigError, match="not both"):
+        push_to_hub(model, "alice/x", metrics={"val": {"mae": 1.0}}, metrics_file=tmp_path / "m.json")
+    assert "alice/x" not in hub.state.repos and not Path("/tmp/evil.safetensors").exists()
 
 
 def test_pushed_metrics_are_strict_json(hub):

@@ -963,3 +963,121 @@ def test_an_invalid_hub_repo_id_is_named_before_any_request(monkeypatch):
             load_model("hf-hub:" + bad)
         with pytest.raises(CrystalZooError, match=f"'{bad}' is not a valid Hub repo id"):
             push_to_hub(load_model("formation"), bad)
+
+
+# ---------------------------------------------------------------------------- round seven (a third fresh attack)
+
+
+def test_cif_paths_in_a_csv_are_relative_to_the_csv(tmp_path, monkeypatch, formation):
+    (tmp_path / "sub").mkdir()
+    shutil.copy(CIFS[0], tmp_path / "sub" / "a.cif")
+    shutil.copy(CIFS[3], tmp_path / "a.cif")  # another crystal of the same name in the current folder
+    (tmp_path / "sub" / "data.csv").write_text("cif,y\na.cif,1\n")
+    monkeypatch.chdir(tmp_path)
+    ds = CrystalDataset.from_csv("sub/data.csv", targets=["y"], cache_dir=False, progress=False)
+    assert formation.predict_arrays(ds.graphs).tolist() == formation.predict([CIFS[0]]).tolist()
+    (tmp_path / "sub" / "data.csv").write_text("cif,y\nmissing.cif,1\n")
+    with pytest.raises(StructureError, match="sub/missing.cif: no such file"):
+        CrystalDataset.from_csv("sub/data.csv", targets=["y"], cache_dir=False, progress=False)
+
+
+def test_save_pretrained_extra_cannot_replace_the_models_config(formation, tmp_path):
+    folder = save_pretrained(formation, tmp_path / "m")
+    before = (folder / "config.json").read_bytes()
+    for extra in [{"graph": {**formation.config()["graph"], "max_neighbors": 6}}, {"meta": "x"},
+                  {"format_version": 99}, {"architecture": "other"}]:
+        with pytest.raises(ConfigError, match="would replace the model's own config keys"):
+            save_pretrained(formation, folder, extra=extra)
+    with pytest.raises(ConfigError, match="extra= takes a dict"):
+        save_pretrained(formation, folder, extra=["a"])
+    assert (folder / "config.json").read_bytes() == before
+    assert load_model(folder).predict(CIFS[:1]).tolist() == formation.predict(CIFS[:1]).tolist()
+    save_pretrained(formation, folder, extra={"notes": "mine"})  # other keys are kept
+    assert json.loads((folder / "config.json").read_text())["notes"] == "mine"
+
+
+def test_heads_that_cannot_be_saved_and_loaded_are_refused():
+    from crystalzoo import ClassificationHead, RegressionHead
+
+    for make in [lambda: ClassificationHead(32, ["a"]), lambda: ClassificationHead(32, []),
+                 lambda: RegressionHead(32, []), lambda: RegressionHead(32, "band_gap")]:
+        with pytest.raises(ConfigError, match="must be a list of"):
+            make()
+
+
+@pytest.mark.parametrize("convert", ["double", "half", "bfloat16", "default float64"])
+def test_models_in_other_precisions_predict(convert, formation):
+    import torch
+
+    reference = formation.predict(CIFS[:2])
+    if convert == "default float64":
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            model = load_model("formation")
+        finally:
+            torch.set_default_dtype(old)
+    else:
+        model = load_model("formation")
+        model = model.to(torch.bfloat16) if convert == "bfloat16" else getattr(model, convert)()
+    tolerance = 1e-5 if "64" in convert or convert == "double" else 0.05
+    np.testing.assert_allclose(model.predict(CIFS[:2]).astype(np.float64), reference, atol=tolerance)
+    assert model.embed(CIFS[:2]).shape == (2, 32)
+
+
+def test_training_options_and_environment_give_crystalzoo_errors(tmp_path, monkeypatch):
+    from crystalzoo import finetune, load_backbone
+    from crystalzoo.training import check_run_options
+
+    with pytest.raises(ConfigError, match="'learning_rate' is not a training option"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", learning_rate=1e-4)
+    with pytest.raises(ConfigError, match="'epoch' is not a training option; did you mean 'epochs'"):
+        check_run_options(epoch=3)
+    with pytest.raises(ConfigError, match="backbone names a backbone .* not a CGCNNBackbone; .* use train_model"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", backbone=load_backbone("formation"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="WORLD_SIZE = 2 is set but RANK, MASTER_ADDR, MASTER_PORT not"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", train_size=40, val_size=10, test_size=10, epochs=1,
+                 progress=False, cache_dir=tmp_path)
+
+
+def test_small_data_sets_split_by_the_default_fractions():
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], cache_dir=False, progress=False)
+    for n in range(6, 60):  # 0.8/0.1/0.1 of 16 rounded one by one is 13 + 2 + 2 = 17 crystals
+        sizes = [len(part) for part in ds.subset(range(n)).split(0.8, 0.1, 0.1)]
+        assert sum(sizes) <= n and min(sizes) >= 1, (n, sizes)
+    assert [len(p) for p in ds.split(0.8, 0.1, 0.1)] == [160, 20, 20]  # sizes that fit are as they were
+
+
+def test_one_graph_array_the_cache_variable_and_non_names(formation, tmp_path, monkeypatch):
+    from crystalzoo import build_arrays
+    from crystalzoo.data import default_cache_dir
+    from crystalzoo.errors import UnknownBackboneError
+
+    [one] = build_arrays(CIFS[:1], progress=False)
+    assert formation.predict_arrays(one).tolist() == formation.predict(CIFS[:1]).tolist()
+    monkeypatch.setenv("CRYSTALZOO_CACHE", "   ")
+    assert default_cache_dir() == Path.home() / ".cache" / "crystalzoo"
+    monkeypatch.setenv("CRYSTALZOO_CACHE", "~/zz")
+    assert default_cache_dir() == Path.home() / "zz"
+    with pytest.raises(UnknownBackboneError, match="not a NoneType"):
+        load_model(None)
+    assert load_model(np.str_("formation")).meta["source"] == "registered backbone 'formation'"
+    with pytest.raises(ConfigError, match="names must be a list of 2 strings"):
+        build_arrays(CIFS[:2], names="ab", progress=False)
+    weights = tmp_path / "m"
+    save_pretrained(formation, weights)
+    (weights / "model.safetensors").unlink()
+    (weights / "model.safetensors").mkdir()
+    with pytest.raises(WeightsError, match="is not a regular file"):
+        load_model(weights)
+
+
+def test_a_nearly_full_occupancy_is_full(formation):
+    text = Path(CIFS[0]).read_text()
+    assert "_atom_site_occupancy" in text
+    rounded = text.replace(" 1. 0 d", " 0.99999 0 d")
+    assert rounded.count("0.99999") == 2
+    assert formation.predict([rounded]).tolist() == formation.predict([text]).tolist()
