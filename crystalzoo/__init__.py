@@ -44,6 +44,8 @@ _EXPORTS = {
     "evaluate": "training",
     "TrainConfig": "train_config",
     "push_to_hub": "hub",
+    "embed": "embeddings",
+    "CrystalFeaturizer": "featurizer",
     "CrystalZooError": "errors",
 }
 

@@ -102,6 +102,27 @@ def _cmd_predict(args) -> None:
         out.writerow([f, *(f"{v:.6g}" for v in np.atleast_1d(row))])
 
 
+def _cmd_embed(args) -> None:
+    from .data import read_dataset
+    from .embeddings import check_table_path, write_table
+    from .registry import load_model
+
+    if bool(args.files) == bool(args.data):
+        raise ConfigError("give CIF files or --data (a data set), not both and not neither")
+    check_table_path(args.out, args.overwrite)
+    model = load_model(args.model)
+    if args.data:
+        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings)
+        ids = data.ids
+    else:
+        data = [Path(f) for f in args.files]  # file names, never CIF text
+        ids = [str(f) for f in args.files]
+    vectors = model.embed(data, kind=args.kind, layer=args.layer, n_jobs=args.jobs,
+                          progress=not args.quiet and len(ids) > 100)
+    write_table(args.out, ids, vectors, overwrite=args.overwrite, prefix=args.kind)
+    print(f"{args.out}: {len(ids)} crystals × {vectors.shape[1]} values ({args.kind} vectors of {args.model})")
+
+
 def _cmd_finetune(args) -> None:
     from .training import check_not_backbone_folder, check_run_options, finetune
 
@@ -221,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
     s.add_argument("files", nargs="+", help="CIF files")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("embed", help="write crystal vectors of a backbone as a table (CSV, NPZ or Parquet)")
+    s.add_argument("--model", default="formation", help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
+    s.add_argument("--data", help="a data set instead of files: JSON lines, CSV with a 'cif' column, a CGCNN folder, "
+                   "or bundled:mp-band-gap (its ids name the rows)")
+    s.add_argument("--kind", choices=["hidden", "pooled"], default="hidden",
+                   help="hidden: the crystal vector the head sees; pooled: the mean of the atom vectors")
+    s.add_argument("--layer", type=int, default=None, help="for --kind pooled: after this many convolutions")
+    s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
+    s.add_argument("--out", required=True, help="the table: .csv, .npz (ids, vectors) or .parquet (needs pyarrow)")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("files", nargs="*", help="CIF files")
+    s.set_defaults(func=_cmd_embed)
 
     s = sub.add_parser("finetune", help="fine-tune a pretrained backbone on your data")
     s.add_argument("--backbone", default="formation", help="registered name, hf-hub:…, folder, or 'none' (from scratch)")

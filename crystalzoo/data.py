@@ -74,6 +74,30 @@ def dataset_path(source: str | os.PathLike) -> Path:
     return path
 
 
+def read_dataset(data: Any, targets: Sequence[str], **kwargs) -> "CrystalDataset":
+    """A data set from any source ``finetune``, ``pretrain`` and ``crystalzoo embed`` take: a
+    :class:`CrystalDataset` (returned as it is), a CGCNN folder, a CSV file, a JSON-lines file
+    or ``bundled:NAME`` (:func:`dataset_path`). ``kwargs`` go to the reader.
+
+    Example::
+
+        >>> len(read_dataset("tests/data/mp200.jsonl.gz", ["band_gap"], progress=False))
+        200
+    """
+    if isinstance(data, CrystalDataset):
+        return data
+    if not isinstance(data, (str, os.PathLike)):
+        raise ConfigError(f"data must be a CrystalDataset, a file or folder, or 'bundled:NAME', not a "
+                          f"{type(data).__name__}; from structures or a DataFrame: CrystalDataset.from_structures / "
+                          "CrystalDataset.from_dataframe")
+    path = dataset_path(data)
+    if path.is_dir():
+        return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
+    if path.suffix.lower() == ".csv":
+        return CrystalDataset.from_csv(path, targets=targets, **kwargs)
+    return CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
+
+
 def default_cache_dir() -> Path:
     """``$CRYSTALZOO_CACHE`` (when set and not empty), else ``~/.cache/crystalzoo``."""
     value = os.environ.get("CRYSTALZOO_CACHE", "").strip()

@@ -25,14 +25,16 @@ Example::
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from .crystal_graph import mean_per_crystal
-from .errors import ConfigError
-from .graphs import crystal_list, iter_batches
+from .errors import ConfigError, MissingExtraError
+from .graphs import check_count, collate, crystal_list, iter_batches
 
 KINDS = ("hidden", "pooled", "atoms")
 
@@ -46,11 +48,22 @@ def _backbone(model: Any):
     return backbone
 
 
+def _batches(structures: Any, settings, batch_size: int, n_jobs: int, progress: bool):
+    """Batched graphs of ``structures``: a data set's cached graphs, or graphs built here."""
+    if hasattr(structures, "graphs") and hasattr(structures, "settings"):  # a CrystalDataset: graphs built already
+        check_count(batch_size, "batch_size")
+        settings.check_same(structures.settings, "this backbone")
+        graphs = structures.graphs
+        return (collate(graphs[i : i + batch_size], settings) for i in range(0, len(graphs), batch_size))
+    return iter_batches(crystal_list(structures, "embed"), settings, batch_size, n_jobs, progress)
+
+
 def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
           batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:
     """Vectors of ``structures`` (pymatgen structures, CIF paths or CIF texts; a list of them,
-    or one) from the backbone of ``model`` (a model or a backbone, in any state: the
-    backbone runs in eval mode here and is left as it was).
+    or one; or a :class:`~crystalzoo.data.CrystalDataset`, whose cached graphs are used) from
+    the backbone of ``model`` (a model or a backbone, in any state: the backbone runs in eval
+    mode here and is left as it was).
 
     ``kind``: ``"hidden"``, ``"pooled"`` or ``"atoms"`` (see the module docstring). ``layer``:
     the number of convolutions the atom vectors have been through, 0 … n_conv, for
@@ -70,7 +83,6 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
             raise ConfigError(f"layer = {layer!r}: this backbone has {n_conv} convolutions, so layer is an integer "
                               f"from 0 (the embedding alone) to {n_conv} (after every convolution)")
         layer = int(layer)
-    structures = crystal_list(structures, "embed")
     try:
         device = next(backbone.parameters()).device
     except StopIteration:
@@ -82,7 +94,7 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
     out: list[torch.Tensor] = []
     try:
         with torch.no_grad():
-            for g in iter_batches(structures, backbone.graph_settings, batch_size, n_jobs, progress):
+            for g in _batches(structures, backbone.graph_settings, batch_size, n_jobs, progress):
                 g = g.to(device)
                 atoms = backbone.atom_features(g, upto=layer)
                 if kind == "atoms":
@@ -101,3 +113,64 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
         width = backbone.out_features if kind == "hidden" else 0
         return np.zeros((0, width), np.float32)
     return torch.cat(out).numpy()
+
+
+#: the table formats ``write_table`` writes, by file name ending
+TABLE_FORMATS = (".csv", ".npz", ".parquet")
+
+
+def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The path of a table of vectors to write, checked before any work: a known format, not
+    a folder, not an existing file unless ``overwrite``."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigError(f"the table's file name is empty ({path!r}); give one such as vectors.csv")
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_FORMATS:
+        raise ConfigError(f"{path}: a table of vectors is .csv, .npz or .parquet")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a file name such as {path / 'vectors.csv'}")
+    if os.path.lexists(path) and not overwrite:
+        raise ConfigError(f"{path} exists; pass --overwrite (overwrite=True) to replace it, or choose another name")
+    return path
+
+
+def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray, prefix: str = "hidden",
+                overwrite: bool = False) -> Path:
+    """Write crystal vectors with their ids: CSV (a column ``id``, then ``{prefix}_0`` …),
+    NPZ (arrays ``ids`` and ``vectors``) or Parquet (the CSV's columns; needs pyarrow).
+    Written whole or not at all.
+
+    Example::
+
+        >>> write_table("/tmp/v.csv", ["a", "b"], np.eye(2, dtype=np.float32), overwrite=True).name
+        'v.csv'
+    """
+    import pandas as pd
+
+    from .serialization import atomic_write
+
+    path = check_table_path(path, overwrite)
+    if len(ids) != len(vectors):
+        raise ConfigError(f"{len(ids)} ids for {len(vectors)} vectors")
+    kind = path.suffix.lower()
+    if kind == ".npz":
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, ids=np.array(ids, dtype=str), vectors=vectors)
+    else:
+        table = pd.DataFrame(vectors, columns=[f"{prefix}_{i}" for i in range(vectors.shape[1])])
+        table.insert(0, "id", list(ids))
+        if kind == ".parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise MissingExtraError("writing Parquet needs pyarrow: pip install pyarrow (or write .csv / .npz)") \
+                    from None
+
+            def write(tmp):
+                table.to_parquet(tmp, index=False)
+        else:
+            def write(tmp):
+                table.to_csv(tmp, index=False, float_format="%.7g")
+    atomic_write(path, write)
+    return path

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from .data import CrystalDataset, _split_target, _target_list, check_split_size, dataset_path
+from .data import CrystalDataset, _split_target, _target_list, check_split_size, read_dataset
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
 from .models import BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
@@ -606,21 +606,6 @@ class FinetuneResult:
     history: History
 
 
-def _as_dataset(data: Any, targets: Sequence[str], **kwargs) -> CrystalDataset:
-    if isinstance(data, CrystalDataset):
-        return data
-    if not isinstance(data, (str, os.PathLike)):
-        raise ConfigError(f"data must be a CrystalDataset, a file or folder, or 'bundled:NAME', not a "
-                          f"{type(data).__name__}; from structures or a DataFrame: CrystalDataset.from_structures / "
-                          "CrystalDataset.from_dataframe")
-    path = dataset_path(data)
-    if path.is_dir():
-        return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
-    if path.suffix.lower() == ".csv":
-        return CrystalDataset.from_csv(path, targets=targets, **kwargs)
-    return CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
-
-
 def _head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | None) -> dict[str, Any]:
     """The config of a new head for ``dataset`` (:func:`~crystalzoo.models.make_head` builds it):
     its targets and units, or the classes 0 … C-1 of its labels, checked."""
@@ -809,7 +794,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     with claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
             else nullcontext():
         progress = config.progress
-        ds = _as_dataset(data, targets, progress=progress, cache_dir=cache_dir)
+        ds = read_dataset(data, targets, progress=progress, cache_dir=cache_dir)
         targets = [_split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
         ds = ds.select_targets(targets)
         if ds.info.get("dropped_missing"):

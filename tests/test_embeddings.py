@@ -74,3 +74,77 @@ def test_bad_embed_arguments_name_the_fix(formation):
         formation.embed(set(CIFS[:2]))
     assert formation.embed(CIFS[0]).shape == (1, 32)  # one crystal
     assert formation.embed([]).shape == (0, 32)
+
+
+def test_the_featurizer_works_in_a_pipeline_with_cross_validation(mp200_structures):
+    """Frozen `formation` descriptors + a ridge regression, cross-validated and tuned by
+    GridSearchCV on 80 real Materials Project crystals (their formation energies)."""
+    pytest.importorskip("sklearn")
+    import gzip
+    import json
+
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+    from sklearn.pipeline import Pipeline
+
+    from crystalzoo.featurizer import CrystalFeaturizer
+
+    from .conftest import DATA
+
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f][:80]
+    X, y = [r["cif"] for r in rows], np.array([r["formation_energy_per_atom"] for r in rows])
+    pipe = Pipeline([("crystal", CrystalFeaturizer("formation")), ("ridge", Ridge())])
+    folds = KFold(4, shuffle=True, random_state=0)
+    mae = -cross_val_score(pipe, X, y, cv=folds, scoring="neg_mean_absolute_error")
+    spread = np.mean(np.abs(y - y.mean()))
+    assert mae.mean() < 0.5 * spread  # the pretrained descriptors carry the formation energy
+    search = GridSearchCV(pipe, {"ridge__alpha": [0.1, 10.0], "crystal__kind": ["hidden", "pooled"]}, cv=folds,
+                          scoring="neg_mean_absolute_error").fit(X, y)
+    assert set(search.best_params_) == {"ridge__alpha", "crystal__kind"}
+    features = search.best_estimator_.named_steps["crystal"]
+    assert len(features.get_feature_names_out()) == features.transform(X[:2]).shape[1]
+
+
+def test_the_featurizer_names_bad_input():
+    pytest.importorskip("sklearn")
+    import pandas as pd
+    from sklearn.exceptions import NotFittedError
+
+    from crystalzoo.featurizer import CrystalFeaturizer
+
+    with pytest.raises(NotFittedError):
+        CrystalFeaturizer().transform(CIFS[:1])
+    f = CrystalFeaturizer().fit(CIFS[:2])
+    with pytest.raises(ConfigError, match="one column of crystals, got a table of 2 columns"):
+        f.transform(pd.DataFrame({"a": CIFS[:2], "b": CIFS[:2]}))
+    assert f.transform(pd.DataFrame({"cif": [str(c) for c in CIFS[:2]]})).shape == (2, 32)
+    with pytest.raises(ConfigError, match="not 'atoms'"):
+        CrystalFeaturizer(kind="atoms").fit(CIFS[:1])
+
+
+def test_cli_embed_writes_tables_with_ids(tmp_path, capsys, formation):
+    import pandas as pd
+
+    from crystalzoo.cli import main
+
+    from .conftest import DATA
+
+    out = tmp_path / "vectors.csv"
+    assert main(["embed", "--data", str(DATA / "mp200.jsonl.gz"), "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out)
+    assert table.shape == (200, 33) and table["id"].iloc[0] == "mp-1" and list(table.columns[1:3]) == ["hidden_0",
+                                                                                                    "hidden_1"]
+    assert main(["embed", "--out", str(tmp_path / "v.npz"), "--kind", "pooled", *map(str, CIFS[:3])]) == 0
+    with np.load(tmp_path / "v.npz") as f:
+        assert f["ids"].tolist() == [str(c) for c in CIFS[:3]]
+        np.testing.assert_allclose(f["vectors"], formation.embed(CIFS[:3], kind="pooled"), rtol=1e-6)
+    capsys.readouterr()
+    for args, message in [([str(CIFS[0])], "exists; pass --overwrite"),
+                          (["--data", str(DATA / "mp200.jsonl.gz"), str(CIFS[0])], "not both"),
+                          ([], "not both and not neither")]:
+        assert main(["embed", "--out", str(out), *args]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["embed", "--out", str(tmp_path / "v.txt"), str(CIFS[0])]) == 2
+    assert ".csv, .npz or .parquet" in capsys.readouterr().err
+    assert pd.read_csv(out).shape == (200, 33)  # never replaced unasked

@@ -1,0 +1,92 @@
+"""A scikit-learn transformer that turns crystals into the vectors of a pretrained backbone
+(``pip install "crystalzoo[sklearn]"``): frozen CGCNN descriptors plus a small model of your
+own, inside a ``Pipeline``, tuned with ``GridSearchCV``.
+
+Example::
+
+    >>> import pytest; _ = pytest.importorskip("sklearn")  # the [sklearn] extra
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from crystalzoo.featurizer import CrystalFeaturizer
+    >>> pipe = make_pipeline(CrystalFeaturizer("formation"), Ridge(alpha=1.0))
+    >>> pipe.fit(["tests/data/cifs/1000041.cif", "tests/data/cifs/1000050.cif"], [1.0, 2.0]).predict(
+    ...     ["tests/data/cifs/1000041.cif"]).shape
+    (1,)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, MissingExtraError
+
+try:
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.utils.validation import check_is_fitted
+    _MISSING = None
+except ImportError as exc:  # the [sklearn] extra is not installed: CrystalFeaturizer() says how to get it
+    BaseEstimator = TransformerMixin = object
+    _MISSING = f'CrystalFeaturizer needs scikit-learn: pip install "crystalzoo[sklearn]" ({exc})'
+
+
+def _crystals(X: Any) -> list:
+    """The crystals of ``X``: a list, a pandas Series or one-column DataFrame, a 1-D array or
+    an (n, 1) array of structures, CIF paths or CIF texts."""
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # a DataFrame
+        if X.shape[1] != 1:
+            raise ConfigError(f"CrystalFeaturizer takes one column of crystals, got a table of {X.shape[1]} columns; "
+                              "select the column of structures (e.g. with a ColumnTransformer)")
+        X = X.iloc[:, 0]
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1:
+        X = X[:, 0]
+    if isinstance(X, np.ndarray) and X.ndim != 1:
+        raise ConfigError(f"CrystalFeaturizer takes one crystal per row, got an array of shape {X.shape}")
+    return list(X) if not isinstance(X, (str, os.PathLike)) else [X]
+
+
+class CrystalFeaturizer(TransformerMixin, BaseEstimator):
+    """Crystal vectors of a pretrained backbone as features (``crystalzoo.embeddings.embed``).
+
+    ``backbone``: a registered name, ``hf-hub:ORG/NAME`` or a model folder, loaded at ``fit``
+    (nothing is learnt: the backbone stays as it was pretrained). ``kind``, ``layer``,
+    ``batch_size`` and ``n_jobs`` as for ``embed``. Rows of ``X`` are crystals: pymatgen
+    structures, CIF paths or CIF texts.
+    """
+
+    def __init__(self, backbone: str = "formation", kind: str = "hidden", layer: int | None = None,
+                 batch_size: int | None = None, n_jobs: int = 1):
+        if _MISSING:
+            raise MissingExtraError(_MISSING)
+        self.backbone = backbone
+        self.kind = kind
+        self.layer = layer
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+
+    def fit(self, X: Any, y: Any = None) -> "CrystalFeaturizer":
+        """Load the backbone (``X`` and ``y`` are not used: the features are pretrained)."""
+        from .registry import load_backbone
+
+        self.backbone_ = load_backbone(self.backbone)
+        self.backbone_.eval()
+        crystals = _crystals(X)
+        self.n_features_out_ = self.transform(crystals[:1]).shape[1] if crystals else None
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """(n, width) float32 features of the crystals in ``X``."""
+        from .embeddings import embed
+
+        check_is_fitted(self, "backbone_")
+        if self.kind == "atoms":
+            raise ConfigError("CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not 'atoms'")
+        return embed(self.backbone_, _crystals(X), kind=self.kind, layer=self.layer, batch_size=self.batch_size,
+                     n_jobs=self.n_jobs)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``crystal_0``, ``crystal_1``, … (one per vector component)."""
+        check_is_fitted(self, "backbone_")
+        return np.array([f"crystal_{i}" for i in range(self.n_features_out_ or 0)], dtype=object)
