@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .recipes import RECIPES, check_recipe
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -54,6 +55,8 @@ class TrainConfig:
     progress: bool = _option(True, "progress bars (the CLI's --quiet turns them off)", bool)
     schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
+    recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.recipes, docs/finetuning.md): "
+                          "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "TrainConfig":
@@ -100,6 +103,7 @@ class TrainConfig:
             raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
+        check_recipe(self.recipe)
         check_device(self.device)
         # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)

@@ -44,6 +44,7 @@ from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
 from .models import BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
+from . import recipes
 from .train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -387,6 +388,7 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         "backbone": asdict(model.backbone.config) if isinstance(model.backbone, CGCNNBackbone)  # as checkpoints have it
         else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
+        **({"recipe": config.recipe} if config.recipe != "freeze" else {}),  # runs before recipes existed: freeze
         # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
         **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
         "training data": _data_digest(train), "validation data": _data_digest(val),
@@ -523,9 +525,15 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         _replace_old_run(out_dir)
     torch.manual_seed(config.seed)
     model.to(config.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay) if config.optimizer == "adam"
-           else torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay))
+    backbone, floor = model.backbone, model.backbone.frozen  # gradual unfreezing stops at the given freeze
+    if config.recipe == "linear-probe":
+        recipes.probe(backbone)
+    groups = recipes.param_groups(model, config.recipe)  # every parameter that trains at some point
+    params = [p for group in groups for p in group["params"]]
+    opt = (torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay) if config.optimizer == "adam"
+           else torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay))
+    reference = ({n: p.detach().clone() for n, p in backbone.named_parameters() if p.requires_grad}
+                 if config.recipe == "l2sp" else None)
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     first = 1
@@ -535,14 +543,21 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                                             config.epochs)
         if config.early_stopping and history.rows and first - 1 - history.best_epoch >= config.early_stopping:
             first = config.epochs + 1  # the run had stopped early: resuming writes its results, it trains no more
-    train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
-    val_batches = _Batches(model, val, 256, config.device)
+    n_conv = len(backbone.stages()) - 1
+    train_batches = val_batches = None
     bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
                initial=first - 1, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = config.lr_at(epoch)
+            group["lr"] = config.lr_at(epoch) * group.get("scale", 1.0)  # checkpoints before recipes: no scale
+        if config.recipe == "gradual" and recipes.frozen_at(epoch, config.epochs, n_conv, floor) != backbone.frozen \
+                or train_batches is None:
+            if config.recipe == "gradual":
+                recipes.set_frozen(backbone, recipes.frozen_at(epoch, config.epochs, n_conv, floor))
+            # the frozen prefix's atom vectors, computed once per frozen level
+            train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
+            val_batches = _Batches(model, val, 256, config.device)
         model.train()
         order = _shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
         total, count = 0.0, 0
@@ -557,7 +572,8 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                 bad = bool(flag.item())
             if bad:
                 raise _diverged("training loss", value, epoch, config)
-            loss.backward()
+            pull = recipes.penalty(model, reference)
+            (loss if pull is None else loss + pull).backward()
             if world > 1:
                 for p in params:
                     if p.grad is not None:
@@ -576,6 +592,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
             raise _diverged("validation loss", scores["loss"], epoch, config)
         row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
                **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
+               **({"frozen": backbone.frozen} if config.recipe == "gradual" else {}),
                "seconds": time.perf_counter() - t0}
         history.rows.append(row)
         if scores["loss"] < history.best_val_loss:
@@ -705,6 +722,9 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
                               "a pretrained backbone has its own")
         BackboneConfig.from_dict(architecture, "architecture")
     config = TrainConfig.from_options(train_options)
+    if backbone is None and config.recipe != "freeze":
+        raise ConfigError(f"recipe {config.recipe!r} fine-tunes a pretrained backbone; a model from scratch "
+                          "(backbone None, --backbone none) trains every layer (recipe 'freeze')")
     _check_task(task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
                               ("test_size", test_size, None)):
@@ -810,7 +830,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         history = train_model(model, train, val, config, out_dir=out_dir, resume=resume)
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
-            "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "targets": targets, "seed": seed,
+            "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
+            "targets": targets, "seed": seed,
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "dropped_missing_labels": ds.info.get("dropped_missing", 0),
             "epochs": len(history.rows), "best_epoch": history.best_epoch, "train_seconds": round(seconds, 2),

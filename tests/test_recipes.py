@@ -1,0 +1,77 @@
+"""Fine-tuning recipes (issue 14): each does what crystalzoo/recipes.py says, on real crystals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crystalzoo import TrainConfig, load_model, make_model, train_model
+from crystalzoo.data import CrystalDataset
+from crystalzoo.errors import ConfigError
+from crystalzoo.recipes import LR_DECAY, frozen_at, param_groups
+
+from .conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def splits():
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=80, cache_dir=False,
+                                   progress=False)
+    return ds.subset(range(60)), ds.subset(range(60, 80))
+
+
+def _train(splits, recipe, freeze=None, epochs=2):
+    train, val = splits
+    model = make_model("formation", train, freeze=freeze, seed=0)
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    history = train_model(model, train, val, TrainConfig(epochs=epochs, batch_size=16, recipe=recipe, progress=False))
+    moved = {n: float((p.detach() - before[n]).norm()) for n, p in model.backbone.named_parameters()}
+    return model, history, moved
+
+
+def test_linear_probe_trains_the_head_alone(splits):
+    model, history, moved = _train(splits, "linear-probe")
+    assert max(moved.values()) == 0.0 and all(np.isfinite(r["train_loss"]) for r in history.rows)
+    head = make_model("formation", splits[0], seed=0).head.fc_out.weight
+    assert not torch.equal(model.head.fc_out.weight, head)  # the head did train
+
+
+def test_discriminative_rates_fall_from_the_head_down(splits):
+    model = make_model("formation", splits[0], seed=0)
+    groups = param_groups(model, "discriminative")
+    assert [g["scale"] for g in groups] == [LR_DECAY ** i for i in range(len(groups))]
+    assert groups[0]["params"] == list(model.head.parameters())
+    assert groups[-1]["params"] == list(model.backbone.embedding.parameters())
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    _, _, moved = _train(splits, "discriminative")
+    assert moved["embedding.weight"] > 0 and moved["embedding.weight"] < moved["conv_to_fc.weight"]
+
+
+def test_l2sp_keeps_the_weights_nearer_the_pretrained_ones(splits):
+    _, _, free = _train(splits, "freeze", epochs=3)
+    _, _, pulled = _train(splits, "l2sp", epochs=3)
+    assert sum(pulled.values()) < sum(free.values())
+
+
+def test_gradual_unfreezing_goes_down_one_convolution_per_phase(splits):
+    assert [frozen_at(e, 10, 4, None) for e in range(1, 11)] == [4, 4, 3, 3, 2, 1, 1, 0, 0, None]
+    assert [frozen_at(e, 6, 4, 2) for e in range(1, 7)] == [4, 4, 3, 3, 2, 2]
+    assert [frozen_at(e, 3, 4, None) for e in range(1, 4)] == [4, 2, 0]  # fewer epochs than phases
+    model, history, moved = _train(splits, "gradual", freeze=1, epochs=6)
+    assert [r["frozen"] for r in history.rows] == [4, 4, 3, 2, 2, 1]
+    assert moved["convs.0.fc_full.weight"] == 0 and moved["convs.1.fc_full.weight"] == 0  # freeze=1 stays fixed
+    assert moved["convs.3.fc_full.weight"] > 0 and model.backbone.frozen == 1
+
+
+def test_recipes_are_checked_and_recorded(tmp_path):
+    from crystalzoo import finetune
+
+    with pytest.raises(ConfigError, match="recipe = 'l2-sp' is not a fine-tuning recipe; did you mean 'l2sp'"):
+        TrainConfig(recipe="l2-sp")
+    with pytest.raises(ConfigError, match="recipe 'gradual' fine-tunes a pretrained backbone"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", backbone=None, recipe="gradual")
+    r = finetune(DATA / "mp200.jsonl.gz", "band_gap", recipe="discriminative", train_size=40, val_size=10,
+                 test_size=10, epochs=1, progress=False, cache_dir=tmp_path)
+    assert r.metrics["recipe"] == "discriminative"
+    assert np.isfinite(load_model("formation").predict([str(DATA / "cifs" / "1000041.cif")])).all()
