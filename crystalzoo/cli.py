@@ -20,7 +20,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         command = self.prog.partition(" ")[2]  # "crystalzoo finetune" → "finetune"
-        raise ConfigError(f"{command + ': ' if command else ''}{message} (see '{self.prog} --help')")
+        where = f"'{self.prog} --help'" if command else "'crystalzoo --help', or 'crystalzoo COMMAND --help'"
+        raise ConfigError(f"{command + ': ' if command else ''}{message} (see {where})")
 
 
 def _size(text: str) -> float | int:
@@ -299,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("crystalzoo")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("crystalzoo: %(message)s"))
-    level = log.level
+    level, propagate = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    log.propagate = False  # once, also where the program running main() has set up logging
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
@@ -321,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
+        log.propagate = propagate
     return 0
 
 

@@ -30,8 +30,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import ConfigError, CrystalZooError, DataError
-from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, GraphArrays, GraphSettings, build_arrays,
-                     _structure_list, check_count, known_elements, read_structure_file, structure_path)
+from .graphs import (DEFAULT_SETTINGS, MAX_STRUCTURE_FILE_BYTES, MIN_DISTANCE, TIE_TOLERANCE, GraphArrays,
+                     GraphSettings, _structure_list, build_arrays, check_count, known_elements, read_structure_file,
+                     structure_path)
 
 logger = logging.getLogger(__name__)
 
@@ -411,8 +412,13 @@ def _beside(folder: Path, value: str) -> str | Path:
         exists = os.path.lexists(path)
     except (OSError, ValueError):  # a name too long for a path, a NUL character
         exists = False
-    if not exists and value.lstrip().startswith("data_"):
-        return value  # CIF text on one line
+    if not exists and value.lstrip().startswith("data_") and any(c.isspace() for c in value.strip()):
+        try:
+            elsewhere = os.path.lexists(value)
+        except (OSError, ValueError):
+            elsewhere = False
+        if not elsewhere:
+            return value  # CIF text on one line (a file name beside the data file has no blanks)
     return path
 
 
@@ -547,7 +553,7 @@ def _cached_graphs(structures: list, settings: GraphSettings, cache_dir, progres
     path = cache / "graphs" / f"{h.hexdigest()[:32]}.npz"
     if path.is_file():
         try:
-            return _read_pack(path, len(structures))
+            return _read_pack(path, len(structures), settings)
         except Exception as exc:  # an unreadable or inconsistent cache file is rebuilt, never trusted
             logger.warning("the graph cache file %s is unreadable or inconsistent (%s); rebuilding it", path,
                            str(exc)[:100])
@@ -583,10 +589,13 @@ def _write_pack(path: Path, graphs: list[GraphArrays]) -> None:
     atomic_write(path, write)
 
 
-def _read_pack(path: Path, expected: int) -> list[GraphArrays]:
+def _read_pack(path: Path, expected: int, settings: GraphSettings) -> list[GraphArrays]:
     """The graphs of a cache file, checked for consistency first (ValueError otherwise, and
     the caller rebuilds): the counts add up, every edge joins two atoms of its own crystal,
-    the elements are in the atom table and the distances and weights are finite."""
+    the elements are in the atom table, the distances are at least ``MIN_DISTANCE`` and, for
+    atoms not marked extended, within the radius, and the weights are positive and add up to
+    at most ``max_neighbors`` per atom. A file made to pass these checks is used: the cache
+    is the user's own folder."""
     with np.load(path) as f:
         a = {k: f[k] for k in f.files}
     n_atoms, n_edges = a["n_atoms"], a["n_edges"]
@@ -604,8 +613,18 @@ def _read_pack(path: Path, expected: int) -> list[GraphArrays]:
     z = a["z"]
     if z.dtype.kind != "i" or not known_elements(z).all():
         raise ValueError("cache holds unknown elements")
-    if not (np.isfinite(a["distance"]).all() and np.isfinite(a["weight"]).all()):
+    distance, weight = a["distance"], a["weight"]
+    if not (np.isfinite(distance).all() and np.isfinite(weight).all()):
         raise ValueError("cache holds non-finite distances or weights")
+    if (distance < MIN_DISTANCE).any() or (weight <= 0).any():
+        raise ValueError("cache holds distances below the closest approach or weights that are not positive")
+    if a["extended"].dtype.kind != "b":
+        raise ValueError("cache holds extended flags that are not booleans")
+    centre = np.repeat(np.cumsum(n_atoms) - n_atoms, n_edges) + a["dst"]  # each edge's centre atom, over all crystals
+    if (np.bincount(centre, weights=weight, minlength=len(z)) > settings.max_neighbors * (1 + 1e-5)).any():
+        raise ValueError("cache holds atoms whose edge weights add up to more than max_neighbors")
+    if (distance[~a["extended"][centre]] > settings.radius + TIE_TOLERANCE).any():
+        raise ValueError("cache holds neighbours beyond the radius for atoms that have them within it")
     na, ne = np.cumsum(n_atoms)[:-1], np.cumsum(n_edges)[:-1]
     return [
         GraphArrays(z, src, dst, d, ext, None if np.allclose(w, 1, rtol=0, atol=1e-6) else w)

@@ -109,9 +109,11 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
         out = [o.float() for o in out]
     if kind == "atoms":
         return [a.numpy() for a in out]
-    if not out:
-        width = backbone.out_features if kind == "hidden" else 0
-        return np.zeros((0, width), np.float32)
+    if not out:  # no crystal: the width of one, from a one-atom crystal
+        from pymatgen.core import Lattice, Structure
+
+        one = embed(backbone, [Structure(Lattice.cubic(3.0), ["Na"], [[0, 0, 0]])], kind=kind, layer=layer)
+        return np.zeros((0, one.shape[1]), one.dtype)
     return torch.cat(out).numpy()
 
 

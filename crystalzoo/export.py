@@ -85,6 +85,11 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
     if not isinstance(model, CrystalModel):
         raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a {type(model).__name__}")
     check_out_path(path, overwrite)
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 18:
+        raise CrystalZooError(f"opset = {opset!r}: the exporter writes ONNX opset 18 or newer")
+    if example is not None and not isinstance(example, CrystalGraph):
+        raise CrystalZooError(f"example must be a CrystalGraph (build_graph(…) or collate(…)), not a "
+                              f"{type(example).__name__}")
     if example is None:
         example = _example_graph(model)
     wrapper = _OnGraphTensors(model).eval()
@@ -117,8 +122,8 @@ def check_out_path(path: str | os.PathLike, overwrite: bool = False) -> None:
     if path.is_dir():
         raise CrystalZooError(f"{path} is a folder; give a file name for the ONNX model, e.g. {path / 'model.onnx'}")
     if path.suffix != ".onnx":
-        raise CrystalZooError(f"{path}: an ONNX file name ends in .onnx (this keeps an export from replacing a "
-                              "model's weights or another file)")
+        raise CrystalZooError(f"{path}: give a file name that ends in .onnx, such as model.onnx (this keeps an export "
+                              "from replacing a model's weights or another file)")
     if os.path.lexists(path) and not overwrite:
         raise CrystalZooError(f"{path} exists; pass --overwrite (overwrite=True) to replace it, or choose another name")
     parent = next((p for p in path.parents if p.exists()), Path("."))

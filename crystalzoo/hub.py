@@ -86,6 +86,12 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
     return path, path.parent.name  # the cache keeps files in snapshots/<commit id>/
 
 
+def _plain_weights_name(name: Any) -> bool:
+    """Whether ``name`` is a plain file name ending in .safetensors (no folder, no ``..``)."""
+    return isinstance(name, str) and Path(name).name == name and name.endswith(".safetensors") \
+        and name != ".safetensors"
+
+
 def _check_repo_id(repo_id: Any) -> None:
     """:class:`HubError` unless ``repo_id`` is a valid Hub repo id, before any request."""
     from huggingface_hub.errors import HFValidationError
@@ -93,6 +99,9 @@ def _check_repo_id(repo_id: Any) -> None:
 
     if not isinstance(repo_id, str):
         raise HubError(f"the Hub repo id must be a string ORG/NAME, e.g. 'me/band-gap-cgcnn', got {repo_id!r}")
+    if repo_id.startswith("hf-hub:"):
+        raise HubError(f"{repo_id!r}: a repo id has no 'hf-hub:' prefix (that marks a model name for load_model); "
+                       f"push to {repo_id[len('hf-hub:'):]!r}")
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
@@ -133,8 +142,13 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
         raise HubError(f"{spec!r} is not ORG/NAME[@REVISION]")
     _check_repo_id(repo_id)
     config_path, commit = _download(repo_id, CONFIG_NAME, revision or None, local_files_only)
-    weights_path, _ = _download(repo_id, WEIGHTS_NAME, commit, local_files_only)
-    expected = read_config(config_path).get("weights_sha256")
+    config = read_config(config_path)
+    name = config.get("weights_file", WEIGHTS_NAME)  # push_to_hub(filename=…) records another name
+    if not _plain_weights_name(name):
+        raise ConfigError(f"{config_path} ({repo_id}@{commit}): weights_file must be a plain *.safetensors file name, "
+                          f"got {str(name)[:60]!r}")
+    weights_path, _ = _download(repo_id, name, commit, local_files_only)
+    expected = config.get("weights_sha256")
     if expected is not None and not isinstance(expected, str):
         raise ConfigError(f"{config_path} ({repo_id}@{commit}): weights_sha256 must be a string, got {expected!r}")
     if expected is not None and sha256_file(weights_path) != expected:
@@ -198,13 +212,22 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON
         raise ConfigError(f"metrics file {path} is not readable JSON ({str(exc)[:200]}); pass the metrics.json "
                           "that training wrote, or no --metrics") from None
-    _check_metrics(metrics, f"metrics file {path}")
-    return metrics
+    return _check_metrics(metrics, f"metrics file {path}")
 
 
-def _check_metrics(metrics: Any, what: str) -> None:
-    """:class:`ConfigError` unless ``metrics`` is an object whose ``val`` / ``test`` are
-    objects of numbers and whose ``sizes`` is an object (what the model card shows)."""
+def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
+    """``metrics`` as plain JSON values (numpy numbers become numbers); :class:`ConfigError`
+    unless it is an object whose ``val`` / ``test`` are objects of numbers and whose ``sizes``
+    is an object (what the model card shows)."""
+    def plain(value: Any) -> Any:
+        if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy number
+            return value.item()
+        raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+    try:
+        metrics = json.loads(json.dumps(metrics, default=plain))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{what} must hold JSON values (numbers, strings, lists, objects): {exc}") from None
     if not isinstance(metrics, dict):
         raise ConfigError(f"{what} holds a JSON {type(metrics).__name__}, not an object like the metrics.json "
                           "training writes ({\"val\": {\"mae\": …}, \"test\": {…}, \"sizes\": {…}})")
@@ -220,6 +243,7 @@ def _check_metrics(metrics: Any, what: str) -> None:
             raise ConfigError(f"{what}: {split} metrics must be numbers, got {str(bad)[:80]}")
     if metrics.get("sizes") is not None and not isinstance(metrics["sizes"], dict):
         raise ConfigError(f"{what}: 'sizes' must be an object (train, val, test counts)")
+    return metrics
 
 
 def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool = False,
@@ -243,8 +267,9 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         raise ConfigError(f"push_to_hub takes a CrystalModel (e.g. load_model(folder)), not a {type(model).__name__}; "
                           "for a backbone, make a model with a head first")
     _check_repo_id(repo_id)
-    if not isinstance(filename, str) or Path(filename).name != filename or not filename.endswith(".safetensors") \
-            or filename == ".safetensors":
+    if not isinstance(private, bool):
+        raise ConfigError(f"private = {private!r}: True (a private repo) or False")
+    if not _plain_weights_name(filename):
         raise ConfigError(f"filename = {filename!r}: the weights' name in the repo, a plain file name ending in "
                           f".safetensors (default {WEIGHTS_NAME})")
     if metrics is not None and metrics_file is not None:
@@ -256,7 +281,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     if metrics_file is not None or found is not None:
         metrics = read_metrics(metrics_file if metrics_file is not None else found)
     elif metrics is not None:
-        _check_metrics(metrics, "metrics")
+        metrics = _check_metrics(metrics, "metrics")
     api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -271,6 +296,8 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
             (folder / WEIGHTS_NAME).rename(folder / filename)
         config = json.loads((folder / CONFIG_NAME).read_text())
         config["weights_sha256"] = sha256_file(folder / filename)
+        if filename != WEIGHTS_NAME:
+            config["weights_file"] = filename  # load_model("hf-hub:…") reads the weights under this name
         # in a temporary folder that is uploaded whole or not at all; strict JSON (NaN → null)
         write_json(folder / CONFIG_NAME, config)
         (folder / "README.md").write_text(_model_card(model, repo_id, config, metrics))

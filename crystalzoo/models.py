@@ -847,6 +847,8 @@ def freeze(backbone: Backbone, k: int, reinit: bool = False) -> Backbone:
         >>> [p.requires_grad for p in b.convs[1].parameters()][0], [p.requires_grad for p in b.convs[2].parameters()][0]
         (False, True)
     """
+    if isinstance(backbone, CrystalModel):
+        raise ConfigError("freeze takes a backbone: freeze(model.backbone, k) (or load_backbone(name, freeze=k))")
     n = len(backbone.stages()) - 1
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
         raise CrystalZooError(

@@ -262,7 +262,7 @@ def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False,
     if freeze is not None:
         _freeze(backbone, freeze, reinit=reinit)
     elif reinit:
-        raise WeightsError("reinit=True needs freeze=k: it re-initialises the layers after the k frozen ones")
+        raise ConfigError("reinit=True needs freeze=k: it re-initialises the layers after the k frozen ones")
     backbone.train()
     hold_frozen(backbone)  # frozen stages stay a fixed function, for any architecture
     return backbone

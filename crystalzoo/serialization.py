@@ -160,10 +160,13 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
     own = model.config()
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra= takes a dict of JSON values to add to config.json, not a {type(extra).__name__}")
-    taken = sorted(set(extra or {}) & {*own, "format_version", "meta", "weights_sha256"})
+    taken = sorted(set(extra or {}) & {*own, "format_version", "meta", "weights_sha256", "weights_file"})
     if taken:
         raise ConfigError(f"extra= would replace the model's own config keys {taken}; they describe the weights "
                           "and are written from the model (put notes under other keys, e.g. extra={'notes': …})")
+    if isinstance(folder, str) and not folder.strip():
+        raise ConfigError("the folder name is empty; give the model's folder, e.g. save_pretrained(model, 'my-model') "
+                          "('.' for the current folder)")
     config = {**own, **(extra or {})}
     try:  # the config is checked before anything is written: weights never go beside another model's config
         json.dumps(_finite(config), allow_nan=False)

@@ -28,9 +28,16 @@ def _is_integer(value: Any) -> bool:
 
 
 def _is_real(value: Any) -> bool:
+    """A real number that a float holds (an int of 400 digits is not)."""
     import numpy as np
 
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _option(default: Any, help: str, kind: type = str, choices: tuple[str, ...] | None = None,
@@ -99,6 +106,8 @@ class TrainConfig:
         if self.early_stopping is not None and (not _is_integer(self.early_stopping) or self.early_stopping < 1):
             raise ConfigError(f"early_stopping = {self.early_stopping!r}: the patience is a number of epochs >= 1 "
                               "(leave it out for no early stopping)")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"progress = {self.progress!r}: True (progress bars) or False")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
         if self.schedule not in SCHEDULES:

@@ -42,7 +42,7 @@ import torch
 from .data import CrystalDataset, _split_target, _target_list, check_split_size, read_dataset
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
-from .models import BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
+from .models import MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
 from . import recipes
 from .train_config import TrainConfig
@@ -163,6 +163,15 @@ def _check_classes(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
     model.head.check_labels(ds.labels, ds.ids, what)
 
 
+def _check_dataset(data: Any, what: str) -> None:
+    """:class:`ConfigError` unless ``data`` is a :class:`CrystalDataset` with a label for some crystal."""
+    if not isinstance(data, CrystalDataset):
+        raise ConfigError(f"{what} must be a CrystalDataset (CrystalDataset.from_jsonl / from_csv / from_structures, "
+                          f"or ds.split(...)), not a {type(data).__name__}")
+    if len(data) and not (~np.isnan(data.labels)).any():
+        raise DataError(f"{what} has no labels (every label is missing): there is nothing to train or score on")
+
+
 def _check_model(model: Any) -> None:
     if not isinstance(model, CrystalModel):
         raise ConfigError(f"expected a CrystalModel (a backbone with its head), got a {type(model).__name__}: e.g. "
@@ -181,6 +190,7 @@ def evaluate(model: CrystalModel, dataset: CrystalDataset, batch_size: int = 256
     """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
     whose targets must be the model's (:class:`DataError` otherwise)."""
     _check_model(model)
+    _check_dataset(dataset, "the data set to evaluate on")
     check_count(batch_size, "batch_size")
     _check_targets(model, dataset, "the data set")
     if len(dataset) == 0:
@@ -492,6 +502,8 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
     statistics are taken from rank 0 after each epoch, and only rank 0 writes files.
     """
     _check_model(model)
+    _check_dataset(train, "the training set")
+    _check_dataset(val, "the validation set")
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got a {type(config).__name__}: e.g. "
                           "TrainConfig(epochs=30, lr=1e-3)")
@@ -627,14 +639,22 @@ def _head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | None
     """The config of a new head for ``dataset`` (:func:`~crystalzoo.models.make_head` builds it):
     its targets and units, or the classes 0 … C-1 of its labels, checked."""
     if task == "regression":
-        return {"task": "regression", "targets": list(dataset.targets), "units": None if units is None else list(units)}
+        return {"task": "regression", "targets": list(dataset.targets),
+                "units": None if units is None else _target_list(units)}
+    if units is not None:
+        raise ConfigError("units label a regression's values; a classifier predicts class probabilities (no units)")
     if len(dataset.targets) != 1:
         raise ConfigError(f"a classifier predicts one target; got {dataset.targets}")
     y = dataset.labels[:, 0]
     for i in np.flatnonzero(~np.isnan(y) & (y != np.round(y)))[:1]:
         raise DataError(f"label {float(y[i]):g} of crystal {dataset.ids[i]!r} is not a class: classification "
                         "labels are the integers 0 … C-1 (for a number to predict, use task='regression')")
-    classes = sorted({int(v) for v in y[~np.isnan(y)]})
+    labelled = y[~np.isnan(y)]
+    if len(labelled) and labelled.max() >= MAX_OUTPUTS:
+        i = int(np.flatnonzero(y == labelled.max())[0])
+        raise DataError(f"label {float(y[i]):g} of crystal {dataset.ids[i]!r} is not a class: a classifier has classes "
+                        f"0 … C-1 with C ≤ {MAX_OUTPUTS} (for a number to predict, use task='regression')")
+    classes = sorted({int(v) for v in labelled})
     if classes != list(range(len(classes))) or len(classes) < 2:
         missing = sorted(set(range(max(classes) + 1)) - set(classes))[:10] if classes else []
         raise DataError(f"the training split has the classes {classes[:10]}"
@@ -662,7 +682,12 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     """
     from .registry import load_backbone
 
+    _check_dataset(dataset, "dataset")
     _check_task(task)
+    check_count(seed, "seed", 0, 2**63 - 1)
+    if backbone is not None and architecture:
+        raise ConfigError("architecture shapes a model trained from scratch (backbone None); a pretrained backbone "
+                          "has its own")
     if backbone is None and freeze is not None:
         raise DataError("freeze needs a pretrained backbone; a model from scratch trains every layer")
     empty = [t for t, n in zip(dataset.targets, (~np.isnan(dataset.labels)).sum(axis=0)) if n == 0]

@@ -154,7 +154,7 @@ def test_backbone_options_are_checked_before_the_data_is_read(bad, word, tmp_pat
     def no_reading(*args, **kwargs):
         raise AssertionError("the data was read before the options were checked")
 
-    monkeypatch.setattr(training, "_as_dataset", no_reading)
+    monkeypatch.setattr(training, "read_dataset", no_reading)
     out = tmp_path / "run"
     code = main(["finetune", "--data", MP200, "--target", "band_gap", *SMALL, "--out", str(out), *bad])
     assert code == 2

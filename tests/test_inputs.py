@@ -1081,3 +1081,111 @@ def test_a_nearly_full_occupancy_is_full(formation):
     rounded = text.replace(" 1. 0 d", " 0.99999 0 d")
     assert rounded.count("0.99999") == 2
     assert formation.predict([rounded]).tolist() == formation.predict([text]).tolist()
+
+
+# ---------------------------------------------------------------------------- round eight (a fourth fresh attack)
+
+
+def test_a_huge_class_label_is_refused_at_once():
+    from crystalzoo import make_model
+
+    ds = CrystalDataset.from_structures(CIFS[:6], [0, 1, 0, 1, 1e12, 0], targets=["cls"], cache_dir=False,
+                                        progress=False)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"label 1e\+12 of crystal '4' is not a class"):
+        make_model("formation", ds, task="classification")
+    assert time.perf_counter() - start < 5  # it built a set of 10**12 classes
+
+
+def test_a_one_line_data_name_missing_beside_the_data_file_is_not_read_from_here(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "cwd").mkdir()
+    shutil.copy(CIFS[0], tmp_path / "cwd" / "data_1.cif")
+    (tmp_path / "data" / "t.csv").write_text("cif,y\ndata_1.cif,1.0\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(StructureError, match="data/data_1.cif: no such file"):
+        CrystalDataset.from_csv("../data/t.csv", targets=["y"], cache_dir=False, progress=False)
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda a: a["distance"].__setitem__(slice(None), -a["distance"]),
+    lambda a: a["distance"].__setitem__(slice(None), a["distance"] * 10),
+    lambda a: a["weight"].__setitem__(slice(None), 0.0),
+    lambda a: a["weight"].__setitem__(slice(None), 20.0),
+])
+def test_impossible_distances_and_weights_in_the_cache_are_rebuilt(tmp_path, corrupt, caplog):
+    test_an_inconsistent_graph_cache_file_is_rebuilt(tmp_path, corrupt, caplog)
+
+
+def test_the_public_training_functions_check_their_data_and_options(formation, tmp_path):
+    from crystalzoo import TrainConfig, evaluate, freeze, make_model, train_model
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap", "formation_energy_per_atom"],
+                                   limit=20, cache_dir=False, progress=False)
+    one = ds.select_targets(["band_gap"])
+    for call in [lambda: make_model("formation", CIFS), lambda: evaluate(formation, None),
+                 lambda: train_model(formation, CIFS, CIFS)]:
+        with pytest.raises(ConfigError, match="must be a CrystalDataset"):
+            call()
+    assert make_model(None, ds, units=["eV", "eV/atom"]).head.units == ["eV", "eV/atom"]
+    with pytest.raises(ConfigError, match="2 targets but 1 units"):
+        make_model(None, ds, units="eV")  # one unit string is one unit, never its letters
+    with pytest.raises(ConfigError, match="architecture shapes a model trained from scratch"):
+        make_model("formation", one, architecture={"n_conv": 1})
+    for seed in ("a", 2**64, -1):
+        with pytest.raises(ConfigError, match="seed"):
+            make_model("formation", one, seed=seed)
+    with pytest.raises(ConfigError, match=r"freeze takes a backbone: freeze\(model.backbone, k\)"):
+        freeze(formation, 2)
+    with pytest.raises(ConfigError, match="reinit=True needs freeze"):
+        make_model("formation", one, reinit=True)
+    for kwargs in (dict(lr=10**400), dict(weight_decay=10**400), dict(progress="no")):
+        with pytest.raises(ConfigError, match=next(iter(kwargs))):
+            TrainConfig(**kwargs)
+    unlabelled = CrystalDataset.from_structures(CIFS[:4], None, targets=["band_gap"], cache_dir=False, progress=False)
+    with pytest.raises(DataError, match="has no labels"):
+        train_model(make_model("formation", one), unlabelled, unlabelled, TrainConfig(epochs=1, progress=False))
+    with pytest.raises(DataError, match="has no labels"):
+        evaluate(make_model("formation", one), unlabelled)
+
+
+def test_saving_pushing_exporting_and_embedding_edge_cases(formation, tmp_path, monkeypatch):
+    from crystalzoo.errors import HubError
+    from crystalzoo.export import export_onnx
+    from crystalzoo.hub import _check_metrics, push_to_hub
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="the folder name is empty"):
+        save_pretrained(formation, "")
+    assert not (tmp_path / "config.json").exists()
+    assert _check_metrics({"val": {"mae": np.float32(0.5)}, "sizes": {"train": np.int64(5)}}, "m") == \
+        {"val": {"mae": 0.5}, "sizes": {"train": 5}}
+    with pytest.raises(ConfigError, match="must hold JSON values"):
+        _check_metrics({"val": {"mae": 0.1}, "notes": {1, 2}}, "m")
+    with pytest.raises(ConfigError, match="private = 'no'"):
+        push_to_hub(formation, "me/x", private="no")
+    with pytest.raises(HubError, match="no 'hf-hub:' prefix"):
+        push_to_hub(formation, "hf-hub:me/x")
+    for kwargs, match in [(dict(example="x"), "example must be a CrystalGraph"), (dict(opset=7), "opset = 7")]:
+        with pytest.raises(CrystalZooError, match=match):
+            export_onnx(formation, tmp_path / "m.onnx", **kwargs)
+    assert formation.embed([], kind="pooled").shape == (0, 64)
+    assert formation.embed([], kind="pooled", layer=0).shape == (0, 64)
+    assert formation.embed([], kind="atoms") == []
+
+
+def test_the_cli_logs_once_beside_a_programs_own_logging(tmp_path, capsys, monkeypatch):
+    import logging
+
+    from crystalzoo.cli import main
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler()  # the program's own set-up, as logging.basicConfig makes
+    root.addHandler(handler)
+    save_pretrained(load_model("bulk"), tmp_path / "formation")
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["predict", "--model", "formation", str(CIFS[0])]) == 0
+    finally:
+        root.removeHandler(handler)
+    assert capsys.readouterr().err.count("loading the folder ./formation") == 1
