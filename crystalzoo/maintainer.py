@@ -125,3 +125,25 @@ def publish_registered(name: str, *, repo_id: str | None = None, token: str | No
                  repo_id=repo_id, revision=commit, **info)
     write_manifest(manifest)
     return commit
+
+
+def rename_registered(old: str, new: str, description: str | None = None) -> dict[str, Any]:
+    """Maintainers: give the registered weights ``old`` the name ``new`` (its bundled file and,
+    while unpublished, its Hub repo are renamed too; the entry keeps its place and data), e.g.
+    to free a name for newer weights."""
+    manifest = read_manifest()
+    entries = manifest["weights"]
+    if old not in entries or new in entries:
+        raise ConfigError(f"cannot rename {old!r} to {new!r}: registered are {sorted(entries)}")
+    entry = entries[old]
+    filename = f"cgcnn-{new}.safetensors"
+    if entry["file"]["bundled"]:
+        shutil.move(bundled_path(entry["file"]["filename"]), bundled_path(filename))
+    entry["file"]["filename"] = filename
+    if entry["hub"].get("revision") is None:
+        entry["hub"]["repo_id"] = f"{DEFAULT_HUB_ORG}/cgcnn-{new}"
+    if description is not None:
+        entry["description"] = description
+    manifest["weights"] = {new if k == old else k: v for k, v in entries.items()}
+    write_manifest(manifest)
+    return entry
