@@ -41,13 +41,16 @@ def _size(text: str) -> float | int:
 def _cmd_list(args) -> None:
     from .registry import get_backbone_info, list_backbones
 
-    print(f"{'name':18s} {'task':14s} {'target':28s} {'units':11s} {'train':>6s}  metric")
+    rows = [("name", "task", "target", "units", "train", "metric")]
     for name in list_backbones():
         info = get_backbone_info(name)
         m = info.metrics[0] if info.metrics else {}
-        metric = f"{m.get('split', '')} {m.get('name', '')} {m.get('value', '')}".strip()
-        print(f"{name:18s} {info.task:14s} {', '.join(info.targets):28s} {', '.join(info.units) or '-':11s} "
-              f"{info.training_data.get('train', '?'):>6}  {metric}")
+        metric = f"{m.get('split', '')} {m.get('name', '')} {m.get('value', '')} {m.get('units', '')}".strip()
+        rows.append((name, info.task, ", ".join(info.targets), ", ".join(info.units) or "-",
+                     str(info.training_data.get("train", "?")), metric))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]  # columns as wide as their text
+    for r in rows:
+        print("  ".join(v.rjust(w) if i == 4 else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))) + "  " + r[-1])
 
 
 def _registered_only(name: str, command: str) -> None:
@@ -224,7 +227,10 @@ def _training_kwargs(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = _Parser(prog="crystalzoo", description="Pretrained crystal graph networks (CGCNN).")
+    p.add_argument("--version", action="version", version=f"crystalzoo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="registered backbones").set_defaults(func=_cmd_list)

@@ -276,3 +276,17 @@ def test_overwrite_does_not_leave_an_old_baseline_beside_a_new_run(tmp_path, cap
     assert "holds the baseline of the run --overwrite replaces" in _one_error_line(capsys.readouterr().err)
     assert (out / "baseline" / "metrics.json").read_bytes() == before
     assert main([*COMMANDS["finetune"], *SMALL, "--overwrite", "--baseline", "--out", str(out)]) == 0
+
+
+def test_version_module_entry_and_an_aligned_list(capsys):
+    import subprocess
+    import sys
+
+    import crystalzoo
+
+    out = subprocess.run([sys.executable, "-m", "crystalzoo", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"crystalzoo {crystalzoo.__version__}"
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.index(" regression") if " regression" in line else line.index(" classification")
+                for line in lines[1:]} | {lines[0].index(" task")}) == 1  # the task column starts at one place
