@@ -163,6 +163,18 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
 # ---------------------------------------------------------------------------- publishing
 
 
+def _no_local_paths(meta: dict[str, Any] | None) -> None:
+    """Remove this machine's paths from a config's ``meta`` before it is published: where the
+    model was loaded from, and a backbone that was a local folder (its name is kept)."""
+    if not meta:
+        return
+    meta.pop("source", None)
+    backbone = meta.get("backbone")
+    if isinstance(backbone, str) and not backbone.startswith("hf-hub:") and ("/" in backbone or "\\" in backbone
+                                                                           or Path(backbone).is_dir()):
+        meta["backbone"] = f"{Path(backbone).name} (a local folder)"
+
+
 def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None) -> str:
     head = config["head"]
     meta = config.get("meta", {})
@@ -295,6 +307,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         if filename != WEIGHTS_NAME:
             (folder / WEIGHTS_NAME).rename(folder / filename)
         config = json.loads((folder / CONFIG_NAME).read_text())
+        _no_local_paths(config.get("meta"))
         config["weights_sha256"] = sha256_file(folder / filename)
         if filename != WEIGHTS_NAME:
             config["weights_file"] = filename  # load_model("hf-hub:…") reads the weights under this name

@@ -151,6 +151,7 @@ def test_finetuned_folder_pushes_with_its_metrics(hub, tmp_path):
     meta = json.loads(files["config.json"])["meta"]
     assert meta["backbone"] == "bulk" and meta["freeze"] == 3
     assert "frozen" not in json.loads(files["config.json"])  # the number of frozen layers is meta["freeze"]
+    assert str(tmp_path) not in files["config.json"].decode() and "source" not in meta  # no path of this machine
 
     # trained further after loading: the folder's metrics.json no longer describes the weights
     from crystalzoo import TrainConfig, train_model
@@ -208,3 +209,18 @@ def test_publish_registered_pins_the_commit_in_the_manifest(hub, monkeypatch, tm
     import hashlib
 
     assert hashlib.sha256(files[entry["file"]["filename"]]).hexdigest() == entry["file"]["sha256"]
+
+
+def test_pushed_configs_hold_no_local_paths(hub, tmp_path):
+    from crystalzoo import finetune, save_pretrained
+
+    backbone_folder = tmp_path / "runs" / "my-backbone"
+    save_pretrained(load_model("formation"), backbone_folder)
+    r = finetune(str(Path(__file__).parent / "data" / "mp200.jsonl.gz"), "band_gap", backbone=str(backbone_folder),
+                 freeze=3, train_size=40, val_size=10, test_size=10, epochs=1, progress=False,
+                 out_dir=tmp_path / "ft", cache_dir=tmp_path / "cache")
+    push_to_hub(load_model(tmp_path / "ft"), "alice/local")
+    files = hub.state.repos["alice/local"]["commits"][hub.state.repos["alice/local"]["branches"]["main"]]
+    assert str(tmp_path) not in files["config.json"].decode() and str(tmp_path) not in files["README.md"].decode()
+    assert json.loads(files["config.json"])["meta"]["backbone"] == "my-backbone (a local folder)"
+    assert r.model.meta["backbone"] == str(backbone_folder)  # the local model keeps its own record
