@@ -44,6 +44,11 @@ _MISSING = {"", "nan", "na", "n/a", "null", "none", "-nan"}
 BUNDLED = {
     "mp-band-gap": "mp_band_gap_3000.jsonl.gz",
 }
+#: the units of the bundled data sets' columns (a model fine-tuned on them carries them)
+BUNDLED_UNITS = {
+    "mp-band-gap": {"band_gap": "eV", "formation_energy_per_atom": "eV/atom", "efermi": "eV",
+                    "energy_per_atom": "eV/atom"},
+}
 
 
 def bundled_dataset(name: str) -> Path:
@@ -96,7 +101,12 @@ def read_dataset(data: Any, targets: Sequence[str], **kwargs) -> "CrystalDataset
         return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
     if path.suffix.lower() == ".csv":
         return CrystalDataset.from_csv(path, targets=targets, **kwargs)
-    return CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
+    ds = CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
+    if isinstance(data, str) and data.startswith(BUNDLED_PREFIX):
+        name = data[len(BUNDLED_PREFIX):]
+        if name in BUNDLED and path == bundled_dataset(name):  # not a file of that name
+            ds.info["units"] = dict(BUNDLED_UNITS.get(name, {}))  # label → unit
+    return ds
 
 
 def default_cache_dir() -> Path:

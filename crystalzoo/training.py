@@ -847,6 +847,9 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
                            ", ".join(targets))
         if len(ds) == 0:
             raise DataError(f"no crystal in the data has a {', '.join(targets)} label")
+        known = [ds.info.get("units", {}).get(t) for t in targets]  # a bundled data set knows its units
+        if units is None and task == "regression" and all(known):
+            units = known
         train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
         model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed,
                            architecture=architecture, units=units)

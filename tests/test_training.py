@@ -507,3 +507,14 @@ def test_cli_shows_crystalzoos_log_messages_once_per_run(tmp_path, capsys):
         assert err.count("crystalzoo: 3 crystals have no band_gap label and are left out") == 1, err
         assert err.count("crystalzoo: fine-tuning (formation, freeze=3)") == 1, err
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["sizes"]["train"] == 20
+
+
+def test_a_bundled_data_sets_units_go_with_the_model(tmp_path):
+    """A model fine-tuned on bundled:mp-band-gap had no unit anywhere (issue 16)."""
+    from crystalzoo import finetune, load_model
+
+    kwargs = dict(train_size=40, val_size=10, test_size=10, epochs=1, progress=False, freeze=3, cache_dir=tmp_path)
+    r = finetune("bundled:mp-band-gap", "band_gap", out_dir=tmp_path / "bg", **kwargs)
+    assert r.model.head.columns() == ["band_gap (eV)"]
+    assert load_model(tmp_path / "bg").head.units == ["eV"]
+    assert finetune("bundled:mp-band-gap", "efermi", units=["meV"], **kwargs).model.head.units == ["meV"]
