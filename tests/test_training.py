@@ -513,7 +513,7 @@ def test_a_bundled_data_sets_units_go_with_the_model(tmp_path):
     """A model fine-tuned on bundled:mp-band-gap had no unit anywhere (issue 16)."""
     from crystalzoo import finetune, load_model
 
-    kwargs = dict(train_size=40, val_size=10, test_size=10, epochs=1, progress=False, freeze=3, cache_dir=tmp_path)
+    kwargs = dict(train_size=40, val_size=10, test_size=10, epochs=1, progress=False, freeze=3)  # the user cache
     r = finetune("bundled:mp-band-gap", "band_gap", out_dir=tmp_path / "bg", **kwargs)
     assert r.model.head.columns() == ["band_gap (eV)"]
     assert load_model(tmp_path / "bg").head.units == ["eV"]
