@@ -113,10 +113,13 @@ def _cmd_embed(args) -> None:
 
     if bool(args.files) == bool(args.data):
         raise ConfigError("give CIF files or --data (a data set), not both and not neither")
+    if args.layer is not None and args.kind != "pooled":
+        raise ConfigError("--layer needs --kind pooled (the hidden vector comes after every convolution)")
     check_table_path(args.out, args.overwrite)
     model = load_model(args.model)
     if args.data:
-        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings)
+        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
+                            **({"id_column": args.id_column} if args.id_column else {}))
         ids = data.ids
     else:
         data = [Path(f) for f in args.files]  # file names, never CIF text
@@ -139,15 +142,19 @@ def _cmd_finetune(args) -> None:
     if args.overwrite and not args.baseline and any((stale / f).exists() for f in ("config.json", "metrics.json")):
         raise ConfigError(f"{stale} holds the baseline of the run --overwrite replaces; pass --baseline to replace "
                           "it too, or move it away (it would be left beside a run it does not belong to)")
+    def options(bb):  # the baseline from scratch trains every layer: the freeze recipe
+        return {**common, "recipe": common["recipe"] if bb is not None else "freeze"}
+
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
-        check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **common)
+        check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **options(bb))
         if args.overwrite:  # the baseline's folder too: it must not be the backbone's
             check_not_backbone_folder(out, backbone)
     results = []
     for bb, fr, re, out in runs:
-        label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}"
+        label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}" + \
+            (f", {args.recipe}" if args.recipe != "freeze" else "")
         logging.getLogger("crystalzoo").info("fine-tuning (%s) → %s", label, out)
-        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **common)
+        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **options(bb))
         results.append((label, r))
     sizes = results[0][1].metrics["sizes"]
     print(f"\n{args.target}: {sizes['train']} train / {sizes['val']} validation / {sizes['test']} test crystals, "
@@ -254,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="formation", help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
     s.add_argument("--data", help="a data set instead of files: JSON lines, CSV with a 'cif' column, a CGCNN folder, "
                    "or bundled:mp-band-gap (its ids name the rows)")
+    s.add_argument("--id-column", help="with --data: the column (CSV) or key (JSON lines) of the ids (default: id or "
+                   "mp_id where there is one, else row numbers; a CGCNN folder's ids are in id_prop.csv)")
     s.add_argument("--kind", choices=["hidden", "pooled"], default="hidden",
                    help="hidden: the crystal vector the head sees; pooled: the mean of the atom vectors")
     s.add_argument("--layer", type=int, default=None, help="for --kind pooled: after this many convolutions")

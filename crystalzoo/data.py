@@ -80,10 +80,11 @@ def dataset_path(source: str | os.PathLike) -> Path:
     return path
 
 
-def read_dataset(data: Any, targets: Sequence[str], **kwargs) -> "CrystalDataset":
+def read_dataset(data: Any, targets: Sequence[str], id_column: str | None = None, **kwargs) -> "CrystalDataset":
     """A data set from any source ``finetune``, ``pretrain`` and ``crystalzoo embed`` take: a
     :class:`CrystalDataset` (returned as it is), a CGCNN folder, a CSV file, a JSON-lines file
-    or ``bundled:NAME`` (:func:`dataset_path`). ``kwargs`` go to the reader.
+    or ``bundled:NAME`` (:func:`dataset_path`). ``id_column``: the CSV column or JSON-lines key
+    of the ids (defaults: ``id`` / ``mp_id``). ``kwargs`` go to the reader.
 
     Example::
 
@@ -100,8 +101,8 @@ def read_dataset(data: Any, targets: Sequence[str], **kwargs) -> "CrystalDataset
     if path.is_dir():
         return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
     if path.suffix.lower() == ".csv":
-        return CrystalDataset.from_csv(path, targets=targets, **kwargs)
-    ds = CrystalDataset.from_jsonl(path, targets=targets, **kwargs)
+        return CrystalDataset.from_csv(path, targets=targets, id_column=id_column, **kwargs)
+    ds = CrystalDataset.from_jsonl(path, targets=targets, **({"id_key": id_column} if id_column else {}), **kwargs)
     if isinstance(data, str) and data.startswith(BUNDLED_PREFIX):
         name = data[len(BUNDLED_PREFIX):]
         if name in BUNDLED and path == bundled_dataset(name):  # not a file of that name
@@ -279,7 +280,7 @@ class CrystalDataset:
         missing = [k for k in columns if not any(k in r for r in rows)]
         if missing:
             raise DataError(f"{path}: keys {missing} are on no line (keys of the first line: {sorted(rows[0])})")
-        ids = [str(r.get(id_key, i)) for i, r in enumerate(rows)]
+        ids = [str(r[id_key]) if id_key in r else f"row {i}" for i, r in enumerate(rows)]  # no id: its row
         labels = _object_table([[r.get(c) for c in columns] for r in rows], len(columns))
         ds = cls.from_structures([_beside(path.parent, r[structure_key]) for r in rows], labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
@@ -295,7 +296,7 @@ class CrystalDataset:
             raise DataError(f"{folder}: no id_prop.csv (a CGCNN folder has id_prop.csv and one <id>.cif per crystal)")
         header, rows = _read_csv_rows(table, header=False)
         width = {len(r) for _, r in rows}
-        if width != {1 + len(targets)}:
+        if targets and width != {1 + len(targets)}:
             lineno, row = next((n, r) for n, r in rows if len(r) != 1 + len(targets))
             raise DataError(
                 f"{table}:{lineno}: {len(row) - 1} label columns, but targets are {list(targets)}: every line must be "
@@ -306,7 +307,8 @@ class CrystalDataset:
             if not i.strip() or i.strip() in (".", "..") or any(c in i for c in "/\\"):
                 raise DataError(f"{table}:{lineno}: id {i!r} is not the name of a CIF file in {folder} (ids name "
                                 "<id>.cif beside id_prop.csv: no folders, no '..')")
-        labels = _object_table([[_csv_label(v, table, n) for v in r[1:]] for n, r in rows], len(targets))
+        labels = _object_table([[_csv_label(v, table, n) for v in r[1:1 + len(targets)]] for n, r in rows],
+                               len(targets))  # targets=[]: the crystals alone (embedding)
         paths = [folder / f"{i}.cif" for i in ids]
         absent = [p.name for p in paths if not p.is_file()]
         if absent:
@@ -317,7 +319,8 @@ class CrystalDataset:
     def from_csv(cls, path: str | os.PathLike, *, targets: Sequence[str], structure_column: str = "cif",
                  id_column: str | None = None, **kwargs) -> "CrystalDataset":
         """From a CSV file with a header: a column of CIF texts or CIF paths and one column per
-        target (``"log10:COLUMN"`` allowed).
+        target (``"log10:COLUMN"`` allowed). Ids come from ``id_column``, else from a column
+        named ``id`` or ``mp_id``, else they are the row numbers.
         Each line is checked: a malformed file raises :class:`DataError` naming the line."""
         path = Path(path)
         header, rows = _read_csv_rows(path, header=True)
@@ -336,6 +339,8 @@ class CrystalDataset:
             raise DataError(f"{path}: the header names the columns {twice} more than once, so which to read is "
                             "unclear: rename them")
         col = {c: header.index(c) for c in header}
+        if id_column is None:  # an id column of the usual names, else the row numbers
+            id_column = next((c for c in ("id", "mp_id") if c in col and header.count(c) == 1), None)
         ids = [r[col[id_column]] for _, r in rows] if id_column else [str(i) for i in range(len(rows))]
         labels = _object_table([[_csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))
         structures = [_beside(path.parent, r[col[structure_column]]) for _, r in rows]

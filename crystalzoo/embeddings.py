@@ -128,11 +128,20 @@ def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise ConfigError(f"the table's file name is empty ({path!r}); give one such as vectors.csv")
     path = Path(path)
     if path.suffix.lower() not in TABLE_FORMATS:
-        raise ConfigError(f"{path}: a table of vectors is .csv, .npz or .parquet")
+        raise ConfigError(f"{path}: give a file name such as vectors.csv, vectors.npz or vectors.parquet")
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a file name such as {path / 'vectors.csv'}")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"{path}: {parent} is a file, not a folder; choose another place for the table")
     if os.path.lexists(path) and not overwrite:
         raise ConfigError(f"{path} exists; pass --overwrite (overwrite=True) to replace it, or choose another name")
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise MissingExtraError("writing Parquet needs pyarrow: pip install pyarrow (or write .csv / .npz)") \
+                from None
     return path
 
 
@@ -152,8 +161,11 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
     from .serialization import atomic_write
 
     path = check_table_path(path, overwrite)
-    if len(ids) != len(vectors):
-        raise ConfigError(f"{len(ids)} ids for {len(vectors)} vectors")
+    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
+        raise ConfigError("write_table takes crystal vectors, a 2-D array (one row per crystal), not "
+                          f"{type(vectors).__name__ if not isinstance(vectors, np.ndarray) else f'{vectors.ndim}-D'}")
+    if isinstance(ids, str) or len(ids) != len(vectors):
+        raise ConfigError(f"write_table takes one id per crystal ({len(vectors)}), got {str(ids)[:60]}")
     kind = path.suffix.lower()
     if kind == ".npz":
         def write(tmp):
@@ -163,12 +175,6 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
         table = pd.DataFrame(vectors, columns=[f"{prefix}_{i}" for i in range(vectors.shape[1])])
         table.insert(0, "id", list(ids))
         if kind == ".parquet":
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise MissingExtraError("writing Parquet needs pyarrow: pip install pyarrow (or write .csv / .npz)") \
-                    from None
-
             def write(tmp):
                 table.to_parquet(tmp, index=False)
         else:

@@ -34,7 +34,13 @@ except ImportError as exc:  # the [sklearn] extra is not installed: CrystalFeatu
 
 def _crystals(X: Any) -> list:
     """The crystals of ``X``: a list, a pandas Series or one-column DataFrame, a 1-D array or
-    an (n, 1) array of structures, CIF paths or CIF texts."""
+    an (n, 1) array of structures, CIF paths or CIF texts (or one crystal)."""
+    from pymatgen.core import IStructure
+
+    if X is None:
+        raise ConfigError("CrystalFeaturizer needs crystals (structures, CIF paths or CIF texts), got None")
+    if isinstance(X, (str, os.PathLike, IStructure)):  # one crystal
+        return [X]
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # a DataFrame
         if X.shape[1] != 1:
             raise ConfigError(f"CrystalFeaturizer takes one column of crystals, got a table of {X.shape[1]} columns; "
@@ -44,7 +50,7 @@ def _crystals(X: Any) -> list:
         X = X[:, 0]
     if isinstance(X, np.ndarray) and X.ndim != 1:
         raise ConfigError(f"CrystalFeaturizer takes one crystal per row, got an array of shape {X.shape}")
-    return list(X) if not isinstance(X, (str, os.PathLike)) else [X]
+    return list(X)
 
 
 class CrystalFeaturizer(TransformerMixin, BaseEstimator):
@@ -70,23 +76,31 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
         """Load the backbone (``X`` and ``y`` are not used: the features are pretrained)."""
         from .registry import load_backbone
 
+        if self.kind not in ("hidden", "pooled"):
+            raise ConfigError(f"CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not "
+                              f"{self.kind!r}")
         self.backbone_ = load_backbone(self.backbone)
         self.backbone_.eval()
-        crystals = _crystals(X)
-        self.n_features_out_ = self.transform(crystals[:1]).shape[1] if crystals else None
+        self.get_feature_names_out()  # checks kind and layer before any crystal is embedded
         return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit`` then ``transform``, reading ``X`` once (a generator included)."""
+        crystals = _crystals(X)
+        return self.fit(crystals, y).transform(crystals)
 
     def transform(self, X: Any) -> np.ndarray:
         """(n, width) float32 features of the crystals in ``X``."""
         from .embeddings import embed
 
         check_is_fitted(self, "backbone_")
-        if self.kind == "atoms":
-            raise ConfigError("CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not 'atoms'")
         return embed(self.backbone_, _crystals(X), kind=self.kind, layer=self.layer, batch_size=self.batch_size,
                      n_jobs=self.n_jobs)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``crystal_0``, ``crystal_1``, … (one per vector component)."""
+        """``crystal_0``, ``crystal_1``, … (one per vector component, for the current ``kind``)."""
+        from .embeddings import embed
+
         check_is_fitted(self, "backbone_")
-        return np.array([f"crystal_{i}" for i in range(self.n_features_out_ or 0)], dtype=object)
+        width = embed(self.backbone_, [], kind=self.kind, layer=self.layer).shape[1]  # a one-atom crystal's width
+        return np.array([f"crystal_{i}" for i in range(width)], dtype=object)

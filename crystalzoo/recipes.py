@@ -81,6 +81,12 @@ def param_groups(model, recipe: str) -> list[dict[str, Any]]:
     return groups
 
 
+def phases(n_conv: int, floor: int | None) -> int:
+    """The number of phases of gradual unfreezing: from ``n_conv`` frozen down to ``floor``
+    (``None``: nothing frozen)."""
+    return n_conv - (floor if floor is not None else -1) + 1
+
+
 def frozen_at(epoch: int, epochs: int, n_conv: int, floor: int | None) -> int | None:
     """The ``frozen`` level of a backbone in ``epoch`` (1-based) of gradual unfreezing: n_conv
     in the first phase, one less in each next phase, down to ``floor`` (``None``: all train)."""
@@ -91,7 +97,8 @@ def frozen_at(epoch: int, epochs: int, n_conv: int, floor: int | None) -> int | 
 
 def set_frozen(backbone, level: int | None) -> None:
     """Freeze the first ``level + 1`` stages of ``backbone`` (``None``: none), as
-    :func:`~crystalzoo.models.freeze` does (gradual unfreezing moves the level down)."""
+    :func:`~crystalzoo.models.freeze` does (gradual unfreezing moves the level down); the
+    hidden layers after the stages train."""
     from .models import freeze
 
     if level is None:
@@ -104,7 +111,8 @@ def set_frozen(backbone, level: int | None) -> None:
 
 
 def probe(backbone) -> None:
-    """Fix the whole backbone (``"linear-probe"``): every stage and the hidden layers."""
+    """Fix the whole backbone (``"linear-probe"``): every stage and the hidden layers (until
+    the run ends: then :func:`set_frozen` gives the backbone its own freezing back)."""
     set_frozen(backbone, len(backbone.stages()) - 1)
     for module in backbone.later_modules():
         for p in module.parameters():

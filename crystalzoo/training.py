@@ -401,6 +401,7 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         **({"recipe": config.recipe} if config.recipe != "freeze" else {}),  # runs before recipes existed: freeze
         # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
         **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
+        **({"epochs (gradual unfreezing)": config.epochs} if config.recipe == "gradual" else {}),  # its phases
         "training data": _data_digest(train), "validation data": _data_digest(val),
     }))
 
@@ -538,6 +539,16 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
     torch.manual_seed(config.seed)
     model.to(config.device)
     backbone, floor = model.backbone, model.backbone.frozen  # gradual unfreezing stops at the given freeze
+    if config.recipe != "freeze" and model.meta.get("backbone") == "none":
+        raise ConfigError(f"recipe {config.recipe!r} fine-tunes a pretrained backbone; this model was made from "
+                          "scratch (make_model(None, …)): train it with recipe 'freeze'")
+    n_conv = len(backbone.stages()) - 1
+    if config.recipe == "gradual":
+        phases = recipes.phases(n_conv, floor)
+        if config.epochs < phases:
+            raise ConfigError(f"gradual unfreezing of this backbone has {phases} phases (convolution {n_conv} down to "
+                              f"{'the embedding' if floor is None else f'freeze = {floor}'}), one or more epochs each: "
+                              f"give epochs >= {phases} (it is {config.epochs})")
     if config.recipe == "linear-probe":
         recipes.probe(backbone)
     groups = recipes.param_groups(model, config.recipe)  # every parameter that trains at some point
@@ -555,7 +566,6 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                                             config.epochs)
         if config.early_stopping and history.rows and first - 1 - history.best_epoch >= config.early_stopping:
             first = config.epochs + 1  # the run had stopped early: resuming writes its results, it trains no more
-    n_conv = len(backbone.stages()) - 1
     train_batches = val_batches = None
     bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
                initial=first - 1, total=config.epochs)
@@ -617,9 +627,12 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                      "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state(),
                      "run": json.dumps(description, sort_keys=True)}
             atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
-        if config.early_stopping and epoch - history.best_epoch >= config.early_stopping:
+        last_phase = config.recipe != "gradual" or backbone.frozen == floor  # gradual: patience in its last phase
+        if config.early_stopping and last_phase and epoch - history.best_epoch >= config.early_stopping:
             break
     bar.close()
+    if config.recipe == "linear-probe":  # the probe's freezing was for this run: the model is as it was given
+        recipes.set_frozen(backbone, floor)
     model.load_state_dict(best_state)
     model.eval()
     return history
@@ -747,6 +760,9 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
                               "a pretrained backbone has its own")
         BackboneConfig.from_dict(architecture, "architecture")
     config = TrainConfig.from_options(train_options)
+    if config.recipe == "linear-probe" and (freeze is not None or reinit):
+        raise ConfigError("recipe 'linear-probe' fixes the whole pretrained backbone: leave out freeze and reinit (with "
+                          "reinit, the head would learn on re-initialised, untrained layers)")
     if backbone is None and config.recipe != "freeze":
         raise ConfigError(f"recipe {config.recipe!r} fine-tunes a pretrained backbone; a model from scratch "
                           "(backbone None, --backbone none) trains every layer (recipe 'freeze')")

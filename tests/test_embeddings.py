@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,53 @@ def test_cli_embed_writes_tables_with_ids(tmp_path, capsys, formation):
     assert main(["embed", "--out", str(tmp_path / "v.txt"), str(CIFS[0])]) == 2
     assert ".csv, .npz or .parquet" in capsys.readouterr().err
     assert pd.read_csv(out).shape == (200, 33)  # never replaced unasked
+
+
+def test_featurizer_reads_generators_pandas_output_and_one_structure():
+    pytest.importorskip("sklearn")
+    import sklearn
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    from crystalzoo.featurizer import CrystalFeaturizer
+
+    assert CrystalFeaturizer().fit_transform(c for c in CIFS[:4]).shape == (4, 32)  # fit used it up: now read once
+    assert CrystalFeaturizer().fit_transform(Structure.from_file(CIFS[0])).shape == (1, 32)
+    with sklearn.config_context(transform_output="pandas"):
+        pipe = make_pipeline(CrystalFeaturizer(), Ridge()).fit(CIFS[:4], [1.0, 2.0, 3.0, 4.0])
+        assert pipe.predict(CIFS[:1]).shape == (1,)
+    f = CrystalFeaturizer().fit(CIFS[:2])
+    f.set_params(kind="pooled")
+    assert len(f.get_feature_names_out()) == f.transform(CIFS[:1]).shape[1] == 64
+    with pytest.raises(ConfigError, match="got None"):
+        CrystalFeaturizer().fit_transform(None)
+
+
+def test_cli_embed_ids_cgcnn_folders_and_early_checks(tmp_path, capsys):
+    import pandas as pd
+
+    from crystalzoo.cli import main
+
+    (tmp_path / "d.csv").write_text("mp_id,cif,band_gap\n" + "".join(f"m-{i},{c},1.0\n" for i, c in enumerate(CIFS[:3])))
+    assert main(["embed", "--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / "a.csv"), "--quiet"]) == 0
+    assert pd.read_csv(tmp_path / "a.csv")["id"].tolist() == ["m-0", "m-1", "m-2"]
+    folder = tmp_path / "cg"  # a CGCNN folder: id_prop.csv holds labels, which embedding does not need
+    folder.mkdir()
+    for c in CIFS[:2]:
+        shutil.copy(c, folder / c.name)
+    (folder / "id_prop.csv").write_text("".join(f"{c.stem},1.0,2.0\n" for c in CIFS[:2]))
+    assert main(["embed", "--data", str(folder), "--out", str(tmp_path / "b.npz"), "--quiet"]) == 0
+    with np.load(tmp_path / "b.npz") as f:
+        assert f["ids"].tolist() == [c.stem for c in CIFS[:2]]
+    capsys.readouterr()
+    (tmp_path / "file").write_text("")
+    for args, message in [(["--out", str(tmp_path / "file" / "x.csv")], "is a file, not a folder"),
+                          (["--out", str(tmp_path / ".csv")], "give a file name such as vectors.csv"),
+                          (["--out", str(tmp_path / "c.csv"), "--layer", "2"], "--layer needs --kind pooled")]:
+        assert main(["embed", *args, str(CIFS[0])]) == 2
+        assert message in capsys.readouterr().err
+    from crystalzoo.embeddings import write_table
+
+    for ids, vectors in [("ab", np.zeros((2, 3))), (["a", "b"], np.zeros(2)), (["a"], [np.zeros((2, 3))])]:
+        with pytest.raises(ConfigError, match="write_table takes"):
+            write_table(tmp_path / "w.csv", ids, vectors)

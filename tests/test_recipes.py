@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,52 @@ def test_recipes_are_checked_and_recorded(tmp_path):
                  test_size=10, epochs=1, progress=False, cache_dir=tmp_path)
     assert r.metrics["recipe"] == "discriminative"
     assert np.isfinite(load_model("formation").predict([str(DATA / "cifs" / "1000041.cif")])).all()
+
+
+def test_gradual_unfreezing_is_checked_and_resumes_only_its_own_schedule(splits, tmp_path):
+    from crystalzoo.errors import RunError
+
+    train, val = splits
+    model = make_model("formation", train, seed=0)
+    with pytest.raises(ConfigError, match="6 phases .* give epochs >= 6"):
+        train_model(model, train, val, TrainConfig(epochs=5, recipe="gradual", progress=False))
+    model = make_model("formation", train, freeze=2, seed=0)
+    run = tmp_path / "g"
+    train_model(model, train, val, TrainConfig(epochs=3, batch_size=16, recipe="gradual", progress=False), out_dir=run)
+    with pytest.raises(RunError, match="epochs \\(gradual unfreezing\\): 3 in the checkpoint, 6 now"):
+        train_model(make_model("formation", train, freeze=2, seed=0), train, val,
+                    TrainConfig(epochs=6, batch_size=16, recipe="gradual", progress=False), out_dir=run, resume=True)
+
+
+def test_gradual_early_stopping_waits_for_the_last_phase(splits):
+    train, val = splits
+    model = make_model("formation", train, freeze=2, seed=0)
+    history = train_model(model, train, val, TrainConfig(epochs=6, batch_size=16, recipe="gradual", early_stopping=1,
+                                                         progress=False))
+    assert history.rows[-1]["frozen"] == 2  # it reached the last phase before it could stop
+
+
+def test_a_probe_leaves_the_model_as_it_was_given(splits):
+    model, _, moved = _train(splits, "linear-probe", freeze=None)
+    assert model.backbone.frozen is None and all(p.requires_grad for p in model.parameters())
+    train, val = splits
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    train_model(model, train, val, TrainConfig(epochs=1, batch_size=16, progress=False))  # then fine-tune (LP-FT)
+    assert any(not torch.equal(p, before[n]) for n, p in model.backbone.named_parameters())
+
+
+def test_recipes_that_cannot_apply_are_refused(splits, tmp_path, capsys):
+    from crystalzoo import finetune
+    from crystalzoo.cli import main
+
+    with pytest.raises(ConfigError, match="linear-probe' fixes the whole pretrained backbone"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", recipe="linear-probe", freeze=2, reinit=True)
+    train, val = splits
+    with pytest.raises(ConfigError, match="this model was made from scratch"):
+        train_model(make_model(None, train), train, val, TrainConfig(epochs=1, recipe="linear-probe", progress=False))
+    out = tmp_path / "run"  # the baseline from scratch of a recipe run trains with the freeze recipe
+    assert main(["finetune", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--recipe", "l2sp",
+                 "--baseline", "--epochs", "1", "--train-size", "40", "--val-size", "10", "--test-size", "10",
+                 "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["recipe"] == "l2sp"
+    assert json.loads((out / "baseline" / "metrics.json").read_text())["recipe"] == "freeze"
