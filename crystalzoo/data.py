@@ -585,7 +585,7 @@ _PACK_FORMAT = 2
 
 
 def _write_pack(path: Path, graphs: list[GraphArrays]) -> None:
-    from .serialization import atomic_write
+    from .files import atomic_write
 
     n_atoms = np.array([g.n_atoms for g in graphs], np.int64)
     n_edges = np.array([len(g.src) for g in graphs], np.int64)

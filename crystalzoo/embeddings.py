@@ -158,7 +158,7 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
     """
     import pandas as pd
 
-    from .serialization import atomic_write
+    from .files import atomic_write
 
     path = check_table_path(path, overwrite)
     if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:

@@ -98,7 +98,7 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
     atoms, edges, crystals = Dim("atoms"), Dim("edges"), Dim("crystals")
     shapes = {"atom_fea": {0: atoms}, "bond_fea": {0: edges}, "src": {0: edges}, "dst": {0: edges},
               "crystal": {0: atoms}, "n_atoms": {0: crystals}, "edge_weight": {0: edges}}
-    from .serialization import atomic_write
+    from .files import atomic_write
 
     was_training = model.training
     model.eval()

@@ -23,10 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ChecksumError, HubError
-from .errors import ConfigError
-from .serialization import (CONFIG_NAME, WEIGHTS_NAME, check_small_file, read_config, save_pretrained, sha256_file,
-                            write_json)
+from .errors import ConfigError, HubError
+from .files import check_sha256, check_small_file, sha256_file, write_json
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, read_config, save_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +122,8 @@ def fetch_registered(name: str, entry: dict[str, Any], local_files_only: bool | 
         if not _offline(local_files_only):
             logger.warning("cached %s of %r failed its sha256 check; downloading it again", f["filename"], name)
             path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], False, force_download=True)
-        actual = sha256_file(path)
-        if actual != f["sha256"]:
-            raise ChecksumError(
-                f"{path} ({name!r} from {hub['repo_id']}@{hub['revision']}) has sha256 {actual}, the manifest "
-                f"says {f['sha256']}: it is corrupt or not the published file. Delete it and run "
-                f"`crystalzoo download {name}` with network access."
-            )
+        check_sha256(path, f["sha256"], f"the manifest ({name!r} from {hub['repo_id']}@{hub['revision']})",
+                     f"Delete it and run `crystalzoo download {name}` with network access.")
     return path
 
 
@@ -151,11 +145,9 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
     expected = config.get("weights_sha256")
     if expected is not None and not isinstance(expected, str):
         raise ConfigError(f"{config_path} ({repo_id}@{commit}): weights_sha256 must be a string, got {expected!r}")
-    if expected is not None and sha256_file(weights_path) != expected:
-        raise ChecksumError(
-            f"{weights_path} ({repo_id}@{commit}) does not match the sha256 in its {CONFIG_NAME}: delete it "
-            "from the Hugging Face cache and load again"
-        )
+    if expected is not None:
+        check_sha256(weights_path, expected, f"its {CONFIG_NAME} ({repo_id}@{commit})",
+                     "Delete it from the Hugging Face cache and load again.")
     logger.info("loaded hf-hub:%s at commit %s", repo_id, commit)
     return weights_path.parent, commit
 

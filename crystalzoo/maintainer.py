@@ -20,7 +20,7 @@ from .hub import push_to_hub
 from . import manifest as _manifest  # by module: tests point manifest_path at a copy
 from .manifest import FORMAT_VERSION, read_manifest
 from .registry import bundled_path, load_model
-from .serialization import atomic_write, sha256_file
+from .files import atomic_write, sha256_file
 
 DEFAULT_HUB_ORG = "crystalzoo"
 

@@ -22,11 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ChecksumError, ConfigError, UnknownBackboneError, WeightsError
+from .errors import ConfigError, UnknownBackboneError, WeightsError
 from .graphs import GraphSettings, check_settings
 from .manifest import read_manifest
 from .models import Backbone, CrystalModel, check_device, freeze as _freeze, hold_frozen
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights, sha256_file
+from .files import check_sha256
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +126,7 @@ def weights_file(name: str, local_files_only: bool | None = None) -> Path:
 
         return hub.fetch_registered(name, e, local_files_only=local_files_only)  # verified there
     path = bundled_path(f["filename"])
-    actual = sha256_file(path)
-    if actual != f["sha256"]:
-        raise ChecksumError(
-            f"weights file {path} of {name!r} has sha256 {actual}, the manifest says "
-            f"{f['sha256']}. It was altered: reinstall crystalzoo to get the bundled file back."
-        )
+    check_sha256(path, f["sha256"], f"the manifest ({name!r})", "Reinstall crystalzoo to get the bundled file back.")
     return path
 
 

@@ -43,7 +43,8 @@ from .data import CrystalDataset, _split_target, _target_list, check_split_size,
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
 from .models import MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_into, write_json
+from .files import atomic_write, write_json
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, load_into
 from . import recipes
 from .train_config import TrainConfig
 

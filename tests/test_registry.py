@@ -12,7 +12,7 @@ from crystalzoo import get_backbone_info, list_backbones, load_backbone, load_mo
 from crystalzoo.errors import GraphSettingsMismatchError, UnknownBackboneError, WeightsError
 from crystalzoo.graphs import GraphSettings
 from crystalzoo.registry import bundled_path
-from crystalzoo.serialization import sha256_file
+from crystalzoo.files import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

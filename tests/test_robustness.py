@@ -232,7 +232,7 @@ def test_read_only_cache_folder(tmp_path, caplog):
 
 
 def test_full_disk_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path):
-    from crystalzoo.serialization import atomic_write
+    from crystalzoo.files import atomic_write
 
     with _tmpfs(tmp_path / "small", "64k") as folder:
         target = folder / "checkpoint.pt"
