@@ -107,7 +107,7 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_embed(args) -> None:
-    from .data import read_dataset
+    from .data import dataset_path, read_dataset
     from .embeddings import check_table_path, write_table
     from .registry import load_model
 
@@ -116,6 +116,11 @@ def _cmd_embed(args) -> None:
     if args.layer is not None and args.kind != "pooled":
         raise ConfigError("--layer needs --kind pooled (the hidden vector comes after every convolution)")
     check_table_path(args.out, args.overwrite)
+    out = Path(args.out).resolve()
+    inputs = [dataset_path(args.data).resolve()] if args.data else [Path(f).resolve() for f in args.files]
+    if any(out == p or (p.is_dir() and p in out.parents) for p in inputs):
+        raise ConfigError(f"--out {args.out} is {'inside ' if out not in inputs else ''}the data being embedded: "
+                          "choose another file for the table")
     model = load_model(args.model)
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,

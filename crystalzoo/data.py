@@ -262,15 +262,16 @@ class CrystalDataset:
         missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in df.columns]
         if missing:
             raise DataError(f"columns {missing} not in the data (columns: {list(df.columns)})")
-        ids = df[id_column].astype(str).tolist() if id_column else [str(i) for i in df.index]
+        ids = [_id(v, i) for i, v in enumerate(df[id_column].tolist())] if id_column else [str(i) for i in df.index]
         labels = df[list(columns)].astype(object).where(df[list(columns)].notna(), None).to_numpy()
         return cls.from_structures(df[structure_column].tolist(), labels, targets=list(names), ids=ids,
                                    transforms=list(transforms), **kwargs)
 
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike, *, targets: Sequence[str], structure_key: str = "cif",
-                   id_key: str = "mp_id", limit: int | None = None, **kwargs) -> "CrystalDataset":
-        """From a JSON-lines file (``.gz`` allowed), one crystal per line."""
+                   id_key: str | None = None, limit: int | None = None, **kwargs) -> "CrystalDataset":
+        """From a JSON-lines file (``.gz`` allowed), one crystal per line. Ids come from
+        ``id_key``, else from the key ``mp_id`` or ``id``; a line without one is ``row N``."""
         path = Path(path)
         if limit is not None:
             check_count(limit, "limit")
@@ -280,7 +281,11 @@ class CrystalDataset:
         missing = [k for k in columns if not any(k in r for r in rows)]
         if missing:
             raise DataError(f"{path}: keys {missing} are on no line (keys of the first line: {sorted(rows[0])})")
-        ids = [str(r[id_key]) if id_key in r else f"row {i}" for i, r in enumerate(rows)]  # no id: its row
+        if id_key is None:  # the usual id keys, else row numbers
+            id_key = next((k for k in ("mp_id", "id") if any(k in r for r in rows)), None)
+        elif not any(id_key in r for r in rows):
+            raise DataError(f"{path}: id key {id_key!r} is on no line (keys of the first line: {sorted(rows[0])[:10]})")
+        ids = [_id(r.get(id_key) if id_key else None, i) for i, r in enumerate(rows)]
         labels = _object_table([[r.get(c) for c in columns] for r in rows], len(columns))
         ds = cls.from_structures([_beside(path.parent, r[structure_key]) for r in rows], labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
@@ -341,7 +346,8 @@ class CrystalDataset:
         col = {c: header.index(c) for c in header}
         if id_column is None:  # an id column of the usual names, else the row numbers
             id_column = next((c for c in ("id", "mp_id") if c in col and header.count(c) == 1), None)
-        ids = [r[col[id_column]] for _, r in rows] if id_column else [str(i) for i in range(len(rows))]
+        ids = [_id(r[col[id_column]], i) for i, (_, r) in enumerate(rows)] if id_column else \
+            [str(i) for i in range(len(rows))]
         labels = _object_table([[_csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))
         structures = [_beside(path.parent, r[col[structure_column]]) for _, r in rows]
         ds = cls.from_structures(structures, labels, targets=list(names), ids=ids,
@@ -415,6 +421,13 @@ def _object_table(rows: list[list[Any]], width: int) -> np.ndarray:
 
 #: longest line of a JSON-lines file (characters): a CIF of MAX_STRUCTURE_FILE_BYTES and its labels
 MAX_JSONL_LINE = MAX_STRUCTURE_FILE_BYTES + 1_000_000
+
+
+def _id(value: Any, row: int) -> str:
+    """A crystal's id as text; a missing one (None, NaN, empty) is ``row N``."""
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
+        return f"row {row}"
+    return str(value)
 
 
 def _beside(folder: Path, value: str) -> str | Path:

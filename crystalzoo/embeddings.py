@@ -34,7 +34,7 @@ import torch
 
 from .crystal_graph import mean_per_crystal
 from .errors import ConfigError, MissingExtraError
-from .graphs import check_count, collate, crystal_list, iter_batches
+from .graphs import crystal_batches
 
 KINDS = ("hidden", "pooled", "atoms")
 
@@ -46,16 +46,6 @@ def _backbone(model: Any):
         raise ConfigError(f"embed takes a model or backbone (load_model(name), load_backbone(name)), not a "
                           f"{type(model).__name__}")
     return backbone
-
-
-def _batches(structures: Any, settings, batch_size: int, n_jobs: int, progress: bool):
-    """Batched graphs of ``structures``: a data set's cached graphs, or graphs built here."""
-    if hasattr(structures, "graphs") and hasattr(structures, "settings"):  # a CrystalDataset: graphs built already
-        check_count(batch_size, "batch_size")
-        settings.check_same(structures.settings, "this backbone")
-        graphs = structures.graphs
-        return (collate(graphs[i : i + batch_size], settings) for i in range(0, len(graphs), batch_size))
-    return iter_batches(crystal_list(structures, "embed"), settings, batch_size, n_jobs, progress)
 
 
 def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
@@ -94,7 +84,7 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
     out: list[torch.Tensor] = []
     try:
         with torch.no_grad():
-            for g in _batches(structures, backbone.graph_settings, batch_size, n_jobs, progress):
+            for g in crystal_batches(structures, backbone.graph_settings, batch_size, n_jobs, progress, "embed"):
                 g = g.to(device)
                 atoms = backbone.atom_features(g, upto=layer)
                 if kind == "atoms":

@@ -80,6 +80,7 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
             raise ConfigError(f"CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not "
                               f"{self.kind!r}")
         self.backbone_ = load_backbone(self.backbone)
+        self.backbone_name_ = self.backbone
         self.backbone_.eval()
         self.get_feature_names_out()  # checks kind and layer before any crystal is embedded
         return self
@@ -94,6 +95,9 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
         from .embeddings import embed
 
         check_is_fitted(self, "backbone_")
+        if self.backbone != self.backbone_name_:
+            raise ConfigError(f"backbone is {self.backbone!r} now, but {self.backbone_name_!r} was loaded by fit: "
+                              "fit again after set_params(backbone=…)")
         return embed(self.backbone_, _crystals(X), kind=self.kind, layer=self.layer, batch_size=self.batch_size,
                      n_jobs=self.n_jobs)
 

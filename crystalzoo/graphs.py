@@ -780,6 +780,19 @@ def crystal_list(structures: Any, what: str = "predict") -> list:
     return _structure_list(structures)
 
 
+def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n_jobs: int = 1,
+                    progress: bool = False, what: str = "predict") -> Iterator[CrystalGraph]:
+    """Batched graphs for ``predict`` / ``embed``: of a data set's cached graphs (a
+    ``CrystalDataset``, checked against ``settings``), or built here from crystals
+    (:func:`crystal_list`, :func:`iter_batches`)."""
+    if hasattr(structures, "graphs") and hasattr(structures, "settings"):  # a CrystalDataset: graphs built already
+        check_count(batch_size, "batch_size")
+        settings.check_same(structures.settings, "this model")
+        graphs = structures.graphs
+        return (collate(graphs[i : i + batch_size], settings) for i in range(0, len(graphs), batch_size))
+    return iter_batches(crystal_list(structures, what), settings, batch_size, n_jobs, progress)
+
+
 def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
     centers = settings.gaussian_centers
     return np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)

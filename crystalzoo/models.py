@@ -23,7 +23,7 @@ from torch import nn
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
-from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_list, iter_batches,
+from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_batches,
                      python_numbers)
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
@@ -732,7 +732,7 @@ class CrystalModel(nn.Module):
     def predict(self, structures: Sequence[Any], batch_size: int | None = None, progress: bool = False,
                 n_jobs: int = 1) -> np.ndarray:
         """Predictions in the target's units for pymatgen structures, CIF paths or CIF texts
-        (a list of them, or one).
+        (a list of them, or one), or for a ``CrystalDataset`` (its cached graphs).
 
         ``batch_size``: crystals per forward pass; by default 64 on a CPU (small batches stay
         in the CPU's caches: about 1.5x faster than 256 on 2 cores, docs/results/performance.md)
@@ -741,11 +741,11 @@ class CrystalModel(nn.Module):
         Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
         class probabilities, shape (n, n_classes).
         """
-        structures = crystal_list(structures, "predict")
         if batch_size is None:
             batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
-        # batch by batch (iter_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next batches while this one runs
-        return self._predict_batches(iter_batches(structures, self.graph_settings, batch_size, n_jobs, progress))
+        # batch by batch (iter_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next batches
+        # while this one runs; a CrystalDataset's cached graphs are used as they are
+        return self._predict_batches(crystal_batches(structures, self.graph_settings, batch_size, n_jobs, progress))
 
     def embed(self, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
               batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:

@@ -16,6 +16,8 @@ from .models import MAX_PARAMETERS, CrystalModel, model_from_config
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: what a training run writes beside its model (crystalzoo.training)
+RUN_RECORDS = ("checkpoint.pt", "history.json", "metrics.json")
 #: largest weights file read: MAX_PARAMETERS float64 values and a header
 MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + 1_000_000
 
@@ -79,8 +81,11 @@ def check_fits(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
         )
 
 
-def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder.
+def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder. A
+    model already there is replaced; a training run's folder (with its checkpoint, history or
+    metrics) only with ``overwrite=True``.
 
     Example::
 
@@ -108,6 +113,11 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
         raise ConfigError(f"the model's config cannot be written as JSON ({exc}); extra= takes JSON values "
                           "(strings, numbers, lists, dicts)") from None
     folder = Path(folder)
+    run = [name for name in RUN_RECORDS if (folder / name).exists()]
+    if run and not overwrite:
+        raise ConfigError(f"{folder} holds a training run ({', '.join(run)}): saving another model there would leave "
+                          "the run's records beside weights they do not describe. Save elsewhere, or pass "
+                          "overwrite=True")
     save_weights(model, folder / WEIGHTS_NAME)  # creates the folder (a failure is a WriteError)
     write_json(folder / CONFIG_NAME, config)
     return folder

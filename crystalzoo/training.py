@@ -44,13 +44,13 @@ from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
 from .models import MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
 from .files import atomic_write, write_json
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, load_into
+from .serialization import CONFIG_NAME, RUN_RECORDS, WEIGHTS_NAME, load_into
 from . import recipes
 from .train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = RUN_RECORDS[0]
 #: the files a training run writes into its output folder
 RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, "metrics.json", "history.json", CHECKPOINT, "learning_curve.png")
 #: the lock file of a folder a run is writing to (removed when the run ends)
@@ -753,7 +753,9 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
     if not targets or not all(isinstance(t, str) and t for t in targets):
         raise ConfigError(f"target = {target!r}: give the name of a label column, or a list of them")
     units = None if units is None else _target_list(units)  # one unit as a string is one unit
-    if units is not None and (not all(isinstance(u, str) for u in units) or len(units) != len(targets)):
+    if units is not None and not all(isinstance(u, str) for u in units):
+        raise ConfigError(f"units {units!r}: a unit is a string, such as 'eV' or 'eV/atom'")
+    if units is not None and len(units) != len(targets):
         raise ConfigError(f"{len(targets)} targets but units {units!r}: give one unit (a string) per target")
     if architecture is not None:
         if backbone is not None:
@@ -774,7 +776,7 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
             raise ConfigError(f"{name} = 0: the {what} set cannot be empty; give a count >= 1 or a fraction")
     if (resume or overwrite) and out_dir is None:
         raise ConfigError("resume and overwrite need out_dir (--out), the folder of the run")
-    _check_backbone_options(backbone, freeze, reinit)
+    _check_backbone_options(backbone, freeze, reinit, config)
     if out_dir is not None:
         check_out_dir(out_dir, overwrite=overwrite, resume=resume)
     return config
@@ -794,7 +796,7 @@ def check_not_backbone_folder(out_dir: str | os.PathLike | None, backbone: Any) 
                           "model it fine-tunes; write the new run into another --out")
 
 
-def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
+def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any, config: TrainConfig) -> None:
     """The backbone, ``freeze`` and ``reinit`` of a run, checked without loading weights."""
     from .registry import backbone_config, source_kind
 
@@ -816,6 +818,10 @@ def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any) -> None:
     if freeze is not None and isinstance(n_conv, int) and freeze > n_conv:
         raise ConfigError(f"freeze = {freeze}: backbone {str(backbone)!r} has {n_conv} convolutions, so freeze is "
                           f"0 (the embedding only) … {n_conv} (every convolution)")
+    if config.recipe == "gradual" and isinstance(n_conv, int) and config.epochs < recipes.phases(n_conv, freeze):
+        raise ConfigError(f"gradual unfreezing of {str(backbone)!r} with freeze = {freeze} has "
+                          f"{recipes.phases(n_conv, freeze)} phases, one or more epochs each: give epochs >= "
+                          f"{recipes.phases(n_conv, freeze)} (it is {config.epochs})")
 
 
 def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "formation", freeze: int | None = None,
@@ -889,7 +895,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
             from .serialization import save_pretrained
 
             out = Path(out_dir)
-            save_pretrained(model, out)
+            save_pretrained(model, out, overwrite=True)  # the folder this run claimed
             write_json(out / "metrics.json", metrics)
             write_json(out / "history.json", asdict(history))
             history.plot(out / "learning_curve.png",

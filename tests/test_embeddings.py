@@ -200,3 +200,26 @@ def test_cli_embed_ids_cgcnn_folders_and_early_checks(tmp_path, capsys):
     for ids, vectors in [("ab", np.zeros((2, 3))), (["a", "b"], np.zeros(2)), (["a"], [np.zeros((2, 3))])]:
         with pytest.raises(ConfigError, match="write_table takes"):
             write_table(tmp_path / "w.csv", ids, vectors)
+
+
+def test_embed_never_writes_over_its_data_and_the_featurizer_follows_its_backbone(tmp_path, capsys):
+    from crystalzoo.cli import main
+
+    data = tmp_path / "d.csv"
+    data.write_text("cif,y\n" + "".join(f"{c},1\n" for c in CIFS[:2]))
+    folder = tmp_path / "cg"
+    folder.mkdir()
+    shutil.copy(CIFS[0], folder / "a.cif")
+    (folder / "id_prop.csv").write_text("a,1.0\n")
+    before = data.read_bytes(), (folder / "id_prop.csv").read_bytes()
+    for args in (["--data", str(data), "--out", str(data)], ["--data", str(folder), "--out", str(folder / "id_prop.csv")]):
+        assert main(["embed", *args, "--overwrite"]) == 2
+        assert "the data being embedded" in capsys.readouterr().err
+    assert (data.read_bytes(), (folder / "id_prop.csv").read_bytes()) == before
+    pytest.importorskip("sklearn")
+    from crystalzoo.featurizer import CrystalFeaturizer
+
+    f = CrystalFeaturizer("formation").fit(CIFS[:2])
+    f.set_params(backbone="bulk")
+    with pytest.raises(ConfigError, match="fit again"):
+        f.transform(CIFS[:2])

@@ -1189,3 +1189,51 @@ def test_the_cli_logs_once_beside_a_programs_own_logging(tmp_path, capsys, monke
     finally:
         root.removeHandler(handler)
     assert capsys.readouterr().err.count("loading the folder ./formation") == 1
+
+
+# ---------------------------------------------------------------------------- round ten (a sixth fresh attack)
+
+
+def test_ids_of_data_files(tmp_path):
+    lines = gzip.open(DATA / "mp200.jsonl.gz", "rt").read().splitlines()[:3]
+    (tmp_path / "id.jsonl").write_text("\n".join(line.replace('"mp_id"', '"id"') for line in lines) + "\n")
+    assert CrystalDataset.from_jsonl(tmp_path / "id.jsonl", targets=["band_gap"], cache_dir=False,
+                                     progress=False).ids == ["mp-1", "mp-1000", "mp-10000"]
+    with pytest.raises(DataError, match="id key 'nope' is on no line"):
+        CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], id_key="nope", cache_dir=False,
+                                  progress=False)
+    rows = [json.loads(line) for line in lines]
+    rows[0]["mp_id"] = rows[1]["mp_id"] = None
+    (tmp_path / "null.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CrystalDataset.from_jsonl(tmp_path / "null.jsonl", targets=["band_gap"], cache_dir=False,
+                                     progress=False).ids == ["row 0", "row 1", "mp-10000"]
+    import pandas as pd
+
+    df = pd.DataFrame({"id": ["a", float("nan")], "cif": [str(c) for c in CIFS[:2]], "y": [1.0, 2.0]})
+    assert CrystalDataset.from_dataframe(df, targets=["y"], id_column="id", cache_dir=False,
+                                         progress=False).ids == ["a", "row 1"]
+
+
+def test_save_pretrained_keeps_a_training_runs_folder(tmp_path, formation):
+    from crystalzoo import TrainConfig, make_model, train_model
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=30, cache_dir=False,
+                                   progress=False)
+    train_model(make_model("formation", ds.subset(range(20)), freeze=3), ds.subset(range(20)),
+                ds.subset(range(20, 30)), TrainConfig(epochs=1, progress=False), out_dir=tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="holds a training run"):
+        save_pretrained(formation, tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    save_pretrained(formation, tmp_path / "run", overwrite=True)  # asked for
+
+
+def test_predict_takes_a_data_set_and_units_must_be_strings(formation):
+    from crystalzoo import finetune
+
+    ds = CrystalDataset.from_structures(CIFS[:3], None, targets=["y"], cache_dir=False, progress=False)
+    assert formation.predict(ds).tolist() == formation.predict(CIFS[:3]).tolist()
+    with pytest.raises(ConfigError, match="a unit is a string"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", units=[3])
+    with pytest.raises(ConfigError, match="has 3 phases"):  # before any data is read
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", freeze=2, recipe="gradual", epochs=2)
