@@ -50,12 +50,14 @@ def test_discriminative_rates_fall_from_the_head_down(splits):
     assert moved["embedding.weight"] > 0 and moved["embedding.weight"] < moved["conv_to_fc.weight"]
 
 
+@pytest.mark.slow  # trains several models
 def test_l2sp_keeps_the_weights_nearer_the_pretrained_ones(splits):
     _, _, free = _train(splits, "freeze", epochs=3)
     _, _, pulled = _train(splits, "l2sp", epochs=3)
     assert sum(pulled.values()) < sum(free.values())
 
 
+@pytest.mark.slow  # trains several models
 def test_gradual_unfreezing_goes_down_one_convolution_per_phase(splits):
     assert [frozen_at(e, 10, 4, None) for e in range(1, 11)] == [4, 4, 3, 3, 2, 1, 1, 0, 0, None]
     assert [frozen_at(e, 6, 4, 2) for e in range(1, 7)] == [4, 4, 3, 3, 2, 2]
@@ -79,6 +81,7 @@ def test_recipes_are_checked_and_recorded(tmp_path):
     assert np.isfinite(load_model("formation").predict([str(DATA / "cifs" / "1000041.cif")])).all()
 
 
+@pytest.mark.slow  # trains several models
 def test_gradual_unfreezing_is_checked_and_resumes_only_its_own_schedule(splits, tmp_path):
     from crystalzoo.errors import RunError
 
@@ -94,6 +97,7 @@ def test_gradual_unfreezing_is_checked_and_resumes_only_its_own_schedule(splits,
                     TrainConfig(epochs=6, batch_size=16, recipe="gradual", progress=False), out_dir=run, resume=True)
 
 
+@pytest.mark.slow  # trains several models
 def test_gradual_early_stopping_waits_for_the_last_phase(splits):
     train, val = splits
     model = make_model("formation", train, freeze=2, seed=0)
@@ -111,6 +115,7 @@ def test_a_probe_leaves_the_model_as_it_was_given(splits):
     assert any(not torch.equal(p, before[n]) for n, p in model.backbone.named_parameters())
 
 
+@pytest.mark.slow  # trains several models
 def test_recipes_that_cannot_apply_are_refused(splits, tmp_path, capsys):
     from crystalzoo import finetune
     from crystalzoo.cli import main
