@@ -31,12 +31,18 @@ predicted as log10 of GPa.
 ## Backbones pretrained by crystalzoo
 
 `combined` (multi-task: formation energy, total energy per atom, log10 bulk and shear
-modulus — the paper's "elasticity, total energy, and formation energy"), `formation-7042`
-(formation energy on the same crystals: the paper's Table 3 control) and
-`attention-formation` (the paper's attention convolution, formation energy) were trained by
-`scripts/pretrain_backbones.py` on the same 7,042 Materials Project crystals (80/10/10 split,
-seed 0); their validation and test MAE per target are in the manifest, and
-[results/pretraining.md](results/pretraining.md) compares them with the originals.
+modulus — the paper's "elasticity, total energy, and formation energy") was trained by
+`scripts/pretrain_backbones.py` on every crystal of the project's Materials Project data with
+a formation energy (34,738; each crystal contributes the labels it has; band gaps were left
+out, so that band-gap transfer stays an honest test; 80/10/10 split, seed 0);
+[results/pretraining_full.md](results/pretraining_full.md) compares it with the originals.
+
+`combined-7042` (the same four targets), `formation-7042` (formation energy alone: the
+paper's Table 3 control) and `attention-formation` (the paper's attention convolution,
+formation energy) were trained on the same 7,042 Materials Project crystals, the paper's
+size (80/10/10 split, seed 0); [results/pretraining.md](results/pretraining.md) compares
+them with the originals. The validation and test MAE per target of every pretrained backbone
+are in the manifest.
 
 Architecture of all gated backbones: embedding 92 → 64, 4 gated convolutions, mean pooling,
 one hidden layer of 32; graph settings radius 8 Å, 12 neighbours, Gaussians every 0.2 Å.

@@ -170,7 +170,7 @@ def _report(crystals: str, report: dict, ds, n_elastic: int, args) -> list[str]:
     _, _, test = ds.split(0.8, 0.1, 0.1, seed=0)
     runs = [n for n in report if RUNS[n][3] == crystals]
     first = report[runs[0]]
-    what = (f"every crystal of the project's data with a formation energy ({len(ds):,}; {n_elastic:,} with bulk and "
+    what = (f"Every crystal of the project's data with a formation energy ({len(ds):,}; {n_elastic:,} with bulk and "
             "shear moduli; band gaps not used)" if crystals == "all" else
             f"{len(ds)} Materials Project crystals ({n_elastic:,} with bulk and shear moduli, plus crystals with a "
             "total energy drawn with seed 0)")

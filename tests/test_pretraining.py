@@ -68,10 +68,11 @@ def test_attention_has_fewer_weights_and_validates_its_shape():
         BackboneConfig(conv="transformer")
 
 
-@pytest.mark.parametrize("name", ["combined", "formation-7042", "attention-formation"])
-def test_pretrained_backbones_are_registered_with_metrics(name):
+@pytest.mark.parametrize("name, crystals", [("combined", 34738), ("combined-7042", 7042), ("formation-7042", 7042),
+                                            ("attention-formation", 7042)])
+def test_pretrained_backbones_are_registered_with_metrics(name, crystals):
     info = get_backbone_info(name)
-    assert info.bundled and info.training_data["train"] + info.training_data["val"] + info.training_data["test"] == 7042
+    assert info.bundled and info.training_data["train"] + info.training_data["val"] + info.training_data["test"] == crystals
     splits = {m["split"] for m in info.metrics}
     assert splits == {"validation", "test"}
     model = load_model(name)
@@ -79,8 +80,9 @@ def test_pretrained_backbones_are_registered_with_metrics(name):
     assert np.isfinite(pred).all()
 
 
-def test_combined_predicts_all_four_targets_sensibly():
-    model = load_model("combined")
+@pytest.mark.parametrize("name", ["combined", "combined-7042"])
+def test_combined_predicts_all_four_targets_sensibly(name):
+    model = load_model(name)
     assert model.targets == ["formation_energy_per_atom", "energy_per_atom", "log10_k_vrh", "log10_g_vrh"]
     assert model.head.units == ["eV/atom", "eV/atom", "log10(GPa)", "log10(GPa)"]
     pred = model.predict(CIFS)
