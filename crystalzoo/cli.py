@@ -60,9 +60,11 @@ def _registered_only(name: str, command: str) -> None:
 
     kind = source_kind(name)
     if kind == "folder":
+        from .registry import list_backbones
+
+        shadow = " Run from another folder for the registered model of that name." if name in list_backbones() else ""
         raise ConfigError(f"{command} {name}: {name!r} is a local folder (which predict and finetune would load), "
-                          f"not a registered model; its settings are in {Path(name) / 'config.json'}. Run from "
-                          "another folder for the registered model of that name")
+                          f"not a registered model; its settings are in {Path(name) / 'config.json'}.{shadow}")
     if kind == "hub":
         raise ConfigError(f"{command} {name}: {command} covers registered models; a Hub model is fetched (and "
                           "cached) when it is first loaded, e.g. by predict")
