@@ -148,7 +148,7 @@ def test_cli_embed_writes_tables_with_ids(tmp_path, capsys, formation):
         assert main(["embed", "--out", str(out), *args]) == 2
         assert message in capsys.readouterr().err
     assert main(["embed", "--out", str(tmp_path / "v.txt"), str(CIFS[0])]) == 2
-    assert ".csv, .npz or .parquet" in capsys.readouterr().err
+    assert "give a file name such as vectors.csv, vectors.npz or vectors.parquet" in capsys.readouterr().err
     assert pd.read_csv(out).shape == (200, 33)  # never replaced unasked
 
 
