@@ -94,3 +94,14 @@ def test_export_onnx_never_replaces_a_file_unasked(tmp_path):
     with pytest.raises(CrystalZooError, match="old.onnx exists; pass --overwrite"):
         export_onnx(load_model(folder), tmp_path / "old.onnx")
     assert (folder / "model.safetensors").read_bytes() == weights and (tmp_path / "old.onnx").read_text() == "mine"
+
+
+def test_export_onnx_checks_its_example_and_opset_first(tmp_path):
+    from crystalzoo import load_model
+    from crystalzoo.errors import CrystalZooError
+    from crystalzoo.export import export_onnx
+
+    for kwargs, match in [(dict(example="x"), "example must be a CrystalGraph"), (dict(opset=7), "opset = 7")]:
+        with pytest.raises(CrystalZooError, match=match):
+            export_onnx(load_model("formation"), tmp_path / "m.onnx", **kwargs)
+    assert not (tmp_path / "m.onnx").exists()
