@@ -87,6 +87,16 @@ def phases(n_conv: int, floor: int | None) -> int:
     return n_conv - (floor if floor is not None else -1) + 1
 
 
+def check_phases(epochs: int, n_conv: int, floor: int | None) -> None:
+    """:class:`ConfigError` unless gradual unfreezing from ``n_conv`` down to ``floor`` has
+    at least one epoch per phase (fewer skip phases: the lowest layers would never train)."""
+    n = phases(n_conv, floor)
+    if epochs < n:
+        raise ConfigError(f"gradual unfreezing of this backbone has {n} phases (convolution {n_conv} down to "
+                          f"{'the embedding' if floor is None else f'freeze = {floor}'}), one or more epochs each: "
+                          f"give epochs >= {n} (it is {epochs})")
+
+
 def frozen_at(epoch: int, epochs: int, n_conv: int, floor: int | None) -> int | None:
     """The ``frozen`` level of a backbone in ``epoch`` (1-based) of gradual unfreezing: n_conv
     in the first phase, one less in each next phase, down to ``floor`` (``None``: all train)."""

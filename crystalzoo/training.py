@@ -545,11 +545,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                           "scratch (make_model(None, …)): train it with recipe 'freeze'")
     n_conv = len(backbone.stages()) - 1
     if config.recipe == "gradual":
-        phases = recipes.phases(n_conv, floor)
-        if config.epochs < phases:
-            raise ConfigError(f"gradual unfreezing of this backbone has {phases} phases (convolution {n_conv} down to "
-                              f"{'the embedding' if floor is None else f'freeze = {floor}'}), one or more epochs each: "
-                              f"give epochs >= {phases} (it is {config.epochs})")
+        recipes.check_phases(config.epochs, n_conv, floor)
     if config.recipe == "linear-probe":
         recipes.probe(backbone)
     groups = recipes.param_groups(model, config.recipe)  # every parameter that trains at some point
@@ -574,10 +570,10 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = config.lr_at(epoch) * group.get("scale", 1.0)  # checkpoints before recipes: no scale
-        if config.recipe == "gradual" and recipes.frozen_at(epoch, config.epochs, n_conv, floor) != backbone.frozen \
-                or train_batches is None:
+        level = recipes.frozen_at(epoch, config.epochs, n_conv, floor) if config.recipe == "gradual" else backbone.frozen
+        if level != backbone.frozen or train_batches is None:
             if config.recipe == "gradual":
-                recipes.set_frozen(backbone, recipes.frozen_at(epoch, config.epochs, n_conv, floor))
+                recipes.set_frozen(backbone, level)
             # the frozen prefix's atom vectors, computed once per frozen level
             train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
             val_batches = _Batches(model, val, 256, config.device)
@@ -818,10 +814,8 @@ def _check_backbone_options(backbone: Any, freeze: Any, reinit: Any, config: Tra
     if freeze is not None and isinstance(n_conv, int) and freeze > n_conv:
         raise ConfigError(f"freeze = {freeze}: backbone {str(backbone)!r} has {n_conv} convolutions, so freeze is "
                           f"0 (the embedding only) … {n_conv} (every convolution)")
-    if config.recipe == "gradual" and isinstance(n_conv, int) and config.epochs < recipes.phases(n_conv, freeze):
-        raise ConfigError(f"gradual unfreezing of {str(backbone)!r} with freeze = {freeze} has "
-                          f"{recipes.phases(n_conv, freeze)} phases, one or more epochs each: give epochs >= "
-                          f"{recipes.phases(n_conv, freeze)} (it is {config.epochs})")
+    if config.recipe == "gradual" and isinstance(n_conv, int):
+        recipes.check_phases(config.epochs, n_conv, freeze)
 
 
 def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "formation", freeze: int | None = None,
