@@ -99,13 +99,41 @@ def _cmd_predict(args) -> None:
 
     from .registry import load_model
 
+    from .uncertainty import check_coverage
+
+    if args.interval is not None:
+        check_coverage(args.interval)
     model = load_model(args.model)
+    if args.std and len(model.member_models()) == 1:
+        raise ConfigError(f"--std needs an ensemble (crystalzoo finetune --ensemble 5): {args.model} is a single "
+                          "model, with no spread over members; --interval gives its calibrated bounds")
+    if args.interval is not None and model.task != "regression":
+        raise ConfigError(f"--interval is for regression models; {args.model} is a classifier")
+    if args.interval is not None and model.calibration is None:
+        raise ConfigError(f"{args.model} has no calibration for --interval (models fine-tuned by crystalzoo are "
+                          "calibrated on their validation split; registered ones are not): calibrate it with "
+                          "model.calibrate(dataset) and save it (docs/uncertainty.md)")
+    if args.interval is not None:
+        model.calibration.quantile(args.interval)  # too few calibration crystals: refused before any work
     files = [Path(f) for f in args.files]  # file names, never CIF text (a missing file is "no such file")
-    pred = model.predict(files, progress=len(files) > 100, n_jobs=args.jobs)
+    columns = [model.predict(files, progress=len(files) > 100, n_jobs=args.jobs, return_std=args.std)]
+    names = model.head.columns()
+    header = list(names)
+    if args.std:
+        header += [f"{n} std" for n in names]
+    if args.interval is not None:
+        columns += list(model.predict_interval(files, args.interval, n_jobs=args.jobs))
+        tag = f"{100 * args.interval:g}%"
+        header += [f"{n} {tag} {side}" for side in ("lower", "upper") for n in names]
+    flat = []
+    for c in columns:
+        for a in (c if isinstance(c, tuple) else (c,)):
+            flat.append(a.reshape(len(files), -1))
+    table = np.concatenate(flat, axis=1)
     out = csv.writer(sys.stdout, lineterminator="\n")  # quoted where a file name holds a comma or a quote
-    out.writerow(["file", *model.head.columns()])
-    for f, row in zip(args.files, np.atleast_2d(pred.T).T if pred.ndim == 1 else pred):
-        out.writerow([f, *(f"{v:.6g}" for v in np.atleast_1d(row))])
+    out.writerow(["file", *header])
+    for f, row in zip(args.files, table):
+        out.writerow([f, *(f"{v:.6g}" for v in row)])
 
 
 def _cmd_embed(args) -> None:
@@ -149,8 +177,8 @@ def _cmd_finetune(args) -> None:
     if args.overwrite and not args.baseline and any((stale / f).exists() for f in ("config.json", "metrics.json")):
         raise ConfigError(f"{stale} holds the baseline of the run --overwrite replaces; pass --baseline to replace "
                           "it too, or move it away (it would be left beside a run it does not belong to)")
-    def options(bb):  # the baseline from scratch trains every layer: the freeze recipe
-        return {**common, "recipe": common["recipe"] if bb is not None else "freeze"}
+    def options(bb):  # the baseline from scratch trains every layer: the freeze recipe; an ensemble as the model
+        return {**common, "recipe": common["recipe"] if bb is not None else "freeze", "ensemble": args.ensemble}
 
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
         check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **options(bb))
@@ -158,8 +186,9 @@ def _cmd_finetune(args) -> None:
             check_not_backbone_folder(out, backbone)
     results = []
     for bb, fr, re, out in runs:
-        label = "from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}" + \
-            (f", {args.recipe}" if args.recipe != "freeze" else "")
+        label = ("from scratch" if bb is None else f"{bb}, freeze={fr}{', reinit' if re else ''}" +
+                 (f", {args.recipe}" if args.recipe != "freeze" else "")) + \
+            (f", ensemble of {args.ensemble}" if args.ensemble > 1 else "")
         logging.getLogger("crystalzoo").info("fine-tuning (%s) → %s", label, out)
         r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **options(bb))
         results.append((label, r))
@@ -261,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="predict properties of CIF files")
     s.add_argument("--model", required=True, help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
     s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
+    s.add_argument("--std", action="store_true", help="an ensemble: also the standard deviation over its members")
+    s.add_argument("--interval", type=float, default=None, metavar="COVERAGE",
+                   help="also calibrated bounds that hold this fraction of crystals, e.g. 0.9 (docs/uncertainty.md)")
     s.add_argument("files", nargs="+", help="CIF files")
     s.set_defaults(func=_cmd_predict)
 
@@ -288,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder, or bundled:mp-band-gap")
     s.add_argument("--target", required=True, help="label column / key")
     _add_training_args(s, epochs=30)
-    s.add_argument("--baseline", action="store_true", help="also train the same architecture from scratch")
+    s.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="train N models with seeds seed … seed+N-1 that predict together, with their spread and "
+                        "intervals that widen where they disagree (default 1: a single model; docs/uncertainty.md)")
+    s.add_argument("--baseline", action="store_true", help="also train the same architecture from scratch (an "
+                   "ensemble of as many members with --ensemble)")
     s.set_defaults(func=_cmd_finetune)
 
     s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")

@@ -41,6 +41,10 @@ KINDS = ("hidden", "pooled", "atoms")
 
 def _backbone(model: Any):
     """The backbone of a model (or the backbone itself); :class:`ConfigError` for anything else."""
+    members = getattr(model, "members", None)
+    if members is not None and not hasattr(model, "backbone"):  # an ensemble
+        raise ConfigError(f"an ensemble's {len(members)} members give different crystal vectors: embed with one of "
+                          "them, e.g. model.members[0]")
     backbone = getattr(model, "backbone", model)
     if not all(hasattr(backbone, a) for a in ("atom_features", "readout", "stages", "graph_settings")):
         raise ConfigError(f"embed takes a model or backbone (load_model(name), load_backbone(name)), not a "

@@ -83,7 +83,10 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
     if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
         raise MissingExtraError(f"ONNX export needs torch >= 2.5 (this is {torch.__version__}): pip install -U torch")
     if not isinstance(model, CrystalModel):
-        raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a {type(model).__name__}")
+        hint = (f": export its members one by one (model.members[0] … [{len(model.members) - 1}]) and average their "
+                "outputs" if hasattr(model, "members") else "")
+        raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a "
+                              f"{type(model).__name__}{hint}")
     check_out_path(path, overwrite)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 18:
         raise CrystalZooError(f"opset = {opset!r}: the exporter writes ONNX opset 18 or newer")

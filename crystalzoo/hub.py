@@ -265,11 +265,11 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     """
     from huggingface_hub import HfApi
 
-    from .models import CrystalModel
+    from .models import Predictor
 
-    if not isinstance(model, CrystalModel):
-        raise ConfigError(f"push_to_hub takes a CrystalModel (e.g. load_model(folder)), not a {type(model).__name__}; "
-                          "for a backbone, make a model with a head first")
+    if not isinstance(model, Predictor):
+        raise ConfigError(f"push_to_hub takes a CrystalModel or CrystalEnsemble (e.g. load_model(folder)), not a "
+                          f"{type(model).__name__}; for a backbone, make a model with a head first")
     _check_repo_id(repo_id)
     if not isinstance(private, bool):
         raise ConfigError(f"private = {private!r}: True (a private repo) or False")

@@ -25,6 +25,7 @@ from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
 from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_batches,
                      python_numbers)
+from .uncertainty import Calibration, calibration_from, check_coverage
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
 #: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
@@ -35,7 +36,10 @@ MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier
 #: the layout of a model's config.json that this crystalzoo writes. A config without the key
 #: is format 1 (every crystalzoo so far); a newer format is refused with a clear error
 #: (docs/hub.md, "config.json").
-CONFIG_FORMAT = 1
+CONFIG_FORMAT = 2
+#: the format of a single model's config (format 2 adds ensembles, which older versions cannot
+#: read; a single model stays format 1, so that they still load it)
+SINGLE_FORMAT = 1
 #: most parameters a model built from a config may have (about 200 MB in float32; the
 #: registered models have about 0.1 million)
 MAX_PARAMETERS = 50_000_000
@@ -590,6 +594,10 @@ class RegressionHead(nn.Module):
         """What ``predict`` returns: shape (n,) for one target, (n, n_targets) for several."""
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
+    def combine(self, outs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The raw output of an ensemble's mean prediction: the mean (the normaliser is affine)."""
+        return torch.stack(list(outs)).mean(0)
+
     def config(self) -> dict[str, Any]:
         return {"task": "regression", "targets": self.targets, "units": self.units}
 
@@ -649,6 +657,10 @@ class ClassificationHead(nn.Module):
         """What ``predict`` returns: the class probabilities, shape (n, n_classes)."""
         return pred
 
+    def combine(self, outs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The logits of an ensemble's mean class probabilities."""
+        return torch.stack([torch.softmax(o, dim=1) for o in outs]).mean(0).log()
+
     def config(self) -> dict[str, Any]:
         return {"task": "classification", "targets": self.targets, "classes": self.classes,
                 "dropout": self.dropout_p}
@@ -681,7 +693,149 @@ def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
     raise ConfigError(f"unknown head task {task!r}; valid: 'regression', 'classification'")
 
 
-class CrystalModel(nn.Module):
+class Predictor(nn.Module):
+    """What a single model (:class:`CrystalModel`) and an ensemble
+    (:class:`crystalzoo.ensembles.CrystalEnsemble`) share: predictions in the target's units,
+    the spread over an ensemble's members, and calibrated intervals
+    (:mod:`crystalzoo.uncertainty`). A subclass gives ``member_models()``, ``graph_settings``
+    and ``head``."""
+
+    calibration: Calibration | None = None
+    head: nn.Module
+
+    def member_models(self) -> list["CrystalModel"]:
+        raise NotImplementedError
+
+    @property
+    def graph_settings(self) -> GraphSettings:
+        raise NotImplementedError
+
+    @property
+    def task(self) -> str:
+        return self.head.task
+
+    @property
+    def targets(self) -> list[str]:
+        return self.head.targets
+
+    def _batches(self, structures: Any, batch_size: int | None, n_jobs: int, progress: bool) -> Iterable[CrystalGraph]:
+        if batch_size is None:
+            batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
+        # batch by batch (crystal_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next
+        # batches while this one runs; a CrystalDataset's cached graphs are used as they are
+        return crystal_batches(structures, self.graph_settings, batch_size, n_jobs, progress)
+
+    @torch.no_grad()
+    def predict(self, structures: Sequence[Any], batch_size: int | None = None, progress: bool = False,
+                n_jobs: int = 1, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Predictions in the target's units for pymatgen structures, CIF paths or CIF texts
+        (a list of them, or one), or for a ``CrystalDataset`` (its cached graphs). An
+        ensemble predicts the mean over its members (classification: the mean probabilities).
+
+        ``batch_size``: crystals per forward pass; by default 64 on a CPU (small batches stay
+        in the CPU's caches: about 1.5x faster than 256 on 2 cores, docs/results/performance.md)
+        and 512 on a GPU. ``n_jobs > 1`` builds graphs in that many worker processes.
+        ``return_std=True`` (ensembles): also the standard deviation over the members.
+
+        Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
+        class probabilities, shape (n, n_classes).
+        """
+        if not isinstance(return_std, bool):
+            raise ConfigError(f"return_std = {return_std!r}: True or False")
+        if return_std and len(self.member_models()) == 1:
+            raise ConfigError("return_std needs an ensemble (finetune(..., ensemble=5), crystalzoo finetune "
+                              "--ensemble 5): a single model has no spread over members. For calibrated bounds of "
+                              "a single model, use model.predict_interval(structures, coverage=0.9)")
+        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
+        mean = self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
+        return (mean, self.head.as_returned(out.std(0))) if return_std else mean
+
+    @torch.no_grad()
+    def predict_interval(self, structures: Sequence[Any], coverage: float = 0.9, batch_size: int | None = None,
+                         progress: bool = False, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated bounds ``(lower, upper)`` that hold a fraction ``coverage`` of crystals
+        drawn like the calibration crystals (split conformal, :mod:`crystalzoo.uncertainty`),
+        each shaped as :meth:`predict`'s output; the prediction is their midpoint. An
+        ensemble's intervals are wider where its members disagree; a single model's all have
+        one width. A fine-tuned regression model is calibrated on its validation split.
+
+        Example::
+
+            >>> lower, upper = model.predict_interval(["my_crystal.cif"], coverage=0.9)  # doctest: +SKIP
+        """
+        if self.task != "regression":
+            raise ConfigError("prediction intervals are for regression models; a classifier's predict gives class "
+                              "probabilities")
+        coverage = check_coverage(coverage)
+        if self.calibration is None:
+            raise ConfigError("this model has no calibration (models fine-tuned by crystalzoo are calibrated on "
+                              "their validation split; registered and older models are not): calibrate it on "
+                              "labelled crystals it was not trained on, model.calibrate(dataset)")
+        self.calibration.quantile(coverage)  # too few calibration crystals for it: refused before predicting
+        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress)).astype(np.float64)
+        lower, upper = self.calibration.interval(out.mean(0), out.std(0) if self.calibration.scaled else None,
+                                                 coverage)
+        return self.head.as_returned(lower.astype(np.float32)), self.head.as_returned(upper.astype(np.float32))
+
+    @torch.no_grad()
+    def calibrate(self, dataset: Any, batch_size: int | None = None, split: str = "calibration") -> Calibration:
+        """Calibrate this regression model's intervals on ``dataset``, a labelled
+        ``CrystalDataset`` of crystals it was not trained on (with the model's targets), and
+        keep the calibration (``model.calibration``, saved in its config; ``split`` names
+        where the crystals came from). Returns it.
+
+        Example::
+
+            >>> model.calibrate(CrystalDataset.from_jsonl("held_out.jsonl", targets=model.targets))  # doctest: +SKIP
+        """
+        from .data import CrystalDataset
+
+        if self.task != "regression":
+            raise ConfigError("calibration gives intervals of regression models; this model is a classifier")
+        if not isinstance(dataset, CrystalDataset):
+            raise ConfigError(f"calibrate takes a labelled CrystalDataset (e.g. CrystalDataset.from_jsonl(path, "
+                              f"targets=model.targets)), not a {type(dataset).__name__}")
+        if list(dataset.targets) != list(self.targets):
+            raise DataError(f"the calibration set has the targets {list(dataset.targets)}, the model predicts "
+                            f"{list(self.targets)}: select them first (dataset.select_targets(model.targets))")
+        if len(dataset) == 0:
+            raise DataError("the calibration set has no crystal")
+        out = self._predict_batches(self._batches(dataset, batch_size, 1, False)).astype(np.float64)
+        scaled = len(out) > 1
+        self.calibration = calibration_from(out.mean(0), out.std(0) if scaled else None, dataset.labels,
+                                            self.targets, split=str(split))
+        return self.calibration
+
+    def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
+        as cached by ``CrystalDataset``)."""
+        check_count(batch_size, "batch_size")
+        arrays = [arrays] if isinstance(arrays, GraphArrays) else list(arrays)
+        out = self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
+                                    for i in range(0, len(arrays), batch_size))
+        return self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
+
+    @torch.no_grad()
+    def _predict_batches(self, batches: Iterable[CrystalGraph]) -> np.ndarray:
+        """Every member's predictions in the target's units, shape (members, n, columns)."""
+        was_training = self.training
+        self.eval()
+        members = self.member_models()
+        try:
+            device = next(self.parameters()).device
+            outs = []
+            for g in batches:
+                g = g.to(device)
+                outs.append(torch.stack([m.output_in_units(m(g)) for m in members]).cpu())
+            if outs and outs[0].dtype == torch.bfloat16:  # numpy has no bfloat16
+                outs = [o.float() for o in outs]
+        finally:
+            self.train(was_training)
+        return torch.cat(outs, 1).numpy() if outs else np.zeros((len(members), 0, len(self.head.columns())),
+                                                                 np.float32)
+
+
+class CrystalModel(Predictor):
     """Backbone + head, with the graph settings the weights were trained with.
 
     Example::
@@ -692,7 +846,8 @@ class CrystalModel(nn.Module):
         array([-2.11], dtype=float32)
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module, meta: dict[str, Any] | None = None):
+    def __init__(self, backbone: Backbone, head: nn.Module, meta: dict[str, Any] | None = None,
+                 calibration: Calibration | None = None):
         super().__init__()
         fc = getattr(head, "fc_out", None)
         if not isinstance(fc, nn.Linear) or fc.in_features != backbone.out_features:
@@ -704,6 +859,10 @@ class CrystalModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.meta = dict(meta or {})
+        self.calibration = calibration
+
+    def member_models(self) -> list["CrystalModel"]:
+        return [self]
 
     @property
     def graph_settings(self) -> GraphSettings:
@@ -716,36 +875,9 @@ class CrystalModel(nn.Module):
         hold_frozen(self.backbone)
         return self
 
-    @property
-    def task(self) -> str:
-        return self.head.task
-
-    @property
-    def targets(self) -> list[str]:
-        return self.head.targets
-
     def forward(self, g: CrystalGraph) -> torch.Tensor:
         """Raw head output: normalised values (regression) or logits (classification)."""
         return self.head(self.backbone(g))
-
-    @torch.no_grad()
-    def predict(self, structures: Sequence[Any], batch_size: int | None = None, progress: bool = False,
-                n_jobs: int = 1) -> np.ndarray:
-        """Predictions in the target's units for pymatgen structures, CIF paths or CIF texts
-        (a list of them, or one), or for a ``CrystalDataset`` (its cached graphs).
-
-        ``batch_size``: crystals per forward pass; by default 64 on a CPU (small batches stay
-        in the CPU's caches: about 1.5x faster than 256 on 2 cores, docs/results/performance.md)
-        and 512 on a GPU. ``n_jobs > 1`` builds graphs in that many worker processes.
-
-        Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
-        class probabilities, shape (n, n_classes).
-        """
-        if batch_size is None:
-            batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
-        # batch by batch (iter_batches checks batch_size and n_jobs): with n_jobs > 1 the workers build the next batches
-        # while this one runs; a CrystalDataset's cached graphs are used as they are
-        return self._predict_batches(crystal_batches(structures, self.graph_settings, batch_size, n_jobs, progress))
 
     def embed(self, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
               batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:
@@ -763,42 +895,19 @@ class CrystalModel(nn.Module):
         return embed(self, structures, kind=kind, layer=layer, batch_size=batch_size, n_jobs=n_jobs,
                      progress=progress)
 
-    def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:
-        """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
-        as cached by ``CrystalDataset``)."""
-        check_count(batch_size, "batch_size")
-        arrays = [arrays] if isinstance(arrays, GraphArrays) else list(arrays)
-        return self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
-                                     for i in range(0, len(arrays), batch_size))
-
-    @torch.no_grad()
-    def _predict_batches(self, batches: Iterable[CrystalGraph]) -> np.ndarray:
-        was_training = self.training
-        self.eval()
-        try:
-            device = next(self.parameters()).device
-            outs = []
-            for g in batches:
-                outs.append(self.output_in_units(self(g.to(device))).cpu())
-            if outs and outs[0].dtype == torch.bfloat16:  # numpy has no bfloat16
-                outs = [o.float() for o in outs]
-        finally:
-            self.train(was_training)
-        out = torch.cat(outs).numpy() if outs else np.zeros((0, len(self.head.columns())), np.float32)
-        return self.head.as_returned(out)
-
     def output_in_units(self, raw: torch.Tensor) -> torch.Tensor:
         return self.head.to_units(raw)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""
         return {
-            "format_version": CONFIG_FORMAT,
+            "format_version": SINGLE_FORMAT,
             "architecture": self.backbone.architecture,
             "backbone": self.backbone.to_config(),
             "graph": self.graph_settings.to_dict(),
             "head": self.head.config(),
             **({"meta": self.meta} if self.meta else {}),
+            **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }
 
 
@@ -825,10 +934,21 @@ def model_from_config(config: dict[str, Any]) -> CrystalModel:
     meta = config.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError(f"model config 'meta' must be a JSON object, got {type(meta).__name__}")
+    if "ensemble" in config:
+        raise ConfigError("this config describes an ensemble of models: build it with "
+                          "crystalzoo.ensembles.ensemble_from_config (load_model reads either)")
     settings = GraphSettings.from_dict(config["graph"])
     backbone = ARCHITECTURES[name].from_config(config["backbone"], settings)
     head = make_head(config["head"], backbone.out_features)
-    return CrystalModel(backbone, head, meta)
+    calibration = None
+    if config.get("calibration") is not None:
+        if head.task != "regression":
+            raise ConfigError("a classifier's config has a 'calibration': intervals are for regression models")
+        calibration = Calibration.from_dict(config["calibration"], head.targets)
+        if calibration.scaled:
+            raise ConfigError("the calibration scales intervals by an ensemble's spread, but the config describes a "
+                              "single model")
+    return CrystalModel(backbone, head, meta, calibration)
 
 
 def freeze(backbone: Backbone, k: int, reinit: bool = False) -> Backbone:

@@ -12,7 +12,8 @@ import torch
 
 from .errors import ConfigError, CrystalZooError, WeightsError
 from .files import _finite, atomic_write, check_small_file, write_json
-from .models import MAX_PARAMETERS, CrystalModel, model_from_config
+from .ensembles import from_config
+from .models import MAX_PARAMETERS, Predictor
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -49,7 +50,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
-def load_into(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
+def load_into(model: Predictor, state: dict[str, torch.Tensor], source: str,
               drop: Iterable[str] = ()) -> None:
     """Strict loading: every key must match in name and shape, except keys under the
     prefixes in ``drop`` (for example ``"head."`` when a new head replaces the old one)."""
@@ -59,7 +60,7 @@ def load_into(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
     model.load_state_dict(state, strict=not drop)
 
 
-def check_fits(model: CrystalModel, state: dict[str, torch.Tensor], source: str, drop: tuple[str, ...] = ()) -> None:
+def check_fits(model: Predictor, state: dict[str, torch.Tensor], source: str, drop: tuple[str, ...] = ()) -> None:
     """:class:`WeightsError` unless ``state`` has exactly the tensors (names and shapes) of
     ``model`` outside the prefixes in ``drop``. ``model`` may live on the meta device."""
     state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else state
@@ -81,7 +82,7 @@ def check_fits(model: CrystalModel, state: dict[str, torch.Tensor], source: str,
         )
 
 
-def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
+def save_pretrained(model: Predictor, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
                     overwrite: bool = False) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder. A
     model already there is replaced; a training run's folder (with its checkpoint, history or
@@ -93,9 +94,9 @@ def save_pretrained(model: CrystalModel, folder: str | os.PathLike, extra: dict[
         >>> save_pretrained(load_model("formation"), "/tmp/my-model")
         PosixPath('/tmp/my-model')
     """
-    if not isinstance(model, CrystalModel):
-        raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head), got a "
-                          f"{type(model).__name__}; for a backbone, make a model with a head first")
+    if not isinstance(model, Predictor):
+        raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head) or a CrystalEnsemble, got "
+                          f"a {type(model).__name__}; for a backbone, make a model with a head first")
     own = model.config()
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra= takes a dict of JSON values to add to config.json, not a {type(extra).__name__}")
@@ -144,9 +145,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, source: str,
-                drop: Iterable[str] = ()) -> CrystalModel:
-    """A model of the architecture in ``config``, with ``state`` loaded strictly (random
-    initialisation when ``state`` is None).
+                drop: Iterable[str] = ()) -> Predictor:
+    """A model (or an ensemble, :mod:`crystalzoo.ensembles`) of the architecture in ``config``,
+    with ``state`` loaded strictly (random initialisation when ``state`` is None).
 
     Nothing large is allocated before the config is known to be sane: its values are checked
     against the limits in :mod:`crystalzoo.models` (:class:`ConfigError` naming ``source``),
@@ -155,7 +156,7 @@ def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, s
     drop = tuple(drop)
     try:
         with torch.device("meta"):
-            shape = model_from_config(config)
+            shape = from_config(config)
     except CrystalZooError as exc:  # ConfigError, GraphSettingsMismatchError: name the source
         raise type(exc)(f"config of {source}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -166,7 +167,7 @@ def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, s
                           f"{MAX_PARAMETERS:,} crystalzoo builds (crystalzoo.models.MAX_PARAMETERS)")
     if state is not None:
         check_fits(shape, state, source, drop)
-    model = model_from_config(config)
+    model = from_config(config)
     if state is not None:
         load_into(model, state, source, drop)
     model.eval()

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -42,7 +42,9 @@ import torch
 from .data import CrystalDataset, _split_target, _target_list, check_split_size, read_dataset
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .graphs import check_count, collate, plain
-from .models import MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, hold_frozen, make_head, model_from_config
+from .ensembles import CrystalEnsemble, check_members
+from .models import (MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, Predictor, hold_frozen, make_head,
+                     model_from_config)
 from .files import atomic_write, write_json
 from .serialization import CONFIG_NAME, RUN_RECORDS, WEIGHTS_NAME, load_into
 from . import recipes
@@ -110,13 +112,19 @@ class _Batches:
     ``train=True``: BatchNorm cannot train on a batch of one crystal (a one-atom crystal alone
     is one value per channel), so a last batch of one crystal joins the batch before it."""
 
-    def __init__(self, model: CrystalModel, ds: CrystalDataset, batch_size: int, device: str, train: bool = False):
+    def __init__(self, model: Predictor, ds: CrystalDataset, batch_size: int, device: str, train: bool = False,
+                 prefixes: dict | None = None):
         self.model, self.ds, self.batch_size, self.device, self.train = model, ds, batch_size, device, train
         self.start = 0
         self.prefix: list[torch.Tensor] | None = None
-        backbone = model.backbone
-        if backbone.frozen is not None and len(ds):
+        backbone = getattr(model, "backbone", None)  # an ensemble's members run whole here
+        if backbone is not None and backbone.frozen is not None and len(ds):
             self.start = backbone.frozen
+            # the members of an ensemble share their frozen layers (one pretrained backbone): one prefix for all
+            key = (id(ds), self.start)
+            if prefixes is not None and key in prefixes:
+                self.prefix = prefixes[key]
+                return
             self.prefix = []
             hold_frozen(backbone)  # a fixed function: running statistics
             with torch.no_grad():
@@ -124,6 +132,8 @@ class _Batches:
                     g = collate(ds.graphs[lo : lo + 256], ds.settings).to(device)
                     h = backbone.atom_features(g, upto=self.start)
                     self.prefix.extend(torch.split(h, g.n_atoms.tolist()))
+            if prefixes is not None:
+                prefixes[key] = self.prefix
 
     def __call__(self, order: Sequence[int]):
         starts = list(range(0, len(order), self.batch_size))
@@ -147,12 +157,15 @@ def _forward(model: CrystalModel, g, h, start: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _evaluate(model: CrystalModel, batches: _Batches) -> dict[str, float]:
-    """The loss and the head's scores (MAE per target, or accuracy) of ``model`` on a dataset."""
+def _evaluate(model: Predictor, batches: _Batches) -> dict[str, float]:
+    """The loss and the head's scores (MAE per target, or accuracy) of ``model`` on a dataset
+    (an ensemble: of its mean prediction)."""
     model.eval()
+    members = model.member_models()
     losses, errors, weights = [], [], []
     for g, h, y in batches(range(len(batches.ds))):
-        out = _forward(model, g, h, batches.start)
+        outs = [_forward(m, g, h, batches.start) for m in members]
+        out = outs[0] if len(outs) == 1 else model.head.combine(outs)
         losses.append(model.head.loss(out, y).item() * len(y))
         weights.append(len(y))
         errors.append(model.head.errors(model.output_in_units(out), y))
@@ -173,7 +186,12 @@ def _check_dataset(data: Any, what: str) -> None:
         raise DataError(f"{what} has no labels (every label is missing): there is nothing to train or score on")
 
 
-def _check_model(model: Any) -> None:
+def _check_model(model: Any, ensembles: bool = False) -> None:
+    if isinstance(model, Predictor) and not isinstance(model, CrystalModel):
+        if not ensembles:
+            raise ConfigError("train_model trains one model; an ensemble's members are trained one by one (their "
+                              "seeds differ): finetune(..., ensemble=N), or train_model on each of model.members")
+        return
     if not isinstance(model, CrystalModel):
         raise ConfigError(f"expected a CrystalModel (a backbone with its head), got a {type(model).__name__}: e.g. "
                           "load_model(name), or CrystalModel(backbone, RegressionHead(backbone.out_features, targets))")
@@ -187,10 +205,11 @@ def _check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
                         "select the model's targets first (dataset.select_targets(model.targets))")
 
 
-def evaluate(model: CrystalModel, dataset: CrystalDataset, batch_size: int = 256) -> dict[str, float]:
+def evaluate(model: Predictor, dataset: CrystalDataset, batch_size: int = 256) -> dict[str, float]:
     """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
-    whose targets must be the model's (:class:`DataError` otherwise)."""
-    _check_model(model)
+    whose targets must be the model's (:class:`DataError` otherwise). An ensemble is scored
+    on its mean prediction."""
+    _check_model(model, ensembles=True)
     _check_dataset(dataset, "the data set to evaluate on")
     check_count(batch_size, "batch_size")
     _check_targets(model, dataset, "the data set")
@@ -260,7 +279,8 @@ def check_out_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, resume
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; the output of a run is a folder: choose another --out")
-    present = [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+    present = ([name for name in RUN_FILES if (out / name).exists()]
+               + sorted(p.name for p in out.glob("checkpoint-member*.pt"))) if out.is_dir() else []
     if present and not (overwrite or resume):
         raise RunError(f"{out} already holds a run ({', '.join(present)}); pass --overwrite (overwrite=True) to "
                        "replace it, --resume (resume=True) to continue it, or choose another --out")
@@ -511,17 +531,32 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
                           "TrainConfig(epochs=30, lr=1e-3)")
     if (resume or overwrite) and out_dir is None:
         raise ConfigError("resume and overwrite need out_dir, the folder of the run")
+    return _run(model, train, val, config, out_dir, resume, overwrite)
+
+
+def _run(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
+         out_dir: str | os.PathLike | None, resume: bool, overwrite: bool, checkpoint: str = CHECKPOINT,
+         prefixes: dict | None = None) -> History:
+    """:func:`train_model` after its checks; ``checkpoint``: the checkpoint's name in
+    ``out_dir`` (an ensemble's members have one each); ``prefixes``: the frozen-prefix cache the
+    members of an ensemble share (:class:`_Batches`)."""
     world, rank = _distributed(config.device)
     if world > 1 and config.device == "cuda":  # one GPU per process
         config = TrainConfig(**{**asdict(config), "device": f"cuda:{os.environ.get('LOCAL_RANK', rank)}"})
     claim = claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
         else nullcontext()
     with claim:
-        return _train(model, train, val, config, out_dir, resume, world, rank)
+        return _train(model, train, val, config, out_dir, resume, world, rank, checkpoint, prefixes)
+
+
+def _member_checkpoint(i: int) -> str:
+    """The checkpoint of an ensemble's member ``i`` (member 0: the run's own)."""
+    return CHECKPOINT if i == 0 else f"checkpoint-member{i}.pt"
 
 
 def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
-           out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int) -> History:
+           out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int, checkpoint: str = CHECKPOINT,
+           prefixes: dict | None = None) -> History:
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
@@ -557,7 +592,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     first = 1
-    ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    ckpt_path = Path(out_dir) / checkpoint if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         history, best_state, first = _resume(ckpt_path, description, model, opt, config.device,
                                             config.epochs)
@@ -575,8 +610,8 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
             if config.recipe == "gradual":
                 recipes.set_frozen(backbone, level)
             # the frozen prefix's atom vectors, computed once per frozen level
-            train_batches = _Batches(model, train, config.batch_size, config.device, train=True)
-            val_batches = _Batches(model, val, 256, config.device)
+            train_batches = _Batches(model, train, config.batch_size, config.device, train=True, prefixes=prefixes)
+            val_batches = _Batches(model, val, 256, config.device, prefixes=prefixes)
         model.train()
         order = _shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
         total, count = 0.0, 0
@@ -640,9 +675,29 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
 
 @dataclass
 class FinetuneResult:
-    model: CrystalModel
+    """What :func:`finetune` returns: the model (a :class:`CrystalEnsemble` with
+    ``ensemble=N``), its metrics, and the training history (of member 0 for an ensemble;
+    every member's is in ``history.json``)."""
+
+    model: CrystalModel | CrystalEnsemble
     metrics: dict[str, Any]
     history: History
+
+
+def _interval_scores(model: Predictor, ds: CrystalDataset, coverage: float) -> dict[str, float]:
+    """Coverage and mean width of ``model``'s calibrated intervals on the labelled crystals of
+    ``ds`` (empty when the calibration has too few crystals for ``coverage``)."""
+    try:
+        model.calibration.quantile(coverage)
+    except ConfigError as exc:
+        logger.warning("no %g %% intervals on the test split: %s", 100 * coverage, exc)
+        return {}
+    lower, upper = (a.reshape(len(ds), -1) for a in model.predict_interval(ds, coverage))
+    y = ds.labels
+    have = ~np.isnan(y)
+    inside = (lower <= y) & (y <= upper)
+    tag = f"{round(100 * coverage)}"
+    return {f"coverage_{tag}": float(inside[have].mean()), f"interval_width_{tag}": float((upper - lower)[have].mean())}
 
 
 def _head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | None) -> dict[str, Any]:
@@ -730,7 +785,7 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
                       val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
                       out_dir: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
                       backbone: Any = None, freeze: Any = None, reinit: bool = False,
-                      architecture: Any = None, **train_options) -> TrainConfig:
+                      architecture: Any = None, ensemble: Any = 1, **train_options) -> TrainConfig:
     """Check the settings of a run before any data is read or any file is written, and
     return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
     their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
@@ -759,6 +814,7 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
                               "a pretrained backbone has its own")
         BackboneConfig.from_dict(architecture, "architecture")
     config = TrainConfig.from_options(train_options)
+    check_members(ensemble)
     if config.recipe == "linear-probe" and (freeze is not None or reinit):
         raise ConfigError("recipe 'linear-probe' fixes the whole pretrained backbone: leave out freeze and reinit (with "
                           "reinit, the head would learn on re-initialised, untrained layers)")
@@ -822,7 +878,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
              reinit: bool = False, train_size: float | int = 0.8, val_size: float | int = 0.1,
              test_size: float | int = 0.1, seed: int = 0, out_dir: str | os.PathLike | None = None,
              resume: bool = False, overwrite: bool = False, task: str = "regression", cache_dir=None,
-             architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None,
+             architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None, ensemble: int = 1,
              **train_options) -> FinetuneResult:
     """Fine-tune a registered backbone (``None``: from scratch) on ``data`` for ``target``.
 
@@ -838,10 +894,22 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     run is refused unless ``overwrite=True`` (replace it) or ``resume=True`` (continue it from
     its checkpoint, which must belong to the same configuration); a folder another run is
     writing to is refused at once.
+
+    ``ensemble=N`` (N ≥ 2) trains N models on the same split, member i with seed ``seed + i``
+    (the initialisation of its new layers and its batch order; member 0 is the model
+    ``ensemble=1`` gives), sharing the frozen layers' output, and returns a
+    :class:`~crystalzoo.ensembles.CrystalEnsemble`; its metrics are those of the mean
+    prediction, with each member's under ``"members"``. Each member has its checkpoint
+    (``checkpoint.pt``, ``checkpoint-member1.pt``, …), so ``resume`` continues where the run
+    stopped.
+
+    A regression model is calibrated on the validation split (``model.predict_interval``,
+    :mod:`crystalzoo.uncertainty`); the test metrics then include the coverage and mean width
+    of its 90 % intervals (``coverage_90``, ``interval_width_90``).
     """
     # plain Python values: they go into JSON files (config, checkpoint, metrics)
     backbone = str(backbone) if isinstance(backbone, os.PathLike) else backbone
-    freeze, seed = plain(freeze), plain(seed)
+    freeze, seed, ensemble = plain(freeze), plain(seed), plain(ensemble)
     if isinstance(architecture, dict):
         architecture = {k: plain(v) for k, v in architecture.items()}
     if overwrite:
@@ -849,7 +917,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size,
                                test_size=test_size, task=task, out_dir=out_dir, overwrite=overwrite, resume=resume,
                                backbone=backbone, freeze=freeze, reinit=reinit, architecture=architecture, seed=seed,
-                               **train_options)
+                               ensemble=ensemble, **train_options)
     units = None if units is None else _target_list(units)
     targets = _target_list(target)
     rank = _distributed(config.device)[1]
@@ -868,11 +936,22 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         if units is None and task == "regression" and all(known):
             units = known
         train, val, test = ds.split(train_size, val_size, test_size, seed=seed)
-        model = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed,
-                           architecture=architecture, units=units)
-        _check_classes(model, test, "the test split")
         t0 = time.perf_counter()
-        history = train_model(model, train, val, config, out_dir=out_dir, resume=resume)
+        members, histories, prefixes = [], [], {}  # the members share the frozen layers' output
+        for i in range(ensemble):
+            member = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed + i,
+                                architecture=architecture, units=units)
+            if i == 0:
+                _check_classes(member, test, "the test split")
+            if ensemble > 1:
+                logger.info("ensemble member %d of %d (seed %d)", i + 1, ensemble, seed + i)
+            histories.append(_run(member, train, val, replace(config, seed=config.seed + i), out_dir, resume,
+                                  overwrite, checkpoint=_member_checkpoint(i), prefixes=prefixes))
+            members.append(member)
+        model = members[0] if ensemble == 1 else CrystalEnsemble(members)
+        history = histories[0]
+        if task == "regression":
+            model.calibrate(val, split="validation")
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
@@ -884,6 +963,15 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         }
         if len(test):
             metrics["test"] = _evaluate(model, _Batches(model, test, 256, config.device))
+            if task == "regression":
+                metrics["test"].update(_interval_scores(model, test, 0.9))
+        if ensemble > 1:
+            metrics["ensemble"] = ensemble
+            metrics["members"] = [
+                {"seed": seed + i, "best_epoch": h.best_epoch,
+                 **{split: _evaluate(m, _Batches(m, part, 256, config.device, prefixes=prefixes))
+                    for split, part in (("val", val), ("test", test)) if len(part)}}
+                for i, (m, h) in enumerate(zip(members, histories))]
         metrics["num_params"] = sum(p.numel() for p in model.parameters())
         if out_dir is not None and rank == 0:
             from .serialization import save_pretrained
@@ -891,7 +979,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
             out = Path(out_dir)
             save_pretrained(model, out, overwrite=True)  # the folder this run claimed
             write_json(out / "metrics.json", metrics)
-            write_json(out / "history.json", asdict(history))
+            write_json(out / "history.json", {**asdict(history), **({"members": [asdict(h) for h in histories]}
+                                                                      if ensemble > 1 else {})})
             history.plot(out / "learning_curve.png",
                          f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}")
     return FinetuneResult(model, metrics, history)

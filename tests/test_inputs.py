@@ -777,15 +777,16 @@ def test_messages_that_used_to_mislead(tmp_path, formation):
 def test_config_format_version(model_folder, tmp_path):
     """Issue 18: config.json carries a format version; older files (no key) read as format 1,
     newer ones are refused with a clear error."""
-    from crystalzoo.models import CONFIG_FORMAT
+    from crystalzoo.models import CONFIG_FORMAT, SINGLE_FORMAT
 
     config = json.loads((model_folder / "config.json").read_text())
-    assert config["format_version"] == CONFIG_FORMAT == 1
+    # a single model stays format 1, which crystalzoo 0.1 reads; format 2 adds ensembles (issue 15)
+    assert config["format_version"] == SINGLE_FORMAT == 1 and CONFIG_FORMAT == 2
     old = dict(config)
     del old["format_version"]
     assert np.isfinite(load_model(str(_folder_with_config(model_folder, tmp_path / "old", old))).predict(CIFS[:1])).all()
-    with pytest.raises(ConfigError, match="format 2, written by a newer crystalzoo"):
-        load_model(str(_folder_with_config(model_folder, tmp_path / "new", {**config, "format_version": 2})))
+    with pytest.raises(ConfigError, match="format 3, written by a newer crystalzoo"):
+        load_model(str(_folder_with_config(model_folder, tmp_path / "new", {**config, "format_version": 3})))
 
 
 # ---------------------------------------------------------------------------- round five

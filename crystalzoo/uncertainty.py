@@ -1,0 +1,171 @@
+"""Calibrated prediction intervals: split-conformal calibration of a regression model.
+
+A model is calibrated on crystals it was not trained on (``finetune`` uses its validation
+split; ``model.calibrate(dataset)`` any labelled set). Each of those n crystals gives a
+nonconformity score, its absolute error divided by the model's *scale* there:
+
+* an ensemble: the standard deviation over its members plus a floor, the median of that
+  standard deviation over the calibration crystals (so that no interval collapses where the
+  members happen to agree, and intervals are wider where they disagree);
+* a single model: 1 (every interval has the same width).
+
+For a coverage c, the interval of a new crystal is ``prediction ± q · scale``, where q is the
+⌈(n + 1) c⌉-th smallest score. When the new crystals are drawn like the calibration crystals
+(exchangeable), at least a fraction c of them falls inside their intervals, whatever the
+model (Vovk, Gammerman & Shafer 2005; Lei et al. 2018). Crystals unlike the calibration
+set have no such guarantee: the measured coverage on other Materials Project crystals is in
+docs/uncertainty.md.
+
+This module is numpy only; the models use it (``predict_interval``, ``calibrate``).
+
+Example::
+
+    >>> import numpy as np
+    >>> cal = calibration_from(np.zeros((99, 1)), None, np.arange(1.0, 100.0)[:, None], ["y"])
+    >>> cal.quantile(0.9)  # the 90th of the 99 absolute errors 1 … 99
+    array([90.])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+
+#: scores kept per target; beyond it, every k-th order statistic (intervals stay valid, a bit wider)
+MAX_SCORES = 4000
+#: method name recorded in configs and model cards
+METHOD = "split-conformal"
+
+
+def check_coverage(coverage: Any) -> float:
+    """``coverage`` as a float in (0, 1), else :class:`ConfigError` with an example."""
+    if isinstance(coverage, (bool, np.bool_)) or not isinstance(coverage, (int, float, np.integer, np.floating)) \
+            or not 0 < float(coverage) < 1:
+        raise ConfigError(f"coverage = {coverage!r}: the fraction of crystals an interval should hold, a number "
+                          "between 0 and 1 (both excluded), e.g. 0.9")
+    return float(coverage)
+
+
+@dataclass
+class Calibration:
+    """The sorted nonconformity scores of a regression model's calibration crystals, per target.
+
+    ``counts[t]``: crystals with a label for target t (n; 0: no interval for it); ``scores[t]``: their sorted scores,
+    or every k-th order statistic of them when there are more than :data:`MAX_SCORES`;
+    ``floor``: per target, what is added to the ensemble's standard deviation (``None``: a
+    single model, constant width); ``split``: where the crystals came from.
+    """
+
+    targets: list[str]
+    counts: list[int]
+    scores: list[list[float]]
+    floor: list[float] | None
+    split: str = "validation"
+
+    @property
+    def scaled(self) -> bool:
+        """Whether intervals scale with the ensemble's standard deviation."""
+        return self.floor is not None
+
+    def quantile(self, coverage: float) -> np.ndarray:
+        """q per target: ``prediction ± q · scale`` holds ``coverage`` of the crystals.
+        :class:`ConfigError` when a target has too few calibration crystals for it."""
+        coverage = check_coverage(coverage)
+        q = []
+        for target, n, scores in zip(self.targets, self.counts, self.scores):
+            k = math.ceil((n + 1) * coverage - 1e-9)  # the rank of the score: 1 … n
+            if k > n:
+                need = math.ceil(coverage / (1 - coverage) - 1e-9)
+                raise ConfigError(f"coverage {coverage:g} needs at least {need} calibration crystals with a {target} "
+                                  f"label; this model was calibrated on {n}: ask for a lower coverage, or calibrate "
+                                  "on more crystals (model.calibrate(dataset))")
+            m = len(scores)
+            q.append(scores[math.ceil(k * m / n - 1e-9) - 1])  # thinned: the stored rank at or above k
+        return np.asarray(q, dtype=np.float64)
+
+    def interval(self, mean: np.ndarray, std: np.ndarray | None, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) around ``mean`` (n, T) for ``coverage``; ``std`` (n, T) is the
+        ensemble's spread (needed when the calibration is scaled)."""
+        q = self.quantile(coverage)
+        half = q * (std + np.asarray(self.floor)) if self.scaled else np.broadcast_to(q, mean.shape)
+        return mean - half, mean + half
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form kept in a model's ``config.json``."""
+        return {"method": METHOD, "split": self.split, "targets": list(self.targets), "counts": list(self.counts),
+                "scale": "ensemble std + floor" if self.scaled else "constant",
+                **({"floor": [float(f) for f in self.floor]} if self.scaled else {}),
+                "scores": [[float(f"{s:.6g}") for s in col] for col in self.scores]}
+
+    @classmethod
+    def from_dict(cls, d: Any, targets: Sequence[str]) -> "Calibration":
+        """A calibration from ``config.json`` for a model of ``targets``, every value checked
+        (:class:`ConfigError`)."""
+        if not isinstance(d, dict) or d.get("method") != METHOD:
+            raise ConfigError(f"'calibration' must be an object with method {METHOD!r}, got {str(d)[:80]}")
+        if d.get("targets") != list(targets):
+            raise ConfigError(f"the calibration is for the targets {d.get('targets')!r}, the model predicts "
+                              f"{list(targets)}")
+        counts, scores, floor = d.get("counts"), d.get("scores"), d.get("floor")
+        t = len(targets)
+        if not (isinstance(counts, list) and len(counts) == t and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+            raise ConfigError(f"calibration 'counts' must hold one count >= 0 per target, got {str(counts)[:80]}")
+        if not (isinstance(scores, list) and len(scores) == t):
+            raise ConfigError("calibration 'scores' must hold one list per target")
+        checked = []
+        for n, col in zip(counts, scores):
+            ok = isinstance(col, list) and min(n, 1) <= len(col) <= min(n, MAX_SCORES) and all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in col)
+            if not ok or any(a > b for a, b in zip(col, col[1:])):
+                raise ConfigError("calibration 'scores' must be sorted lists of finite numbers >= 0, at most one per "
+                                  f"calibration crystal and at most {MAX_SCORES}")
+            checked.append([float(s) for s in col])
+        if floor is not None and not (isinstance(floor, list) and len(floor) == t and all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in floor)):
+            raise ConfigError(f"calibration 'floor' must hold one number > 0 per target, got {str(floor)[:80]}")
+        split = d.get("split", "validation")
+        return cls(list(targets), list(counts), checked, None if floor is None else [float(f) for f in floor],
+                   split if isinstance(split, str) else "validation")
+
+
+def _thin(sorted_scores: np.ndarray) -> list[float]:
+    """At most :data:`MAX_SCORES` order statistics: ranks ⌈j n / m⌉, j = 1 … m."""
+    n = len(sorted_scores)
+    if n <= MAX_SCORES:
+        return sorted_scores.tolist()
+    ranks = np.ceil(np.arange(1, MAX_SCORES + 1) * n / MAX_SCORES - 1e-9).astype(int)
+    return sorted_scores[ranks - 1].tolist()
+
+
+def calibration_from(mean: np.ndarray, std: np.ndarray | None, labels: np.ndarray, targets: Sequence[str],
+              split: str = "validation") -> Calibration:
+    """A :class:`Calibration` from predictions ``mean`` (n, T), the ensemble's ``std`` (n, T;
+    ``None`` for a single model) and ``labels`` (n, T; NaN where a crystal has no label).
+    Models call it from ``model.calibrate(dataset)``."""
+    mean, labels = np.asarray(mean, np.float64), np.asarray(labels, np.float64)
+    counts, scores, floor = [], [], []
+    for t, target in enumerate(targets):
+        have = ~np.isnan(labels[:, t])
+        if not have.any():  # no interval for this target (quantile says so); the others are calibrated
+            counts.append(0)
+            scores.append([])
+            floor.append(1.0)
+            continue
+        err = np.abs(labels[have, t] - mean[have, t])
+        if std is not None:
+            s = np.asarray(std, np.float64)[have, t]
+            f = float(np.median(s))
+            if not f > 0:  # every member agrees on most crystals (e.g. identical members): no scale to use
+                f = float(np.mean(s)) if np.mean(s) > 0 else 1.0
+            floor.append(f)
+            err = err / (s + f)
+        if not np.isfinite(err).all():
+            raise ConfigError(f"the model's predictions of {target} on the calibration crystals are not finite")
+        counts.append(int(have.sum()))
+        scores.append(_thin(np.sort(err)))
+    return Calibration(list(targets), counts, scores, floor if std is not None else None, split)
