@@ -182,6 +182,18 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
         lines += [f"Fine-tuned from the crystalzoo backbone `{meta['backbone']}` with the embedding and the first "
                   f"{meta.get('freeze')} convolutions frozen." if meta.get("freeze") is not None else
                   f"Trained from `{meta['backbone']}`.", ""]
+    ensemble = config.get("ensemble", {}).get("members") if isinstance(config.get("ensemble"), dict) else None
+    if ensemble:
+        lines += [f"An ensemble of {ensemble} models trained with different seeds: `predict` gives their mean, "
+                  "`predict(structures, return_std=True)` also their standard deviation.", ""]
+    calibration = config.get("calibration")
+    if isinstance(calibration, dict):
+        counts = calibration.get("counts") or []
+        lines += [f"Calibrated prediction intervals ({calibration.get('method')}, on {', '.join(map(str, counts))} "
+                  f"{calibration.get('split')} crystals; width {'scaled by the ensemble spread' if ensemble else 'constant'}"
+                  "): `lower, upper = model.predict_interval(structures, coverage=0.9)`. They hold the stated "
+                  "fraction of crystals drawn like the calibration crystals; `coverage_90` below is the fraction of "
+                  "test crystals inside the 90 % intervals.", ""]
     if metrics:
         lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
         for split in ("val", "test"):

@@ -25,7 +25,7 @@ from typing import Any
 from .errors import ConfigError, UnknownBackboneError, WeightsError
 from .graphs import GraphSettings, check_settings
 from .manifest import read_manifest
-from .models import Backbone, CrystalModel, check_device, freeze as _freeze, hold_frozen
+from .models import Backbone, Predictor, check_device, freeze as _freeze, hold_frozen
 from .files import check_sha256
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights
 
@@ -200,16 +200,17 @@ def backbone_config(name: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _checked(model: CrystalModel, graph_settings: GraphSettings | None, source: str) -> CrystalModel:
+def _checked(model: Predictor, graph_settings: GraphSettings | None, source: str) -> Predictor:
     if graph_settings is not None:
         model.graph_settings.check_same(graph_settings, what=source)
     return model
 
 
 def load_model(name: str, *, graph_settings: GraphSettings | None = None,
-               local_files_only: bool | None = None, device: str = "cpu") -> CrystalModel:
+               local_files_only: bool | None = None, device: str = "cpu") -> Predictor:
     """A pretrained model with its own head, in eval mode: ``model.predict(structures)``
-    returns values in the target's units.
+    returns values in the target's units. A folder or repo holding an ensemble
+    (``finetune(..., ensemble=N)``) gives a :class:`~crystalzoo.ensembles.CrystalEnsemble`.
 
     ``name``: ``hf-hub:ORG/NAME[@REVISION]``, a model folder, or a registered name, resolved
     in that order: an existing model folder wins over a registered name (``./band-gap``, your
@@ -253,6 +254,9 @@ def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False,
         32
     """
     config, state, source = _resolve(name, local_files_only, with_weights=pretrained)
+    if isinstance(config.get("ensemble"), dict):
+        raise ConfigError(f"{source} is an ensemble of {config['ensemble'].get('members')} models, each with its own "
+                          "backbone: take one, load_model(name).members[0].backbone, or fine-tune from a single model")
     model = build_model(config, state, source, drop=("head.",))  # the old head is not needed
     backbone = _checked(model, graph_settings, source).backbone
     if freeze is not None:

@@ -100,7 +100,7 @@ class Calibration:
         return {"method": METHOD, "split": self.split, "targets": list(self.targets), "counts": list(self.counts),
                 "scale": "ensemble std + floor" if self.scaled else "constant",
                 **({"floor": [float(f) for f in self.floor]} if self.scaled else {}),
-                "scores": [[float(f"{s:.6g}") for s in col] for col in self.scores]}
+                "scores": [list(col) for col in self.scores]}
 
     @classmethod
     def from_dict(cls, d: Any, targets: Sequence[str]) -> "Calibration":
@@ -131,6 +131,12 @@ class Calibration:
         split = d.get("split", "validation")
         return cls(list(targets), list(counts), checked, None if floor is None else [float(f) for f in floor],
                    split if isinstance(split, str) else "validation")
+
+
+def _round_up(v: float) -> float:
+    """``v`` to 6 significant digits, never below it (an interval never narrows by the rounding)."""
+    r = float(f"{v:.6g}")
+    return r if r >= v else float(f"{v + 10 ** (math.floor(math.log10(v)) - 5):.6g}")
 
 
 def _thin(sorted_scores: np.ndarray) -> list[float]:
@@ -167,5 +173,5 @@ def calibration_from(mean: np.ndarray, std: np.ndarray | None, labels: np.ndarra
         if not np.isfinite(err).all():
             raise ConfigError(f"the model's predictions of {target} on the calibration crystals are not finite")
         counts.append(int(have.sum()))
-        scores.append(_thin(np.sort(err)))
+        scores.append([_round_up(v) for v in _thin(np.sort(err))])  # as config.json keeps them
     return Calibration(list(targets), counts, scores, floor if std is not None else None, split)
