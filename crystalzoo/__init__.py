@@ -29,6 +29,7 @@ _EXPORTS = {
     "CrystalGraph": "crystal_graph",
     "load_structure": "graphs",
     "CrystalModel": "models",
+    "CrystalEnsemble": "ensembles",
     "CGCNNBackbone": "models",
     "Backbone": "models",
     "register_architecture": "models",

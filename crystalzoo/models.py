@@ -772,10 +772,11 @@ class Predictor(nn.Module):
                               "their validation split; registered and older models are not): calibrate it on "
                               "labelled crystals it was not trained on, model.calibrate(dataset)")
         self.calibration.quantile(coverage)  # too few calibration crystals for it: refused before predicting
-        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress)).astype(np.float64)
+        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
+        dtype, out = out.dtype, out.astype(np.float64)  # bounds in the predictions' precision
         lower, upper = self.calibration.interval(out.mean(0), out.std(0) if self.calibration.scaled else None,
                                                  coverage)
-        return self.head.as_returned(lower.astype(np.float32)), self.head.as_returned(upper.astype(np.float32))
+        return self.head.as_returned(lower.astype(dtype)), self.head.as_returned(upper.astype(dtype))
 
     @torch.no_grad()
     def calibrate(self, dataset: Any, batch_size: int | None = None, split: str = "calibration") -> Calibration:

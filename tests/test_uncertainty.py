@@ -11,7 +11,7 @@ import pytest
 
 from crystalzoo import CrystalDataset, finetune, load_backbone, load_model
 from crystalzoo.errors import ConfigError
-from crystalzoo.uncertainty import MAX_SCORES, Calibration, calibration_from
+from crystalzoo.uncertainty import MAX_SCORES, calibration_from
 
 from .conftest import CIFS, DATA
 
@@ -236,8 +236,6 @@ def test_resume_retrains_only_the_missing_member(band_gaps, ensemble_run, tmp_pa
 
 
 def test_ensemble_pushes_as_one_repo(hub, ensemble_run):
-    import yaml  # noqa: F401  (pyyaml comes with huggingface_hub)
-
     from crystalzoo import push_to_hub
 
     result, _ = ensemble_run
