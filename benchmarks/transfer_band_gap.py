@@ -52,6 +52,12 @@ def _pool(path: Path, size: int, seed: int) -> list[dict]:
     return [rows[i] for i in np.sort(pick)]
 
 
+def add_pool_arguments(p: argparse.ArgumentParser) -> None:
+    """--data (the shared MP crystals) and --pool (how many of them, seed 1234, to draw splits from)."""
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_crystals.jsonl.gz"))
+    p.add_argument("--pool", type=int, default=10000, help="crystals sampled (seed 1234) to draw the splits from")
+
+
 def _finished(runs_file: Path) -> set[str]:
     if not runs_file.exists():
         return set()
@@ -304,8 +310,7 @@ def _plot(path: Path, groups: dict, base: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_crystals.jsonl.gz"))
-    p.add_argument("--pool", type=int, default=10000, help="crystals sampled (seed 1234) to draw the splits from")
+    add_pool_arguments(p)
     p.add_argument("--sizes", type=int, nargs=3, default=[1000, 1000, 1000])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

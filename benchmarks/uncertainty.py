@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from _goal import finish
-from transfer_band_gap import _pool
+from transfer_band_gap import _pool, add_pool_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
@@ -157,8 +157,7 @@ def _plot(runs: list[dict], path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_crystals.jsonl.gz"))
-    p.add_argument("--pool", type=int, default=10000)
+    add_pool_arguments(p)
     p.add_argument("--sizes", type=int, nargs=3, default=[1000, 1000, 2000])
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--epochs", type=int, default=30)

@@ -38,6 +38,7 @@ _EXPORTS = {
     "freeze": "models",
     "save_pretrained": "serialization",
     "CrystalDataset": "data",
+    "example_structures": "data",
     "finetune": "training",
     "pretrain": "training",
     "make_model": "training",

@@ -219,7 +219,8 @@ def _cmd_push(args) -> None:
     from .registry import load_model
 
     commit = push_to_hub(load_model(args.model), args.repo_id, private=args.private,
-                         commit_message=args.message, metrics_file=args.metrics)
+                         commit_message=args.message, metrics_file=args.metrics, revision=args.revision,
+                         create_pr=args.create_pr, tags=args.tags or None, overwrite_card=args.overwrite_card)
     print(commit)
 
 
@@ -342,10 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     s.add_argument("--model", required=True, help="model folder (or any loadable name)")
-    s.add_argument("--repo-id", required=True)
+    s.add_argument("--repo-id", required=True, help="the Hub repo, ORG/NAME (created if it does not exist)")
     s.add_argument("--metrics", default=None, help="metrics.json for the model card (default: the folder's)")
-    s.add_argument("--message", default="Upload crystalzoo model")
-    s.add_argument("--private", action="store_true")
+    s.add_argument("--message", default="Upload crystalzoo model", help="the commit message (default: %(default)s)")
+    s.add_argument("--private", action="store_true", help="create the repo private (default: public)")
+    s.add_argument("--revision", default=None, help="the branch to push to, created if needed (default: main)")
+    s.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    s.add_argument("--tags", nargs="*", default=[], help="extra tags for the model card")
+    s.add_argument("--overwrite-card", action="store_true",
+                   help="replace the repo's README.md with the card made from the model (default: keep one that "
+                        "is there)")
     s.set_defaults(func=_cmd_push)
     return p
 

@@ -10,7 +10,8 @@ by their centre atom (``dst`` sorted), crystal after crystal. ``crystal[i]`` is 
 Example::
 
     >>> from crystalzoo import build_graph
-    >>> g = build_graph("tests/data/cifs/1000041.cif")
+    >>> from crystalzoo import example_structures
+    >>> g = build_graph(example_structures()[0])
     >>> g.n_crystals, g.num_atoms, g.num_edges, tuple(g.bond_fea.shape)
     (1, 8, 72, (72, 41))
 """

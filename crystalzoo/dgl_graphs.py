@@ -11,7 +11,8 @@ as input and gives the same outputs as for the ``CrystalGraph``.
 Example (with the extra installed)::
 
     >>> from crystalzoo import build_graph
-    >>> g = build_graph("tests/data/cifs/1000041.cif", backend="dgl")  # doctest: +SKIP
+    >>> from crystalzoo import example_structures
+    >>> g = build_graph(example_structures()[0], backend="dgl")  # doctest: +SKIP
     >>> g.num_nodes(), g.edata["bond_fea"].shape  # doctest: +SKIP
     (8, torch.Size([72, 41]))
 """

@@ -17,9 +17,11 @@ Example::
 
     >>> from crystalzoo import load_model
     >>> model = load_model("formation")
-    >>> model.embed(["tests/data/cifs/1000041.cif", "tests/data/cifs/1000050.cif"]).shape
+    >>> from crystalzoo import example_structures
+    >>> model.embed(example_structures()[:2]).shape
     (2, 32)
-    >>> [a.shape for a in model.embed(["tests/data/cifs/1000041.cif"], kind="atoms", layer=2)]
+    >>> from crystalzoo import example_structures
+    >>> [a.shape for a in model.embed(example_structures()[:1], kind="atoms", layer=2)]
     [(8, 64)]
 """
 

@@ -13,7 +13,8 @@ Example::
     >>> from crystalzoo import finetune
     >>> r = finetune("bundled:mp-band-gap", "band_gap", freeze=2, ensemble=3, train_size=200,
     ...              val_size=100, test_size=100, epochs=2, progress=False)
-    >>> mean, std = r.model.predict(["tests/data/cifs/1000041.cif"], return_std=True)
+    >>> from crystalzoo import example_structures
+    >>> mean, std = r.model.predict(example_structures()[:1], return_std=True)
     >>> mean.shape, std.shape
     ((1,), (1,))
 """
@@ -53,7 +54,8 @@ class CrystalEnsemble(Predictor):
 
         >>> from crystalzoo import load_model
         >>> ens = CrystalEnsemble([load_model("formation"), load_model("formation")])
-        >>> ens.predict(["tests/data/cifs/1000041.cif"], return_std=True)[1]
+        >>> from crystalzoo import example_structures
+        >>> ens.predict(example_structures()[:1], return_std=True)[1]
         array([0.], dtype=float32)
     """
 

@@ -16,7 +16,8 @@ Example::
     >>> options = onnxruntime.SessionOptions()  # doctest: +SKIP
     >>> options.intra_op_num_threads = 1  # threaded ScatterND add loses updates (docs/export.md)  # doctest: +SKIP
     >>> session = onnxruntime.InferenceSession(str(path), options)  # doctest: +SKIP
-    >>> session.run(None, onnx_inputs(build_graph("tests/data/cifs/1000041.cif")))[0].round(2)  # doctest: +SKIP
+    >>> from crystalzoo import example_structures
+    >>> session.run(None, onnx_inputs(build_graph(example_structures()[0])))[0].round(2)  # doctest: +SKIP
     array([[-2.11]], dtype=float32)
 """
 

@@ -9,8 +9,9 @@ Example::
     >>> from sklearn.pipeline import make_pipeline
     >>> from crystalzoo.featurizer import CrystalFeaturizer
     >>> pipe = make_pipeline(CrystalFeaturizer("formation"), Ridge(alpha=1.0))
-    >>> pipe.fit(["tests/data/cifs/1000041.cif", "tests/data/cifs/1000050.cif"], [1.0, 2.0]).predict(
-    ...     ["tests/data/cifs/1000041.cif"]).shape
+    >>> from crystalzoo import example_structures
+    >>> pipe.fit(example_structures()[:2], [1.0, 2.0]).predict(
+    ...     example_structures()[:1]).shape
     (1,)
 """
 

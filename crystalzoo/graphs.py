@@ -29,7 +29,8 @@ Neighbour policy (documented in ``docs/graphs.md``):
 Example::
 
     >>> from crystalzoo.graphs import build_graph
-    >>> g = build_graph("tests/data/cifs/1000041.cif")
+    >>> from crystalzoo import example_structures
+    >>> g = build_graph(example_structures()[0])
     >>> g.atom_fea.shape[1], g.bond_fea.shape[1]
     (92, 41)
 """
@@ -233,7 +234,7 @@ DEFAULT_SETTINGS = GraphSettings()
 @lru_cache(maxsize=1)
 def _atom_table() -> np.ndarray:
     """(101, 92) float32 table: row Z holds the CGCNN features of element Z (row 0 unused)."""
-    text = resources.files("crystalzoo").joinpath("data/atom_init.json").read_text()
+    text = resources.files("crystalzoo").joinpath("bundled", "atom_init.json").read_text()
     raw = json.loads(text)
     width = len(next(iter(raw.values())))
     table = np.full((max(int(k) for k in raw) + 1, width), np.nan, dtype=np.float32)
@@ -804,7 +805,8 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
 
     Example::
 
-        >>> arrays = build_arrays(["tests/data/cifs/1000041.cif", "tests/data/cifs/1000050.cif"], progress=False)
+        >>> from crystalzoo import example_structures
+        >>> arrays = build_arrays(example_structures()[:2], progress=False)
         >>> g = collate(arrays)
         >>> g.n_crystals, g.n_atoms.tolist()
         (2, [8, 2])
@@ -878,7 +880,8 @@ def build_arrays(
 
     Example::
 
-        >>> [a.n_atoms for a in build_arrays(["tests/data/cifs/1000041.cif"], progress=False)]
+        >>> from crystalzoo import example_structures
+        >>> [a.n_atoms for a in build_arrays(example_structures()[:1], progress=False)]
         [8]
     """
     return [a for part in _iter_arrays(structures, settings, progress, n_jobs, names=names) for a in part]
@@ -896,7 +899,8 @@ def iter_batches(
 
     Example::
 
-        >>> [g.n_crystals for g in iter_batches(["tests/data/cifs/1000041.cif"] * 3, batch_size=2)]
+        >>> from crystalzoo import example_structures
+        >>> [g.n_crystals for g in iter_batches(example_structures()[:1] * 3, batch_size=2)]
         [2, 1]
     """
     check_count(batch_size, "batch_size")
@@ -992,7 +996,8 @@ def build_graphs(
 
     Example::
 
-        >>> graphs = build_graphs(["tests/data/cifs/1000041.cif", "tests/data/cifs/1000050.cif"], progress=False)
+        >>> from crystalzoo import example_structures
+        >>> graphs = build_graphs(example_structures()[:2], progress=False)
         >>> len(graphs)
         2
     """

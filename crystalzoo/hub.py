@@ -167,21 +167,77 @@ def _no_local_paths(meta: dict[str, Any] | None) -> None:
         meta["backbone"] = f"{Path(backbone).name} (a local folder)"
 
 
-def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None) -> str:
+#: the line that marks a card crystalzoo made: such a card is replaced on the next push, one
+#: without it (written or edited by its author) is kept unless ``overwrite_card=True``
+CARD_MARK = ("<!-- made by crystalzoo from the model and replaced on each push; delete this line to keep your edits -->")
+#: the model card's fixed tags (``push_to_hub(tags=…)`` adds more)
+CARD_TAGS = ["materials-science", "cgcnn", "crystal-graph", "crystalzoo"]
+
+
+def _base_model(backbone: Any) -> str | None:
+    """The Hub repo a fine-tune started from: a registered backbone's repo, or an
+    ``hf-hub:`` backbone's (without its revision); None for a local folder or from scratch."""
+    if not isinstance(backbone, str) or backbone == "none":
+        return None
+    if backbone.startswith("hf-hub:"):
+        return backbone[len("hf-hub:"):].split("@")[0]
+    from .registry import get_backbone_info, list_backbones
+
+    return get_backbone_info(backbone).repo_id if backbone in list_backbones() else None
+
+
+def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None, tags: list[str]) -> str:
+    """The card's metadata: library, license, pipeline tag, tags, base model, data set and a
+    ``model-index`` with the metrics of each split (with their units), as the Hub reads them."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    head, meta = config["head"], config.get("meta", {})
+    units = dict(zip(head["targets"], head.get("units") or [])) if head.get("task") == "regression" else {}
+    data = (metrics or {}).get("data")
+    results = []
+    for split in ("val", "test"):
+        for key, value in ((metrics or {}).get(split) or {}).items():
+            if key == "loss" or value is None or value != value:
+                continue
+            target = key.split("_", 1)[1] if key.startswith("mae_") else None
+            unit = units.get(target) if target else (next(iter(units.values()), None) if len(units) == 1 else None)
+            label = f"{'validation' if split == 'val' else 'test'} {key}" + (f" ({unit})" if unit and
+                                                                              not key.startswith("coverage") else "")
+            results.append(EvalResult(task_type="graph-ml", task_name=f"{head.get('task')} of "
+                                      f"{', '.join(head['targets'])}", dataset_type=str(data or "unknown"),
+                                      dataset_name=str(data or "training data of this model"),
+                                      dataset_split="validation" if split == "val" else "test",
+                                      metric_type=key, metric_value=float(value), metric_name=label))
+    card = ModelCardData(library_name="crystalzoo", license="mit", pipeline_tag="graph-ml",
+                         tags=CARD_TAGS + [t for t in tags if t not in CARD_TAGS],
+                         base_model=_base_model(meta.get("backbone")), datasets=[str(data)] if data else None,
+                         model_name=repo_id, eval_results=results or None)
+    return card.to_yaml()
+
+
+def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None,
+                tags: list[str] = ()) -> str:
+    from . import __version__
+
     head = config["head"]
     meta = config.get("meta", {})
+    units = [u for u in head.get("units") or [] if u]
     lines = [
-        "---", "library_name: crystalzoo", "license: mit", "tags:", "- materials-science", "- cgcnn",
-        "- crystal-graph", "---", "",
+        "---", _card_yaml(repo_id, config, metrics, list(tags)).rstrip("\n"), "---", CARD_MARK, "",
         f"# {repo_id}", "",
         f"A CGCNN crystal graph network ({model.task}) for **{', '.join(head['targets'])}**"
-        + (f" in {', '.join(u for u in head.get('units', []) if u)}" if any(head.get("units", [])) else "") + ".",
+        + (f" in {', '.join(units)}" if units else "") + ", made with "
+        f"[crystalzoo](https://pypi.org/project/crystalzoo/) {__version__}.",
         "",
     ]
-    if meta.get("backbone"):
-        lines += [f"Fine-tuned from the crystalzoo backbone `{meta['backbone']}` with the embedding and the first "
-                  f"{meta.get('freeze')} convolutions frozen." if meta.get("freeze") is not None else
-                  f"Trained from `{meta['backbone']}`.", ""]
+    if meta.get("backbone") and meta["backbone"] != "none":
+        base = _base_model(meta["backbone"])
+        lines += [(f"Fine-tuned from the crystalzoo backbone `{meta['backbone']}`"
+                   + (f" ([{base}](https://huggingface.co/{base}))" if base else "")
+                   + (f" with the embedding and the first {meta['freeze']} convolutions frozen."
+                      if meta.get("freeze") is not None else ", every layer trained.")), ""]
+    elif meta.get("backbone") == "none":
+        lines += ["Trained from scratch.", ""]
     ensemble = config.get("ensemble", {}).get("members") if isinstance(config.get("ensemble"), dict) else None
     if ensemble:
         lines += [f"An ensemble of {ensemble} models trained with different seeds: `predict` gives their mean, "
@@ -196,23 +252,40 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
                   "test crystals inside the 90 % intervals.", ""]
     if metrics:
         lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
+        unit = units[0] if len(units) == 1 else None
         for split in ("val", "test"):
             for k, v in (metrics.get(split) or {}).items():
                 if k != "loss":
-                    lines.append(f"| {split} | {k} | {'–' if v is None or v != v else f'{v:.4f}'} |")
+                    shown = f"{k} ({unit})" if unit and (k == "mae" or k.startswith(("mae_", "interval_width"))) else k
+                    lines.append(f"| {split} | {shown} | {'–' if v is None or v != v else f'{v:.4f}'} |")
         if metrics.get("sizes"):
             s = metrics["sizes"]
-            lines += ["", f"Training data: {s.get('train')} train / {s.get('val')} validation / {s.get('test')} test crystals."]
+            lines += ["", f"Training data: {s.get('train')} train / {s.get('val')} validation / {s.get('test')} test "
+                      "crystals" + (f" of `{metrics['data']}`" if metrics.get("data") else "") + "."]
         lines.append("")
+    use = ['model.predict(["my_crystal.cif"])                # CIF, POSCAR, … files, or pymatgen Structures']
+    if ensemble:
+        use.append('mean, std = model.predict(["my_crystal.cif"], return_std=True)')
+    if isinstance(calibration, dict):
+        use.append('lower, upper = model.predict_interval(["my_crystal.cif"], coverage=0.9)')
     lines += [
-        "## Use", "", "```python", "from crystalzoo import load_model", "",
-        f'model = load_model("hf-hub:{repo_id}")', 'model.predict(["my_crystal.cif"])', "```", "",
+        "## Use", "", "```bash", "pip install crystalzoo", "```", "", "```python", "from crystalzoo import load_model",
+        "", f'model = load_model("hf-hub:{repo_id}")', *use, "```", "",
         "Graph settings (they belong to these weights): " + ", ".join(f"{k}={v}" for k, v in config["graph"].items()),
         "", "## License and citation", "",
         "MIT. CGCNN: T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018). If the model was trained on "
         "Materials Project data, cite A. Jain et al., APL Materials 1, 011002 (2013).", "",
     ]
     return "\n".join(lines)
+
+
+def _card_is_replaceable(api, repo_id: str, revision: str | None, scratch: Path) -> bool:
+    """Whether the README.md at ``revision`` of ``repo_id`` may be replaced: there is none, or
+    crystalzoo made it (:data:`CARD_MARK`)."""
+    if not api.file_exists(repo_id, "README.md", revision=revision):
+        return True
+    path = api.hf_hub_download(repo_id, "README.md", revision=revision, cache_dir=str(scratch))
+    return CARD_MARK in Path(path).read_text(encoding="utf-8", errors="replace")
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
@@ -264,12 +337,20 @@ def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
 
 def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool = False,
                 commit_message: str = "Upload crystalzoo model", metrics: dict[str, Any] | None = None,
-                metrics_file: str | os.PathLike | None = None, filename: str = WEIGHTS_NAME) -> str:
+                metrics_file: str | os.PathLike | None = None, filename: str = WEIGHTS_NAME,
+                revision: str | None = None, create_pr: bool = False, tags: list[str] | None = None,
+                overwrite_card: bool = False) -> str:
     """Upload ``model`` to the Hub repo ``repo_id`` (created if needed) and return the commit id.
 
     The repo gets ``model.safetensors``, ``config.json`` (architecture, graph settings,
-    targets, units, frozen layers, source backbone, weights sha256) and a ``README.md`` model
-    card with the metrics table. Load it back with ``load_model("hf-hub:REPO_ID@COMMIT")``.
+    targets, units, source backbone, calibration, weights sha256; no local path) and a
+    ``README.md`` model card built from them and the metrics: its YAML holds
+    ``library_name``, ``license``, ``pipeline_tag`` (graph-ml), ``tags`` (with ``tags``),
+    ``base_model`` (a fine-tune's backbone), ``datasets`` and a ``model-index`` with the
+    metrics of each split and their units. A README already in the repo (one its author
+    wrote) is kept unless ``overwrite_card=True``. ``revision``: the branch to push to
+    (created from the main branch if needed); ``create_pr=True`` opens a pull request
+    instead of committing to it. Load it back with ``load_model("hf-hub:REPO_ID@COMMIT")``.
 
     Example::
 
@@ -290,6 +371,18 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
                           f".safetensors (default {WEIGHTS_NAME})")
     if metrics is not None and metrics_file is not None:
         raise ConfigError("give metrics= or metrics_file=, not both")
+    for name, flag in (("create_pr", create_pr), ("overwrite_card", overwrite_card)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{name} = {flag!r}: True or False")
+    if create_pr and revision is not None:
+        raise ConfigError("create_pr opens a pull request against the main branch: leave out revision (or push to the "
+                          "branch revision without create_pr)")
+    if revision is not None and (not isinstance(revision, str) or not revision.strip() or ".." in revision
+                                 or revision.startswith(("/", "-")) or any(c.isspace() for c in revision)):
+        raise ConfigError(f"revision = {revision!r}: the name of a branch to push to, e.g. 'dev' (None: main)")
+    tags = [] if tags is None else tags
+    if isinstance(tags, str) or not all(isinstance(t, str) and t.strip() and len(t) <= 100 for t in tags):
+        raise ConfigError(f"tags = {tags!r}: a list of short strings, e.g. ['band-gap', 'perovskites']")
     found = None  # the metrics.json beside the folder the model was loaded from
     if metrics is None and metrics_file is None and model.meta.get("source") and Path(str(model.meta["source"])).is_dir():
         candidate = Path(str(model.meta["source"])) / "metrics.json"
@@ -298,7 +391,10 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         metrics = read_metrics(metrics_file if metrics_file is not None else found)
     elif metrics is not None:
         metrics = _check_metrics(metrics, "metrics")
-    api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"))
+    from . import __version__
+
+    api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"), library_name="crystalzoo",
+                library_version=__version__)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_pretrained(model, folder)
@@ -317,12 +413,27 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
             config["weights_file"] = filename  # load_model("hf-hub:…") reads the weights under this name
         # in a temporary folder that is uploaded whole or not at all; strict JSON (NaN → null)
         write_json(folder / CONFIG_NAME, config)
-        (folder / "README.md").write_text(_model_card(model, repo_id, config, metrics))
+        card = _model_card(model, repo_id, config, metrics, tags)
         if metrics:
             write_json(folder / "metrics.json", metrics)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+            if revision is not None:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            if overwrite_card or _card_is_replaceable(api, repo_id, revision, Path(tmp) / "old-card"):
+                (folder / "README.md").write_text(card)
+            else:
+                logger.warning("%s has a README.md that crystalzoo did not make (or whose author removed its "
+                               "crystalzoo line): kept; pass overwrite_card=True (--overwrite-card) to replace it with "
+                               "the card made from this model", repo_id)
+            from huggingface_hub import CommitOperationAdd
+
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            info = api.create_commit(repo_id, [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+                                               for p in files], commit_message=commit_message, revision=revision,
+                                     create_pr=create_pr)
         except Exception as exc:  # HTTP errors, broken connections (httpx), disk errors
             raise HubError(f"could not push to {repo_id} at {_endpoint()}: {exc}") from None
+    if create_pr:
+        logger.warning("opened a pull request on %s: %s", repo_id, info.pr_url)
     return info.oid

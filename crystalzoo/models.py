@@ -13,7 +13,9 @@ The layer names match the original CGCNN checkpoints, so their weights load unch
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -472,7 +474,8 @@ class CGCNNBackbone(nn.Module):
         Example::
 
             >>> from crystalzoo import load_backbone
-            >>> load_backbone("formation", freeze=2).embed(["tests/data/cifs/1000041.cif"]).shape
+            >>> from crystalzoo import example_structures
+            >>> load_backbone("formation", freeze=2).embed(example_structures()[:1]).shape
             (1, 32)
         """
         from .embeddings import embed
@@ -807,6 +810,40 @@ class Predictor(nn.Module):
                                             self.targets, split=str(split))
         return self.calibration
 
+    @classmethod
+    def from_pretrained(cls, name: str, **options: Any) -> "Predictor":
+        """The model ``name`` (a registered name, ``hf-hub:ORG/NAME[@REVISION]`` or a model
+        folder), as :func:`crystalzoo.load_model` loads it (the same ``options``); the
+        transformers / timm spelling.
+
+        Example::
+
+            >>> from crystalzoo import CrystalModel
+            >>> CrystalModel.from_pretrained("formation").targets
+            ['formation_energy_per_atom']
+        """
+        from .registry import load_model
+
+        model = load_model(name, **options)
+        if not isinstance(model, cls):
+            raise ConfigError(f"{name} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
+                              f"{type(model).__name__}.from_pretrained({str(name)!r}) or load_model({str(name)!r})")
+        return model
+
+    def save_pretrained(self, folder: str | os.PathLike, **options: Any) -> Path:
+        """Write this model into ``folder`` (``model.safetensors`` + ``config.json``):
+        :func:`crystalzoo.save_pretrained` (the same ``options``)."""
+        from .serialization import save_pretrained
+
+        return save_pretrained(self, folder, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload this model to the Hub repo ``repo_id`` and return the commit id:
+        :func:`crystalzoo.push_to_hub` (the same ``options``)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
+
     def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Predictions for graphs in crystalzoo's compact form (:class:`~crystalzoo.graphs.GraphArrays`,
         as cached by ``CrystalDataset``)."""
@@ -843,7 +880,8 @@ class CrystalModel(Predictor):
 
         >>> from crystalzoo import load_model
         >>> model = load_model("formation")
-        >>> model.predict(["tests/data/cifs/1000041.cif"]).round(2)
+        >>> from crystalzoo import example_structures
+        >>> model.predict(example_structures()[:1]).round(2)
         array([-2.11], dtype=float32)
     """
 
@@ -888,7 +926,8 @@ class CrystalModel(Predictor):
         Example::
 
             >>> from crystalzoo import load_model
-            >>> load_model("formation").embed(["tests/data/cifs/1000041.cif"], kind="pooled").shape
+            >>> from crystalzoo import example_structures
+            >>> load_model("formation").embed(example_structures()[:1], kind="pooled").shape
             (1, 64)
         """
         from .embeddings import embed

@@ -224,7 +224,8 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
     Example::
 
         >>> model = load_model("formation")
-        >>> model.predict(["tests/data/cifs/1000041.cif"]).round(2)
+        >>> from crystalzoo import example_structures
+        >>> model.predict(example_structures()[:1]).round(2)
         array([-2.11], dtype=float32)
     """
     check_device(device)

@@ -684,6 +684,16 @@ class FinetuneResult:
     history: History
 
 
+def _data_name(data: Any) -> str | None:
+    """What the model card says the data was: ``bundled:NAME``, or a file's name (never its
+    folder: metrics are published); None for a data set made in Python."""
+    if isinstance(data, str) and data.startswith("bundled:"):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return Path(data).name or None
+    return None
+
+
 def _interval_scores(model: Predictor, ds: CrystalDataset, coverage: float) -> dict[str, float]:
     """Coverage and mean width of ``model``'s calibrated intervals on the labelled crystals of
     ``ds`` (empty when the calibration has too few crystals for ``coverage``)."""
@@ -740,7 +750,9 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     Example::
 
         >>> from crystalzoo import CrystalDataset, make_model
-        >>> data = CrystalDataset.from_jsonl("tests/data/mp200.jsonl.gz", targets=["band_gap"], progress=False)
+        >>> from crystalzoo.data import bundled_dataset
+        >>> data = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=200,
+        ...                                  progress=False)
         >>> model = make_model("formation", data, freeze=2)
         >>> model.targets, model.backbone.frozen
         (['band_gap'], 2)
@@ -955,7 +967,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
-            "targets": targets, "seed": seed,
+            "targets": targets, "seed": seed, **({"data": _data_name(data)} if _data_name(data) else {}),
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "dropped_missing_labels": ds.info.get("dropped_missing", 0),
             "epochs": len(history.rows), "best_epoch": history.best_epoch, "train_seconds": round(seconds, 2),
@@ -998,10 +1010,14 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
 
     Example::
 
-        >>> r = pretrain("tests/data/mp200.jsonl.gz", ["formation_energy_per_atom", "log10:k_vrh"],
-        ...              train_size=100, val_size=50, test_size=50, epochs=2, progress=False)
+        >>> from crystalzoo import CrystalDataset
+        >>> from crystalzoo.data import bundled_dataset
+        >>> data = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), limit=200, progress=False,
+        ...                                  targets=["formation_energy_per_atom", "energy_per_atom"])
+        >>> r = pretrain(data, ["formation_energy_per_atom", "energy_per_atom"], train_size=100, val_size=50,
+        ...              test_size=50, epochs=2, progress=False)
         >>> sorted(k for k in r.metrics["test"] if k.startswith("mae_"))
-        ['mae_formation_energy_per_atom', 'mae_log10_k_vrh']
+        ['mae_energy_per_atom', 'mae_formation_energy_per_atom']
     """
     if architecture is not None:
         BackboneConfig.from_dict(architecture, "architecture")  # a dict of known settings, before it is merged

@@ -2,7 +2,7 @@
 
     python scripts/make_bundled_data.py ../shared/data/mp_crystals.jsonl.gz
 
-Writes ``crystalzoo/data/mp_band_gap_3000.jsonl.gz``: 3,000 crystals with a band gap,
+Writes ``crystalzoo/bundled/mp_band_gap_3000.jsonl.gz``: 3,000 crystals with a band gap,
 drawn with seed 0 from the 34,738 that have one (Materials Project data, CC-BY 4.0).
 """
 
@@ -21,7 +21,7 @@ def main(src: str) -> None:
         rows = [json.loads(line) for line in f]
     rows = [r for r in rows if r["band_gap"] is not None]
     pick = np.sort(np.random.default_rng(0).choice(len(rows), 3000, replace=False))
-    out = Path(__file__).resolve().parents[1] / "crystalzoo" / "data" / "mp_band_gap_3000.jsonl.gz"
+    out = Path(__file__).resolve().parents[1] / "crystalzoo" / "bundled" / "mp_band_gap_3000.jsonl.gz"
     with gzip.GzipFile(out, "wb", mtime=0) as g:
         for i in pick:
             g.write((json.dumps({k: rows[i][k] for k in KEEP}) + "\n").encode())

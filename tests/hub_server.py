@@ -4,7 +4,8 @@ It answers the endpoints the real ``huggingface_hub`` client calls for ``create_
 ``upload_folder``/``create_commit`` (preupload, validate-yaml, commit with inline base64
 files) and ``hf_hub_download`` (HEAD/GET ``/{repo}/resolve/{revision}/{path}`` with the
 ``X-Repo-Commit``, ``ETag`` and ``Content-Length`` headers, and ``Range``), with the
-``X-Error-Code`` headers the client turns into its exceptions. Faults can be switched on:
+``X-Error-Code`` headers the client turns into its exceptions; ``create_branch`` and commits
+with ``create_pr`` (to a branch ``refs/pr/N``) too. Faults can be switched on:
 ``corrupt`` (serve flipped bytes) and ``truncate`` (close the connection half-way).
 """
 
@@ -48,6 +49,14 @@ class HubState:
             repo["commits"][sha] = tree
             repo["branches"][branch] = sha
             return sha
+
+    def branch(self, repo_id: str, name: str, start: str = "main") -> bool:
+        with self.lock:
+            repo = self.repos[repo_id]
+            if name in repo["branches"]:
+                return False
+            repo["branches"][name] = repo["branches"][start]
+            return True
 
     def resolve(self, repo_id: str, revision: str) -> str | None:
         repo = self.repos[repo_id]
@@ -170,6 +179,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"url": url, "name": repo_id})
         if path == "/api/validate-yaml":
             return self._json(200, {"errors": [], "warnings": []})
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/branch/(.+)", path)
+        if m:
+            repo_id, branch = m.groups()
+            if repo_id not in st.repos:
+                return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            if not st.branch(repo_id, branch):
+                return self._json(409, {"error": f"Reference already exists: refs/heads/{branch}"})
+            return self._json(200, {})
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
         if not m:
             return self._error(404, "EntryNotFound", f"no endpoint {path}")
@@ -191,10 +208,15 @@ class _Handler(BaseHTTPRequestHandler):
                 files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
             else:
                 return self._error(400, "BadRequest", f"unsupported commit operation {item['key']}")
-        sha = st.commit(repo_id, revision, files, header.get("summary", ""))
         host = self.headers["Host"]
+        pr_url = None
+        if "create_pr=1" in urlparse(self.path).query:  # a pull request: a new branch refs/pr/N from the revision
+            number = 1 + sum(b.startswith("refs/pr/") for b in st.repos[repo_id]["branches"])
+            st.branch(repo_id, f"refs/pr/{number}", start=revision)
+            revision, pr_url = f"refs/pr/{number}", f"http://{host}/{repo_id}/discussions/{number}"
+        sha = st.commit(repo_id, revision, files, header.get("summary", ""))
         return self._json(200, {"commitUrl": f"http://{host}/{repo_id}/commit/{sha}", "commitOid": sha,
-                                "pullRequestUrl": None, "success": True})
+                                "pullRequestUrl": pr_url, "success": True})
 
 
 class HubServer:

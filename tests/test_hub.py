@@ -23,7 +23,7 @@ def test_push_then_load_by_pinned_revision_then_offline(hub, monkeypatch):
     files = hub.state.repos["alice/bulk-copy"]["commits"][commit]
     assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= set(files)
     card = files["README.md"].decode()
-    assert "hf-hub:alice/bulk-copy" in card and "| test | mae | 0.0500 |" in card
+    assert "hf-hub:alice/bulk-copy" in card and "| test | mae (log10(GPa)) | 0.0500 |" in card
     config = json.loads(files["config.json"])
     assert config["graph"]["radius"] == 8.0 and config["head"]["units"] == ["log10(GPa)"]
 
@@ -224,3 +224,93 @@ def test_pushed_configs_hold_no_local_paths(hub, tmp_path):
     assert str(tmp_path) not in files["config.json"].decode() and str(tmp_path) not in files["README.md"].decode()
     assert json.loads(files["config.json"])["meta"]["backbone"] == "my-backbone (a local folder)"
     assert r.model.meta["backbone"] == str(backbone_folder)  # the local model keeps its own record
+
+
+# ---------------------------------------------------------------------------- model cards (issue 16)
+
+
+def _card_metadata(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+@pytest.fixture(scope="module")
+def band_gap_run(tmp_path_factory):
+    from crystalzoo import finetune
+
+    out = tmp_path_factory.mktemp("runs") / "bg"
+    finetune(str(Path(__file__).parent / "data" / "mp200.jsonl.gz"), "band_gap", backbone="formation", freeze=2,
+             units="eV", train_size=80, val_size=40, test_size=40, epochs=1, progress=False, out_dir=out)
+    return out
+
+
+def test_card_metadata_is_made_from_the_model_and_its_metrics(hub, band_gap_run):
+    """The card's YAML parses and holds what the Hub reads: library, pipeline tag, license,
+    base model, data, tags and a model-index with the metrics (units in their names)."""
+    commit = push_to_hub(load_model(str(band_gap_run)), "alice/bg", tags=["band-gap", "oxides"])
+    files = hub.state.repos["alice/bg"]["commits"][commit]
+    card = files["README.md"].decode()
+    meta = _card_metadata(card)
+    assert meta["library_name"] == "crystalzoo" and meta["pipeline_tag"] == "graph-ml" and meta["license"] == "mit"
+    assert meta["base_model"] == "crystalzoo/cgcnn-formation"
+    assert meta["datasets"] == ["mp200.jsonl.gz"]  # the file's name, not its folder
+    assert {"materials-science", "cgcnn", "band-gap", "oxides"} <= set(meta["tags"])
+    results = meta["model-index"][0]["results"]
+    metrics = {(r["dataset"]["split"], m["type"]): m for r in results for m in r["metrics"]}
+    written = json.loads((band_gap_run / "metrics.json").read_text())
+    assert metrics[("test", "mae")]["value"] == pytest.approx(written["test"]["mae"])
+    assert metrics[("test", "mae")]["name"] == "test mae (eV)"
+    assert metrics[("test", "coverage_90")]["value"] == pytest.approx(written["test"]["coverage_90"])
+    assert metrics[("validation", "mae_band_gap")]["name"] == "validation mae_band_gap (eV)"
+    assert "pip install crystalzoo" in card and 'load_model("hf-hub:alice/bg")' in card
+    assert "predict_interval" in card and "Xie and J. C. Grossman" in card
+    config = files["config.json"].decode()
+    assert str(band_gap_run.parent) not in config and str(band_gap_run.parent) not in card
+    assert json.loads(config)["head"]["units"] == ["eV"]
+
+
+def test_an_authors_readme_is_kept_unless_overwrite_card(hub, band_gap_run):
+    from huggingface_hub import HfApi
+
+    model = load_model(str(band_gap_run))
+    push_to_hub(model, "alice/kept")
+    api = HfApi(endpoint=hub.url, token="hf_test_token")
+    api.upload_file(path_or_fileobj=b"# My band-gap model\n\nWritten by hand.\n", path_in_repo="README.md",
+                    repo_id="alice/kept")
+    state = hub.state.repos["alice/kept"]
+    second = push_to_hub(model, "alice/kept")
+    assert state["commits"][second]["README.md"].startswith(b"# My band-gap model")
+    third = push_to_hub(model, "alice/kept", overwrite_card=True)
+    assert _card_metadata(state["commits"][third]["README.md"].decode())["library_name"] == "crystalzoo"
+    fourth = push_to_hub(model, "alice/kept", commit_message="new metrics")  # its own card: replaced
+    assert state["commits"][fourth]["README.md"] == state["commits"][third]["README.md"]
+
+
+def test_push_to_a_branch_and_as_a_pull_request(hub, band_gap_run):
+    model = load_model(str(band_gap_run))
+    main = push_to_hub(model, "alice/branches")
+    dev = push_to_hub(model, "alice/branches", revision="dev", commit_message="to dev")
+    state = hub.state.repos["alice/branches"]
+    assert state["branches"]["main"] == main and state["branches"]["dev"] == dev != main
+    pr = push_to_hub(model, "alice/branches", create_pr=True, commit_message="proposal")
+    assert state["branches"]["refs/pr/1"] == pr and state["branches"]["main"] == main
+    np.testing.assert_array_equal(load_model(f"hf-hub:alice/branches@{pr}").predict(CIFS), model.predict(CIFS))
+    with pytest.raises(Exception, match="create_pr opens a pull request against the main branch"):
+        push_to_hub(model, "alice/branches", create_pr=True, revision="dev")
+    with pytest.raises(Exception, match="tags"):
+        push_to_hub(model, "alice/branches", tags="oxides")
+
+
+def test_hf_style_methods_call_the_functions(hub, band_gap_run, tmp_path):
+    from crystalzoo import CrystalEnsemble, CrystalModel
+
+    model = CrystalModel.from_pretrained(str(band_gap_run))
+    assert model.save_pretrained(tmp_path / "copy") == tmp_path / "copy"
+    np.testing.assert_array_equal(CrystalModel.from_pretrained(str(tmp_path / "copy")).predict(CIFS),
+                                  model.predict(CIFS))
+    commit = model.push_to_hub("alice/methods")
+    assert "model.safetensors" in hub.state.repos["alice/methods"]["commits"][commit]
+    with pytest.raises(Exception, match="holds a CrystalModel, not a CrystalEnsemble"):
+        CrystalEnsemble.from_pretrained(str(band_gap_run))
