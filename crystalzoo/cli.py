@@ -93,17 +93,25 @@ def _cmd_download(args) -> None:
 
 
 def _cmd_predict(args) -> None:
-    import csv
-
-    import numpy as np
-
+    from .data import dataset_path, read_dataset
     from .registry import load_model
-
+    from .tables import check_table_path, write_frame
     from .uncertainty import check_coverage
 
+    if bool(args.files) == bool(args.data):
+        raise ConfigError("give structure files or --data (a data set), not both and not neither")
+    if args.id_column and not args.data:
+        raise ConfigError("--id-column names the ids of a --data set; files are named by their paths")
     if args.interval is not None:
         check_coverage(args.interval)
-    model = load_model(args.model)
+    if args.output is not None:
+        check_table_path(args.output, args.overwrite, formats=(".csv", ".json", ".parquet"), example="predictions")
+        out = Path(args.output).resolve()
+        inputs = [dataset_path(args.data).resolve()] if args.data else [Path(f).resolve() for f in args.files]
+        if any(out == p or (p.is_dir() and p in out.parents) for p in inputs):
+            raise ConfigError(f"--output {args.output} is {'inside ' if out not in inputs else ''}the data being "
+                              "predicted: choose another file")
+    model = load_model(args.model, device=args.device)
     if args.std and len(model.member_models()) == 1:
         raise ConfigError(f"--std needs an ensemble (crystalzoo finetune --ensemble 5): {args.model} is a single "
                           "model, with no spread over members; --interval gives its calibrated bounds")
@@ -113,27 +121,24 @@ def _cmd_predict(args) -> None:
         raise ConfigError(f"{args.model} has no calibration for --interval (models fine-tuned by crystalzoo are "
                           "calibrated on their validation split; registered ones are not): calibrate it with "
                           "model.calibrate(dataset) and save it (docs/uncertainty.md)")
-    if args.interval is not None:
-        model.calibration.quantile(args.interval)  # too few calibration crystals: refused before any work
-    files = [Path(f) for f in args.files]  # file names, never CIF text (a missing file is "no such file")
-    columns = [model.predict(files, progress=len(files) > 100, n_jobs=args.jobs, return_std=args.std)]
-    names = model.head.columns()
-    header = list(names)
-    if args.std:
-        header += [f"{n} std" for n in names]
-    if args.interval is not None:
-        columns += list(model.predict_interval(files, args.interval, n_jobs=args.jobs))
-        tag = f"{100 * args.interval:g}%"
-        header += [f"{n} {tag} {side}" for side in ("lower", "upper") for n in names]
-    flat = []
-    for c in columns:
-        for a in (c if isinstance(c, tuple) else (c,)):
-            flat.append(a.reshape(len(files), -1))
-    table = np.concatenate(flat, axis=1)
-    out = csv.writer(sys.stdout, lineterminator="\n")  # quoted where a file name holds a comma or a quote
-    out.writerow(["file", *header])
-    for f, row in zip(args.files, table):
-        out.writerow([f, *(f"{v:.6g}" for v in row)])
+    if args.data:
+        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
+                            **({"id_column": args.id_column} if args.id_column else {}))
+        ids = data.ids
+    else:
+        data = [Path(f) for f in args.files]  # file names, never CIF text (a missing file is "no such file")
+        ids = list(args.files)
+    frame = model.predict_frame(data, ids, return_std=args.std, coverage=args.interval, n_jobs=args.jobs,
+                                progress=not args.quiet and len(ids) > 100)
+    if args.data:
+        frame.insert(1, "source", str(args.data))
+    else:
+        frame = frame.rename(columns={"id": "file"})
+    if args.output is None:  # CSV on stdout, quoted where a file name holds a comma or a quote
+        frame.to_csv(sys.stdout, index=False, float_format="%.6g", lineterminator="\n")
+    else:
+        write_frame(frame, args.output, overwrite=args.overwrite)
+        print(f"{args.output}: {len(frame)} crystals, columns {', '.join(frame.columns)}")
 
 
 def _cmd_embed(args) -> None:
@@ -288,13 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("names", nargs="*", help="backbones (default: all)")
     s.set_defaults(func=_cmd_download)
 
-    s = sub.add_parser("predict", help="predict properties of CIF files")
+    s = sub.add_parser("predict", help="predict properties of structure files or of a data set")
     s.add_argument("--model", required=True, help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
-    s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
+    s.add_argument("--data", help="a data set instead of files: JSON lines, CSV with a 'cif' column, a CGCNN folder, "
+                   "or bundled:mp-band-gap (its ids name the rows; labels are not needed)")
+    s.add_argument("--id-column", help="with --data: the column (CSV) or key (JSON lines) of the ids (default: id or "
+                   "mp_id where there is one, else row numbers)")
+    s.add_argument("--output", default=None, help="write the table to this file: .csv, .json (records) or .parquet "
+                   "(needs pyarrow); default: CSV on standard output")
+    s.add_argument("--overwrite", action="store_true", help="replace --output if it exists (default: refuse)")
+    s.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
+    s.add_argument("--jobs", type=int, default=1, help="processes for graph building (default 1; -1: all cores)")
     s.add_argument("--std", action="store_true", help="an ensemble: also the standard deviation over its members")
     s.add_argument("--interval", type=float, default=None, metavar="COVERAGE",
                    help="also calibrated bounds that hold this fraction of crystals, e.g. 0.9 (docs/uncertainty.md)")
-    s.add_argument("files", nargs="+", help="CIF files")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("files", nargs="*", help="structure files: CIF, POSCAR/CONTCAR/*.vasp, cssr, xsf, res, pymatgen "
+                   "JSON/YAML, extended XYZ (.extxyz, the [ase] extra)")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("embed", help="write crystal vectors of a backbone as a table (CSV, NPZ or Parquet)")

@@ -118,27 +118,11 @@ TABLE_FORMATS = (".csv", ".npz", ".parquet")
 
 
 def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """The path of a table of vectors to write, checked before any work: a known format, not
-    a folder, not an existing file unless ``overwrite``."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise ConfigError(f"the table's file name is empty ({path!r}); give one such as vectors.csv")
-    path = Path(path)
-    if path.suffix.lower() not in TABLE_FORMATS:
-        raise ConfigError(f"{path}: give a file name such as vectors.csv, vectors.npz or vectors.parquet")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file name such as {path / 'vectors.csv'}")
-    parent = next((p for p in path.parents if p.exists()), Path("."))
-    if not parent.is_dir():
-        raise ConfigError(f"{path}: {parent} is a file, not a folder; choose another place for the table")
-    if os.path.lexists(path) and not overwrite:
-        raise ConfigError(f"{path} exists; pass --overwrite (overwrite=True) to replace it, or choose another name")
-    if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("writing Parquet needs pyarrow: pip install pyarrow (or write .csv / .npz)") \
-                from None
-    return path
+    """The path of a table of vectors to write, checked before any work
+    (:func:`crystalzoo.tables.check_table_path`)."""
+    from .tables import check_table_path as check
+
+    return check(path, overwrite, formats=TABLE_FORMATS, example="vectors")
 
 
 def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray, prefix: str = "hidden",
@@ -155,6 +139,7 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
     import pandas as pd
 
     from .files import atomic_write
+    from .tables import write_frame
 
     path = check_table_path(path, overwrite)
     if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
@@ -167,14 +152,8 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
         def write(tmp):
             with open(tmp, "wb") as f:
                 np.savez(f, ids=np.array(ids, dtype=str), vectors=vectors)
-    else:
-        table = pd.DataFrame(vectors, columns=[f"{prefix}_{i}" for i in range(vectors.shape[1])])
-        table.insert(0, "id", list(ids))
-        if kind == ".parquet":
-            def write(tmp):
-                table.to_parquet(tmp, index=False)
-        else:
-            def write(tmp):
-                table.to_csv(tmp, index=False, float_format="%.7g")
-    atomic_write(path, write)
-    return path
+        atomic_write(path, write)
+        return path
+    table = pd.DataFrame(vectors, columns=[f"{prefix}_{i}" for i in range(vectors.shape[1])])
+    table.insert(0, "id", list(ids))
+    return write_frame(table, path, overwrite=True)  # checked above

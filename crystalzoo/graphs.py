@@ -302,9 +302,84 @@ def read_structure_file(path: Path) -> bytes:
     return data
 
 
+#: structure files read by their name (lower case): pymatgen's readers (``IStructure.from_str``
+#: formats), and ASE's extended XYZ (the ``[ase]`` extra). Any other name is read as CIF.
+FILE_FORMATS = {".cif": "cif", ".mcif": "cif", ".vasp": "poscar", ".poscar": "poscar", ".cssr": "cssr",
+                ".xsf": "xsf", ".res": "res", ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".extxyz": "extxyz",
+                ".xyz": "extxyz"}
+ASE_INSTALL = "pip install 'crystalzoo[ase]'"
+
+
+def file_format(path: Path) -> str:
+    """How a structure file is read, from its name: ``POSCAR*`` / ``CONTCAR*`` and ``*.vasp``
+    are VASP files, the suffixes of :data:`FILE_FORMATS` their formats, anything else CIF."""
+    name = path.name.lower()
+    if name.startswith(("poscar", "contcar")):
+        return "poscar"
+    return FILE_FORMATS.get(Path(name).suffix, "cif")
+
+
+def is_ase_atoms(obj: Any) -> bool:
+    """Whether ``obj`` is an ``ase.Atoms`` (told without importing ASE)."""
+    return any(c.__name__ == "Atoms" and c.__module__.startswith("ase") for c in type(obj).__mro__)
+
+
+def _from_ase(atoms: Any, name: str) -> "Structure":
+    """A pymatgen Structure from an ASE ``Atoms`` that is periodic in three directions."""
+    import numpy as np
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if not pbc.all() or abs(float(np.linalg.det(np.asarray(atoms.cell)))) < 1e-12:
+        raise StructureError(f"{name}: an ASE Atoms with pbc={pbc.tolist()} and this cell is not a crystal; CGCNN "
+                             "graphs need a cell periodic in all three directions (atoms.pbc = True, atoms.cell set)")
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    try:
+        return AseAtomsAdaptor.get_structure(atoms)
+    except Exception as exc:  # pymatgen's conversion raises several types
+        raise StructureError(f"{name}: cannot be made a crystal structure ({' '.join(str(exc).split())[:200]})") \
+            from None
+
+
+def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
+    """A structure file in a format other than CIF (:func:`file_format`)."""
+    if fmt == "extxyz":
+        try:
+            import ase.io
+        except ImportError:
+            from .errors import MissingExtraError
+
+            raise MissingExtraError(f"{path}: reading extended XYZ needs ASE: {ASE_INSTALL}") from None
+        import io
+
+        try:
+            frames = ase.io.read(io.StringIO(text), index=":", format="extxyz")
+        except Exception as exc:  # ASE raises many types for broken files
+            raise StructureError(f"{path}: cannot be read as extended XYZ ({' '.join(str(exc).split())[:200]})") \
+                from None
+        if len(frames) != 1:
+            raise StructureError(f"{path}: holds {len(frames)} structures; crystalzoo reads one crystal per file: "
+                                 "split it, or pass ase.io.read(path, ':') (a list of Atoms) in Python")
+        return _from_ase(frames[0], str(path))
+    from pymatgen.core import IStructure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = IStructure.from_str(text, fmt=fmt)
+    except Exception as exc:  # pymatgen raises many types for broken files
+        raise StructureError(f"{path}: cannot be read as a {fmt.upper() if fmt == 'poscar' else fmt} structure file "
+                             f"({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(structure, IStructure):
+        raise StructureError(f"{path}: holds a {type(structure).__name__}, not a crystal structure")
+    return structure
+
+
 def load_structure(source: StructureLike) -> "Structure":
-    """A pymatgen ``Structure`` from a ``Structure``, a CIF path, or CIF text (told apart
-    by :func:`structure_path`).
+    """A pymatgen ``Structure`` from a ``Structure``, an ASE ``Atoms`` (periodic), a structure
+    file, or CIF text (a path and CIF text are told apart by :func:`structure_path`). Files
+    are read by their name (:func:`file_format`): CIF, POSCAR/CONTCAR/``*.vasp``, cssr, xsf,
+    res, pymatgen JSON/YAML, and extended XYZ (the ``[ase]`` extra); any other name as CIF.
 
     Raises :class:`StructureError` naming the file and the problem when it cannot be read.
     """
@@ -312,6 +387,8 @@ def load_structure(source: StructureLike) -> "Structure":
 
     if isinstance(source, Structure):
         return source
+    if is_ase_atoms(source):
+        return _from_ase(source, "ase.Atoms")
     if isinstance(source, (str, os.PathLike)):
         path = structure_path(source)
         if path is None:
@@ -323,12 +400,13 @@ def load_structure(source: StructureLike) -> "Structure":
             text = read_structure_file(path).decode("utf-8")
         except UnicodeDecodeError:
             raise StructureError(f"{path}: not UTF-8 text (a binary file, or text in another encoding such as "
-                                 "Latin-1): save the CIF as UTF-8") from None
-        return _parse_cif(text, str(path))
+                                 "Latin-1): save the file as UTF-8") from None
+        fmt = file_format(path)
+        return _parse_cif(text, str(path)) if fmt == "cif" else _parse_other(text, fmt, path)
     _refuse_molecule(source)
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "
-        "pass a pymatgen Structure, a CIF path or CIF text"
+        "pass a pymatgen Structure, an ase.Atoms, a structure file (CIF, POSCAR, …) or CIF text"
     )
 
 
@@ -761,7 +839,8 @@ def _structure_list(structures: Any) -> list:
     from pymatgen.core import IStructure
 
     _refuse_molecule(structures)
-    if isinstance(structures, (str, bytes, os.PathLike, IStructure)) or not isinstance(structures, Iterable):
+    if isinstance(structures, (str, bytes, os.PathLike, IStructure)) or is_ase_atoms(structures) \
+            or not isinstance(structures, Iterable):
         raise StructureError(f"expected a list of crystals (pymatgen Structures, CIF paths or CIF texts), got a "
                              f"{type(structures).__name__}; for one crystal, pass [it]")
     return list(structures)
@@ -773,7 +852,7 @@ def crystal_list(structures: Any, what: str = "predict") -> list:
     the results) is not defined, is a :class:`StructureError`."""
     from pymatgen.core import IStructure
 
-    if isinstance(structures, (str, os.PathLike, IStructure)):  # one crystal
+    if isinstance(structures, (str, os.PathLike, IStructure)) or is_ase_atoms(structures):  # one crystal
         return [structures]
     if isinstance(structures, (set, frozenset, dict)):
         raise StructureError(f"{what} takes a list of crystals, not a {type(structures).__name__} (its order, "

@@ -26,7 +26,7 @@ from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per
                             sum_into_atoms)
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
 from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_batches,
-                     python_numbers)
+                     crystal_list, python_numbers, structure_path)
 from .uncertainty import Calibration, calibration_from, check_coverage
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
@@ -743,15 +743,38 @@ class Predictor(nn.Module):
         Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
         class probabilities, shape (n, n_classes).
         """
+        self._check_std(return_std)
+        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
+        mean = self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
+        return (mean, self.head.as_returned(out.std(0))) if return_std else mean
+
+    def _check_std(self, return_std: Any) -> None:
         if not isinstance(return_std, bool):
             raise ConfigError(f"return_std = {return_std!r}: True or False")
         if return_std and len(self.member_models()) == 1:
             raise ConfigError("return_std needs an ensemble (finetune(..., ensemble=5), crystalzoo finetune "
                               "--ensemble 5): a single model has no spread over members. For calibrated bounds of "
                               "a single model, use model.predict_interval(structures, coverage=0.9)")
-        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
-        mean = self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
-        return (mean, self.head.as_returned(out.std(0))) if return_std else mean
+
+    def _check_interval(self, coverage: Any) -> float:
+        """``coverage`` checked, and this model able to give intervals for it (before any work)."""
+        if self.task != "regression":
+            raise ConfigError("prediction intervals are for regression models; a classifier's predict gives class "
+                              "probabilities")
+        coverage = check_coverage(coverage)
+        if self.calibration is None:
+            raise ConfigError("this model has no calibration (models fine-tuned by crystalzoo are calibrated on "
+                              "their validation split; registered and older models are not): calibrate it on "
+                              "labelled crystals it was not trained on, model.calibrate(dataset)")
+        self.calibration.quantile(coverage)  # too few calibration crystals for it: refused here
+        return coverage
+
+    def _bounds(self, out: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper), shaped (n, columns), from the members' predictions ``out``."""
+        dtype, out = out.dtype, out.astype(np.float64)  # bounds in the predictions' precision
+        lower, upper = self.calibration.interval(out.mean(0), out.std(0) if self.calibration.scaled else None,
+                                                 coverage)
+        return lower.astype(dtype), upper.astype(dtype)
 
     @torch.no_grad()
     def predict_interval(self, structures: Sequence[Any], coverage: float = 0.9, batch_size: int | None = None,
@@ -766,20 +789,59 @@ class Predictor(nn.Module):
 
             >>> lower, upper = model.predict_interval(["my_crystal.cif"], coverage=0.9)  # doctest: +SKIP
         """
-        if self.task != "regression":
-            raise ConfigError("prediction intervals are for regression models; a classifier's predict gives class "
-                              "probabilities")
-        coverage = check_coverage(coverage)
-        if self.calibration is None:
-            raise ConfigError("this model has no calibration (models fine-tuned by crystalzoo are calibrated on "
-                              "their validation split; registered and older models are not): calibrate it on "
-                              "labelled crystals it was not trained on, model.calibrate(dataset)")
-        self.calibration.quantile(coverage)  # too few calibration crystals for it: refused before predicting
+        coverage = self._check_interval(coverage)
         out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
-        dtype, out = out.dtype, out.astype(np.float64)  # bounds in the predictions' precision
-        lower, upper = self.calibration.interval(out.mean(0), out.std(0) if self.calibration.scaled else None,
-                                                 coverage)
-        return self.head.as_returned(lower.astype(dtype)), self.head.as_returned(upper.astype(dtype))
+        lower, upper = self._bounds(out, coverage)
+        return self.head.as_returned(lower), self.head.as_returned(upper)
+
+    @torch.no_grad()
+    def predict_frame(self, structures: Sequence[Any], ids: Sequence[Any] | None = None, *, return_std: bool = False,
+                      coverage: float | None = None, batch_size: int | None = None, progress: bool = False,
+                      n_jobs: int = 1) -> "pd.DataFrame":
+        """Predictions as a pandas DataFrame: a column ``id`` (``ids``; by default a data set's
+        ids, a file's path, else the row number), then one column per prediction named with
+        its unit (``band_gap (eV)``), with ``return_std`` (ensembles) a ``… std`` column each,
+        and with ``coverage`` the interval's ``… 90% lower`` and ``… 90% upper`` columns. The
+        predictions are computed once for all of them.
+
+        Example::
+
+            >>> from crystalzoo import example_structures, load_model
+            >>> load_model("formation").predict_frame(example_structures()[:1]).columns.tolist()
+            ['id', 'formation_energy_per_atom (eV/atom)']
+        """
+        import pandas as pd
+
+        self._check_std(return_std)
+        if coverage is not None:
+            coverage = self._check_interval(coverage)
+        if hasattr(structures, "graphs") and hasattr(structures, "ids"):  # a CrystalDataset
+            default_ids = list(structures.ids)
+        else:
+            structures = crystal_list(structures)
+            default_ids = [str(s) if isinstance(s, (str, os.PathLike)) and structure_path(s) is not None else i
+                           for i, s in enumerate(structures)]
+        out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
+        n = out.shape[1]
+        ids = default_ids if ids is None else list(ids)
+        if len(ids) != n:
+            raise ConfigError(f"predict_frame got {len(ids)} ids for {n} crystals: give one id per crystal")
+        names = self.head.columns()
+        frame = pd.DataFrame({"id": ids})
+        mean = out.mean(0) if len(out) > 1 else out[0]
+        for j, name in enumerate(names):
+            frame[name] = mean[:, j]
+        if return_std:
+            std = out.std(0)
+            for j, name in enumerate(names):
+                frame[f"{name} std"] = std[:, j]
+        if coverage is not None:
+            lower, upper = self._bounds(out, coverage)
+            tag = f"{100 * coverage:g}%"
+            for side, bound in (("lower", lower), ("upper", upper)):
+                for j, name in enumerate(names):
+                    frame[f"{name} {tag} {side}"] = bound[:, j]
+        return frame
 
     @torch.no_grad()
     def calibrate(self, dataset: Any, batch_size: int | None = None, split: str = "calibration") -> Calibration:

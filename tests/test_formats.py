@@ -1,0 +1,131 @@
+"""Issue 16: structure files other than CIF, ASE Atoms, data sets and tables in and out of
+``predict`` and the CLI, on real Materials Project crystals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crystalzoo import load_model
+from crystalzoo.errors import StructureError
+
+from .conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def formation():
+    return load_model("formation")
+
+
+@pytest.fixture(scope="module")
+def crystals(mp200_structures):
+    """Five real crystals, one with many sites, written as CIF for the reference prediction."""
+    picks = [mp200_structures[i] for i in (0, 3, 7, 11)] + [max(mp200_structures[:60], key=len)]
+    return [s.copy() for s in picks]
+
+
+@pytest.mark.parametrize("name", ["POSCAR", "CONTCAR_relaxed", "crystal.vasp", "crystal.xsf", "crystal.json",
+                                  "crystal.cssr"])
+def test_pymatgen_formats_predict_as_the_cif(formation, crystals, tmp_path, name):
+    for i, s in enumerate(crystals):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        s.to(filename=str(folder / "crystal.cif"))
+        if name.endswith(".cssr"):
+            s.remove_oxidation_states()  # pymatgen's CSSR reader cannot read charged species
+        fmt = "poscar" if name.startswith(("POSCAR", "CONTCAR")) or name.endswith(".vasp") else None
+        (folder / name).write_text(s.to(fmt=fmt or name.rsplit(".", 1)[1]))
+        np.testing.assert_allclose(formation.predict([folder / name]), formation.predict([folder / "crystal.cif"]),
+                                   rtol=1e-5, atol=1e-3 if name.endswith(".cssr") else 1e-6)  # CSSR: 4 decimals
+
+
+def test_extxyz_and_ase_atoms(formation, crystals, tmp_path):
+    pytest.importorskip("ase")
+    import ase.io
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = [AseAtomsAdaptor.get_atoms(s) for s in crystals]
+    reference = formation.predict(crystals)
+    np.testing.assert_allclose(formation.predict(atoms), reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(formation.predict(atoms[0]), reference[:1], rtol=1e-5, atol=1e-6)  # one Atoms
+    for i, a in enumerate(atoms):
+        ase.io.write(tmp_path / f"c{i}.extxyz", a, format="extxyz")
+    np.testing.assert_allclose(formation.predict([tmp_path / f"c{i}.extxyz" for i in range(len(atoms))]), reference,
+                               rtol=1e-5, atol=1e-6)
+    assert formation.embed(atoms[:2]).shape == (2, 32)
+    ase.io.write(tmp_path / "two.extxyz", atoms[:2], format="extxyz")
+    with pytest.raises(StructureError, match="holds 2 structures; crystalzoo reads one crystal per file"):
+        formation.predict([tmp_path / "two.extxyz"])
+    flat = atoms[0].copy()
+    flat.pbc = [True, True, False]
+    with pytest.raises(StructureError, match="periodic in all three directions"):
+        formation.predict([flat])
+
+
+def test_broken_files_name_the_file_and_format(formation, tmp_path):
+    bad = tmp_path / "POSCAR"
+    bad.write_text("not a poscar\n1.0\n")
+    with pytest.raises(StructureError, match="POSCAR: cannot be read as a POSCAR structure file"):
+        formation.predict([bad])
+    (tmp_path / "x.json").write_text('{"not": "a structure"}')
+    with pytest.raises(StructureError, match="x.json: cannot be read as a json structure file"):
+        formation.predict([tmp_path / "x.json"])
+
+
+def test_predict_frame_has_ids_and_units(formation, crystals, tmp_path):
+    from crystalzoo import CrystalDataset
+
+    frame = formation.predict_frame(crystals[:2])
+    assert frame.columns.tolist() == ["id", "formation_energy_per_atom (eV/atom)"] and frame["id"].tolist() == [0, 1]
+    np.testing.assert_array_equal(frame.iloc[:, 1].to_numpy(), formation.predict(crystals[:2]))
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=[], limit=5, progress=False)
+    assert formation.predict_frame(ds)["id"].tolist() == ds.ids
+    path = tmp_path / "a.cif"
+    crystals[0].to(filename=str(path))
+    assert formation.predict_frame([path], ids=["mine"])["id"].tolist() == ["mine"]
+    assert formation.predict_frame([path])["id"].tolist() == [str(path)]
+    with pytest.raises(Exception, match="2 ids for 1 crystals"):
+        formation.predict_frame([path], ids=["a", "b"])
+
+
+def test_cli_predicts_a_data_set_into_csv_and_json(formation, tmp_path, capsys):
+    from crystalzoo import CrystalDataset
+    from crystalzoo.cli import main
+
+    data = DATA / "mp200.jsonl.gz"
+    assert main(["predict", "--model", "formation", "--data", str(data), "--output", str(tmp_path / "p.json"),
+                 "--quiet"]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())
+    ds = CrystalDataset.from_jsonl(data, targets=[], progress=False)
+    assert [r["id"] for r in rows] == ds.ids and set(rows[0]) == {"id", "source",
+                                                                  "formation_energy_per_atom (eV/atom)"}
+    np.testing.assert_allclose([r["formation_energy_per_atom (eV/atom)"] for r in rows], formation.predict(ds),
+                               rtol=1e-6, atol=1e-7)
+    assert main(["predict", "--model", "formation", "--data", str(data), "--output", str(tmp_path / "p.csv"),
+                 "--quiet"]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["id"].tolist() == ds.ids and table["source"].iloc[0] == str(data)
+    capsys.readouterr()
+    for args, message in ((["--output", str(tmp_path / "p.csv")], "exists; pass --overwrite"),
+                          (["--output", str(tmp_path / "p.txt")], "predictions.csv, predictions.json or"),
+                          (["--id-column", "nope"], "nope")):
+        assert main(["predict", "--model", "formation", "--data", str(data), "--quiet", *args]) == 2
+        assert message in capsys.readouterr().err
+    table.assign(cif=[r for r in pd.read_json(data, lines=True)["cif"]]).to_csv(tmp_path / "mine.csv", index=False)
+    assert main(["predict", "--model", "formation", "--data", str(tmp_path / "mine.csv"), "--output",
+                 str(tmp_path / "mine.csv"), "--overwrite"]) == 2
+    assert "is the data being predicted" in capsys.readouterr().err
+
+
+def test_cli_predicts_a_poscar(formation, crystals, tmp_path, capsys):
+    from crystalzoo.cli import main
+
+    poscar = tmp_path / "POSCAR"
+    poscar.write_text(crystals[1].to(fmt="poscar"))
+    assert main(["predict", "--model", "formation", str(poscar)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "file,formation_energy_per_atom (eV/atom)"
+    assert float(lines[1].split(",")[1]) == pytest.approx(float(formation.predict([crystals[1]])[0]), abs=1e-5)
