@@ -15,8 +15,31 @@ from pathlib import Path
 from .errors import ConfigError, CrystalZooError
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.required or action.default is argparse.SUPPRESS
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+                or (not action.option_strings and action.nargs not in ("?", "*"))):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            default = "off"
+        elif action.default is None or action.default == []:
+            default = "none"
+        else:
+            default = "%(default)s"
+        return f"{text} (default: {default})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line, ``crystalzoo: error: …``, like every other error of the command."""
+    """Usage errors are one line, ``crystalzoo: error: …``, like every other error of the command;
+    every option's help states its default (:class:`_HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         command = self.prog.partition(" ")[2]  # "crystalzoo finetune" → "finetune"
@@ -88,8 +111,15 @@ def _cmd_download(args) -> None:
     names = args.names or list_backbones()
     for name in names:  # every name checked before anything is fetched
         _registered_only(name, "download")
+    from .registry import bundled_path, get_backbone_info
+
     for name in names:
-        print(f"{name}: {weights_file(name, local_files_only=False)}")
+        info = get_backbone_info(name)
+        bundled = info.bundled and bundled_path(info.filename).is_file()
+        path = weights_file(name, local_files_only=False)  # verified (sha256) wherever it is
+        where = ("in the package (bundled): nothing to fetch" if bundled else
+                 f"in the Hugging Face cache, from {info.repo_id}@{info.revision}")
+        print(f"{name}: {path} ({info.size:,} bytes, sha256 checked; {where})")
 
 
 def _cmd_predict(args) -> None:
@@ -248,12 +278,14 @@ def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
     from .train_config import TrainConfig
 
     s.add_argument("--train-size", type=_size, default=0.8,
-                   help="an integer is a count of crystals, a number between 0 and 1 a fraction of the data")
-    s.add_argument("--val-size", type=_size, default=0.1, help="count or fraction, as --train-size")
-    s.add_argument("--test-size", type=_size, default=0.1, help="count or fraction, as --train-size (0: no test set)")
+                   help="an integer is a count of crystals, a number between 0 and 1 a fraction of the data "
+                        "(default 0.8)")
+    s.add_argument("--val-size", type=_size, default=0.1, help="count or fraction, as --train-size (default 0.1)")
+    s.add_argument("--test-size", type=_size, default=0.1, help="count or fraction, as --train-size (0: no test set; "
+                   "default 0.1)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "progress":
-            s.add_argument("--quiet", action="store_true", help="no progress bars")
+            s.add_argument("--quiet", action="store_true", help="no progress bars (default: shown)")
             continue
         default = epochs if f.name == "epochs" else f.default
         s.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["type"], default=default,
@@ -285,12 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered backbones").set_defaults(func=_cmd_list)
 
     s = sub.add_parser("info", help="metadata of one backbone")
-    s.add_argument("name")
-    s.add_argument("--config", action="store_true", help="include the full architecture config")
+    s.add_argument("name", help="a registered name (crystalzoo list)")
+    s.add_argument("--config", action="store_true", help="include the full architecture config (default: off)")
     s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("download", help="fetch and verify weights into the Hugging Face cache (for offline use)")
-    s.add_argument("names", nargs="*", help="backbones (default: all)")
+    s.add_argument("names", nargs="*", help="registered names (default: all); each is verified, and fetched into "
+                   "the Hugging Face cache unless it is bundled in the package")
     s.set_defaults(func=_cmd_download)
 
     s = sub.add_parser("predict", help="predict properties of structure files or of a data set")
@@ -320,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "mp_id where there is one, else row numbers; a CGCNN folder's ids are in id_prop.csv)")
     s.add_argument("--kind", choices=["hidden", "pooled"], default="hidden",
                    help="hidden: the crystal vector the head sees; pooled: the mean of the atom vectors")
-    s.add_argument("--layer", type=int, default=None, help="for --kind pooled: after this many convolutions")
+    s.add_argument("--layer", type=int, default=None,
+                   help="for --kind pooled: after this many convolutions (default: after all of them)")
     s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
     s.add_argument("--out", required=True, help="the table: .csv, .npz (ids, vectors) or .parquet (needs pyarrow)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -330,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("finetune", help="fine-tune a pretrained backbone on your data")
     s.add_argument("--backbone", default="formation", help="registered name, hf-hub:…, folder, or 'none' (from scratch)")
-    s.add_argument("--freeze", type=int, default=None, help="freeze the embedding and the first K convolutions")
+    s.add_argument("--freeze", type=int, default=None,
+                   help="freeze the embedding and the first K convolutions (default: none, every layer trains)")
     s.add_argument("--reinit", action="store_true", help="re-initialise the layers after the frozen ones (paper protocol)")
     s.add_argument("--data", required=True, help="JSON lines (.jsonl/.jsonl.gz), CSV with a 'cif' column, a CGCNN "
                    "folder, or bundled:mp-band-gap")
@@ -346,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")
     s.add_argument("--data", required=True, help="JSON lines, CSV with a 'cif' column, a CGCNN folder, or bundled:NAME")
     s.add_argument("--targets", nargs="+", required=True, help="label columns; 'log10:COLUMN' takes log10")
-    s.add_argument("--conv", choices=["gated", "attention"], default="gated")
+    s.add_argument("--conv", choices=["gated", "attention"], default="gated",
+                   help="the convolution: gated (CGCNN) or attention (default gated; docs/pretraining.md)")
     _add_training_args(s, epochs=100)
     s.set_defaults(func=_cmd_pretrain)
 
