@@ -18,3 +18,24 @@ def test_readme_commands_are_what_ci_runs():
     assert len(blocks) == 2 and all(blocks), "the README starts with two bash blocks: install + main job, tests"
     for command in blocks:
         assert command in ci
+
+
+def test_every_python_block_of_the_docs_is_python():
+    """The blocks scripts/run_doc_examples.py runs (CI, against the installed wheel) at least
+    parse, and use the shipped example structures rather than files of this repository."""
+    import ast
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from run_doc_examples import blocks
+    finally:
+        sys.path.pop(0)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = 0
+    for page in pages:
+        for i, code in enumerate(blocks(page), 1):
+            ast.parse(code, f"{page.name} block {i}")
+            assert "tests/data" not in code, f"{page.name} block {i} reads a file the wheel does not ship"
+            found += 1
+    assert found >= 15  # 19 when written
