@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "list_backbones": "registry",
     "get_backbone_info": "registry",
-    "load_backbone": "registry",
-    "load_model": "registry",
+    "load_backbone": "loading",
+    "load_model": "loading",
     "WeightsInfo": "registry",
     "GraphSettings": "graphs",
     "build_graph": "graphs",

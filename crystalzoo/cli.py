@@ -124,7 +124,7 @@ def _cmd_download(args) -> None:
 
 def _cmd_predict(args) -> None:
     from .data import dataset_path, read_dataset
-    from .registry import load_model
+    from .loading import load_model
     from .tables import check_table_path, write_frame
     from .uncertainty import check_coverage
 
@@ -174,7 +174,7 @@ def _cmd_predict(args) -> None:
 def _cmd_embed(args) -> None:
     from .data import dataset_path, read_dataset
     from .embeddings import check_table_path, write_table
-    from .registry import load_model
+    from .loading import load_model
 
     if bool(args.files) == bool(args.data):
         raise ConfigError("give CIF files or --data (a data set), not both and not neither")
@@ -251,7 +251,7 @@ def _cmd_pretrain(args) -> None:
 
 def _cmd_push(args) -> None:
     from .hub import push_to_hub
-    from .registry import load_model
+    from .loading import load_model
 
     commit = push_to_hub(load_model(args.model), args.repo_id, private=args.private,
                          commit_message=args.message, metrics_file=args.metrics, revision=args.revision,
@@ -261,7 +261,7 @@ def _cmd_push(args) -> None:
 
 def _cmd_export(args) -> None:
     from .export import INPUT_NAMES, check_out_path, export_onnx
-    from .registry import load_model
+    from .loading import load_model
 
     check_out_path(args.out, args.overwrite)
     out = Path(args.out)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .crystal_graph import mean_per_crystal
-from .errors import ConfigError, MissingExtraError
+from .errors import ConfigError
 from .graphs import crystal_batches
 
 KINDS = ("hidden", "pooled", "atoms")

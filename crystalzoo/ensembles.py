@@ -80,6 +80,10 @@ class CrystalEnsemble(Predictor):
     def member_models(self) -> list[CrystalModel]:
         return list(self.members)
 
+    @classmethod
+    def _from_config(cls):
+        return ensemble_from_config
+
     @property
     def head(self) -> nn.Module:
         """The first member's head: targets, units, columns (every member's are the same)."""
@@ -113,6 +117,9 @@ def ensemble_from_config(config: dict[str, Any]) -> CrystalEnsemble:
     """An untrained :class:`CrystalEnsemble` of the shape ``config`` describes, checked as
     :func:`~crystalzoo.models.model_from_config` checks a single model's."""
     spec = config.get("ensemble")
+    if spec is None:
+        raise ConfigError("this config describes a single model, not an ensemble: load it with load_model or "
+                          "CrystalModel.from_pretrained")
     if not isinstance(spec, dict) or set(spec) != {"members"}:
         raise ConfigError(f"'ensemble' must be an object {{\"members\": N}}, got {str(spec)[:80]}")
     n = check_members(spec["members"])

@@ -181,9 +181,10 @@ def _base_model(backbone: Any) -> str | None:
         return None
     if backbone.startswith("hf-hub:"):
         return backbone[len("hf-hub:"):].split("@")[0]
-    from .registry import get_backbone_info, list_backbones
+    from .manifest import read_manifest
 
-    return get_backbone_info(backbone).repo_id if backbone in list_backbones() else None
+    entry = read_manifest()["weights"].get(backbone)
+    return entry["hub"]["repo_id"] if entry else None
 
 
 def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None, tags: list[str]) -> str:
@@ -358,9 +359,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     """
     from huggingface_hub import HfApi
 
-    from .models import Predictor
-
-    if not isinstance(model, Predictor):
+    if not (hasattr(model, "member_models") and hasattr(model, "config") and hasattr(model, "state_dict")):
         raise ConfigError(f"push_to_hub takes a CrystalModel or CrystalEnsemble (e.g. load_model(folder)), not a "
                           f"{type(model).__name__}; for a backbone, make a model with a head first")
     _check_repo_id(repo_id)

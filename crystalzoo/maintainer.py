@@ -19,7 +19,8 @@ from .errors import ConfigError
 from .hub import push_to_hub
 from . import manifest as _manifest  # by module: tests point manifest_path at a copy
 from .manifest import FORMAT_VERSION, read_manifest
-from .registry import bundled_path, load_model
+from .loading import load_model
+from .registry import bundled_path
 from .files import atomic_write, sha256_file
 
 DEFAULT_HUB_ORG = "crystalzoo"

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,12 @@ from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
 from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_batches,
                      crystal_list, python_numbers, structure_path)
+from .registry import resolve
+from .serialization import build_model
 from .uncertainty import Calibration, calibration_from, check_coverage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
 #: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
@@ -42,9 +47,6 @@ CONFIG_FORMAT = 2
 #: the format of a single model's config (format 2 adds ensembles, which older versions cannot
 #: read; a single model stays format 1, so that they still load it)
 SINGLE_FORMAT = 1
-#: most parameters a model built from a config may have (about 200 MB in float32; the
-#: registered models have about 0.1 million)
-MAX_PARAMETERS = 50_000_000
 
 
 def _compiling() -> bool:
@@ -709,6 +711,11 @@ class Predictor(nn.Module):
     def member_models(self) -> list["CrystalModel"]:
         raise NotImplementedError
 
+    @classmethod
+    def _from_config(cls):
+        """The function that builds this class from a config (``from_pretrained``)."""
+        raise NotImplementedError
+
     @property
     def graph_settings(self) -> GraphSettings:
         raise NotImplementedError
@@ -876,7 +883,8 @@ class Predictor(nn.Module):
     def from_pretrained(cls, name: str, **options: Any) -> "Predictor":
         """The model ``name`` (a registered name, ``hf-hub:ORG/NAME[@REVISION]`` or a model
         folder), as :func:`crystalzoo.load_model` loads it (the same ``options``); the
-        transformers / timm spelling.
+        transformers / timm spelling. ``CrystalModel.from_pretrained`` refuses an ensemble's
+        folder, ``CrystalEnsemble.from_pretrained`` a single model's.
 
         Example::
 
@@ -884,13 +892,7 @@ class Predictor(nn.Module):
             >>> CrystalModel.from_pretrained("formation").targets
             ['formation_energy_per_atom']
         """
-        from .registry import load_model
-
-        model = load_model(name, **options)
-        if not isinstance(model, cls):
-            raise ConfigError(f"{name} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
-                              f"{type(model).__name__}.from_pretrained({str(name)!r}) or load_model({str(name)!r})")
-        return model
+        return load_with(cls._from_config(), name, **options)  # the other kind of config is refused there
 
     def save_pretrained(self, folder: str | os.PathLike, **options: Any) -> Path:
         """Write this model into ``folder`` (``model.safetensors`` + ``config.json``):
@@ -965,6 +967,10 @@ class CrystalModel(Predictor):
     def member_models(self) -> list["CrystalModel"]:
         return [self]
 
+    @classmethod
+    def _from_config(cls):
+        return model_from_config
+
     @property
     def graph_settings(self) -> GraphSettings:
         return self.backbone.graph_settings
@@ -1013,6 +1019,26 @@ class CrystalModel(Predictor):
         }
 
 
+def load_with(constructor, name: str, *, graph_settings: GraphSettings | None = None,
+              local_files_only: bool | None = None, device: str = "cpu") -> Predictor:
+    """The model ``name`` names (:func:`crystalzoo.registry.resolve`: registered, ``hf-hub:…``
+    or a folder), built by ``constructor`` from its config (``model_from_config``, or
+    ``crystalzoo.ensembles.from_config`` for either kind), its weights loaded strictly, in
+    eval mode on ``device``: what ``load_model`` and ``from_pretrained`` do."""
+    from .graphs import check_settings
+
+    check_device(device)
+    if graph_settings is not None:
+        check_settings(graph_settings, "graph_settings")
+    name = str(name) if isinstance(name, str) else name  # a numpy string: its plain value in meta["source"]
+    config, state, source = resolve(name, local_files_only)
+    model = build_model(config, state, source, constructor=constructor)
+    model.meta["source"] = source
+    if graph_settings is not None:
+        model.graph_settings.check_same(graph_settings, what=source)
+    return model.to(device)
+
+
 def model_from_config(config: dict[str, Any]) -> CrystalModel:
     """An untrained :class:`CrystalModel` of the shape ``config`` describes. Every value is
     checked (:class:`ConfigError`) before a layer is built; build it under
@@ -1037,8 +1063,8 @@ def model_from_config(config: dict[str, Any]) -> CrystalModel:
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError(f"model config 'meta' must be a JSON object, got {type(meta).__name__}")
     if "ensemble" in config:
-        raise ConfigError("this config describes an ensemble of models: build it with "
-                          "crystalzoo.ensembles.ensemble_from_config (load_model reads either)")
+        raise ConfigError("this config describes an ensemble of models, not a single one: load it with load_model "
+                          "or CrystalEnsemble.from_pretrained")
     settings = GraphSettings.from_dict(config["graph"])
     backbone = ARCHITECTURES[name].from_config(config["backbone"], settings)
     head = make_head(config["head"], backbone.out_features)

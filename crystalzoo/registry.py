@@ -1,6 +1,7 @@
-"""Registered backbones: names → verified weights → models.
+"""Registered backbones: names → verified weights and configs (models are built from them by
+:mod:`crystalzoo.loading`: ``load_model``, ``load_backbone``).
 
-Every source of weights goes through one path (:func:`_resolve`): a registered name (its
+Every source of weights goes through one path (:func:`resolve`): a registered name (its
 file bundled in the package, else from the Hugging Face Hub at the pinned revision, its
 sha256 checked), ``hf-hub:ORG/NAME[@REVISION]`` (any model written by crystalzoo), or a
 local folder holding ``config.json`` + ``model.safetensors``.
@@ -23,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownBackboneError, WeightsError
-from .graphs import GraphSettings, check_settings
+from .graphs import GraphSettings
 from .manifest import read_manifest
-from .models import Backbone, Predictor, check_device, freeze as _freeze, hold_frozen
 from .files import check_sha256
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, build_model, read_config, read_weights
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, read_config, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def source_kind(name: str | os.PathLike) -> str:
     return "registered"
 
 
-def _resolve(name: str, local_files_only: bool | None = None, with_weights: bool = True):
+def resolve(name: str, local_files_only: bool | None = None, with_weights: bool = True):
     """(config, state dict or None, description of the source) for any model name."""
     kind = source_kind(name)
     if kind == "hub":
@@ -194,76 +194,7 @@ def backbone_config(name: str | os.PathLike) -> dict[str, Any]:
         >>> backbone_config("formation")["backbone"]["n_conv"]
         4
     """
-    config = _resolve(name, with_weights=False)[0]
+    config = resolve(name, with_weights=False)[0]
     if not isinstance(config.get("backbone"), dict):
         raise WeightsError(f"{name}: its {CONFIG_NAME} has no 'backbone' settings; is it a crystalzoo model?")
     return config
-
-
-def _checked(model: Predictor, graph_settings: GraphSettings | None, source: str) -> Predictor:
-    if graph_settings is not None:
-        model.graph_settings.check_same(graph_settings, what=source)
-    return model
-
-
-def load_model(name: str, *, graph_settings: GraphSettings | None = None,
-               local_files_only: bool | None = None, device: str = "cpu") -> Predictor:
-    """A pretrained model with its own head, in eval mode: ``model.predict(structures)``
-    returns values in the target's units. A folder or repo holding an ensemble
-    (``finetune(..., ensemble=N)``) gives a :class:`~crystalzoo.ensembles.CrystalEnsemble`.
-
-    ``name``: ``hf-hub:ORG/NAME[@REVISION]``, a model folder, or a registered name, resolved
-    in that order: an existing model folder wins over a registered name (``./band-gap``, your
-    own fine-tuned model, is loaded rather than the registered ``band-gap``; a note on stderr
-    says so). A folder of that name without ``config.json`` (your data, say) does not. Run from
-    another folder to load the registered model.
-
-    ``graph_settings``: the settings your graphs are built with; a mismatch with those the
-    weights were trained on raises :class:`~crystalzoo.errors.GraphSettingsMismatchError`.
-
-    Example::
-
-        >>> model = load_model("formation")
-        >>> from crystalzoo import example_structures
-        >>> model.predict(example_structures()[:1]).round(2)
-        array([-2.11], dtype=float32)
-    """
-    check_device(device)
-    if graph_settings is not None:
-        check_settings(graph_settings, "graph_settings")
-    name = str(name) if isinstance(name, str) else name  # a numpy string: its plain value in meta["source"]
-    config, state, source = _resolve(name, local_files_only)
-    model = build_model(config, state, source)
-    model.meta["source"] = source
-    return _checked(model, graph_settings, source).to(device)
-
-
-def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False, pretrained: bool = True,
-                  graph_settings: GraphSettings | None = None, local_files_only: bool | None = None) -> Backbone:
-    """A pretrained CGCNN backbone (graph → crystal vector), ready for a new head.
-
-    ``freeze=k`` freezes the embedding and the first ``k`` convolutions (0 ≤ k ≤ n_conv):
-    no gradients, and BatchNorm statistics that stay fixed in ``train()`` mode. ``None``
-    (default) freezes nothing. ``reinit=True`` re-initialises the layers after the frozen
-    ones, as in the paper's protocol; by default they keep their pretrained values.
-    ``pretrained=False`` gives the same architecture with random weights (the baseline).
-
-    Example::
-
-        >>> backbone = load_backbone("formation", freeze=2)
-        >>> backbone.out_features
-        32
-    """
-    config, state, source = _resolve(name, local_files_only, with_weights=pretrained)
-    if isinstance(config.get("ensemble"), dict):
-        raise ConfigError(f"{source} is an ensemble of {config['ensemble'].get('members')} models, each with its own "
-                          "backbone: take one, load_model(name).members[0].backbone, or fine-tune from a single model")
-    model = build_model(config, state, source, drop=("head.",))  # the old head is not needed
-    backbone = _checked(model, graph_settings, source).backbone
-    if freeze is not None:
-        _freeze(backbone, freeze, reinit=reinit)
-    elif reinit:
-        raise ConfigError("reinit=True needs freeze=k: it re-initialises the layers after the k frozen ones")
-    backbone.train()
-    hold_frozen(backbone)  # frozen stages stay a fixed function, for any architecture
-    return backbone

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from .errors import ConfigError, CrystalZooError, WeightsError
 from .files import _finite, atomic_write, check_small_file, write_json
-from .ensembles import from_config
-from .models import MAX_PARAMETERS, Predictor
 
+#: most parameters a model built from a config may have (about 200 MB in float32; the
+#: registered models have about 0.1 million)
+MAX_PARAMETERS = 50_000_000
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 #: what a training run writes beside its model (crystalzoo.training)
@@ -50,7 +51,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
-def load_into(model: Predictor, state: dict[str, torch.Tensor], source: str,
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
               drop: Iterable[str] = ()) -> None:
     """Strict loading: every key must match in name and shape, except keys under the
     prefixes in ``drop`` (for example ``"head."`` when a new head replaces the old one)."""
@@ -60,7 +61,7 @@ def load_into(model: Predictor, state: dict[str, torch.Tensor], source: str,
     model.load_state_dict(state, strict=not drop)
 
 
-def check_fits(model: Predictor, state: dict[str, torch.Tensor], source: str, drop: tuple[str, ...] = ()) -> None:
+def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, drop: tuple[str, ...] = ()) -> None:
     """:class:`WeightsError` unless ``state`` has exactly the tensors (names and shapes) of
     ``model`` outside the prefixes in ``drop``. ``model`` may live on the meta device."""
     state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else state
@@ -82,7 +83,7 @@ def check_fits(model: Predictor, state: dict[str, torch.Tensor], source: str, dr
         )
 
 
-def save_pretrained(model: Predictor, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
+def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
                     overwrite: bool = False) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder. A
     model already there is replaced; a training run's folder (with its checkpoint, history or
@@ -94,7 +95,7 @@ def save_pretrained(model: Predictor, folder: str | os.PathLike, extra: dict[str
         >>> save_pretrained(load_model("formation"), "/tmp/my-model")
         PosixPath('/tmp/my-model')
     """
-    if not isinstance(model, Predictor):
+    if not (isinstance(model, torch.nn.Module) and hasattr(model, "member_models") and hasattr(model, "config")):
         raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head) or a CrystalEnsemble, got "
                           f"a {type(model).__name__}; for a backbone, make a model with a head first")
     own = model.config()
@@ -145,9 +146,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, source: str,
-                drop: Iterable[str] = ()) -> Predictor:
-    """A model (or an ensemble, :mod:`crystalzoo.ensembles`) of the architecture in ``config``,
-    with ``state`` loaded strictly (random initialisation when ``state`` is None).
+                drop: Iterable[str] = (), *, constructor: Callable[[dict[str, Any]], torch.nn.Module]) -> torch.nn.Module:
+    """The model ``constructor`` makes from ``config`` (:func:`crystalzoo.ensembles.from_config`:
+    a model or an ensemble), with ``state`` loaded strictly (random initialisation when
+    ``state`` is None).
 
     Nothing large is allocated before the config is known to be sane: its values are checked
     against the limits in :mod:`crystalzoo.models` (:class:`ConfigError` naming ``source``),
@@ -156,7 +158,7 @@ def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, s
     drop = tuple(drop)
     try:
         with torch.device("meta"):
-            shape = from_config(config)
+            shape = constructor(config)
     except CrystalZooError as exc:  # ConfigError, GraphSettingsMismatchError: name the source
         raise type(exc)(f"config of {source}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -164,10 +166,10 @@ def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, s
     n_params = sum(p.numel() for p in shape.parameters())
     if n_params > MAX_PARAMETERS:
         raise ConfigError(f"config of {source} describes a model of {n_params:,} parameters, more than the "
-                          f"{MAX_PARAMETERS:,} crystalzoo builds (crystalzoo.models.MAX_PARAMETERS)")
+                          f"{MAX_PARAMETERS:,} crystalzoo builds (crystalzoo.serialization.MAX_PARAMETERS)")
     if state is not None:
         check_fits(shape, state, source, drop)
-    model = from_config(config)
+    model = constructor(config)
     if state is not None:
         load_into(model, state, source, drop)
     model.eval()

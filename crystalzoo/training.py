@@ -757,7 +757,7 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
         >>> model.targets, model.backbone.frozen
         (['band_gap'], 2)
     """
-    from .registry import load_backbone
+    from .loading import load_backbone
 
     _check_dataset(dataset, "dataset")
     _check_task(task)

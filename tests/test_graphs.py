@@ -45,7 +45,7 @@ def test_atom_features_are_the_cgcnn_table():
     import json
     from importlib import resources
 
-    table = json.loads(resources.files("crystalzoo").joinpath("data/atom_init.json").read_text())
+    table = json.loads(resources.files("crystalzoo").joinpath("bundled", "atom_init.json").read_text())
     s = load_structure(CIFS[0])
     g = build_graph(s)
     for i, site in enumerate(s):

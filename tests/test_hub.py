@@ -312,5 +312,6 @@ def test_hf_style_methods_call_the_functions(hub, band_gap_run, tmp_path):
                                   model.predict(CIFS))
     commit = model.push_to_hub("alice/methods")
     assert "model.safetensors" in hub.state.repos["alice/methods"]["commits"][commit]
-    with pytest.raises(Exception, match="holds a CrystalModel, not a CrystalEnsemble"):
+    with pytest.raises(Exception, match="describes a single model, not an ensemble: load it with load_model or "
+                                        "CrystalModel.from_pretrained"):
         CrystalEnsemble.from_pretrained(str(band_gap_run))

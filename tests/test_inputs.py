@@ -768,7 +768,7 @@ def test_messages_that_used_to_mislead(tmp_path, formation):
         formation.predict(Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]]))
     latin = tmp_path / "latin.cif"
     latin.write_bytes(CIFS[0].read_text().replace("data_", "# M\xfcller\ndata_", 1).encode("latin-1"))
-    with pytest.raises(StructureError, match="not UTF-8 text .* save the CIF as UTF-8"):
+    with pytest.raises(StructureError, match="not UTF-8 text .* save the file as UTF-8"):
         formation.predict(latin)
     with pytest.raises(DataError, match="not a regular file"):
         CrystalDataset.from_jsonl(tmp_path, targets=["y"], cache_dir=False, progress=False)
