@@ -11,6 +11,7 @@ verified weights → models) and this module on top.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -69,21 +70,88 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
     return entry
 
 
+def _cell(text: Any) -> str:
+    """``text`` safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _short_license(text: str) -> str:
+    """``"MIT, Copyright (c) 2018 Tian Xie (see …)"`` → ``"MIT"``."""
+    return re.split(r"[,(]", text, maxsplit=1)[0].strip() or "–"
+
+
+_AUTHOR = re.compile(r"^(?:[A-Z]\.\s?)+(?:[a-z]+\s)*[A-Z][\w'-]*(?: et al\.)?$")  # "T. Xie", "M. de Jong et al."
+
+
+def _short_citation(text: str) -> str:
+    """Each reference of ``text`` (``;``-separated) as first author's surname and year:
+    ``"T. Xie and J. C. Grossman, …, Phys. Rev. Lett. 120, 145301 (2018)"`` → ``"Xie & Grossman 2018"``."""
+    refs = []
+    for ref in (r.strip() for r in text.split(";")):
+        label, _, ref = ref.rpartition(": ") if re.match(r"^\w+: ", ref) else ("", "", ref)
+        parts = ref.split(", ")
+        authors = []
+        for part in parts:
+            names = [n.strip() for n in part.split(" and ")]
+            if not all(_AUTHOR.match(n) for n in names):
+                break
+            authors += names
+        if not authors:
+            refs.append(ref)  # not "initials surname, …": kept whole
+            continue
+        surnames = [re.sub(r"^(?:[A-Z]\.\s?)+", "", a) for a in authors]
+        if len(surnames) > 2 or surnames[0].endswith("et al."):
+            who = surnames[0].removesuffix(" et al.") + " et al."
+        else:
+            who = " & ".join(surnames)
+        year = re.findall(r"\((\d{4})\)", ref)
+        refs.append(f"{label + ': ' if label else ''}{who}{' ' + year[-1] if year else ''}")
+    return "; ".join(refs)
+
+
+def _training_cell(data: dict[str, Any]) -> str:
+    sizes = " / ".join(f"{data[k]:,}" for k in ("train", "val", "test") if isinstance(data.get(k), int))
+    parts = [data.get("dataset", "")] + ([f"{sizes} (train / val / test)"] if sizes else [])
+    return "<br>".join(_cell(p) for p in parts if p) or "–"
+
+
+def _metric_cell(metrics: list[dict[str, Any]], several_targets: bool) -> str:
+    """One line per target and metric, its splits side by side: ``mae 0.0835 / 0.09 eV/atom (val / test)``."""
+    groups: dict[tuple, list[tuple[Any, str]]] = {}
+    for m in metrics:
+        key = (m.get("target", "") if several_targets else "", m.get("name", ""), m.get("units", ""))
+        split = m.get("split", "")
+        groups.setdefault(key, []).append((m.get("value", ""), "val" if split == "validation" else split))
+    lines = []
+    for (target, name, units), scores in groups.items():
+        values = " / ".join(str(v) for v, _ in scores)
+        splits = " / ".join(s for _, s in scores if s)
+        line = f"{target + ': ' if target else ''}{name} {values} {units}".strip()
+        lines.append(line + (f" ({splits})" if splits else ""))
+    return "<br>".join(_cell(line) for line in lines) or "–"
+
+
 def markdown_table(manifest: dict[str, Any] | None = None) -> str:
-    """The manifest as the Markdown table shown in ``docs/backbones.md``."""
+    """The manifest as the Markdown table shown in ``docs/backbones.md``: per registered model
+    its task, targets with units, training data, metrics, license, sha256 and citation (each
+    shortened; ``crystalzoo info NAME`` and :func:`crystalzoo.get_backbone_info` give them in
+    full)."""
     manifest = manifest or read_manifest()
-    rows = ["| name | target | units | training crystals | metric (split) | params | bundled | Hub repo @ revision | sha256 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| name | task | targets (units) | training data | metrics | license | sha256 | citation |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, e in manifest["weights"].items():
         head = e["config"]["head"]
-        m = e["metrics"][0] if e.get("metrics") else {}
-        metric = f"{m.get('name', '')} {m.get('value', '')} {m.get('units', '')} ({m.get('split', '')})".strip()
-        hub = e["hub"]
-        rev = hub["revision"][:12] if hub["revision"] else "unpublished"
+        if head["task"] == "classification":
+            targets = [f"{t} (classes: {', '.join(head.get('classes', []))})" for t in head["targets"]]
+        else:
+            units = head.get("units") or [""] * len(head["targets"])
+            targets = [f"{t} ({u})" if u else t for t, u in zip(head["targets"], units)]
         rows.append(
-            f"| `{name}` | {', '.join(head['targets'])} | {', '.join(head.get('units', [])) or '–'} | "
-            f"{e.get('training_data', {}).get('train', '?')} | {metric} | {e['num_params']:,} | "
-            f"{'yes' if e['file']['bundled'] else 'no'} | {hub['repo_id']} @ {rev} | `{e['file']['sha256'][:16]}…` |"
+            f"| `{name}` | {head['task']} | {'<br>'.join(_cell(t) for t in targets)} | "
+            f"{_training_cell(e.get('training_data', {}))} | "
+            f"{_metric_cell(e.get('metrics', []), len(head['targets']) > 1)} | "
+            f"{_cell(_short_license(e.get('license', '')))} | `{e['file']['sha256'][:12]}` | "
+            f"{_cell(_short_citation(e.get('citation', '')) or '–')} |"
         )
     return "\n".join(rows) + "\n"
 
