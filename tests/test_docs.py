@@ -39,3 +39,11 @@ def test_every_python_block_of_the_docs_is_python():
             assert "tests/data" not in code, f"{page.name} block {i} reads a file the wheel does not ship"
             found += 1
     assert found >= 15  # 19 when written
+
+
+def test_readme_links_work_on_a_package_index_page():
+    """PyPI shows the README without the repository around it: every link is absolute."""
+    import re
+
+    links = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    assert links and all(link.startswith(("https://", "http://", "#")) for link in links), links
