@@ -129,3 +129,19 @@ def test_cli_predicts_a_poscar(formation, crystals, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "file,formation_energy_per_atom (eV/atom)"
     assert float(lines[1].split(",")[1]) == pytest.approx(float(formation.predict([crystals[1]])[0]), abs=1e-5)
+
+
+def test_cli_predicts_an_extxyz_into_json(formation, crystals, tmp_path, capsys):
+    pytest.importorskip("ase")
+    import ase.io
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from crystalzoo.cli import main
+
+    path = tmp_path / "relaxed.extxyz"
+    ase.io.write(path, AseAtomsAdaptor.get_atoms(crystals[2]), format="extxyz")
+    assert main(["predict", "--model", "formation", str(path), "--output", str(tmp_path / "p.json")]) == 0
+    (row,) = json.loads((tmp_path / "p.json").read_text())
+    assert row["file"] == str(path)
+    assert row["formation_energy_per_atom (eV/atom)"] == pytest.approx(float(formation.predict([crystals[2]])[0]),
+                                                                        abs=1e-5)
