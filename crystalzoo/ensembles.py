@@ -132,6 +132,8 @@ def ensemble_from_config(config: dict[str, Any]) -> CrystalEnsemble:
         if members[0].task != "regression":
             raise ConfigError("a classifier's config has a 'calibration': intervals are for regression models")
         calibration = Calibration.from_dict(config["calibration"], members[0].targets)
+        if not calibration.scaled:
+            raise ConfigError("an ensemble's calibration scales by its spread ('floor' per target); this one has none")
     return CrystalEnsemble(members, members[0].meta, calibration)
 
 

@@ -311,12 +311,14 @@ ASE_INSTALL = "pip install 'crystalzoo[ase]'"
 
 
 def file_format(path: Path) -> str:
-    """How a structure file is read, from its name: ``POSCAR*`` / ``CONTCAR*`` and ``*.vasp``
-    are VASP files, the suffixes of :data:`FILE_FORMATS` their formats, anything else CIF."""
+    """How a structure file is read, from its name: the suffixes of :data:`FILE_FORMATS` their
+    formats (``CONTCAR_final.cif`` is a CIF), then ``POSCAR*`` / ``CONTCAR*`` VASP files,
+    anything else CIF."""
     name = path.name.lower()
-    if name.startswith(("poscar", "contcar")):
-        return "poscar"
-    return FILE_FORMATS.get(Path(name).suffix, "cif")
+    suffix = Path(name).suffix
+    if suffix in FILE_FORMATS:
+        return FILE_FORMATS[suffix]
+    return "poscar" if name.startswith(("poscar", "contcar")) else "cif"
 
 
 def is_ase_atoms(obj: Any) -> bool:
@@ -328,6 +330,8 @@ def _from_ase(atoms: Any, name: str) -> "Structure":
     """A pymatgen Structure from an ASE ``Atoms`` that is periodic in three directions."""
     import numpy as np
 
+    if len(atoms) == 0:
+        raise StructureError(f"{name}: an ASE Atoms with no atoms is not a crystal")
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if not pbc.all() or abs(float(np.linalg.det(np.asarray(atoms.cell)))) < 1e-12:
         raise StructureError(f"{name}: an ASE Atoms with pbc={pbc.tolist()} and this cell is not a crystal; CGCNN "

@@ -187,6 +187,16 @@ def _base_model(backbone: Any) -> str | None:
     return entry["hub"]["repo_id"] if entry else None
 
 
+def _unit_note(key: str, units: dict[str, str]) -> str:
+    """`` (eV)`` for a metric in a target's units (an MAE, an interval's width: the target named
+    at the end of the key, or the only one), else nothing (a coverage, an accuracy)."""
+    if not key.startswith(("mae", "interval_width")):
+        return ""
+    target = max((t for t in units if key.endswith("_" + t)), key=len, default=None)
+    unit = units.get(target) if target else (next(iter(units.values())) if len(set(units.values())) == 1 else None)
+    return f" ({unit})" if unit else ""
+
+
 def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None, tags: list[str]) -> str:
     """The card's metadata: library, license, pipeline tag, tags, base model, data set and a
     ``model-index`` with the metrics of each split (with their units), as the Hub reads them."""
@@ -200,10 +210,7 @@ def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | N
         for key, value in ((metrics or {}).get(split) or {}).items():
             if key == "loss" or value is None or value != value:
                 continue
-            target = key.split("_", 1)[1] if key.startswith("mae_") else None
-            unit = units.get(target) if target else (next(iter(units.values()), None) if len(units) == 1 else None)
-            label = f"{'validation' if split == 'val' else 'test'} {key}" + (f" ({unit})" if unit and
-                                                                              not key.startswith("coverage") else "")
+            label = f"{'validation' if split == 'val' else 'test'} {key}" + _unit_note(key, units)
             results.append(EvalResult(task_type="graph-ml", task_name=f"{head.get('task')} of "
                                       f"{', '.join(head['targets'])}", dataset_type=str(data or "unknown"),
                                       dataset_name=str(data or "training data of this model"),
@@ -253,11 +260,12 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
                   "test crystals inside the 90 % intervals.", ""]
     if metrics:
         lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
-        unit = units[0] if len(units) == 1 else None
+        named = dict(zip(head["targets"], head.get("units") or [])) if head.get("task") == "regression" else {}
+        named = {t: u for t, u in named.items() if u}
         for split in ("val", "test"):
             for k, v in (metrics.get(split) or {}).items():
                 if k != "loss":
-                    shown = f"{k} ({unit})" if unit and (k == "mae" or k.startswith(("mae_", "interval_width"))) else k
+                    shown = k + _unit_note(k, named)
                     lines.append(f"| {split} | {shown} | {'–' if v is None or v != v else f'{v:.4f}'} |")
         if metrics.get("sizes"):
             s = metrics["sizes"]
@@ -377,7 +385,8 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
         raise ConfigError("create_pr opens a pull request against the main branch: leave out revision (or push to the "
                           "branch revision without create_pr)")
     if revision is not None and (not isinstance(revision, str) or not revision.strip() or ".." in revision
-                                 or revision.startswith(("/", "-")) or any(c.isspace() for c in revision)):
+                                 or revision.startswith(("/", "-", "refs/")) or revision.endswith(("/", ".lock"))
+                                 or any(c.isspace() or c in "~^:?*[\\" or not c.isprintable() for c in revision)):
         raise ConfigError(f"revision = {revision!r}: the name of a branch to push to, e.g. 'dev' (None: main)")
     tags = [] if tags is None else tags
     if isinstance(tags, str) or not all(isinstance(t, str) and t.strip() and len(t) <= 100 for t in tags):
@@ -407,6 +416,9 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
             (folder / WEIGHTS_NAME).rename(folder / filename)
         config = json.loads((folder / CONFIG_NAME).read_text())
         _no_local_paths(config.get("meta"))
+        if metrics:
+            metrics = dict(metrics)
+            _no_local_paths(metrics)  # a fine-tune's metrics name its backbone, which may be a local folder
         config["weights_sha256"] = sha256_file(folder / filename)
         if filename != WEIGHTS_NAME:
             config["weights_file"] = filename  # load_model("hf-hub:…") reads the weights under this name

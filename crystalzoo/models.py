@@ -44,6 +44,8 @@ MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier
 #: is format 1 (every crystalzoo so far); a newer format is refused with a clear error
 #: (docs/hub.md, "config.json").
 CONFIG_FORMAT = 2
+#: the columns of a prediction table besides the predictions (``predict_frame``, ``crystalzoo predict``)
+FRAME_COLUMNS = ("id", "source", "file")
 #: the format of a single model's config (format 2 adds ensembles, which older versions cannot
 #: read; a single model stays format 1, so that they still load it)
 SINGLE_FORMAT = 1
@@ -678,6 +680,10 @@ def _names(value: Any, what: str, minimum: int = 1) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
             or not minimum <= len(value) <= MAX_OUTPUTS:
         raise ConfigError(f"head {what} must be a list of {minimum} to {MAX_OUTPUTS} strings, got {str(value)[:80]}")
+    for v in value:  # names go into tables, file headers and the model card's YAML: one printable line each
+        if any(not ch.isprintable() for ch in v):
+            raise ConfigError(f"head {what} {v!r} holds a line break or another control character; give a name on "
+                              "one line (e.g. 'band_gap')")
     return value
 
 
@@ -750,18 +756,20 @@ class Predictor(nn.Module):
         Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
         class probabilities, shape (n, n_classes).
         """
-        self._check_std(return_std)
+        return_std = self._check_std(return_std)
         out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
         mean = self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
         return (mean, self.head.as_returned(out.std(0))) if return_std else mean
 
-    def _check_std(self, return_std: Any) -> None:
-        if not isinstance(return_std, bool):
+    def _check_std(self, return_std: Any) -> bool:
+        if not isinstance(return_std, (bool, np.bool_)):
             raise ConfigError(f"return_std = {return_std!r}: True or False")
+        return_std = bool(return_std)
         if return_std and len(self.member_models()) == 1:
             raise ConfigError("return_std needs an ensemble (finetune(..., ensemble=5), crystalzoo finetune "
                               "--ensemble 5): a single model has no spread over members. For calibrated bounds of "
                               "a single model, use model.predict_interval(structures, coverage=0.9)")
+        return return_std
 
     def _check_interval(self, coverage: Any) -> float:
         """``coverage`` checked, and this model able to give intervals for it (before any work)."""
@@ -819,9 +827,11 @@ class Predictor(nn.Module):
         """
         import pandas as pd
 
-        self._check_std(return_std)
+        return_std = self._check_std(return_std)
         if coverage is not None:
             coverage = self._check_interval(coverage)
+        if isinstance(ids, (str, bytes)):
+            raise ConfigError(f"ids = {ids!r}: one id per crystal, a list (a string would be one id per character)")
         if hasattr(structures, "graphs") and hasattr(structures, "ids"):  # a CrystalDataset
             default_ids = list(structures.ids)
         else:
@@ -833,7 +843,8 @@ class Predictor(nn.Module):
         ids = default_ids if ids is None else list(ids)
         if len(ids) != n:
             raise ConfigError(f"predict_frame got {len(ids)} ids for {n} crystals: give one id per crystal")
-        names = self.head.columns()
+        # a target named like the table's own columns (id, source, file) is prefixed: no column is overwritten
+        names = [f"predicted {n}" if n in FRAME_COLUMNS else n for n in self.head.columns()]
         frame = pd.DataFrame({"id": ids})
         mean = out.mean(0) if len(out) > 1 else out[0]
         for j, name in enumerate(names):
@@ -873,10 +884,15 @@ class Predictor(nn.Module):
                             f"{list(self.targets)}: select them first (dataset.select_targets(model.targets))")
         if len(dataset) == 0:
             raise DataError("the calibration set has no crystal")
+        if np.isnan(dataset.labels).all():  # the model's calibration stays as it was
+            raise DataError(f"the calibration set has no {', '.join(self.targets)} label: calibrate on labelled crystals "
+                            "the model was not trained on")
+        if not isinstance(split, str) or not split.strip():
+            raise ConfigError(f"split = {split!r}: a name for where the calibration crystals come from, e.g. 'held-out'")
         out = self._predict_batches(self._batches(dataset, batch_size, 1, False)).astype(np.float64)
         scaled = len(out) > 1
         self.calibration = calibration_from(out.mean(0), out.std(0) if scaled else None, dataset.labels,
-                                            self.targets, split=str(split))
+                                            self.targets, split=split)
         return self.calibration
 
     @classmethod

@@ -409,7 +409,8 @@ def _data_digest(ds: CrystalDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig) -> dict:
+def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
+                     members: int = 1) -> dict:
     """What a checkpoint must share with a run that resumes it: the model (architecture, graph
     settings, head and targets, backbone, freeze), the data and its split, and the optimisation
     (seed, optimizer, lr, schedule, weight decay, batch size). Epochs, early stopping and the
@@ -424,6 +425,7 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
         **({"epochs (gradual unfreezing)": config.epochs} if config.recipe == "gradual" else {}),  # its phases
         "training data": _data_digest(train), "validation data": _data_digest(val),
+        **({"ensemble members": members} if members > 1 else {}),  # resuming with another N replaces no model
     }))
 
 
@@ -536,17 +538,18 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
 
 def _run(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
          out_dir: str | os.PathLike | None, resume: bool, overwrite: bool, checkpoint: str = CHECKPOINT,
-         prefixes: dict | None = None) -> History:
+         prefixes: dict | None = None, members: int = 1) -> History:
     """:func:`train_model` after its checks; ``checkpoint``: the checkpoint's name in
     ``out_dir`` (an ensemble's members have one each); ``prefixes``: the frozen-prefix cache the
-    members of an ensemble share (:class:`_Batches`)."""
+    members of an ensemble share (:class:`_Batches`); ``members``: the ensemble's size, part of
+    what a checkpoint must match to be resumed."""
     world, rank = _distributed(config.device)
     if world > 1 and config.device == "cuda":  # one GPU per process
         config = TrainConfig(**{**asdict(config), "device": f"cuda:{os.environ.get('LOCAL_RANK', rank)}"})
     claim = claim_run_folder(out_dir, overwrite=overwrite, resume=resume) if out_dir is not None and rank == 0 \
         else nullcontext()
     with claim:
-        return _train(model, train, val, config, out_dir, resume, world, rank, checkpoint, prefixes)
+        return _train(model, train, val, config, out_dir, resume, world, rank, checkpoint, prefixes, members)
 
 
 def _member_checkpoint(i: int) -> str:
@@ -556,7 +559,7 @@ def _member_checkpoint(i: int) -> str:
 
 def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
            out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int, checkpoint: str = CHECKPOINT,
-           prefixes: dict | None = None) -> History:
+           prefixes: dict | None = None, members: int = 1) -> History:
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
@@ -569,7 +572,8 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         raise DataError("the training set has 1 crystal; BatchNorm needs at least 2 to train on")
     _check_classes(model, train, "the training split")
     _check_classes(model, val, "the validation split")
-    description = _run_description(model, train, val, config) if out_dir is not None else {}  # may fail: before deleting
+    description = (_run_description(model, train, val, config, members) if out_dir is not None
+                   else {})  # may fail: before deleting
     if out_dir is not None and rank == 0:
         _replace_old_run(out_dir)
     torch.manual_seed(config.seed)
@@ -707,7 +711,15 @@ def _interval_scores(model: Predictor, ds: CrystalDataset, coverage: float) -> d
     have = ~np.isnan(y)
     inside = (lower <= y) & (y <= upper)
     tag = f"{round(100 * coverage)}"
-    return {f"coverage_{tag}": float(inside[have].mean()), f"interval_width_{tag}": float((upper - lower)[have].mean())}
+    if y.shape[1] == 1:
+        return {f"coverage_{tag}": float(inside[have].mean()),
+                f"interval_width_{tag}": float((upper - lower)[have].mean())}
+    scores = {f"coverage_{tag}": float(inside[have].mean())}  # a fraction: one over every target is meaningful
+    for j, target in enumerate(ds.targets):  # widths in each target's units, never mixed
+        h = have[:, j]
+        scores[f"coverage_{tag}_{target}"] = float(inside[h, j].mean()) if h.any() else float("nan")
+        scores[f"interval_width_{tag}_{target}"] = float((upper - lower)[h, j].mean()) if h.any() else float("nan")
+    return scores
 
 
 def _head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | None) -> dict[str, Any]:
@@ -958,7 +970,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
             if ensemble > 1:
                 logger.info("ensemble member %d of %d (seed %d)", i + 1, ensemble, seed + i)
             histories.append(_run(member, train, val, replace(config, seed=config.seed + i), out_dir, resume,
-                                  overwrite, checkpoint=_member_checkpoint(i), prefixes=prefixes))
+                                  overwrite, checkpoint=_member_checkpoint(i), prefixes=prefixes, members=ensemble))
             members.append(member)
         model = members[0] if ensemble == 1 else CrystalEnsemble(members)
         history = histories[0]

@@ -119,18 +119,23 @@ class Calibration:
             raise ConfigError("calibration 'scores' must hold one list per target")
         checked = []
         for n, col in zip(counts, scores):
-            ok = isinstance(col, list) and min(n, 1) <= len(col) <= min(n, MAX_SCORES) and all(
+            ok = isinstance(col, list) and len(col) == min(n, MAX_SCORES) and all(
                 isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in col)
             if not ok or any(a > b for a, b in zip(col, col[1:])):
-                raise ConfigError("calibration 'scores' must be sorted lists of finite numbers >= 0, at most one per "
-                                  f"calibration crystal and at most {MAX_SCORES}")
+                raise ConfigError("calibration 'scores' must be sorted lists of finite numbers >= 0, one per calibration "
+                                  f"crystal (its 'counts'), or {MAX_SCORES} of them for more crystals")
             checked.append([float(s) for s in col])
         if floor is not None and not (isinstance(floor, list) and len(floor) == t and all(
                 isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in floor)):
             raise ConfigError(f"calibration 'floor' must hold one number > 0 per target, got {str(floor)[:80]}")
+        scale = d.get("scale", "ensemble std + floor" if floor is not None else "constant")
+        if scale != ("ensemble std + floor" if floor is not None else "constant"):
+            raise ConfigError(f"calibration 'scale' {scale!r} does not fit its 'floor' {floor!r}: 'ensemble std + floor' "
+                              "has a floor per target, 'constant' none")
         split = d.get("split", "validation")
-        return cls(list(targets), list(counts), checked, None if floor is None else [float(f) for f in floor],
-                   split if isinstance(split, str) else "validation")
+        if not isinstance(split, str):
+            raise ConfigError(f"calibration 'split' must be a name, got {split!r}")
+        return cls(list(targets), list(counts), checked, None if floor is None else [float(f) for f in floor], split)
 
 
 def _round_up(v: float) -> float:

@@ -145,3 +145,33 @@ def test_cli_predicts_an_extxyz_into_json(formation, crystals, tmp_path, capsys)
     assert row["file"] == str(path)
     assert row["formation_energy_per_atom (eV/atom)"] == pytest.approx(float(formation.predict([crystals[2]])[0]),
                                                                         abs=1e-5)
+
+
+def test_a_known_suffix_wins_over_a_poscar_like_name(formation, crystals, tmp_path):
+    for name, fmt in (("CONTCAR_relaxed.cif", "cif"), ("poscar_final.json", "json"), ("POSCAR.1", "poscar")):
+        (tmp_path / name).write_text(crystals[0].to(fmt=fmt))  # pymatgen would guess POSCAR from such names
+    expected = formation.predict(crystals[:1])
+    for name in ("CONTCAR_relaxed.cif", "poscar_final.json", "POSCAR.1"):
+        np.testing.assert_allclose(formation.predict([tmp_path / name]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prediction_columns_never_overwrite_the_tables_own(formation, crystals, tmp_path):
+    import copy
+
+    from crystalzoo.errors import ConfigError
+
+    model = copy.deepcopy(formation)
+    model.head.targets = ["id"]
+    model.head.units = [""]
+    frame = model.predict_frame(crystals[:2], ids=["a", "b"])
+    assert frame.columns.tolist() == ["id", "predicted id"] and frame["id"].tolist() == ["a", "b"]
+    with pytest.raises(ConfigError, match="one id per crystal, a list"):
+        formation.predict_frame(crystals[:3], ids="abc")
+
+
+def test_names_with_line_breaks_are_refused():
+    from crystalzoo import RegressionHead
+    from crystalzoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="line break"):
+        RegressionHead(32, ["x\n---\ny"])

@@ -223,6 +223,8 @@ def test_pushed_configs_hold_no_local_paths(hub, tmp_path):
     files = hub.state.repos["alice/local"]["commits"][hub.state.repos["alice/local"]["branches"]["main"]]
     assert str(tmp_path) not in files["config.json"].decode() and str(tmp_path) not in files["README.md"].decode()
     assert json.loads(files["config.json"])["meta"]["backbone"] == "my-backbone (a local folder)"
+    assert json.loads(files["metrics.json"])["backbone"] == "my-backbone (a local folder)"  # the metrics too
+    assert str(tmp_path) not in files["metrics.json"].decode()
     assert r.model.meta["backbone"] == str(backbone_folder)  # the local model keeps its own record
 
 
@@ -301,6 +303,9 @@ def test_push_to_a_branch_and_as_a_pull_request(hub, band_gap_run):
         push_to_hub(model, "alice/branches", create_pr=True, revision="dev")
     with pytest.raises(Exception, match="tags"):
         push_to_hub(model, "alice/branches", tags="oxides")
+    for bad in ("dev~1", "a:b", "dev.lock", "refs/pr/1", "two words"):
+        with pytest.raises(Exception, match="the name of a branch"):
+            push_to_hub(model, "alice/branches", revision=bad)
 
 
 def test_hf_style_methods_call_the_functions(hub, band_gap_run, tmp_path):

@@ -276,3 +276,60 @@ def test_classification_ensemble_averages_probabilities(band_gaps):
     assert r.model.calibration is None
     with pytest.raises(ConfigError, match="intervals are for regression"):
         r.model.predict_interval(CIFS, 0.9)
+
+
+# ---------------------------------------------------------------------------- an attack on the above (issue 15)
+
+
+def test_resume_with_another_ensemble_size_is_refused(band_gaps, ensemble_run, tmp_path):
+    import shutil
+
+    from crystalzoo.errors import RunError
+
+    _, out = ensemble_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = (copy / "model.safetensors").read_bytes()
+    for n in (1, 2):  # 1 is the default: `--resume` without `--ensemble 3`
+        with pytest.raises(RunError, match="ensemble members"):
+            finetune(band_gaps, "band_gap", ensemble=n, out_dir=copy, resume=True, units="eV", **RUN)
+    assert (copy / "model.safetensors").read_bytes() == before
+    assert json.loads((copy / "config.json").read_text())["ensemble"] == {"members": 3}
+
+
+def test_calibrating_on_unlabelled_crystals_keeps_the_calibration(ensemble_run, band_gaps):
+    from crystalzoo.errors import DataError
+
+    model = load_model(str(ensemble_run[1]))
+    before = model.calibration
+    unlabelled = CrystalDataset(band_gaps.ids[:10], band_gaps.graphs[:10], np.full((10, 1), np.nan, np.float32),
+                                ["band_gap"], band_gaps.settings)
+    with pytest.raises(DataError, match="has no band_gap label"):
+        model.calibrate(unlabelled)
+    assert model.calibration is before
+    with pytest.raises(ConfigError, match="split"):
+        model.calibrate(band_gaps, split=None)
+
+
+def test_multi_target_interval_widths_stay_in_their_units(tmp_path):
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap", "formation_energy_per_atom"],
+                                   progress=False)
+    r = finetune(ds, ["band_gap", "formation_energy_per_atom"], units=["eV", "eV/atom"], ensemble=2, **RUN)
+    test = r.metrics["test"]
+    assert "interval_width_90" not in test  # eV and eV/atom are not averaged
+    assert {"coverage_90", "coverage_90_band_gap", "interval_width_90_band_gap",
+            "interval_width_90_formation_energy_per_atom"} <= set(test)
+    lower, upper = r.model.predict_interval(CIFS, 0.8)
+    assert lower.shape == upper.shape == (len(CIFS), 2)
+
+
+def test_tampered_counts_and_scales_are_refused():
+    good = calibration_from(np.zeros((40, 1)), None, np.arange(40.0)[:, None], ["y"]).to_dict()
+    from crystalzoo.uncertainty import Calibration
+
+    for change, message in (({"counts": [100]}, "one per calibration crystal"),
+                            ({"scale": "ensemble std + floor"}, "does not fit its 'floor'"),
+                            ({"split": 5}, "'split' must be a name")):
+        with pytest.raises(ConfigError, match=message):
+            Calibration.from_dict({**good, **change}, ["y"])
+    assert Calibration.from_dict(good, ["y"]).quantile(0.975).tolist() == [39.0]
