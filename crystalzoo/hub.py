@@ -253,7 +253,10 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
     calibration = config.get("calibration")
     if isinstance(calibration, dict):
         counts = calibration.get("counts") or []
-        lines += [f"Calibrated prediction intervals ({calibration.get('method')}, on {', '.join(map(str, counts))} "
+        targets = calibration.get("targets") or []
+        on = (str(counts[0]) if len(counts) == 1 else
+              ", ".join(f"{n} ({t})" for n, t in zip(counts, targets)))
+        lines += [f"Calibrated prediction intervals ({calibration.get('method')}, on {on} "
                   f"{calibration.get('split')} crystals; width {'scaled by the ensemble spread' if ensemble else 'constant'}"
                   "): `lower, upper = model.predict_interval(structures, coverage=0.9)`. They hold the stated "
                   "fraction of crystals drawn like the calibration crystals; `coverage_90` below is the fraction of "
