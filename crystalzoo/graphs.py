@@ -406,7 +406,13 @@ def load_structure(source: StructureLike) -> "Structure":
             raise StructureError(f"{path}: not UTF-8 text (a binary file, or text in another encoding such as "
                                  "Latin-1): save the file as UTF-8") from None
         fmt = file_format(path)
-        return _parse_cif(text, str(path)) if fmt == "cif" else _parse_other(text, fmt, path)
+        if fmt != "cif":
+            return _parse_other(text, fmt, path)
+        if "data_" not in text and text.strip():  # read as CIF by its name, but no CIF inside
+            raise StructureError(f"{path}: not a CIF (no 'data_' block); a structure file of another format is read "
+                                 "by its name: POSCAR/CONTCAR or *.vasp, *.xsf, *.cssr, *.res, *.json, *.yaml, "
+                                 "*.extxyz (docs/quickstart.md, 'Structure files')")
+        return _parse_cif(text, str(path))
     _refuse_molecule(source)
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "

@@ -175,3 +175,10 @@ def test_names_with_line_breaks_are_refused():
 
     with pytest.raises(ConfigError, match="line break"):
         RegressionHead(32, ["x\n---\ny"])
+
+
+def test_a_poscar_named_like_a_cif_says_how_files_are_read(crystals, tmp_path, formation):
+    (tmp_path / "relaxed.cif").write_text(crystals[0].to(fmt="poscar"))
+    with pytest.raises(StructureError, match=r"relaxed.cif: not a CIF \(no 'data_' block\); a structure file of "
+                                             "another format is read by its name: POSCAR"):
+        formation.predict([tmp_path / "relaxed.cif"])
