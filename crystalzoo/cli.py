@@ -142,15 +142,9 @@ def _cmd_predict(args) -> None:
             raise ConfigError(f"--output {args.output} is {'inside ' if out not in inputs else ''}the data being "
                               "predicted: choose another file")
     model = load_model(args.model, device=args.device)
-    if args.std and len(model.member_models()) == 1:
-        raise ConfigError(f"--std needs an ensemble (crystalzoo finetune --ensemble 5): {args.model} is a single "
-                          "model, with no spread over members; --interval gives its calibrated bounds")
-    if args.interval is not None and model.task != "regression":
-        raise ConfigError(f"--interval is for regression models; {args.model} is a classifier")
-    if args.interval is not None and model.calibration is None:
-        raise ConfigError(f"{args.model} has no calibration for --interval (models fine-tuned by crystalzoo are "
-                          "calibrated on their validation split; registered ones are not): calibrate it with "
-                          "model.calibrate(dataset) and save it (docs/uncertainty.md)")
+    model._check_std(args.std, "--std")  # the model's own checks, before any graph is built
+    if args.interval is not None:
+        model._check_interval(args.interval)
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
                             **({"id_column": args.id_column} if args.id_column else {}))

@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .graphs import GraphSettings
-from .models import CONFIG_FORMAT, CrystalModel, Predictor, model_from_config
+from .models import CONFIG_FORMAT, CrystalModel, Predictor, calibration_in, model_from_config
 from .uncertainty import Calibration
 
 #: most members an ensemble may have
@@ -66,9 +66,9 @@ class CrystalEnsemble(Predictor):
         if not 2 <= len(members) <= MAX_MEMBERS or not all(isinstance(m, CrystalModel) for m in members):
             raise ConfigError(f"an ensemble takes 2 to {MAX_MEMBERS} CrystalModels, got "
                               f"{[type(m).__name__ for m in members][:5]}")
-        first = {k: v for k, v in members[0].config().items() if k not in ("meta", "calibration")}
+        first = _shape(members[0])
         for i, m in enumerate(members[1:], 1):
-            other = {k: v for k, v in m.config().items() if k not in ("meta", "calibration")}
+            other = _shape(m)
             if other != first:
                 diff = sorted(k for k in first if first[k] != other.get(k))
                 raise ConfigError(f"member {i} differs from member 0 in {diff}: an ensemble's members share the "
@@ -98,19 +98,20 @@ class CrystalEnsemble(Predictor):
         class probabilities)."""
         return self.head.combine([m(g) for m in self.members])
 
-    def output_in_units(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.head.to_units(raw)
-
     def embed(self, *args: Any, **kwargs: Any):
         raise ConfigError(f"an ensemble's {len(self.members)} members give different crystal vectors: embed with one "
                           "of them, e.g. model.members[0].embed(structures)")
 
     def config(self) -> dict[str, Any]:
         """The members' shared config, with ``"ensemble": {"members": N}`` (format 2)."""
-        own = {k: v for k, v in self.members[0].config().items() if k not in ("meta", "calibration")}
-        return {**own, "format_version": CONFIG_FORMAT, "ensemble": {"members": len(self.members)},
+        return {**_shape(self.members[0]), "format_version": CONFIG_FORMAT, "ensemble": {"members": len(self.members)},
                 **({"meta": self.meta} if self.meta else {}),
                 **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {})}
+
+
+def _shape(model: CrystalModel) -> dict[str, Any]:
+    """A member's config without what is its own (``meta``, ``calibration``): what the members share."""
+    return {k: v for k, v in model.config().items() if k not in ("meta", "calibration")}
 
 
 def ensemble_from_config(config: dict[str, Any]) -> CrystalEnsemble:
@@ -127,14 +128,7 @@ def ensemble_from_config(config: dict[str, Any]) -> CrystalEnsemble:
         raise ConfigError("an ensemble config has 2 or more members; a single model has no 'ensemble' key")
     single = {k: v for k, v in config.items() if k not in ("ensemble", "calibration")}
     members = [model_from_config(single) for _ in range(n)]
-    calibration = None
-    if config.get("calibration") is not None:
-        if members[0].task != "regression":
-            raise ConfigError("a classifier's config has a 'calibration': intervals are for regression models")
-        calibration = Calibration.from_dict(config["calibration"], members[0].targets)
-        if not calibration.scaled:
-            raise ConfigError("an ensemble's calibration scales by its spread ('floor' per target); this one has none")
-    return CrystalEnsemble(members, members[0].meta, calibration)
+    return CrystalEnsemble(members, members[0].meta, calibration_in(config, members[0].head, ensemble=True))
 
 
 def from_config(config: dict[str, Any]) -> Predictor:

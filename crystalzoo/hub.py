@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import ConfigError, HubError
 from .files import check_sha256, check_small_file, sha256_file, write_json
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, read_config, save_pretrained
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, is_model, read_config, save_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,13 @@ def _base_model(backbone: Any) -> str | None:
     return entry["hub"]["repo_id"] if entry else None
 
 
+def _target_units(head: dict[str, Any]) -> dict[str, str]:
+    """A head config's unit of each target ("" where it has none; a classifier: no targets with units)."""
+    if head.get("task") != "regression":
+        return {}
+    return dict(zip(head["targets"], head.get("units") or []))
+
+
 def _unit_note(key: str, units: dict[str, str]) -> str:
     """`` (eV)`` for a metric in a target's units (an MAE, an interval's width: the target named
     at the end of the key, or the only one), else nothing (a coverage, an accuracy)."""
@@ -203,7 +210,7 @@ def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | N
     from huggingface_hub import EvalResult, ModelCardData
 
     head, meta = config["head"], config.get("meta", {})
-    units = dict(zip(head["targets"], head.get("units") or [])) if head.get("task") == "regression" else {}
+    units = _target_units(head)
     data = (metrics or {}).get("data")
     results = []
     for split in ("val", "test"):
@@ -263,8 +270,7 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
                   "test crystals inside the 90 % intervals.", ""]
     if metrics:
         lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
-        named = dict(zip(head["targets"], head.get("units") or [])) if head.get("task") == "regression" else {}
-        named = {t: u for t, u in named.items() if u}
+        named = _target_units(head)
         for split in ("val", "test"):
             for k, v in (metrics.get(split) or {}).items():
                 if k != "loss":
@@ -370,7 +376,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     """
     from huggingface_hub import HfApi
 
-    if not (hasattr(model, "member_models") and hasattr(model, "config") and hasattr(model, "state_dict")):
+    if not is_model(model):
         raise ConfigError(f"push_to_hub takes a CrystalModel or CrystalEnsemble (e.g. load_model(folder)), not a "
                           f"{type(model).__name__}; for a backbone, make a model with a head first")
     _check_repo_id(repo_id)

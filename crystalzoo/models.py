@@ -25,8 +25,8 @@ from torch import nn
 from .crystal_graph import (CrystalGraph, add_centre, as_crystal_graph, mean_per_crystal, softmax_over_edges,
                             sum_into_atoms)
 from .errors import ConfigError, CrystalZooError, DataError, GraphSettingsMismatchError
-from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, collate, crystal_batches,
-                     crystal_list, python_numbers, structure_path)
+from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, check_settings, collate,
+                     crystal_batches, crystal_list, python_numbers, structure_path)
 from .registry import resolve
 from .serialization import build_model
 from .uncertainty import Calibration, calibration_from, check_coverage
@@ -704,6 +704,11 @@ def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
     raise ConfigError(f"unknown head task {task!r}; valid: 'regression', 'classification'")
 
 
+def _member_mean(out: np.ndarray) -> np.ndarray:
+    """The mean over the members (axis 0) of their predictions; a single model's as they are."""
+    return out.mean(0) if len(out) > 1 else out[0]
+
+
 class Predictor(nn.Module):
     """What a single model (:class:`CrystalModel`) and an ensemble
     (:class:`crystalzoo.ensembles.CrystalEnsemble`) share: predictions in the target's units,
@@ -734,6 +739,10 @@ class Predictor(nn.Module):
     def targets(self) -> list[str]:
         return self.head.targets
 
+    def output_in_units(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw output (normalised values or logits) → the target's units (or class probabilities)."""
+        return self.head.to_units(raw)
+
     def _batches(self, structures: Any, batch_size: int | None, n_jobs: int, progress: bool) -> Iterable[CrystalGraph]:
         if batch_size is None:
             batch_size = 64 if next(self.parameters()).device.type == "cpu" else 512
@@ -758,17 +767,19 @@ class Predictor(nn.Module):
         """
         return_std = self._check_std(return_std)
         out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
-        mean = self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
+        mean = self.head.as_returned(_member_mean(out))
         return (mean, self.head.as_returned(out.std(0))) if return_std else mean
 
-    def _check_std(self, return_std: Any) -> bool:
+    def _check_std(self, return_std: Any, option: str = "return_std") -> bool:
+        """``return_std`` as a bool, refused for a single model (``option``: how the caller names it)."""
         if not isinstance(return_std, (bool, np.bool_)):
-            raise ConfigError(f"return_std = {return_std!r}: True or False")
+            raise ConfigError(f"{option} = {return_std!r}: True or False")
         return_std = bool(return_std)
         if return_std and len(self.member_models()) == 1:
-            raise ConfigError("return_std needs an ensemble (finetune(..., ensemble=5), crystalzoo finetune "
+            raise ConfigError(f"{option} needs an ensemble (finetune(..., ensemble=5), crystalzoo finetune "
                               "--ensemble 5): a single model has no spread over members. For calibrated bounds of "
-                              "a single model, use model.predict_interval(structures, coverage=0.9)")
+                              "a single model, use model.predict_interval(structures, coverage=0.9) (crystalzoo "
+                              "predict --interval 0.9)")
         return return_std
 
     def _check_interval(self, coverage: Any) -> float:
@@ -846,7 +857,7 @@ class Predictor(nn.Module):
         # a target named like the table's own columns (id, source, file) is prefixed: no column is overwritten
         names = [f"predicted {n}" if n in FRAME_COLUMNS else n for n in self.head.columns()]
         frame = pd.DataFrame({"id": ids})
-        mean = out.mean(0) if len(out) > 1 else out[0]
+        mean = _member_mean(out)
         for j, name in enumerate(names):
             frame[name] = mean[:, j]
         if return_std:
@@ -931,7 +942,7 @@ class Predictor(nn.Module):
         arrays = [arrays] if isinstance(arrays, GraphArrays) else list(arrays)
         out = self._predict_batches(collate(arrays[i : i + batch_size], self.graph_settings)
                                     for i in range(0, len(arrays), batch_size))
-        return self.head.as_returned(out.mean(0) if len(out) > 1 else out[0])
+        return self.head.as_returned(_member_mean(out))
 
     @torch.no_grad()
     def _predict_batches(self, batches: Iterable[CrystalGraph]) -> np.ndarray:
@@ -1019,9 +1030,6 @@ class CrystalModel(Predictor):
         return embed(self, structures, kind=kind, layer=layer, batch_size=batch_size, n_jobs=n_jobs,
                      progress=progress)
 
-    def output_in_units(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.head.to_units(raw)
-
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""
         return {
@@ -1041,8 +1049,6 @@ def load_with(constructor, name: str, *, graph_settings: GraphSettings | None = 
     or a folder), built by ``constructor`` from its config (``model_from_config``, or
     ``crystalzoo.ensembles.from_config`` for either kind), its weights loaded strictly, in
     eval mode on ``device``: what ``load_model`` and ``from_pretrained`` do."""
-    from .graphs import check_settings
-
     check_device(device)
     if graph_settings is not None:
         check_settings(graph_settings, "graph_settings")
@@ -1084,15 +1090,23 @@ def model_from_config(config: dict[str, Any]) -> CrystalModel:
     settings = GraphSettings.from_dict(config["graph"])
     backbone = ARCHITECTURES[name].from_config(config["backbone"], settings)
     head = make_head(config["head"], backbone.out_features)
-    calibration = None
-    if config.get("calibration") is not None:
-        if head.task != "regression":
-            raise ConfigError("a classifier's config has a 'calibration': intervals are for regression models")
-        calibration = Calibration.from_dict(config["calibration"], head.targets)
-        if calibration.scaled:
-            raise ConfigError("the calibration scales intervals by an ensemble's spread, but the config describes a "
-                              "single model")
-    return CrystalModel(backbone, head, meta, calibration)
+    return CrystalModel(backbone, head, meta, calibration_in(config, head, ensemble=False))
+
+
+def calibration_in(config: dict[str, Any], head: nn.Module, ensemble: bool) -> Calibration | None:
+    """The calibration a model's ``config`` holds (None: none), checked against its ``head``:
+    only a regression's, scaled by the spread exactly when the model is an ensemble."""
+    if config.get("calibration") is None:
+        return None
+    if head.task != "regression":
+        raise ConfigError("a classifier's config has a 'calibration': intervals are for regression models")
+    calibration = Calibration.from_dict(config["calibration"], head.targets)
+    if calibration.scaled and not ensemble:
+        raise ConfigError("the calibration scales intervals by an ensemble's spread, but the config describes a "
+                          "single model")
+    if ensemble and not calibration.scaled:
+        raise ConfigError("an ensemble's calibration scales by its spread ('floor' per target); this one has none")
+    return calibration
 
 
 def freeze(backbone: Backbone, k: int, reinit: bool = False) -> Backbone:

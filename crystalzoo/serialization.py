@@ -83,6 +83,12 @@ def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
         )
 
 
+def is_model(obj: Any) -> bool:
+    """Whether ``obj`` is a crystalzoo model (a ``CrystalModel`` or ``CrystalEnsemble``), told
+    without importing :mod:`crystalzoo.models` (which imports this module)."""
+    return isinstance(obj, torch.nn.Module) and hasattr(obj, "member_models") and hasattr(obj, "config")
+
+
 def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
                     overwrite: bool = False) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``; returns the folder. A
@@ -95,7 +101,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
         >>> save_pretrained(load_model("formation"), "/tmp/my-model")
         PosixPath('/tmp/my-model')
     """
-    if not (isinstance(model, torch.nn.Module) and hasattr(model, "member_models") and hasattr(model, "config")):
+    if not is_model(model):
         raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head) or a CrystalEnsemble, got "
                           f"a {type(model).__name__}; for a backbone, make a model with a head first")
     own = model.config()

@@ -979,7 +979,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
-            "targets": targets, "seed": seed, **({"data": _data_name(data)} if _data_name(data) else {}),
+            "targets": targets, "seed": seed, **({"data": name} if (name := _data_name(data)) else {}),
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "dropped_missing_labels": ds.info.get("dropped_missing", 0),
             "epochs": len(history.rows), "best_epoch": history.best_epoch, "train_seconds": round(seconds, 2),
