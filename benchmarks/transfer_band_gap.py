@@ -23,7 +23,6 @@ import argparse
 import gzip
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -42,6 +41,13 @@ CANDIDATES = ["formation", "bulk", "shear", "combined", "combined-7042", "format
 #: the fine-tuning recipes compared (on --recipe-backbone, every layer free to train unless the recipe
 #: fixes some): crystalzoo.recipes, and gradient boosting on the frozen crystal vectors
 RECIPES = ["freeze", "discriminative", "gradual", "l2sp", "linear-probe", "boosting"]
+#: --tune: the same number of settings for training from scratch and for the best recipe (l2sp
+#: on --recipe-backbone); each method keeps the setting with the lowest mean validation MAE
+TUNING = {
+    "from scratch": [{"lr": lr, "weight_decay": wd} for lr in (1e-3, 3e-3) for wd in (0.0, 1e-4)],
+    "l2sp": [{"lr": lr, "l2sp_alpha": a} for lr in (1e-3, 3e-3) for a in (0.01, 0.1)],
+}
+DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "l2sp_alpha": 0.01}  # TrainConfig's: those runs are the untuned ones
 
 
 def _pool(path: Path, size: int, seed: int) -> list[dict]:
@@ -64,24 +70,36 @@ def _finished(runs_file: Path) -> set[str]:
     return {json.loads(line)["key"] for line in runs_file.read_text().splitlines() if line.strip()}
 
 
-def _configs(backbones: list[str], recipe_backbone: str | None):
-    """(backbone, frozen convolutions, re-initialised, recipe): the paper's grid (recipe None:
-    the freeze recipe with k frozen), then every recipe on ``recipe_backbone``."""
-    yield ("baseline", None, False, None)
+def _configs(backbones: list[str], recipe_backbone: str | None, tune: bool = False):
+    """(backbone, frozen convolutions, re-initialised, recipe, options): the paper's grid
+    (recipe None: the freeze recipe with k frozen), then every recipe on ``recipe_backbone``;
+    with ``tune``, the settings of :data:`TUNING` instead (options: training options that
+    differ from the defaults)."""
+    if tune:
+        for method, settings in TUNING.items():
+            for setting in settings:
+                options = tuple(sorted((k, v) for k, v in setting.items() if v != DEFAULTS[k]))
+                if method == "from scratch":
+                    yield ("baseline", None, False, None, options)
+                else:
+                    yield (recipe_backbone, None, False, method, options)
+        return
+    yield ("baseline", None, False, None, ())
     for b in backbones:
         for k in (1, 2, 3):
             for reinit in (True, False):
-                yield (b, k, reinit, None)
+                yield (b, k, reinit, None, ())
     if recipe_backbone:
         for recipe in RECIPES:
-            yield (recipe_backbone, None, False, recipe)
+            yield (recipe_backbone, None, False, recipe, ())
 
 
 def _key(cfg, seed) -> str:
-    b, k, reinit, recipe = cfg
+    b, k, reinit, recipe, options = cfg
+    tail = "".join(f"|{name}={value:g}" for name, value in options)  # none: the untuned run's key
     if recipe is not None:
-        return f"{b}|{k}|recipe={recipe}|{seed}"
-    return f"{b}|{k}|{'reinit' if reinit else 'keep'}|{seed}"
+        return f"{b}|{k}|recipe={recipe}{tail}|{seed}"
+    return f"{b}|{k}|{'reinit' if reinit else 'keep'}{tail}|{seed}"
 
 
 def _boosting(backbone: str, train, val, test, seed: int) -> dict:
@@ -122,7 +140,7 @@ def run(args) -> Path:
         ds = CrystalDataset.from_dataframe(
             __import__("pandas").DataFrame(rows), targets=["band_gap"], id_column="mp_id", progress=True)
     backbones = [b for b in CANDIDATES if b in list_backbones()] if not args.backbones else args.backbones
-    configs = list(_configs(backbones, args.recipe_backbone))
+    configs = list(_configs(backbones, args.recipe_backbone, args.tune))
     if args.reverse:  # a second process on the same seeds starts from the other end
         configs = configs[::-1]
     total = len(configs) * len(args.seeds)
@@ -134,20 +152,21 @@ def run(args) -> Path:
             key = _key(cfg, seed)
             if key in done or key in _finished(runs_file):  # another process may share the file
                 continue
-            b, k, reinit, recipe = cfg
+            b, k, reinit, recipe, options = cfg
             t0 = time.perf_counter()
             if recipe == "boosting":
                 scores = _boosting(b, train, val, test, seed)
             else:
                 model = make_model(None if b == "baseline" else b, train, freeze=k, reinit=reinit, seed=seed)
-                config = TrainConfig(epochs=args.epochs, seed=seed, progress=False, recipe=recipe or "freeze")
+                config = TrainConfig(epochs=args.epochs, seed=seed, progress=False, recipe=recipe or "freeze",
+                                     **dict(options))
                 history = train_model(model, train, val, config)
                 scores = {"test_mae": evaluate(model, test)["mae"],
                           "val_mae": history.rows[history.best_epoch - 1]["val_mae"], "best_epoch": history.best_epoch,
                           "train_loss": [h["train_loss"] for h in history.rows],
                           "val_loss": [h["val_loss"] for h in history.rows]}
             r = {"key": key, "backbone": b, "freeze": k, "reinit": reinit, **({"recipe": recipe} if recipe else {}),
-                 "seed": seed, **scores, "seconds": time.perf_counter() - t0}
+                 **({"options": dict(options)} if options else {}), "seed": seed, **scores, "seconds": time.perf_counter() - t0}
             with open(runs_file, "a") as f:  # one short append per run: safe with parallel processes
                 f.write(json.dumps(r) + "\n")
             done[key] = r
@@ -163,17 +182,21 @@ def report(out: Path, done: dict, args) -> Path:
 
     runs = list(done.values())
     seeds = sorted({r["seed"] for r in runs})
-    base = {r["seed"]: r["test_mae"] for r in runs if r["backbone"] == "baseline"}
+    base = {r["seed"]: r["test_mae"] for r in runs if r["backbone"] == "baseline" and not r.get("options")}
     groups: dict[tuple, dict[int, float]] = {}
     by_recipe: dict[tuple, dict[int, float]] = {}
     for r in runs:
+        if r.get("options"):  # a tuning run: the tuning table only
+            continue
         if r.get("recipe"):
             by_recipe.setdefault((r["backbone"], r["recipe"]), {})[r["seed"]] = r["test_mae"]
         else:
             groups.setdefault((r["backbone"], r["freeze"], r["reinit"]), {})[r["seed"]] = r["test_mae"]
     lines = [
         "# Transfer to band gap (the paper's Tables 2-3, over several seeds)", "",
-        f"Command: `{' '.join(['python', 'benchmarks/transfer_band_gap.py', *sys.argv[1:]])}`", "",
+        "Commands: `python benchmarks/transfer_band_gap.py --threads 1` (every backbone and recipe; "
+        "`--backbones NAME` for one backbone), and the same with `--tune` for the tuning table. Every run is a line of "
+        "runs.jsonl, and each command rewrites this page from all of them.", "",
         f"Materials Project band gaps; {args.sizes[0]}/{args.sizes[1]}/{args.sizes[2]} train/validation/test crystals "
         + (f"drawn per seed from the first {args.pool} crystals of the bundled data set (quick run); " if args.quick else
            f"drawn per seed from a fixed pool of {args.pool} (seed 1234) of the 34,738 crystals with a band gap; ")
@@ -208,6 +231,7 @@ def report(out: Path, done: dict, args) -> Path:
               "they are shown for the re-initialised protocol, which is the paper's.", ""]
     lines += _table3(groups)
     lines += _recipes_table(by_recipe, base, args.epochs)
+    lines += _tuning_table(runs, args.recipe_backbone)
     lines += ["![test MAE by backbone and frozen layers](transfer_band_gap.png)", ""]
     md = out / "transfer_band_gap.md"
     md.write_text("\n".join(lines))
@@ -248,6 +272,50 @@ def _recipes_table(by_recipe: dict, base: dict, epochs: int) -> list[str]:
         lines.append(f"| {backbone} | {name} | {arr.mean():.3f} ± {arr.std(ddof=1) if len(arr) > 1 else 0:.3f} | "
                      f"{d:+.3f} | {100 * d / b.mean():+.1f} % | {wins}/{n} | {p:.3f} | {verdict} |")
     return lines + [""]
+
+
+def _tuning_table(runs: list[dict], recipe_backbone: str) -> list[str]:
+    """Each setting of :data:`TUNING` (mean validation and test MAE over seeds), the one each
+    method keeps (lowest mean validation MAE), and the kept l2sp against the kept scratch."""
+    def setting_of(r):
+        return {**DEFAULTS, **r.get("options", {})}
+
+    found: dict[str, list[tuple[dict, dict]]] = {}
+    for method, settings in TUNING.items():
+        for setting in settings:
+            want = {**DEFAULTS, **setting}
+            test = {r["seed"]: r for r in runs if setting_of(r) == want and (
+                r["backbone"] == "baseline" and not r.get("recipe") if method == "from scratch"
+                else r["backbone"] == recipe_backbone and r.get("recipe") == method)}
+            if test:
+                found.setdefault(method, []).append((setting, test))
+    if len(found) < 2:
+        return []
+    seeds = sorted(set.intersection(*(set(t) for m in found.values() for _, t in m)))
+    if not seeds:
+        return []
+    lines = ["## Tuned: from scratch against l2sp, the same tuning budget", "",
+             f"Each method tries {len(TUNING['from scratch'])} settings (the rest as above) on the same seeds "
+             f"{seeds} and keeps the one with the lowest mean validation MAE; the test MAE of the kept setting is "
+             "paired with the kept setting of the other method.", "",
+             "| method | setting | validation MAE (eV) | test MAE (eV) | kept |", "|---|---|---|---|---|"]
+    kept = {}
+    for method, rows in found.items():
+        means = [(np.mean([t[s]["val_mae"] for s in seeds]), setting, t) for setting, t in rows]
+        best = min(means, key=lambda m: m[0])
+        kept[method] = best
+        for v, setting, t in means:
+            label = ", ".join(f"{k} {val:g}" for k, val in setting.items())
+            who = "from scratch" if method == "from scratch" else f"{recipe_backbone}, {method}"
+            lines.append(f"| {who} | {label} | {v:.3f} | {np.mean([t[s]['test_mae'] for s in seeds]):.3f} | "
+                         f"{'yes' if setting is best[1] else ''} |")
+    base = {s: kept["from scratch"][2][s]["test_mae"] for s in seeds}
+    vals = {s: kept["l2sp"][2][s]["test_mae"] for s in seeds}
+    d, wins, n, p, verdict = _paired(vals, base)
+    b = np.mean(list(base.values()))
+    lines += ["", f"Kept l2sp against kept scratch: test MAE {np.mean(list(vals.values())):.3f} against {b:.3f} eV, "
+              f"Δ {d:+.3f} eV ({100 * d / b:+.1f} %), wins {wins}/{n}, p {p:.3f}: {verdict}.", ""]
+    return lines
 
 
 def _table3(groups: dict) -> list[str]:
@@ -320,6 +388,7 @@ def main() -> None:
     p.add_argument("--reverse", action="store_true", help="take the configurations in reverse order")
     p.add_argument("--recipe-backbone", default="formation", help="the backbone the recipes start from ('' for none)")
     p.add_argument("--quick", action="store_true", help="tiny run on bundled data, for CI")
+    p.add_argument("--tune", action="store_true", help="run the settings of TUNING (scratch and l2sp) instead")
     args = p.parse_args()
     if args.quick:
         args.sizes, args.epochs, args.seeds, args.pool = [100, 50, 50], 2, [0, 1], 300

@@ -195,6 +195,7 @@ def _cmd_embed(args) -> None:
 
 
 def _cmd_finetune(args) -> None:
+    from .recipes import L2SP_ALPHA
     from .training import check_not_backbone_folder, check_run_options, finetune
 
     backbone = None if args.backbone == "none" else args.backbone
@@ -207,7 +208,10 @@ def _cmd_finetune(args) -> None:
         raise ConfigError(f"{stale} holds the baseline of the run --overwrite replaces; pass --baseline to replace "
                           "it too, or move it away (it would be left beside a run it does not belong to)")
     def options(bb):  # the baseline from scratch trains every layer: the freeze recipe; an ensemble as the model
-        return {**common, "recipe": common["recipe"] if bb is not None else "freeze", "ensemble": args.ensemble}
+        extra = {"ensemble": args.ensemble, "reference": args.reference}
+        if bb is None:
+            return {**common, "recipe": "freeze", "l2sp_alpha": L2SP_ALPHA, **extra}
+        return {**common, **extra}
 
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
         check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **options(bb))
@@ -235,7 +239,8 @@ def _cmd_finetune(args) -> None:
 def _cmd_pretrain(args) -> None:
     from .training import pretrain
 
-    r = pretrain(args.data, args.targets, conv=args.conv, out_dir=args.out, **_training_kwargs(args))
+    r = pretrain(args.data, args.targets, conv=args.conv, out_dir=args.out, reference=args.reference,
+                 **_training_kwargs(args))
     m = r.metrics
     print(f"{'target':30s} {'val MAE':>10s} {'test MAE':>10s}")
     for t in m["targets"]:
@@ -370,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "intervals that widen where they disagree (default 1: a single model; docs/uncertainty.md)")
     s.add_argument("--baseline", action="store_true", help="also train the same architecture from scratch (an "
                    "ensemble of as many members with --ensemble)")
+    s.add_argument("--reference", choices=["composition"], default=None,
+                   help="composition: add per-element reference values, fitted on the training split, to the "
+                        "outputs, so that the network learns what the composition alone does not give (e.g. a total "
+                        "energy; default: none; docs/pretraining.md)")
     s.set_defaults(func=_cmd_finetune)
 
     s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")
@@ -378,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conv", choices=["gated", "attention"], default="gated",
                    help="the convolution: gated (CGCNN) or attention (default gated; docs/pretraining.md)")
     _add_training_args(s, epochs=100)
+    s.add_argument("--reference", choices=["composition"], default=None,
+                   help="composition: add per-element reference values, fitted on the training split, to the "
+                        "outputs, so that the network learns what the composition alone does not give (e.g. a total "
+                        "energy; default: none; docs/pretraining.md)")
     s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("export", help="write a model as ONNX (needs crystalzoo[export])")

@@ -543,7 +543,8 @@ class RegressionHead(nn.Module):
     """Linear layer to one value per target, de-normalised into the target's units."""
 
     def __init__(self, in_features: int, targets: Sequence[str], units: Sequence[str] | None = None,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 composition_reference: int = 0):
         super().__init__()
         self.targets = _names(targets, "targets")
         self.units = _names(units, "units") if units is not None else [""] * len(self.targets)
@@ -553,12 +554,22 @@ class RegressionHead(nn.Module):
         self.fc_out = nn.Linear(in_features, n)
         self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * n, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * n, dtype=torch.float32))
+        #: a linear term of the crystal's mean element features (its composition), added to the
+        #: output: per-element reference values (fitted by least squares on the training split)
+        self.reference = nn.Linear(composition_reference, n, bias=False) if composition_reference else None
+        if self.reference is not None:
+            nn.init.zeros_(self.reference.weight)
 
     task = "regression"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised outputs (what the loss sees); :meth:`denormalize` turns them into units."""
-        return self.fc_out(x)
+    def forward(self, x: torch.Tensor, composition: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised outputs (what the loss sees); :meth:`denormalize` turns them into units.
+        ``composition``: the crystals' mean element features, for a head with a composition
+        reference (:meth:`CrystalModel.forward` gives them)."""
+        out = self.fc_out(x)
+        if self.reference is not None:
+            out = out + self.reference(composition)
+        return out
 
     def denormalize(self, out: torch.Tensor) -> torch.Tensor:
         return out * self.std + self.mean
@@ -606,7 +617,8 @@ class RegressionHead(nn.Module):
         return torch.stack(list(outs)).mean(0)
 
     def config(self) -> dict[str, Any]:
-        return {"task": "regression", "targets": self.targets, "units": self.units}
+        return {"task": "regression", "targets": self.targets, "units": self.units,
+                **({"composition_reference": self.reference.in_features} if self.reference is not None else {})}
 
 
 class ClassificationHead(nn.Module):
@@ -694,7 +706,10 @@ def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
         raise ConfigError(f"head config must be a JSON object, got {type(config).__name__}")
     task = config.get("task")
     if task == "regression":
-        return RegressionHead(in_features, config.get("targets"), config.get("units"))
+        reference = config.get("composition_reference", 0)
+        check_count(reference, "head composition_reference (atom features)", 0, MAX_FEATURES)
+        return RegressionHead(in_features, config.get("targets"), config.get("units"),
+                              composition_reference=reference)
     if task == "classification":
         target = _names(config.get("targets", ["class"]), "targets")
         dropout = config.get("dropout", 0.5)
@@ -1011,7 +1026,15 @@ class CrystalModel(Predictor):
 
     def forward(self, g: CrystalGraph) -> torch.Tensor:
         """Raw head output: normalised values (regression) or logits (classification)."""
-        return self.head(self.backbone(g))
+        g = as_crystal_graph(g)
+        return self.output(g, self.backbone(g))
+
+    def output(self, g: CrystalGraph, crystal_vectors: torch.Tensor) -> torch.Tensor:
+        """The head's output for the crystal vectors of ``g`` (with the composition of ``g``
+        where the head has a composition reference)."""
+        if getattr(self.head, "reference", None) is None:
+            return self.head(crystal_vectors)
+        return self.head(crystal_vectors, mean_per_crystal(g, g.atom_fea.to(crystal_vectors.dtype)))
 
     def embed(self, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
               batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:

@@ -10,7 +10,8 @@
   epochs are cut into (nearly) equal phases, and each phase unfreezes one more convolution
   from the top, down to the embedding (or down to ``freeze``, which stays fixed); the last
   phase (with at least as many epochs as phases) trains everything that may train.
-* ``"l2sp"``: every trainable layer trains, with a penalty ``L2SP_ALPHA / 2 · ‖w − w₀‖²``
+* ``"l2sp"``: every trainable layer trains, with a penalty ``α / 2 · ‖w − w₀‖²``
+  (``l2sp_alpha``, default :data:`L2SP_ALPHA`)
   pulling the backbone's weights towards the pretrained ones ``w₀`` (Li et al., 2018).
 * ``"linear-probe"``: the whole backbone is fixed; only the head trains, on the crystal
   vectors of the pretrained network.
@@ -34,8 +35,8 @@ from .errors import ConfigError
 RECIPES = ("freeze", "discriminative", "gradual", "l2sp", "linear-probe")
 #: the rate of each stage below, relative to the stage above (discriminative)
 LR_DECAY = 0.5
-#: the strength of the pull towards the pretrained weights (l2sp), per unit of the
-#: normalised loss
+#: the default strength of the pull towards the pretrained weights (l2sp, ``l2sp_alpha``),
+#: per unit of the normalised loss
 L2SP_ALPHA = 0.01
 
 
@@ -129,9 +130,9 @@ def probe(backbone) -> None:
             p.requires_grad_(False)
 
 
-def penalty(model, reference: dict[str, Any] | None):
-    """The L2-SP term of the loss (``reference``: the pretrained weights of the trainable
-    backbone parameters; None for other recipes)."""
+def penalty(model, reference: dict[str, Any] | None, alpha: float = L2SP_ALPHA):
+    """The L2-SP term of the loss, ``alpha / 2 · ‖w − w₀‖²`` (``reference``: the pretrained
+    weights w₀ of the trainable backbone parameters; None for other recipes)."""
     if not reference:
         return None
     total = None
@@ -139,4 +140,4 @@ def penalty(model, reference: dict[str, Any] | None):
         if p.requires_grad and name in reference:
             term = (p - reference[name]).square().sum()
             total = term if total is None else total + term
-    return None if total is None else 0.5 * L2SP_ALPHA * total
+    return None if total is None else 0.5 * alpha * total

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .recipes import RECIPES, check_recipe
+from .recipes import L2SP_ALPHA, RECIPES, check_recipe
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -64,6 +64,8 @@ class TrainConfig:
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
     recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.recipes, docs/finetuning.md): "
                           "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
+    l2sp_alpha: float = _option(L2SP_ALPHA, "strength of the l2sp recipe's pull towards the pretrained weights "
+                                "(alpha / 2 · ||w - w0||^2, per unit of the normalised loss)", float, metavar="ALPHA")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "TrainConfig":
@@ -113,9 +115,15 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
         check_recipe(self.recipe)
+        if not _is_real(self.l2sp_alpha) or not (math.isfinite(self.l2sp_alpha) and self.l2sp_alpha >= 0):
+            raise ConfigError(f"l2sp_alpha = {self.l2sp_alpha!r}: must be a finite number >= 0, e.g. --l2sp-alpha "
+                              f"{L2SP_ALPHA:g}")
+        if self.l2sp_alpha != L2SP_ALPHA and self.recipe != "l2sp":
+            raise ConfigError(f"l2sp_alpha = {self.l2sp_alpha!r} is a setting of the l2sp recipe, and the recipe is "
+                              f"{self.recipe!r}: add recipe='l2sp' (--recipe l2sp), or leave l2sp_alpha out")
         check_device(self.device)
         # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
-        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        self.lr, self.weight_decay, self.l2sp_alpha = float(self.lr), float(self.weight_decay), float(self.l2sp_alpha)
         if self.early_stopping is not None:
             self.early_stopping = int(self.early_stopping)

@@ -41,6 +41,7 @@ import torch
 
 from .data import CrystalDataset, _split_target, _target_list, check_split_size, read_dataset
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
+from .crystal_graph import mean_per_crystal
 from .graphs import check_count, collate, plain
 from .ensembles import CrystalEnsemble, check_members
 from .models import (MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, Predictor, hold_frozen, make_head,
@@ -153,7 +154,7 @@ class _Batches:
 
 def _forward(model: CrystalModel, g, h, start: int) -> torch.Tensor:
     atoms = model.backbone.atom_features(g, h=h, start=start)
-    return model.head(model.backbone.readout(g, atoms))
+    return model.output(g, model.backbone.readout(g, atoms))
 
 
 @torch.no_grad()
@@ -421,6 +422,8 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         **({"recipe": config.recipe} if config.recipe != "freeze" else {}),  # runs before recipes existed: freeze
+        **({"l2sp_alpha": config.l2sp_alpha} if config.recipe == "l2sp" and config.l2sp_alpha != recipes.L2SP_ALPHA
+           else {}),  # runs before the option existed: the default
         # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
         **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
         **({"epochs (gradual unfreezing)": config.epochs} if config.recipe == "gradual" else {}),  # its phases
@@ -630,7 +633,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                 bad = bool(flag.item())
             if bad:
                 raise _diverged("training loss", value, epoch, config)
-            pull = recipes.penalty(model, reference)
+            pull = recipes.penalty(model, reference, config.l2sp_alpha)
             (loss if pull is None else loss + pull).backward()
             if world > 1:
                 for p in params:
@@ -753,11 +756,16 @@ def _head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | None
 
 def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | None = None, reinit: bool = False,
                task: str = "regression", seed: int = 0, architecture: dict[str, Any] | None = None,
-               units: Sequence[str] | None = None) -> CrystalModel:
+               units: Sequence[str] | None = None, reference: str | None = None) -> CrystalModel:
     """A pretrained backbone (``None``: a new one from scratch, shaped by ``architecture``, a
     :class:`BackboneConfig` dict, default the original CGCNN's) with a new head sized for
     ``dataset``, whose normaliser is taken from ``dataset`` (the training split); ``units``
     (one per target, e.g. ``["eV"]``) label the predictions.
+
+    ``reference="composition"`` (regression) adds to each output a linear function of the
+    crystal's mean element features, fitted by least squares on ``dataset``: per-element
+    reference values (as elemental reference energies for a total energy), so that the
+    network learns what the composition alone does not give.
 
     Example::
 
@@ -783,6 +791,9 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     if empty:
         raise DataError(f"no crystal of the training split has a label for {empty}")
     head_config = _head_config(dataset, task, units)
+    if reference is not None:
+        _check_reference(reference, task)
+        head_config["composition_reference"] = collate(dataset.graphs[:1], dataset.settings).atom_fea.shape[1]
     torch.manual_seed(seed)
     if backbone is None:  # a new model: the one config → model funnel, as for saved models
         model = model_from_config({"architecture": "cgcnn",
@@ -802,14 +813,61 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
             mean, std = np.nanmean(labels, axis=0), np.nanstd(labels, axis=0)
         head.mean.copy_(torch.tensor(mean.tolist(), dtype=torch.float32))
         head.std.copy_(torch.tensor(np.maximum(std, 1e-6).tolist(), dtype=torch.float32))
+        if reference is not None:
+            _fit_reference(head, dataset)
     return CrystalModel(bb, head, {"backbone": backbone or "none", "freeze": freeze, "reinit": reinit})
+
+
+def _check_reference(reference: Any, task: str) -> None:
+    if reference != "composition":
+        raise ConfigError(f"reference = {reference!r}: the one reference is 'composition' (per-element reference "
+                          "values, fitted on the training split); leave it out (None) for none")
+    if task != "regression":
+        raise ConfigError("reference='composition' adds reference values to a regression's outputs; a classifier "
+                          "has none: leave it out")
+
+
+def _compositions(dataset: CrystalDataset) -> np.ndarray:
+    """(n, atom features) float64: each crystal's mean element features."""
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(dataset), 1024):
+            g = collate(dataset.graphs[lo : lo + 1024], dataset.settings)
+            out.append(mean_per_crystal(g, g.atom_fea.double()).numpy())
+    return np.concatenate(out)
+
+
+#: ridge of the composition reference's least squares, per labelled crystal: element features
+#: are collinear, and without it the weights of a small data set grow beyond float32's reach
+REFERENCE_RIDGE = 1e-3
+
+
+def _fit_reference(head, dataset: CrystalDataset) -> None:
+    """Ridge least squares of each target on the crystals' mean element features, with an
+    intercept (:data:`REFERENCE_RIDGE`); the normaliser becomes the mean and spread of what
+    that leaves, so that the network learns the rest on unit scale."""
+    comp = _compositions(dataset)
+    design = np.hstack([comp, np.ones((len(comp), 1))])
+    weight = np.zeros((len(dataset.targets), comp.shape[1]))
+    for j in range(len(dataset.targets)):
+        y = dataset.labels[:, j].astype(np.float64)
+        ok = ~np.isnan(y)
+        ridge = np.diag([REFERENCE_RIDGE * ok.sum()] * comp.shape[1] + [0.0])  # the intercept is not shrunk
+        coef = np.linalg.solve(design[ok].T @ design[ok] + ridge, design[ok].T @ y[ok])
+        rest = y[ok] - design[ok] @ coef
+        std = max(float(rest.std()), 1e-6)
+        weight[j] = coef[:-1] / std
+        head.mean[j] = float(coef[-1] + rest.mean())
+        head.std[j] = std
+    head.reference.weight.data.copy_(torch.from_numpy(weight).float())
 
 
 def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, train_size: Any = 0.8,
                       val_size: Any = 0.1, test_size: Any = 0.1, task: Any = "regression",
                       out_dir: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
                       backbone: Any = None, freeze: Any = None, reinit: bool = False,
-                      architecture: Any = None, ensemble: Any = 1, **train_options) -> TrainConfig:
+                      architecture: Any = None, ensemble: Any = 1, reference: Any = None,
+                      **train_options) -> TrainConfig:
     """Check the settings of a run before any data is read or any file is written, and
     return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
     their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
@@ -846,6 +904,8 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
         raise ConfigError(f"recipe {config.recipe!r} fine-tunes a pretrained backbone; a model from scratch "
                           "(backbone None, --backbone none) trains every layer (recipe 'freeze')")
     _check_task(task)
+    if reference is not None:
+        _check_reference(reference, task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
                               ("test_size", test_size, None)):
         if check_split_size(name, value) == 0 and what:
@@ -903,7 +963,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
              test_size: float | int = 0.1, seed: int = 0, out_dir: str | os.PathLike | None = None,
              resume: bool = False, overwrite: bool = False, task: str = "regression", cache_dir=None,
              architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None, ensemble: int = 1,
-             **train_options) -> FinetuneResult:
+             reference: str | None = None, **train_options) -> FinetuneResult:
     """Fine-tune a registered backbone (``None``: from scratch) on ``data`` for ``target``.
 
     ``data``: a :class:`CrystalDataset`, a JSON-lines file, a CSV (``cif`` column), a CGCNN
@@ -941,7 +1001,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     config = check_run_options(target=target, units=units, train_size=train_size, val_size=val_size,
                                test_size=test_size, task=task, out_dir=out_dir, overwrite=overwrite, resume=resume,
                                backbone=backbone, freeze=freeze, reinit=reinit, architecture=architecture, seed=seed,
-                               ensemble=ensemble, **train_options)
+                               ensemble=ensemble, reference=reference, **train_options)
     units = None if units is None else _target_list(units)
     targets = _target_list(target)
     rank = _distributed(config.device)[1]
@@ -964,7 +1024,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         members, histories, prefixes = [], [], {}  # the members share the frozen layers' output
         for i in range(ensemble):
             member = make_model(backbone, train, freeze=freeze, reinit=reinit, task=task, seed=seed + i,
-                                architecture=architecture, units=units)
+                                architecture=architecture, units=units, reference=reference)
             if i == 0:
                 _check_classes(member, test, "the test split")
             if ensemble > 1:
@@ -979,6 +1039,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
+            **({"l2sp_alpha": config.l2sp_alpha} if config.recipe == "l2sp" else {}),
             "targets": targets, "seed": seed, **({"data": name} if (name := _data_name(data)) else {}),
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "dropped_missing_labels": ds.info.get("dropped_missing", 0),
@@ -1014,7 +1075,7 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
              val_size: float | int = 0.1, test_size: float | int = 0.1, seed: int = 0,
              out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False, cache_dir=None,
              architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None,
-             **train_options) -> FinetuneResult:
+             reference: str | None = None, **train_options) -> FinetuneResult:
     """Train a new backbone from scratch on one or several targets (multi-task: one
     normaliser per target, missing labels masked in the loss). Targets may be transformed,
     e.g. ``"log10:k_vrh"``. The result in ``out_dir`` loads with ``load_backbone(out_dir)``
@@ -1039,4 +1100,4 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
     arch = {**(architecture or {}), "conv": conv}
     return finetune(data, _target_list(targets), backbone=None, train_size=train_size, val_size=val_size,
                     test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, overwrite=overwrite,
-                    cache_dir=cache_dir, architecture=arch, units=units, **train_options)
+                    cache_dir=cache_dir, architecture=arch, units=units, reference=reference, **train_options)

@@ -85,6 +85,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "runs" / "pretrain"))
     p.add_argument("--only", nargs="*", default=list(RUNS), choices=list(RUNS))
     p.add_argument("--train-only", action="store_true", help="train (or resume) only: register and report nothing")
+    p.add_argument("--reference", choices=["composition"], default=None,
+                   help="per-element reference values under the outputs (crystalzoo's pretrain(reference=...))")
     args = p.parse_args()
 
     import pandas as pd
@@ -114,7 +116,7 @@ def main() -> None:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint
             r = pretrain(ds, targets, conv=conv, train_size=0.8, val_size=0.1, test_size=0.1, seed=0,
-                         out_dir=out, resume=True, epochs=args.epochs, schedule=args.schedule)
+                         out_dir=out, resume=True, epochs=args.epochs, schedule=args.schedule, reference=args.reference)
             metrics = r.metrics
         report[name] = metrics
         if args.train_only:
@@ -131,7 +133,9 @@ def main() -> None:
             training_data={"dataset": "Materials Project (project data set, mp_crystals.jsonl.gz)",
                            "selection": f"{selection}; scripts/pretrain_backbones.py",
                            **metrics["sizes"], "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
-                           "lr_schedule": f"Adam 1e-3, {args.schedule}"},
+                           "lr_schedule": f"Adam 1e-3, {args.schedule}",
+                           **({"reference": f"{args.reference} (per-element reference values, fitted on the training "
+                                            "split)"} if args.reference else {})},
             metrics=[{"name": "mae", "target": t, "value": round(metrics[split][f"mae_{t}"], 4), "units": UNITS[t],
                       "dataset": f"Materials Project, {len(ds):,} crystals", "split": split_name}
                      for split, split_name in (("val", "validation"), ("test", "test")) for t in names],
@@ -176,9 +180,12 @@ def _report(crystals: str, report: dict, ds, n_elastic: int, args) -> list[str]:
             "total energy drawn with seed 0)")
     lines = ["# Pretrained backbones" + (" on the full data set" if crystals == "all" else ""), "",
              f"Command: `python scripts/pretrain_backbones.py --only {' '.join(runs)} --epochs {first['epochs']} "
-             f"--schedule {args.schedule} --threads {args.threads}`", "",
+             f"--schedule {args.schedule} --threads {args.threads}"
+             + (f" --reference {args.reference}" if args.reference else "") + "`", "",
              f"{what}, split 80/10/10 with seed 0; Adam lr 1e-3 ({args.schedule} schedule), batch 64, best validation "
-             f"epoch of {first['epochs']}. Test MAE on the {len(test):,} test crystals.", ""]
+             f"epoch of {first['epochs']}"
+             + ("; per-element reference values (least squares on the training split's compositions) under every "
+                "output" if args.reference else "") + f". Test MAE on the {len(test):,} test crystals.", ""]
     if "combined" in report and crystals == "all":
         m = report["combined"]
         lines += ["## `combined` against the single-property originals", "",

@@ -105,3 +105,23 @@ def test_export_onnx_checks_its_example_and_opset_first(tmp_path):
         with pytest.raises(CrystalZooError, match=match):
             export_onnx(load_model("formation"), tmp_path / "m.onnx", **kwargs)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_onnx_export_keeps_a_composition_reference(mp200_structures, tmp_path):
+    import onnxruntime
+
+    from crystalzoo import pretrain
+    from crystalzoo.export import export_onnx, onnx_inputs
+    from .conftest import DATA
+
+    model = pretrain(DATA / "mp200.jsonl.gz", ["energy_per_atom"], train_size=60, val_size=20, test_size=0, epochs=1,
+                     progress=False, reference="composition").model
+    path = export_onnx(model, tmp_path / "ref.onnx")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    g = collate(build_arrays(mp200_structures[:32], model.graph_settings, progress=False), model.graph_settings)
+    (got,) = session.run(None, onnx_inputs(g))
+    want = model.predict(mp200_structures[:32])
+    np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-4, rtol=1e-5)

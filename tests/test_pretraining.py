@@ -100,3 +100,86 @@ def test_units_are_stored_with_the_weights(tmp_path):
     assert load_model(str(tmp_path)).head.units == ["eV/atom", "log10(GPa)"]
     with pytest.raises(ValueError, match=r"2 targets but units \[.eV/atom.\]: give one unit"):
         pretrain(DATA / "mp200.jsonl.gz", targets, units=["eV/atom"], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def energies():
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom", "energy_per_atom"],
+                                   progress=False, cache_dir=False)
+    return ds.split(150, 25, 25, seed=0)
+
+
+def test_composition_reference_is_a_least_squares_fit_of_the_elements(energies):
+    from crystalzoo import make_model
+    from crystalzoo.crystal_graph import mean_per_crystal
+    from crystalzoo.graphs import collate
+    from crystalzoo.training import REFERENCE_RIDGE
+
+    train = energies[0]
+    model = make_model(None, train, reference="composition")
+    g = collate(train.graphs, train.settings)
+    comp = mean_per_crystal(g, g.atom_fea)
+    with torch.no_grad():  # the reference alone, in units: what the composition gives
+        alone = (model.head.reference(comp) * model.head.std + model.head.mean).numpy()
+    y = train.labels
+    for j in range(2):
+        ok = ~np.isnan(y[:, j])
+        mad = np.abs(y[ok, j] - y[ok, j].mean()).mean()
+        x = np.hstack([comp.double().numpy(), np.ones((len(comp), 1))])[ok]
+        ridge = np.diag([REFERENCE_RIDGE * ok.sum()] * comp.shape[1] + [0.0])
+        best = x @ np.linalg.solve(x.T @ x + ridge, x.T @ y[ok, j])
+        np.testing.assert_allclose(alone[ok, j], best, atol=1e-4)  # the ridge fit itself
+        # the elements explain much of a formation energy, and most of a total energy
+        assert np.abs(alone[ok, j] - y[ok, j]).mean() < (0.6, 0.3)[j] * mad
+    assert model.head.config()["composition_reference"] == g.atom_fea.shape[1]
+    plain = make_model(None, train)
+    assert plain.head.reference is None and "composition_reference" not in plain.head.config()
+
+
+def test_composition_reference_saves_loads_and_keeps_the_invariances(energies, tmp_path):
+    from pymatgen.core import Structure
+
+    from crystalzoo import pretrain
+
+    train, val, test = energies
+    r = pretrain(train.subset(range(150)), ["formation_energy_per_atom", "energy_per_atom"], train_size=100,
+                 val_size=50, test_size=0, epochs=2, progress=False, reference="composition", out_dir=tmp_path / "m")
+    model = load_model(str(tmp_path / "m"))
+    assert model.head.reference is not None
+    structures = [Structure.from_file(c) for c in CIFS]
+    np.testing.assert_array_equal(model.predict(structures), r.model.predict(structures))
+    s = structures[0]
+    bigger = s.copy()
+    bigger.make_supercell([2, 1, 1])
+    shuffled = Structure.from_sites(s.sites[::-1])
+    base = model.predict([s])
+    np.testing.assert_allclose(model.predict([bigger, shuffled]), np.vstack([base, base]), atol=1e-4)
+
+
+def test_composition_reference_with_frozen_layers_scores_as_it_predicts(tmp_path):
+    from crystalzoo import finetune
+
+    r = finetune(DATA / "mp200.jsonl.gz", "energy_per_atom", backbone="formation", freeze=2, train_size=100,
+                 val_size=48, test_size=50, epochs=2, progress=False, reference="composition", cache_dir=tmp_path)
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["energy_per_atom"], progress=False,
+                                   cache_dir=tmp_path).select_targets(["energy_per_atom"])  # 198 with the label
+    test = ds.split(100, 48, 50, seed=0)[2]
+    pred = r.model.predict_arrays(test.graphs)  # the whole network at once; training scored with the cached prefix
+    assert r.metrics["test"]["mae"] == pytest.approx(float(np.abs(pred.ravel() - test.labels[:, 0]).mean()), rel=1e-4)
+
+
+def test_composition_reference_is_checked(tmp_path, capsys):
+    from crystalzoo import finetune
+    from crystalzoo.errors import ConfigError
+    from crystalzoo.models import make_head
+
+    with pytest.raises(ConfigError, match="reference = 'elements': the one reference is 'composition'"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", reference="elements")
+    with pytest.raises(ConfigError, match="a classifier has none"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", reference="composition", task="classification")
+    with pytest.raises(ConfigError, match="composition_reference"):
+        make_head({"task": "regression", "targets": ["y"], "composition_reference": "92"}, 32)
+    assert main(["pretrain", "--data", str(DATA / "mp200.jsonl.gz"), "--targets", "energy_per_atom", "--epochs", "1",
+                 "--train-size", "60", "--val-size", "20", "--test-size", "0", "--reference", "composition",
+                 "--quiet", "--out", str(tmp_path / "p")]) == 0
+    assert load_model(str(tmp_path / "p")).head.config()["composition_reference"] == 92

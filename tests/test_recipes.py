@@ -23,11 +23,12 @@ def splits():
     return ds.subset(range(60)), ds.subset(range(60, 80))
 
 
-def _train(splits, recipe, freeze=None, epochs=2):
+def _train(splits, recipe, freeze=None, epochs=2, **options):
     train, val = splits
     model = make_model("formation", train, freeze=freeze, seed=0)
     before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
-    history = train_model(model, train, val, TrainConfig(epochs=epochs, batch_size=16, recipe=recipe, progress=False))
+    history = train_model(model, train, val, TrainConfig(epochs=epochs, batch_size=16, recipe=recipe, progress=False,
+                                                         **options))
     moved = {n: float((p.detach() - before[n]).norm()) for n, p in model.backbone.named_parameters()}
     return model, history, moved
 
@@ -55,6 +56,10 @@ def test_l2sp_keeps_the_weights_nearer_the_pretrained_ones(splits):
     _, _, free = _train(splits, "freeze", epochs=3)
     _, _, pulled = _train(splits, "l2sp", epochs=3)
     assert sum(pulled.values()) < sum(free.values())
+    _, _, harder = _train(splits, "l2sp", epochs=3, l2sp_alpha=1.0)  # a stronger pull: nearer still
+    assert sum(harder.values()) < sum(pulled.values())
+    _, _, none = _train(splits, "l2sp", epochs=3, l2sp_alpha=0.0)  # no pull: full fine-tuning, step for step
+    assert none == pytest.approx(free, rel=1e-5, abs=1e-7)
 
 
 @pytest.mark.slow  # trains several models
@@ -73,6 +78,12 @@ def test_recipes_are_checked_and_recorded(tmp_path):
 
     with pytest.raises(ConfigError, match="recipe = 'l2-sp' is not a fine-tuning recipe; did you mean 'l2sp'"):
         TrainConfig(recipe="l2-sp")
+    for alpha in (-0.1, float("nan"), "0.1"):
+        with pytest.raises(ConfigError, match="l2sp_alpha = .*: must be a finite number >= 0, e.g. --l2sp-alpha 0.01"):
+            TrainConfig(recipe="l2sp", l2sp_alpha=alpha)
+    with pytest.raises(ConfigError, match="l2sp_alpha = 0.1 is a setting of the l2sp recipe, and the recipe is "
+                                          "'freeze': add recipe='l2sp'"):
+        TrainConfig(l2sp_alpha=0.1)
     with pytest.raises(ConfigError, match="recipe 'gradual' fine-tunes a pretrained backbone"):
         finetune(DATA / "mp200.jsonl.gz", "band_gap", backbone=None, recipe="gradual")
     r = finetune(DATA / "mp200.jsonl.gz", "band_gap", recipe="discriminative", train_size=40, val_size=10,
@@ -127,7 +138,8 @@ def test_recipes_that_cannot_apply_are_refused(splits, tmp_path, capsys):
         train_model(make_model(None, train), train, val, TrainConfig(epochs=1, recipe="linear-probe", progress=False))
     out = tmp_path / "run"  # the baseline from scratch of a recipe run trains with the freeze recipe
     assert main(["finetune", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--recipe", "l2sp",
-                 "--baseline", "--epochs", "1", "--train-size", "40", "--val-size", "10", "--test-size", "10",
+                 "--l2sp-alpha", "0.1", "--baseline", "--epochs", "1", "--train-size", "40", "--val-size", "10", "--test-size", "10",
                  "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["recipe"] == "l2sp"
+    assert json.loads((out / "metrics.json").read_text())["l2sp_alpha"] == 0.1
     assert json.loads((out / "baseline" / "metrics.json").read_text())["recipe"] == "freeze"
