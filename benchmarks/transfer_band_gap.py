@@ -390,6 +390,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny run on bundled data, for CI")
     p.add_argument("--tune", action="store_true", help="run the settings of TUNING (scratch and l2sp) instead")
     args = p.parse_args()
+    if args.tune and not args.recipe_backbone:
+        p.error("--tune tunes the l2sp recipe on --recipe-backbone: give a backbone (default formation)")
     if args.quick:
         args.sizes, args.epochs, args.seeds, args.pool = [100, 50, 50], 2, [0, 1], 300
         args.backbones = args.backbones or ["formation"]

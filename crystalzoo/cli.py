@@ -195,26 +195,25 @@ def _cmd_embed(args) -> None:
 
 
 def _cmd_finetune(args) -> None:
-    from .recipes import L2SP_ALPHA
     from .training import check_not_backbone_folder, check_run_options, finetune
 
     backbone = None if args.backbone == "none" else args.backbone
     common = _training_kwargs(args)
     runs = [(backbone, args.freeze, args.reinit, args.out)]  # as typed: check_run_options refuses an empty one
-    if args.baseline and backbone is not None:
-        runs.append((None, None, False, Path(args.out) / "baseline"))
     stale = Path(args.out) / "baseline"
+    if args.baseline and backbone is not None:
+        runs.append((None, None, False, stale))
     if args.overwrite and not args.baseline and any((stale / f).exists() for f in ("config.json", "metrics.json")):
         raise ConfigError(f"{stale} holds the baseline of the run --overwrite replaces; pass --baseline to replace "
                           "it too, or move it away (it would be left beside a run it does not belong to)")
-    def options(bb):  # the baseline from scratch trains every layer: the freeze recipe; an ensemble as the model
+    def options(out):  # the baseline from scratch trains every layer: the freeze recipe; an ensemble as the model
         extra = {"ensemble": args.ensemble, "reference": args.reference}
-        if bb is None:
-            return {**common, "recipe": "freeze", "l2sp_alpha": L2SP_ALPHA, **extra}
+        if out is stale:  # the baseline added above (the user's own run may be from scratch too: left as typed)
+            return {**common, "recipe": "freeze", "l2sp_alpha": None, **extra}
         return {**common, **extra}
 
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
-        check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **options(bb))
+        check_run_options(target=args.target, out_dir=out, backbone=bb, freeze=fr, reinit=re, **options(out))
         if args.overwrite:  # the baseline's folder too: it must not be the backbone's
             check_not_backbone_folder(out, backbone)
     results = []
@@ -223,7 +222,7 @@ def _cmd_finetune(args) -> None:
                  (f", {args.recipe}" if args.recipe != "freeze" else "")) + \
             (f", ensemble of {args.ensemble}" if args.ensemble > 1 else "")
         logging.getLogger("crystalzoo").info("fine-tuning (%s) → %s", label, out)
-        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **options(bb))
+        r = finetune(args.data, args.target, backbone=bb, freeze=fr, reinit=re, out_dir=out, **options(out))
         results.append((label, r))
     sizes = results[0][1].metrics["sizes"]
     print(f"\n{args.target}: {sizes['train']} train / {sizes['val']} validation / {sizes['test']} test crystals, "

@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .graphs import GraphSettings
-from .models import CONFIG_FORMAT, CrystalModel, Predictor, calibration_in, model_from_config
+from .models import CrystalModel, Predictor, calibration_in, config_format, model_from_config
 from .uncertainty import Calibration
 
 #: most members an ensemble may have
@@ -103,8 +103,10 @@ class CrystalEnsemble(Predictor):
                           "of them, e.g. model.members[0].embed(structures)")
 
     def config(self) -> dict[str, Any]:
-        """The members' shared config, with ``"ensemble": {"members": N}`` (format 2)."""
-        return {**_shape(self.members[0]), "format_version": CONFIG_FORMAT, "ensemble": {"members": len(self.members)},
+        """The members' shared config, with ``"ensemble": {"members": N}`` (format 2, or 3 with a
+        composition reference)."""
+        return {**_shape(self.members[0]), "format_version": config_format(self.members[0].head, ensemble=True),
+                "ensemble": {"members": len(self.members)},
                 **({"meta": self.meta} if self.meta else {}),
                 **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {})}
 

@@ -64,7 +64,9 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
     }
     entry["hub"]["published"] = entry["hub"]["revision"] is not None
     if head.task == "regression":
-        entry["normalizer"] = {"mean": head.mean.tolist(), "std": head.std.tolist()}
+        entry["normalizer"] = {"mean": head.mean.tolist(), "std": head.std.tolist(),
+                               **({"of": "what the composition reference leaves"}
+                                  if getattr(head, "reference", None) is not None else {})}
     entries[name] = entry
     manifest["format_version"] = FORMAT_VERSION
     return entry

@@ -43,12 +43,22 @@ MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier
 #: the layout of a model's config.json that this crystalzoo writes. A config without the key
 #: is format 1 (every crystalzoo so far); a newer format is refused with a clear error
 #: (docs/hub.md, "config.json").
-CONFIG_FORMAT = 2
+CONFIG_FORMAT = 3
 #: the columns of a prediction table besides the predictions (``predict_frame``, ``crystalzoo predict``)
 FRAME_COLUMNS = ("id", "source", "file")
 #: the format of a single model's config (format 2 adds ensembles, which older versions cannot
 #: read; a single model stays format 1, so that they still load it)
 SINGLE_FORMAT = 1
+#: the format of a model whose head has a composition reference (older versions, which would
+#: find weights they do not know, refuse it as written by a newer crystalzoo)
+REFERENCE_FORMAT = 3
+
+
+def config_format(head: nn.Module, ensemble: bool = False) -> int:
+    """The ``format_version`` a model's config.json is written with: the oldest that holds it."""
+    if getattr(head, "reference", None) is not None:
+        return REFERENCE_FORMAT
+    return 2 if ensemble else SINGLE_FORMAT
 
 
 def _compiling() -> bool:
@@ -706,7 +716,7 @@ def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
         raise ConfigError(f"head config must be a JSON object, got {type(config).__name__}")
     task = config.get("task")
     if task == "regression":
-        reference = config.get("composition_reference", 0)
+        reference = config.get("composition_reference") or 0  # absent or null: none
         check_count(reference, "head composition_reference (atom features)", 0, MAX_FEATURES)
         return RegressionHead(in_features, config.get("targets"), config.get("units"),
                               composition_reference=reference)
@@ -1001,6 +1011,12 @@ class CrystalModel(Predictor):
                 f"the head takes {got} input features but the backbone gives {backbone.out_features}: "
                 f"make it with in_features=backbone.out_features ({backbone.out_features})"
             )
+        reference = getattr(head, "reference", None)
+        atoms = getattr(getattr(backbone, "config", None), "orig_atom_fea_len", None)
+        if reference is not None and atoms is not None and reference.in_features != atoms:
+            raise ConfigError(f"the head's composition reference takes {reference.in_features} element features but "
+                              f"the backbone's atoms have {atoms}: the config and weights do not belong together "
+                              f"(a reference of a CGCNN model has composition_reference = {atoms})")
         self.backbone = backbone
         self.head = head
         self.meta = dict(meta or {})
@@ -1056,7 +1072,7 @@ class CrystalModel(Predictor):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""
         return {
-            "format_version": SINGLE_FORMAT,
+            "format_version": config_format(self.head),
             "architecture": self.backbone.architecture,
             "backbone": self.backbone.to_config(),
             "graph": self.graph_settings.to_dict(),

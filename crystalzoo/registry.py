@@ -43,7 +43,7 @@ class WeightsInfo:
     task: str
     targets: list[str]
     units: list[str]
-    normalizer: dict[str, list[float]] | None
+    normalizer: dict[str, Any] | None
     training_data: dict[str, Any]
     metrics: list[dict[str, Any]]
     num_params: int

@@ -64,8 +64,9 @@ class TrainConfig:
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
     recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.recipes, docs/finetuning.md): "
                           "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
-    l2sp_alpha: float = _option(L2SP_ALPHA, "strength of the l2sp recipe's pull towards the pretrained weights "
-                                "(alpha / 2 · ||w - w0||^2, per unit of the normalised loss)", float, metavar="ALPHA")
+    l2sp_alpha: float | None = _option(None, "strength of the l2sp recipe's pull towards the pretrained weights "
+                                       f"(alpha / 2 · ||w - w0||^2, per unit of the normalised loss; None: "
+                                       f"{L2SP_ALPHA:g})", float, metavar="ALPHA")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "TrainConfig":
@@ -81,6 +82,10 @@ class TrainConfig:
                 hint = f"; did you mean {near[0]!r}?" if near else ""
                 raise ConfigError(f"{key!r} is not a training option{hint} (options: {', '.join(names)})")
         return cls(**options)
+
+    def alpha(self) -> float:
+        """The l2sp recipe's strength: ``l2sp_alpha``, or :data:`~crystalzoo.recipes.L2SP_ALPHA`."""
+        return L2SP_ALPHA if self.l2sp_alpha is None else self.l2sp_alpha
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state."""
@@ -115,15 +120,18 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
         check_recipe(self.recipe)
-        if not _is_real(self.l2sp_alpha) or not (math.isfinite(self.l2sp_alpha) and self.l2sp_alpha >= 0):
+        if self.l2sp_alpha is not None and (not _is_real(self.l2sp_alpha)
+                                            or not (math.isfinite(self.l2sp_alpha) and self.l2sp_alpha >= 0)):
             raise ConfigError(f"l2sp_alpha = {self.l2sp_alpha!r}: must be a finite number >= 0, e.g. --l2sp-alpha "
                               f"{L2SP_ALPHA:g}")
-        if self.l2sp_alpha != L2SP_ALPHA and self.recipe != "l2sp":
+        if self.l2sp_alpha is not None and self.recipe != "l2sp":
             raise ConfigError(f"l2sp_alpha = {self.l2sp_alpha!r} is a setting of the l2sp recipe, and the recipe is "
                               f"{self.recipe!r}: add recipe='l2sp' (--recipe l2sp), or leave l2sp_alpha out")
         check_device(self.device)
         # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
-        self.lr, self.weight_decay, self.l2sp_alpha = float(self.lr), float(self.weight_decay), float(self.l2sp_alpha)
+        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        if self.l2sp_alpha is not None:
+            self.l2sp_alpha = float(self.l2sp_alpha)
         if self.early_stopping is not None:
             self.early_stopping = int(self.early_stopping)

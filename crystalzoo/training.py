@@ -422,7 +422,7 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         **({"recipe": config.recipe} if config.recipe != "freeze" else {}),  # runs before recipes existed: freeze
-        **({"l2sp_alpha": config.l2sp_alpha} if config.recipe == "l2sp" and config.l2sp_alpha != recipes.L2SP_ALPHA
+        **({"l2sp_alpha": config.alpha()} if config.recipe == "l2sp" and config.alpha() != recipes.L2SP_ALPHA
            else {}),  # runs before the option existed: the default
         # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
         **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
@@ -481,8 +481,11 @@ def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim
                            "so it cannot be checked against this one; pass --overwrite (overwrite=True) to start again")
         stored, now = _flat(json.loads(ckpt["run"])), _flat(description)
         stored.pop("frozen", None)  # written by crystalzoo before 2026-11-26, never read
-        differences = [f"{k}: {_short(stored.get(k))} in the checkpoint, {_short(now.get(k))} now"
-                       for k in sorted(set(stored) | set(now)) if not _same_setting(k, stored.get(k), now.get(k))]
+        defaults = {"l2sp_alpha": recipes.L2SP_ALPHA}  # settings a description leaves out at their default
+        stored_now = [(k, stored.get(k, defaults.get(k)), now.get(k, defaults.get(k)))
+                      for k in sorted(set(stored) | set(now))]
+        differences = [f"{k}: {_short(a)} in the checkpoint, {_short(b)} now"
+                       for k, a, b in stored_now if not _same_setting(k, a, b)]
         if differences:
             raise RunError(f"checkpoint {path} belongs to another run: {'; '.join(differences)}. Resume with the "
                            "settings and data of that run, pass --overwrite (overwrite=True) to start a new run "
@@ -633,7 +636,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
                 bad = bool(flag.item())
             if bad:
                 raise _diverged("training loss", value, epoch, config)
-            pull = recipes.penalty(model, reference, config.l2sp_alpha)
+            pull = recipes.penalty(model, reference, config.alpha())
             (loss if pull is None else loss + pull).backward()
             if world > 1:
                 for p in params:
@@ -845,17 +848,23 @@ REFERENCE_RIDGE = 1e-3
 def _fit_reference(head, dataset: CrystalDataset) -> None:
     """Ridge least squares of each target on the crystals' mean element features, with an
     intercept (:data:`REFERENCE_RIDGE`); the normaliser becomes the mean and spread of what
-    that leaves, so that the network learns the rest on unit scale."""
+    that leaves, so that the network learns the rest on unit scale. The spread is that of
+    the leave-one-out residuals: on few crystals the fit comes close to every training label,
+    and the in-sample residuals would be far smaller than the error on new crystals."""
     comp = _compositions(dataset)
     design = np.hstack([comp, np.ones((len(comp), 1))])
     weight = np.zeros((len(dataset.targets), comp.shape[1]))
     for j in range(len(dataset.targets)):
         y = dataset.labels[:, j].astype(np.float64)
         ok = ~np.isnan(y)
+        x = design[ok]
         ridge = np.diag([REFERENCE_RIDGE * ok.sum()] * comp.shape[1] + [0.0])  # the intercept is not shrunk
-        coef = np.linalg.solve(design[ok].T @ design[ok] + ridge, design[ok].T @ y[ok])
-        rest = y[ok] - design[ok] @ coef
-        std = max(float(rest.std()), 1e-6)
+        inverse = np.linalg.pinv(x.T @ x + ridge)
+        coef = inverse @ (x.T @ y[ok])
+        rest = y[ok] - x @ coef
+        leverage = np.einsum("ij,jk,ik->i", x, inverse, x)  # diagonal of the hat matrix
+        loo = rest / np.clip(1.0 - leverage, 1e-3, None)
+        std = max(float(loo.std()) if len(loo) > 1 else float(np.abs(loo).max()), 1e-6)
         weight[j] = coef[:-1] / std
         head.mean[j] = float(coef[-1] + rest.mean())
         head.std[j] = std
@@ -1039,7 +1048,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
-            **({"l2sp_alpha": config.l2sp_alpha} if config.recipe == "l2sp" else {}),
+            **({"l2sp_alpha": config.alpha()} if config.recipe == "l2sp" else {}),
+            **({"reference": reference} if reference is not None else {}),
             "targets": targets, "seed": seed, **({"data": name} if (name := _data_name(data)) else {}),
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "dropped_missing_labels": ds.info.get("dropped_missing", 0),

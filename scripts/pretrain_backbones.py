@@ -112,6 +112,12 @@ def main() -> None:
         ds, n_elastic = data[crystals]
         out = Path(args.out) / name
         done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
+        if done is not None:  # a finished run is reused only with the settings it was trained with
+            head = json.loads((out / "config.json").read_text())["head"]
+            if bool(head.get("composition_reference")) != (args.reference is not None):
+                sys.exit(f"{out} holds a run {'with' if head.get('composition_reference') else 'without'} a "
+                         f"composition reference; run with{'' if head.get('composition_reference') else 'out'} "
+                         "--reference composition, or give another --out")
         if done is not None and done["epochs"] >= args.epochs:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint

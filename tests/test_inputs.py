@@ -780,13 +780,14 @@ def test_config_format_version(model_folder, tmp_path):
     from crystalzoo.models import CONFIG_FORMAT, SINGLE_FORMAT
 
     config = json.loads((model_folder / "config.json").read_text())
-    # a single model stays format 1, which crystalzoo 0.1 reads; format 2 adds ensembles (issue 15)
-    assert config["format_version"] == SINGLE_FORMAT == 1 and CONFIG_FORMAT == 2
+    # a single model stays format 1, which crystalzoo 0.1 reads; format 2 adds ensembles (issue 15), format 3 a
+    # composition reference (issue 14)
+    assert config["format_version"] == SINGLE_FORMAT == 1 and CONFIG_FORMAT == 3
     old = dict(config)
     del old["format_version"]
     assert np.isfinite(load_model(str(_folder_with_config(model_folder, tmp_path / "old", old))).predict(CIFS[:1])).all()
-    with pytest.raises(ConfigError, match="format 3, written by a newer crystalzoo"):
-        load_model(str(_folder_with_config(model_folder, tmp_path / "new", {**config, "format_version": 3})))
+    with pytest.raises(ConfigError, match="format 4, written by a newer crystalzoo"):
+        load_model(str(_folder_with_config(model_folder, tmp_path / "new", {**config, "format_version": 4})))
 
 
 # ---------------------------------------------------------------------------- round five

@@ -183,3 +183,62 @@ def test_composition_reference_is_checked(tmp_path, capsys):
                  "--train-size", "60", "--val-size", "20", "--test-size", "0", "--reference", "composition",
                  "--quiet", "--out", str(tmp_path / "p")]) == 0
     assert load_model(str(tmp_path / "p")).head.config()["composition_reference"] == 92
+
+
+def test_composition_reference_normaliser_is_the_spread_on_new_crystals():
+    """On few labels the fit comes close to every training label: the normaliser is the spread
+    of the leave-one-out residuals, on the scale of the error on crystals it has not seen."""
+    from crystalzoo import make_model
+    from crystalzoo.training import _compositions
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom", "log10:k_vrh"],
+                                   progress=False, cache_dir=False)
+    train, held, _ = ds.split(140, 58, 0, seed=0)  # about 50 and 20 bulk moduli
+    model = make_model(None, train, reference="composition")
+    with torch.no_grad():
+        pred = (model.head.reference(torch.from_numpy(_compositions(held)).float()) * model.head.std
+                + model.head.mean).numpy()
+    for j in range(2):
+        ok = ~np.isnan(held.labels[:, j])
+        rms = float(np.sqrt(np.mean((held.labels[ok, j] - pred[ok, j]) ** 2)))
+        assert 0.5 * rms < float(model.head.std[j]) < 2 * rms
+
+
+def test_composition_reference_config_format_and_consistency(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from crystalzoo import finetune
+    from crystalzoo.errors import ConfigError
+    from crystalzoo.models import CONFIG_FORMAT, REFERENCE_FORMAT
+
+    kwargs = dict(train_size=60, val_size=20, test_size=0, epochs=1, progress=False, reference="composition")
+    finetune(DATA / "mp200.jsonl.gz", "energy_per_atom", backbone=None, out_dir=tmp_path / "one", **kwargs)
+    finetune(DATA / "mp200.jsonl.gz", "energy_per_atom", backbone=None, out_dir=tmp_path / "two", ensemble=2, **kwargs)
+    for name in ("one", "two"):  # versions before format 3 refuse it as newer instead of finding unknown weights
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["format_version"] == REFERENCE_FORMAT == CONFIG_FORMAT
+        assert np.isfinite(load_model(str(tmp_path / name)).predict(CIFS[:1])).all()
+    config = json.loads((tmp_path / "one" / "config.json").read_text())
+    config["head"]["composition_reference"] = 50  # config and weights agree, but not with the 92 element features
+    (tmp_path / "one" / "config.json").write_text(json.dumps(config))
+    weights = load_file(tmp_path / "one" / "model.safetensors")
+    weights["head.reference.weight"] = weights["head.reference.weight"][:, :50].contiguous()
+    save_file(weights, tmp_path / "one" / "model.safetensors")
+    with pytest.raises(ConfigError, match="composition reference takes 50 element features but the backbone's atoms "
+                                          "have 92"):
+        load_model(str(tmp_path / "one"))
+
+
+def test_l2sp_alpha_belongs_to_the_l2sp_recipe(tmp_path, capsys):
+    from crystalzoo import TrainConfig
+    from crystalzoo.errors import ConfigError
+
+    assert TrainConfig(recipe="l2sp").alpha() == 0.01 and TrainConfig(recipe="l2sp", l2sp_alpha=0).alpha() == 0.0
+    with pytest.raises(ConfigError, match="is a setting of the l2sp recipe"):
+        TrainConfig(l2sp_alpha=0.01)  # the default value given explicitly is still a setting the run ignores
+    # a run from scratch as typed keeps its recipe: refused, never silently trained with another
+    assert main(["finetune", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--backbone", "none",
+                 "--recipe", "l2sp", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 2
+    assert "recipe 'l2sp' fine-tunes a pretrained backbone" in capsys.readouterr().err

@@ -143,3 +143,14 @@ def test_recipes_that_cannot_apply_are_refused(splits, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["recipe"] == "l2sp"
     assert json.loads((out / "metrics.json").read_text())["l2sp_alpha"] == 0.1
     assert json.loads((out / "baseline" / "metrics.json").read_text())["recipe"] == "freeze"
+
+
+def test_resume_with_another_l2sp_alpha_is_refused(splits, tmp_path):
+    from crystalzoo.errors import RunError
+
+    train, val = splits
+    config = TrainConfig(epochs=1, batch_size=16, recipe="l2sp", l2sp_alpha=0.1, progress=False)
+    train_model(make_model("formation", train, seed=0), train, val, config, out_dir=tmp_path)
+    again = TrainConfig(epochs=2, batch_size=16, recipe="l2sp", progress=False)  # the default strength
+    with pytest.raises(RunError, match=r"l2sp_alpha: 0\.1 in the checkpoint, 0\.01 now"):
+        train_model(make_model("formation", train, seed=0), train, val, again, out_dir=tmp_path, resume=True)
