@@ -578,6 +578,9 @@ class RegressionHead(nn.Module):
         reference (:meth:`CrystalModel.forward` gives them)."""
         out = self.fc_out(x)
         if self.reference is not None:
+            if composition is None:
+                raise CrystalZooError("this head has a composition reference and needs the crystals' mean element "
+                                      "features: call the model on the graph (model(g)), which gives them")
             out = out + self.reference(composition)
         return out
 

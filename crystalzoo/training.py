@@ -996,6 +996,9 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     (``checkpoint.pt``, ``checkpoint-member1.pt``, …), so ``resume`` continues where the run
     stopped.
 
+    ``reference="composition"`` puts per-element reference values, fitted on the training
+    split, under the outputs (:func:`make_model`; docs/pretraining.md).
+
     A regression model is calibrated on the validation split (``model.predict_interval``,
     :mod:`crystalzoo.uncertainty`); the test metrics then include the coverage and mean width
     of its 90 % intervals (``coverage_90``, ``interval_width_90``).

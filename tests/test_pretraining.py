@@ -242,3 +242,12 @@ def test_l2sp_alpha_belongs_to_the_l2sp_recipe(tmp_path, capsys):
     assert main(["finetune", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--backbone", "none",
                  "--recipe", "l2sp", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 2
     assert "recipe 'l2sp' fine-tunes a pretrained backbone" in capsys.readouterr().err
+
+
+def test_a_head_with_a_reference_called_alone_says_what_it_needs(energies):
+    from crystalzoo import make_model
+    from crystalzoo.errors import CrystalZooError
+
+    model = make_model(None, energies[0], reference="composition")
+    with pytest.raises(CrystalZooError, match="needs the crystals' mean element features: call the model"):
+        model.head(torch.zeros(2, model.backbone.out_features))
