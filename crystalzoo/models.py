@@ -1015,8 +1015,8 @@ class CrystalModel(Predictor):
                 f"make it with in_features=backbone.out_features ({backbone.out_features})"
             )
         reference = getattr(head, "reference", None)
-        atoms = getattr(getattr(backbone, "config", None), "orig_atom_fea_len", None)
-        if reference is not None and atoms is not None and reference.in_features != atoms:
+        atoms = backbone.graph_settings.n_atom_features
+        if reference is not None and reference.in_features != atoms:
             raise ConfigError(f"the head's composition reference takes {reference.in_features} element features but "
                               f"the backbone's atoms have {atoms}: the config and weights do not belong together "
                               f"(a reference of a CGCNN model has composition_reference = {atoms})")

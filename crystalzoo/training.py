@@ -42,7 +42,7 @@ import torch
 from .data import CrystalDataset, _split_target, _target_list, check_split_size, read_dataset
 from .errors import ConfigError, DataError, RunError, WeightsError, WriteError
 from .crystal_graph import mean_per_crystal
-from .graphs import check_count, collate, plain
+from .graphs import check_count, collate, crystal_batches, plain
 from .ensembles import CrystalEnsemble, check_members
 from .models import (MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, Predictor, hold_frozen, make_head,
                      model_from_config)
@@ -796,7 +796,7 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
     head_config = _head_config(dataset, task, units)
     if reference is not None:
         _check_reference(reference, task)
-        head_config["composition_reference"] = collate(dataset.graphs[:1], dataset.settings).atom_fea.shape[1]
+        head_config["composition_reference"] = dataset.settings.n_atom_features
     torch.manual_seed(seed)
     if backbone is None:  # a new model: the one config → model funnel, as for saved models
         model = model_from_config({"architecture": "cgcnn",
@@ -832,12 +832,9 @@ def _check_reference(reference: Any, task: str) -> None:
 
 def _compositions(dataset: CrystalDataset) -> np.ndarray:
     """(n, atom features) float64: each crystal's mean element features."""
-    out = []
     with torch.no_grad():
-        for lo in range(0, len(dataset), 1024):
-            g = collate(dataset.graphs[lo : lo + 1024], dataset.settings)
-            out.append(mean_per_crystal(g, g.atom_fea.double()).numpy())
-    return np.concatenate(out)
+        return np.concatenate([mean_per_crystal(g, g.atom_fea.double()).numpy()
+                               for g in crystal_batches(dataset, dataset.settings, 1024)])
 
 
 #: ridge of the composition reference's least squares, per labelled crystal: element features

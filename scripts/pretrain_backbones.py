@@ -113,11 +113,11 @@ def main() -> None:
         out = Path(args.out) / name
         done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
         if done is not None:  # a finished run is reused only with the settings it was trained with
-            head = json.loads((out / "config.json").read_text())["head"]
-            if bool(head.get("composition_reference")) != (args.reference is not None):
-                sys.exit(f"{out} holds a run {'with' if head.get('composition_reference') else 'without'} a "
-                         f"composition reference; run with{'' if head.get('composition_reference') else 'out'} "
-                         "--reference composition, or give another --out")
+            had = bool(json.loads((out / "config.json").read_text())["head"].get("composition_reference"))
+            if had != (args.reference is not None):
+                how = "with --reference composition" if had else "without --reference"
+                sys.exit(f"{out} holds a run {'with' if had else 'without'} a composition reference: run {how}, or "
+                         "give another --out")
         if done is not None and done["epochs"] >= args.epochs:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint

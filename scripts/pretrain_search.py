@@ -1,6 +1,7 @@
 """Choose the full-data ``combined`` backbone's settings on a subset of its training and
-validation crystals (never its test split): each setting trains on the same crystals and is
-scored on the same validation crystals.
+validation crystals (never its test split): the first ``--train`` of its training split and
+the first ``--val`` of its validation split, split again at random (seed 0) into ``--train``
+crystals to train on and ``--val`` to score; each setting trains and is scored on the same ones.
 
     python scripts/pretrain_search.py --train 8000 --val 2000 --epochs 20 --threads 1
 
@@ -17,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from pretrain_backbones import FOUR, select  # noqa: E402 (scripts/ is on the path from here)
+
 #: name: (targets, architecture, training options)
-FOUR = ["formation_energy_per_atom", "energy_per_atom", "log10:k_vrh", "log10:g_vrh"]
 SETTINGS = {
     "base": (FOUR, {}, {}),
     "head128": (FOUR, {"h_fea_len": 128}, {}),
@@ -40,23 +42,21 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "pretrain_search.jsonl"))
     args = p.parse_args()
 
-    import numpy as np
     import pandas as pd
     import torch
 
     from crystalzoo import pretrain
     from crystalzoo.data import CrystalDataset
-    from pretrain_backbones import select
 
     torch.set_num_threads(args.threads)
     log = Path(args.out)
     done = {json.loads(line)["name"] for line in log.read_text().splitlines()} if log.exists() else set()
     df = pd.DataFrame(select(Path(args.data), "all"))
     ds = CrystalDataset.from_dataframe(df, targets=sorted(set(FOUR)), id_column="mp_id", n_jobs=args.threads)
-    train, val, _ = ds.split(0.8, 0.1, 0.1, seed=0)  # the split of scripts/pretrain_backbones.py ...
-    order = np.random.default_rng(0).permutation(len(ds))  # ... whose order this is (CrystalDataset.split)
+    train, val, _ = ds.split(0.8, 0.1, 0.1, seed=0)  # the split of scripts/pretrain_backbones.py
     assert args.train <= len(train) and args.val <= len(val)
-    sub = ds.subset(np.concatenate([order[:args.train], order[len(train):len(train) + args.val]]))
+    row_of = {crystal: i for i, crystal in enumerate(ds.ids)}
+    sub = ds.subset([row_of[c] for c in [*train.ids[:args.train], *val.ids[:args.val]]])
     for name in args.only:
         if name in done:
             continue
