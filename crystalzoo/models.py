@@ -594,11 +594,12 @@ class RegressionHead(nn.Module):
         """Outputs → predictions in the targets' units."""
         return self.denormalize(out)
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean squared error on the normalised targets; missing labels (NaN) are left out."""
+    def loss(self, out: torch.Tensor, y: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+        """Mean squared (``kind="mse"``) or absolute (``"l1"``) error on the normalised targets,
+        over every label of the batch; missing labels (NaN) are left out."""
         mask = ~torch.isnan(y)
-        target = self.normalize(torch.nan_to_num(y))
-        return ((out - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+        diff = out - self.normalize(torch.nan_to_num(y))
+        return ((diff ** 2 if kind == "mse" else diff.abs()) * mask).sum() / mask.sum().clamp(min=1)
 
     def errors(self, pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Per crystal and target: |prediction − label| (NaN where the label is missing)."""
@@ -654,8 +655,9 @@ class ClassificationHead(nn.Module):
         """Logits → class probabilities."""
         return torch.softmax(out, dim=1)
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the class labels (column 0 of ``y``)."""
+    def loss(self, out: torch.Tensor, y: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+        """Cross-entropy of the class labels (column 0 of ``y``); ``kind`` is a regression
+        head's setting (training refuses ``"l1"`` for a classifier)."""
         return nn.functional.cross_entropy(out, y[:, 0].long())
 
     def errors(self, pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:

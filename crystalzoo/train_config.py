@@ -19,6 +19,8 @@ from .recipes import L2SP_ALPHA, RECIPES, check_recipe
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
+#: a regression head's loss on the normalised targets (a classifier always trains on cross-entropy)
+LOSSES = ("mse", "l1")
 
 
 def _is_integer(value: Any) -> bool:
@@ -62,6 +64,9 @@ class TrainConfig:
     progress: bool = _option(True, "progress bars (the CLI's --quiet turns them off)", bool)
     schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
+    loss: str = _option("mse", "a regression head's loss on the normalised targets: mse (the original CGCNN's), or "
+                        "l1 (the mean absolute error, which the reported MAE measures); a classifier always "
+                        "trains on cross-entropy", choices=LOSSES)
     recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.recipes, docs/finetuning.md): "
                           "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
     l2sp_alpha: float | None = _option(None, "strength of the l2sp recipe's pull towards the pretrained weights "
@@ -119,6 +124,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss = {self.loss!r}: valid: 'mse', 'l1' (e.g. --loss l1)")
         check_recipe(self.recipe)
         if self.l2sp_alpha is not None and (not _is_real(self.l2sp_alpha)
                                             or not (math.isfinite(self.l2sp_alpha) and self.l2sp_alpha >= 0)):

@@ -158,16 +158,16 @@ def _forward(model: CrystalModel, g, h, start: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _evaluate(model: Predictor, batches: _Batches) -> dict[str, float]:
-    """The loss and the head's scores (MAE per target, or accuracy) of ``model`` on a dataset
-    (an ensemble: of its mean prediction)."""
+def _evaluate(model: Predictor, batches: _Batches, loss: str = "mse") -> dict[str, float]:
+    """The loss (of kind ``loss``, :class:`TrainConfig`'s) and the head's scores (MAE per
+    target, or accuracy) of ``model`` on a dataset (an ensemble: of its mean prediction)."""
     model.eval()
     members = model.member_models()
     losses, errors, weights = [], [], []
     for g, h, y in batches(range(len(batches.ds))):
         outs = [_forward(m, g, h, batches.start) for m in members]
         out = outs[0] if len(outs) == 1 else model.head.combine(outs)
-        losses.append(model.head.loss(out, y).item() * len(y))
+        losses.append(model.head.loss(out, y, loss).item() * len(y))
         weights.append(len(y))
         errors.append(model.head.errors(model.output_in_units(out), y))
     return {"loss": float(np.sum(losses) / max(1, np.sum(weights))), **model.head.scores(np.concatenate(errors))}
@@ -414,7 +414,7 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
                      members: int = 1) -> dict:
     """What a checkpoint must share with a run that resumes it: the model (architecture, graph
     settings, head and targets, backbone, freeze), the data and its split, and the optimisation
-    (seed, optimizer, lr, schedule, weight decay, batch size). Epochs, early stopping and the
+    (seed, optimizer, lr, schedule, weight decay, batch size, loss). Epochs, early stopping and the
     device may change."""
     return json.loads(json.dumps({
         **{k: v for k, v in model.config().items() if k != "format_version"},  # a newer file format is the same run
@@ -422,6 +422,7 @@ def _run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDat
         else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         **({"recipe": config.recipe} if config.recipe != "freeze" else {}),  # runs before recipes existed: freeze
+        **({"loss": config.loss} if config.loss != "mse" else {}),  # runs before the option existed: mse
         **({"l2sp_alpha": config.alpha()} if config.recipe == "l2sp" and config.alpha() != recipes.L2SP_ALPHA
            else {}),  # runs before the option existed: the default
         # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
@@ -481,7 +482,7 @@ def _resume(path: Path, description: dict, model: CrystalModel, opt: torch.optim
                            "so it cannot be checked against this one; pass --overwrite (overwrite=True) to start again")
         stored, now = _flat(json.loads(ckpt["run"])), _flat(description)
         stored.pop("frozen", None)  # written by crystalzoo before 2026-11-26, never read
-        defaults = {"l2sp_alpha": recipes.L2SP_ALPHA}  # settings a description leaves out at their default
+        defaults = {"l2sp_alpha": recipes.L2SP_ALPHA, "loss": "mse"}  # settings a description leaves out at their default
         stored_now = [(k, stored.get(k, defaults.get(k)), now.get(k, defaults.get(k)))
                       for k in sorted(set(stored) | set(now))]
         differences = [f"{k}: {_short(a)} in the checkpoint, {_short(b)} now"
@@ -627,7 +628,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
         total, count = 0.0, 0
         for g, h, y in train_batches(order):
             opt.zero_grad()
-            loss = model.head.loss(_forward(model, g, h, train_batches.start), y)
+            loss = model.head.loss(_forward(model, g, h, train_batches.start), y, config.loss)
             value = loss.item()
             bad = not math.isfinite(value)
             if world > 1:  # every rank stops together
@@ -651,7 +652,7 @@ def _train(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, conf
             sums = torch.tensor([total, count], dtype=torch.float64)
             dist.all_reduce(sums)
             total, count = float(sums[0]), float(sums[1])
-        scores = _evaluate(model, val_batches)
+        scores = _evaluate(model, val_batches, config.loss)
         if not math.isfinite(scores["loss"]):
             raise _diverged("validation loss", scores["loss"], epoch, config)
         row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
@@ -912,6 +913,9 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
     _check_task(task)
     if reference is not None:
         _check_reference(reference, task)
+    if config.loss != "mse" and task != "regression":
+        raise ConfigError(f"loss = {config.loss!r} is a regression's loss; a classifier trains on cross-entropy: "
+                          "leave loss out")
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
                               ("test_size", test_size, None)):
         if check_split_size(name, value) == 0 and what:
@@ -1050,21 +1054,22 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
             **({"l2sp_alpha": config.alpha()} if config.recipe == "l2sp" else {}),
             **({"reference": reference} if reference is not None else {}),
+            **({"loss": config.loss} if config.loss != "mse" else {}),
             "targets": targets, "seed": seed, **({"data": name} if (name := _data_name(data)) else {}),
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             "dropped_missing_labels": ds.info.get("dropped_missing", 0),
             "epochs": len(history.rows), "best_epoch": history.best_epoch, "train_seconds": round(seconds, 2),
-            "val": _evaluate(model, _Batches(model, val, 256, config.device)),
+            "val": _evaluate(model, _Batches(model, val, 256, config.device), config.loss),
         }
         if len(test):
-            metrics["test"] = _evaluate(model, _Batches(model, test, 256, config.device))
+            metrics["test"] = _evaluate(model, _Batches(model, test, 256, config.device), config.loss)
             if task == "regression":
                 metrics["test"].update(_interval_scores(model, test, 0.9))
         if ensemble > 1:
             metrics["ensemble"] = ensemble
             metrics["members"] = [
                 {"seed": seed + i, "best_epoch": h.best_epoch,
-                 **{split: _evaluate(m, _Batches(m, part, 256, config.device, prefixes=prefixes))
+                 **{split: _evaluate(m, _Batches(m, part, 256, config.device, prefixes=prefixes), config.loss)
                     for split, part in (("val", val), ("test", test)) if len(part)}}
                 for i, (m, h) in enumerate(zip(members, histories))]
         metrics["num_params"] = sum(p.numel() for p in model.parameters())

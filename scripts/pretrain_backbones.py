@@ -87,6 +87,7 @@ def main() -> None:
     p.add_argument("--train-only", action="store_true", help="train (or resume) only: register and report nothing")
     p.add_argument("--reference", choices=["composition"], default=None,
                    help="per-element reference values under the outputs (crystalzoo's pretrain(reference=...))")
+    p.add_argument("--loss", choices=["mse", "l1"], default="mse", help="the training loss (TrainConfig.loss)")
     args = p.parse_args()
 
     import pandas as pd
@@ -118,11 +119,15 @@ def main() -> None:
                 how = "with --reference composition" if had else "without --reference"
                 sys.exit(f"{out} holds a run {'with' if had else 'without'} a composition reference: run {how}, or "
                          "give another --out")
+            if done.get("loss", "mse") != args.loss:
+                sys.exit(f"{out} holds a run trained with --loss {done.get('loss', 'mse')}: run with it, or give "
+                         "another --out")
         if done is not None and done["epochs"] >= args.epochs:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint
             r = pretrain(ds, targets, conv=conv, train_size=0.8, val_size=0.1, test_size=0.1, seed=0,
-                         out_dir=out, resume=True, epochs=args.epochs, schedule=args.schedule, reference=args.reference)
+                         out_dir=out, resume=True, epochs=args.epochs, schedule=args.schedule, reference=args.reference,
+                         loss=args.loss)
             metrics = r.metrics
         report[name] = metrics
         if args.train_only:
@@ -139,7 +144,7 @@ def main() -> None:
             training_data={"dataset": "Materials Project (project data set, mp_crystals.jsonl.gz)",
                            "selection": f"{selection}; scripts/pretrain_backbones.py",
                            **metrics["sizes"], "epochs": metrics["epochs"], "best_epoch": metrics["best_epoch"],
-                           "lr_schedule": f"Adam 1e-3, {args.schedule}",
+                           "lr_schedule": f"Adam 1e-3, {args.schedule}", "loss": args.loss,
                            **({"reference": f"{args.reference} (per-element reference values, fitted on the training "
                                             "split)"} if args.reference else {})},
             metrics=[{"name": "mae", "target": t, "value": round(metrics[split][f"mae_{t}"], 4), "units": UNITS[t],
@@ -187,8 +192,10 @@ def _report(crystals: str, report: dict, ds, n_elastic: int, args) -> list[str]:
     lines = ["# Pretrained backbones" + (" on the full data set" if crystals == "all" else ""), "",
              f"Command: `python scripts/pretrain_backbones.py --only {' '.join(runs)} --epochs {first['epochs']} "
              f"--schedule {args.schedule} --threads {args.threads}"
-             + (f" --reference {args.reference}" if args.reference else "") + "`", "",
-             f"{what}, split 80/10/10 with seed 0; Adam lr 1e-3 ({args.schedule} schedule), batch 64, best validation "
+             + (f" --reference {args.reference}" if args.reference else "")
+             + (f" --loss {args.loss}" if args.loss != "mse" else "") + "`", "",
+             f"{what}, split 80/10/10 with seed 0; Adam lr 1e-3 ({args.schedule} schedule), batch 64, "
+             f"{'mean absolute' if args.loss == 'l1' else 'mean squared'} error loss, best validation "
              f"epoch of {first['epochs']}"
              + ("; per-element reference values (least squares on the training split's compositions) under every "
                 "output" if args.reference else "") + f". Test MAE on the {len(test):,} test crystals.", ""]

@@ -28,6 +28,8 @@ SETTINGS = {
     "head128-wd": (FOUR, {"h_fea_len": 128}, {"weight_decay": 1e-5}),
     "reference": (FOUR, {}, {"reference": "composition"}),
     "formation-only-reference": (["formation_energy_per_atom"], {}, {"reference": "composition"}),
+    "l1": (FOUR, {}, {"loss": "l1"}),
+    "l1-reference": (FOUR, {}, {"loss": "l1", "reference": "composition"}),
 }
 
 

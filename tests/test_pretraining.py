@@ -251,3 +251,32 @@ def test_a_head_with_a_reference_called_alone_says_what_it_needs(energies):
     model = make_model(None, energies[0], reference="composition")
     with pytest.raises(CrystalZooError, match="needs the crystals' mean element features: call the model"):
         model.head(torch.zeros(2, model.backbone.out_features))
+
+
+def test_l1_loss_is_the_mean_absolute_error_of_the_labels_a_crystal_has(tmp_path):
+    from crystalzoo import TrainConfig, finetune, make_model, train_model
+    from crystalzoo.errors import ConfigError, RunError
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom", "log10:k_vrh"],
+                                   progress=False, cache_dir=False)
+    train, val, _ = ds.split(150, 25, 25, seed=0)
+    assert np.isnan(val.labels).any() and not np.isnan(val.labels[:, 1]).all()  # crystals without a bulk modulus
+    model = make_model(None, train, seed=0)
+    history = train_model(model, train, val, TrainConfig(epochs=1, batch_size=32, loss="l1", progress=False),
+                          out_dir=tmp_path / "run")
+    errors = (model.predict_arrays(val.graphs) - val.labels) / model.head.std.numpy()
+    ok = ~np.isnan(errors)
+    assert history.rows[0]["val_loss"] == pytest.approx(np.abs(errors[ok]).mean(), rel=1e-5)
+    assert history.rows[0]["val_loss"] != pytest.approx((errors[ok] ** 2).mean(), rel=1e-2)  # not the mse
+    again = TrainConfig(epochs=2, batch_size=32, progress=False)  # the default loss
+    with pytest.raises(RunError, match="loss: 'l1' in the checkpoint, 'mse' now"):
+        train_model(make_model(None, train, seed=0), train, val, again, out_dir=tmp_path / "run", resume=True)
+    with pytest.raises(ConfigError, match="loss = 'l2': valid: 'mse', 'l1'"):
+        TrainConfig(loss="l2")
+    with pytest.raises(ConfigError, match="loss = 'l1' is a regression's loss; a classifier trains on cross-entropy"):
+        finetune(DATA / "mp200.jsonl.gz", "band_gap", task="classification", loss="l1")
+    out = tmp_path / "cli"
+    assert main(["pretrain", "--data", str(DATA / "mp200.jsonl.gz"), "--targets", "formation_energy_per_atom",
+                 "--loss", "l1", "--epochs", "1", "--train-size", "120", "--val-size", "40", "--test-size", "40",
+                 "--out", str(out), "--quiet"]) == 0
+    assert __import__("json").loads((out / "metrics.json").read_text())["loss"] == "l1"
