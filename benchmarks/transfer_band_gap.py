@@ -64,12 +64,6 @@ def add_pool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", type=int, default=10000, help="crystals sampled (seed 1234) to draw the splits from")
 
 
-def _finished(runs_file: Path) -> set[str]:
-    if not runs_file.exists():
-        return set()
-    return {json.loads(line)["key"] for line in runs_file.read_text().splitlines() if line.strip()}
-
-
 def _configs(backbones: list[str], recipe_backbone: str | None, tune: bool = False):
     """(backbone, frozen convolutions, re-initialised, recipe, options): the paper's grid
     (recipe None: the freeze recipe with k frozen), then every recipe on ``recipe_backbone``;
@@ -102,6 +96,38 @@ def _key(cfg, seed) -> str:
     return f"{b}|{k}|{'reinit' if reinit else 'keep'}{tail}|{seed}"
 
 
+def _weights(backbone: str) -> str | None:
+    """The first 12 hex digits of the sha256 of ``backbone``'s weights (a registered name or a
+    folder; None for the baseline): a run of other weights under the same name is stale."""
+    import hashlib
+
+    from crystalzoo import get_backbone_info
+    from crystalzoo.registry import list_backbones
+
+    if backbone == "baseline":
+        return None
+    if backbone in list_backbones():
+        return get_backbone_info(backbone).sha256[:12]
+    return hashlib.sha256((Path(backbone) / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def _read_runs(runs_file: Path, say: bool = False) -> dict[str, dict]:
+    """The runs of ``runs_file`` by key, leaving out those of weights that have since changed
+    (a backbone registered again under its name), which are run again."""
+    done, stale, current = {}, 0, {}
+    for line in runs_file.read_text().splitlines() if runs_file.exists() else []:
+        r = json.loads(line)
+        if r["backbone"] not in current:
+            current[r["backbone"]] = _weights(r["backbone"])
+        if r.get("weights") != current[r["backbone"]]:
+            stale += 1
+            continue
+        done[r["key"]] = r
+    if stale and say:
+        print(f"{stale} runs of {runs_file} used weights that have changed since: left out, and run again")
+    return done
+
+
 def _boosting(backbone: str, train, val, test, seed: int) -> dict:
     """Gradient boosting (scikit-learn's defaults) on the frozen crystal vectors of ``backbone``."""
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -127,11 +153,7 @@ def run(args) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"
-    done = {}
-    if runs_file.exists():
-        for line in runs_file.read_text().splitlines():
-            r = json.loads(line)
-            done[r["key"]] = r
+    done = _read_runs(runs_file, say=True)
 
     if args.quick:
         ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=300, progress=False)
@@ -150,7 +172,7 @@ def run(args) -> Path:
         train, val, test = ds.split(args.sizes[0], args.sizes[1], args.sizes[2], seed=seed)
         for cfg in configs:
             key = _key(cfg, seed)
-            if key in done or key in _finished(runs_file):  # another process may share the file
+            if key in done or key in _read_runs(runs_file):  # another process may share the file
                 continue
             b, k, reinit, recipe, options = cfg
             t0 = time.perf_counter()
@@ -165,15 +187,14 @@ def run(args) -> Path:
                           "val_mae": history.rows[history.best_epoch - 1]["val_mae"], "best_epoch": history.best_epoch,
                           "train_loss": [h["train_loss"] for h in history.rows],
                           "val_loss": [h["val_loss"] for h in history.rows]}
-            r = {"key": key, "backbone": b, "freeze": k, "reinit": reinit, **({"recipe": recipe} if recipe else {}),
+            r = {"key": key, "backbone": b, "weights": _weights(b), "freeze": k, "reinit": reinit,
+                 **({"recipe": recipe} if recipe else {}),
                  **({"options": dict(options)} if options else {}), "seed": seed, **scores, "seconds": time.perf_counter() - t0}
             with open(runs_file, "a") as f:  # one short append per run: safe with parallel processes
                 f.write(json.dumps(r) + "\n")
             done[key] = r
             print(f"[{sum(_key(c, s) in done for c in configs for s in args.seeds)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
-    for line in runs_file.read_text().splitlines():  # include what parallel processes finished
-        r = json.loads(line)
-        done[r["key"]] = r
+    done.update(_read_runs(runs_file))  # include what parallel processes finished
     return report(out, done, args)
 
 
