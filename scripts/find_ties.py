@@ -13,6 +13,7 @@ repository) it reports
 
     python scripts/find_ties.py                                  # ../shared/data/mp_crystals.jsonl.gz
     python scripts/find_ties.py --data FILE --limit 2000 --write-subset tests/data/tie_crystals.jsonl.gz
+    python scripts/find_ties.py --models combined                 # one model's row of the table
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> int:
     p.add_argument("--write-subset", default=None, help="write the tie crystals (at most --subset-size) here")
     p.add_argument("--subset-size", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", nargs="*", default=None, help="registered models to check (default: all of them)")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     from pymatgen.core import Structure
@@ -131,7 +133,7 @@ def main() -> int:
     print(f"{'model':24s} {'before (index)':>15s} {'after (symmetric)':>18s} {'after, relative':>16s}  "
           "worst crystal after")
     worst_after = 0.0
-    for name in list_backbones():
+    for name in args.models or list_backbones():
         model = load_model(name)
         spreads = {}
         for label, arr in (("before", before_arrays), ("after", flat_arrays)):
