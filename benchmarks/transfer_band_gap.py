@@ -11,7 +11,9 @@ vectors) on ``--recipe-backbone`` (formation), with the same budget, paired with
 
     python benchmarks/transfer_band_gap.py --data ../shared/data/mp_crystals.jsonl.gz
 
-Finished runs are appended to ``--out``/runs.jsonl; run the same command again to resume.
+Finished runs are appended to ``--out``/runs.jsonl, each with the sha256 of its backbone's
+weights; run the same command again to resume. A run whose backbone's weights have changed
+since (a name registered again) is left out and run again.
 Several processes may share the file (e.g. ``--seeds 0 1 2`` and ``--seeds 4 3`` on two cores).
 Writes ``--out``/transfer_band_gap.md (table) and transfer_band_gap.png (plot).
 ``--quick`` runs a tiny version on the bundled data (for CI).
@@ -97,35 +99,43 @@ def _key(cfg, seed) -> str:
 
 
 def _weights(backbone: str) -> str | None:
-    """The first 12 hex digits of the sha256 of ``backbone``'s weights (a registered name or a
-    folder; None for the baseline): a run of other weights under the same name is stale."""
-    import hashlib
-
+    """The first 12 hex digits of the sha256 of ``backbone``'s weights, resolved as the loader
+    resolves the name (a folder, a registered name): a run of other weights under the same
+    name is stale. None for the baseline and a Hub model (not checked); "missing" for a name
+    that no longer resolves."""
     from crystalzoo import get_backbone_info
-    from crystalzoo.registry import list_backbones
+    from crystalzoo.files import sha256_file
+    from crystalzoo.registry import list_backbones, source_kind
+    from crystalzoo.serialization import WEIGHTS_NAME
 
-    if backbone == "baseline":
+    if backbone == "baseline" or source_kind(backbone) == "hub":
         return None
-    if backbone in list_backbones():
-        return get_backbone_info(backbone).sha256[:12]
-    return hashlib.sha256((Path(backbone) / "model.safetensors").read_bytes()).hexdigest()[:12]
+    if source_kind(backbone) == "folder":
+        return sha256_file(Path(backbone) / WEIGHTS_NAME)[:12] if (Path(backbone) / WEIGHTS_NAME).is_file() else "missing"
+    return get_backbone_info(backbone).sha256[:12] if backbone in list_backbones() else "missing"
 
 
-def _read_runs(runs_file: Path, say: bool = False) -> dict[str, dict]:
-    """The runs of ``runs_file`` by key, leaving out those of weights that have since changed
-    (a backbone registered again under its name), which are run again."""
-    done, stale, current = {}, 0, {}
-    for line in runs_file.read_text().splitlines() if runs_file.exists() else []:
-        r = json.loads(line)
-        if r["backbone"] not in current:
-            current[r["backbone"]] = _weights(r["backbone"])
-        if r.get("weights") != current[r["backbone"]]:
-            stale += 1
+def _read_runs(runs_file: Path) -> tuple[dict[str, dict], dict[str, int]]:
+    """The runs of ``runs_file`` by key, and the number of stale runs per backbone: runs of
+    weights that have changed since (a backbone registered again under its name) or no longer
+    exist, which are left out (and run again)."""
+    done, stale, current = {}, {}, {}
+    lines = runs_file.read_text().splitlines() if runs_file.exists() else []
+    for i, line in enumerate(lines):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # another process is appending it
+                continue
+            raise
+        b = r["backbone"]
+        if b not in current:
+            current[b] = _weights(b)
+        if r.get("weights") != current[b]:
+            stale[b] = stale.get(b, 0) + 1
             continue
         done[r["key"]] = r
-    if stale and say:
-        print(f"{stale} runs of {runs_file} used weights that have changed since: left out, and run again")
-    return done
+    return done, stale
 
 
 def _boosting(backbone: str, train, val, test, seed: int) -> dict:
@@ -153,7 +163,10 @@ def run(args) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"
-    done = _read_runs(runs_file, say=True)
+    done, stale = _read_runs(runs_file)
+    for b, n in stale.items():
+        print(f"{n} runs of {b} in {runs_file} used weights that have changed since (or are gone): left out, and run "
+              "again", flush=True)
 
     if args.quick:
         ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=300, progress=False)
@@ -172,9 +185,10 @@ def run(args) -> Path:
         train, val, test = ds.split(args.sizes[0], args.sizes[1], args.sizes[2], seed=seed)
         for cfg in configs:
             key = _key(cfg, seed)
-            if key in done or key in _read_runs(runs_file):  # another process may share the file
+            if key in _read_runs(runs_file)[0]:  # this process's runs, and another's sharing the file
                 continue
             b, k, reinit, recipe, options = cfg
+            weights = _weights(b)  # of the weights this run trains from, before it starts
             t0 = time.perf_counter()
             if recipe == "boosting":
                 scores = _boosting(b, train, val, test, seed)
@@ -187,18 +201,20 @@ def run(args) -> Path:
                           "val_mae": history.rows[history.best_epoch - 1]["val_mae"], "best_epoch": history.best_epoch,
                           "train_loss": [h["train_loss"] for h in history.rows],
                           "val_loss": [h["val_loss"] for h in history.rows]}
-            r = {"key": key, "backbone": b, "weights": _weights(b), "freeze": k, "reinit": reinit,
+            r = {"key": key, "backbone": b, "weights": weights, "freeze": k, "reinit": reinit,
                  **({"recipe": recipe} if recipe else {}),
                  **({"options": dict(options)} if options else {}), "seed": seed, **scores, "seconds": time.perf_counter() - t0}
             with open(runs_file, "a") as f:  # one short append per run: safe with parallel processes
                 f.write(json.dumps(r) + "\n")
             done[key] = r
             print(f"[{sum(_key(c, s) in done for c in configs for s in args.seeds)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
-    done.update(_read_runs(runs_file))  # include what parallel processes finished
-    return report(out, done, args)
+    done, stale = _read_runs(runs_file)  # with what parallel processes finished, without what became stale
+    return report(out, done, args, stale)
 
 
-def report(out: Path, done: dict, args) -> Path:
+def report(out: Path, done: dict, args, stale: dict[str, int] | None = None) -> Path:
+    """Write transfer_band_gap.md and .png from the runs ``done``; ``stale``: runs left out per
+    backbone (weights changed since), which the page names."""
     from scipy import stats
 
     runs = list(done.values())
@@ -225,6 +241,8 @@ def report(out: Path, done: dict, args) -> Path:
         "(each seed: its own split and initialisation). Test MAE in eV, mean ± standard deviation over seeds. "
         "'beats baseline' compares with the from-scratch model on the same seeds: Δ = mean paired difference, "
         "wins = seeds where the transferred model is better, p = paired t-test.", "",
+        *([f"Left out: {', '.join(f'{n} runs of `{b}`' for b, n in sorted(stale.items()))}, whose weights have "
+           "changed since (or are gone); the same command runs them again.", ""] if stale else []),
         "| backbone | frozen convs | deeper layers | test MAE (eV) | paper | Δ vs baseline | wins | p | beats baseline |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

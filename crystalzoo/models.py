@@ -29,6 +29,7 @@ from .graphs import (DEFAULT_SETTINGS, GraphArrays, GraphSettings, check_count, 
                      crystal_batches, crystal_list, python_numbers, structure_path)
 from .registry import resolve
 from .serialization import build_model
+from .losses import check_loss
 from .uncertainty import Calibration, calibration_from, check_coverage
 
 if TYPE_CHECKING:
@@ -597,6 +598,7 @@ class RegressionHead(nn.Module):
     def loss(self, out: torch.Tensor, y: torch.Tensor, kind: str = "mse") -> torch.Tensor:
         """Mean squared (``kind="mse"``) or absolute (``"l1"``) error on the normalised targets,
         over every label of the batch; missing labels (NaN) are left out."""
+        check_loss(kind)
         mask = ~torch.isnan(y)
         diff = out - self.normalize(torch.nan_to_num(y))
         return ((diff ** 2 if kind == "mse" else diff.abs()) * mask).sum() / mask.sum().clamp(min=1)
@@ -655,9 +657,9 @@ class ClassificationHead(nn.Module):
         """Logits → class probabilities."""
         return torch.softmax(out, dim=1)
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-        """Cross-entropy of the class labels (column 0 of ``y``); ``kind`` is a regression
-        head's setting (training refuses ``"l1"`` for a classifier)."""
+    def loss(self, out: torch.Tensor, y: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Cross-entropy of the class labels (column 0 of ``y``). ``kind`` is a regression's
+        setting, which a classifier does not have (training refuses ``loss="l1"`` for one)."""
         return nn.functional.cross_entropy(out, y[:, 0].long())
 
     def errors(self, pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .losses import LOSSES, check_loss
 from .recipes import L2SP_ALPHA, RECIPES, check_recipe
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
-#: a regression head's loss on the normalised targets (a classifier always trains on cross-entropy)
-LOSSES = ("mse", "l1")
 
 
 def _is_integer(value: Any) -> bool:
@@ -64,14 +63,14 @@ class TrainConfig:
     progress: bool = _option(True, "progress bars (the CLI's --quiet turns them off)", bool)
     schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
-    loss: str = _option("mse", "a regression head's loss on the normalised targets: mse (the original CGCNN's), or "
-                        "l1 (the mean absolute error, which the reported MAE measures); a classifier always "
-                        "trains on cross-entropy", choices=LOSSES)
     recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.recipes, docs/finetuning.md): "
                           "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
     l2sp_alpha: float | None = _option(None, "strength of the l2sp recipe's pull towards the pretrained weights "
                                        f"(alpha / 2 · ||w - w0||^2, per unit of the normalised loss; None: "
                                        f"{L2SP_ALPHA:g})", float, metavar="ALPHA")
+    loss: str = _option("mse", "a regression's loss on the normalised targets: mse (the original CGCNN's), or l1 "
+                        "(the mean absolute error, each target in units of its spread); a classifier always trains "
+                        "on cross-entropy", choices=LOSSES)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "TrainConfig":
@@ -124,8 +123,7 @@ class TrainConfig:
             raise ConfigError(f"optimizer = {self.optimizer!r}: valid: 'adam', 'sgd'")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule = {self.schedule!r}: valid: 'constant', 'cosine'")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss = {self.loss!r}: valid: 'mse', 'l1' (e.g. --loss l1)")
+        check_loss(self.loss)
         check_recipe(self.recipe)
         if self.l2sp_alpha is not None and (not _is_real(self.l2sp_alpha)
                                             or not (math.isfinite(self.l2sp_alpha) and self.l2sp_alpha >= 0)):

@@ -1,6 +1,7 @@
-"""Training and fine-tuning: MSE loss on normalised targets (masked where labels are
-missing), MAE in the target's units, best-validation weights, early stopping, seeded runs,
-per-epoch checkpoints for ``resume``, a history and a learning-curve plot.
+"""Training and fine-tuning: MSE (or L1, ``TrainConfig.loss``) loss on normalised targets
+(masked where labels are missing), MAE in the target's units, best-validation weights, early
+stopping, seeded runs, per-epoch checkpoints for ``resume``, a history and a learning-curve
+plot.
 
 Frozen layers are a fixed function: their output is computed once per crystal and reused
 every epoch, so fine-tuning with more frozen layers is faster.
@@ -49,6 +50,7 @@ from .models import (MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, P
 from .files import atomic_write, write_json
 from .serialization import CONFIG_NAME, RUN_RECORDS, WEIGHTS_NAME, load_into
 from . import recipes
+from .losses import check_loss
 from .train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, "metrics.json", "history.json", CHECKPOI
 #: the lock file of a folder a run is writing to (removed when the run ends)
 LOCK_NAME = ".crystalzoo.lock"
 TASKS = ("regression", "classification")
+
+
+def _check_loss(config: TrainConfig, task: str) -> None:
+    """A classifier trains on cross-entropy: :class:`ConfigError` for any other loss."""
+    if config.loss != "mse" and task != "regression":
+        raise ConfigError(f"loss = {config.loss!r} is a regression's loss, and a classifier trains on cross-entropy: "
+                          "leave out loss (--loss)")
 
 
 def _check_task(task: Any) -> None:
@@ -72,14 +81,15 @@ def _check_task(task: Any) -> None:
 
 @dataclass
 class History:
-    """One row per epoch: train_loss, val_loss (normalised MSE), val_mae (target units), seconds."""
+    """One row per epoch: train_loss, val_loss (of the run's loss on the normalised targets:
+    MSE or L1; cross-entropy for a classifier), val_mae (target units), seconds."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.inf
 
-    def plot(self, path: str | os.PathLike, title: str = "") -> Path:
-        """Learning curve (train and validation loss per epoch) as a PNG."""
+    def plot(self, path: str | os.PathLike, title: str = "", loss: str = "MSE loss (normalised target)") -> Path:
+        """Learning curve (train and validation loss per epoch) as a PNG; ``loss`` labels the y axis."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -91,7 +101,7 @@ class History:
         ax.plot(epochs, [r["val_loss"] for r in self.rows], label="validation")
         ax.axvline(self.best_epoch, color="grey", ls=":", label=f"best (epoch {self.best_epoch})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("MSE loss (normalised target)")
+        ax.set_ylabel(loss)
         ax.set_yscale("log")
         ax.set_title(title)
         ax.legend()
@@ -167,8 +177,9 @@ def _evaluate(model: Predictor, batches: _Batches, loss: str = "mse") -> dict[st
     for g, h, y in batches(range(len(batches.ds))):
         outs = [_forward(m, g, h, batches.start) for m in members]
         out = outs[0] if len(outs) == 1 else model.head.combine(outs)
-        losses.append(model.head.loss(out, y, loss).item() * len(y))
-        weights.append(len(y))
+        labels = int((~torch.isnan(y)).sum())  # the loss is a mean over the batch's labels
+        losses.append(model.head.loss(out, y, loss).item() * labels)
+        weights.append(labels)
         errors.append(model.head.errors(model.output_in_units(out), y))
     return {"loss": float(np.sum(losses) / max(1, np.sum(weights))), **model.head.scores(np.concatenate(errors))}
 
@@ -206,20 +217,22 @@ def _check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
                         "select the model's targets first (dataset.select_targets(model.targets))")
 
 
-def evaluate(model: Predictor, dataset: CrystalDataset, batch_size: int = 256) -> dict[str, float]:
-    """Loss and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
+def evaluate(model: Predictor, dataset: CrystalDataset, batch_size: int = 256, loss: str = "mse") -> dict[str, float]:
+    """Loss (of kind ``loss``, as :class:`TrainConfig`'s: a mean over every label of the data
+    set) and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
     whose targets must be the model's (:class:`DataError` otherwise). An ensemble is scored
     on its mean prediction."""
     _check_model(model, ensembles=True)
     _check_dataset(dataset, "the data set to evaluate on")
     check_count(batch_size, "batch_size")
     _check_targets(model, dataset, "the data set")
+    check_loss(loss)
     if len(dataset) == 0:
         raise DataError("the data set to evaluate on has no crystal")
     model.graph_settings.check_same(dataset.settings, "this model")
     _check_classes(model, dataset, "the data set")
     device = next(model.parameters()).device
-    return _evaluate(model, _Batches(model, dataset, batch_size, str(device)))
+    return _evaluate(model, _Batches(model, dataset, batch_size, str(device)), loss)
 
 
 # ---------------------------------------------------------------------------- processes
@@ -540,6 +553,7 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
                           "TrainConfig(epochs=30, lr=1e-3)")
     if (resume or overwrite) and out_dir is None:
         raise ConfigError("resume and overwrite need out_dir, the folder of the run")
+    _check_loss(config, model.head.task)
     return _run(model, train, val, config, out_dir, resume, overwrite)
 
 
@@ -913,9 +927,7 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
     _check_task(task)
     if reference is not None:
         _check_reference(reference, task)
-    if config.loss != "mse" and task != "regression":
-        raise ConfigError(f"loss = {config.loss!r} is a regression's loss; a classifier trains on cross-entropy: "
-                          "leave loss out")
+    _check_loss(config, task)
     for name, value, what in (("train_size", train_size, "training"), ("val_size", val_size, "validation"),
                               ("test_size", test_size, None)):
         if check_split_size(name, value) == 0 and what:
@@ -1082,7 +1094,10 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
             write_json(out / "history.json", {**asdict(history), **({"members": [asdict(h) for h in histories]}
                                                                       if ensemble > 1 else {})})
             history.plot(out / "learning_curve.png",
-                         f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}")
+                         f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}",
+                         loss=("cross-entropy" if task != "regression" else
+                               "MAE (L1) loss, normalised targets" if config.loss == "l1" else
+                               "MSE loss (normalised targets)"))
     return FinetuneResult(model, metrics, history)
 
 

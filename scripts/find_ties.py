@@ -84,13 +84,18 @@ def main() -> int:
     p.add_argument("--write-subset", default=None, help="write the tie crystals (at most --subset-size) here")
     p.add_argument("--subset-size", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--models", nargs="*", default=None, help="registered models to check (default: all of them)")
+    p.add_argument("--models", nargs="+", default=None, help="registered models to check (default: all of them)")
     args = p.parse_args()
+    from crystalzoo import list_backbones
+
+    unknown = sorted(set(args.models or []) - set(list_backbones()))
+    if unknown:
+        p.error(f"--models {' '.join(unknown)}: not registered; registered: {' '.join(list_backbones())}")
     warnings.filterwarnings("ignore")
     from pymatgen.core import Structure
     from tqdm.auto import tqdm
 
-    from crystalzoo import build_arrays, list_backbones, load_model
+    from crystalzoo import build_arrays, load_model
     from crystalzoo.graphs import TIE_TOLERANCE
 
     rows = []

@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crystalzoo.losses import LOSSES  # noqa: E402 (no torch import: --help stays fast)
+
 SIZE = 7042
 FOUR = ["formation_energy_per_atom", "energy_per_atom", "log10:k_vrh", "log10:g_vrh"]
 #: name: (targets, convolution, description, crystals: "7042" or "all")
@@ -87,7 +89,7 @@ def main() -> None:
     p.add_argument("--train-only", action="store_true", help="train (or resume) only: register and report nothing")
     p.add_argument("--reference", choices=["composition"], default=None,
                    help="per-element reference values under the outputs (crystalzoo's pretrain(reference=...))")
-    p.add_argument("--loss", choices=["mse", "l1"], default="mse", help="the training loss (TrainConfig.loss)")
+    p.add_argument("--loss", choices=LOSSES, default="mse", help="the training loss (TrainConfig.loss)")
     args = p.parse_args()
 
     import pandas as pd

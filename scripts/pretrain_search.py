@@ -5,8 +5,9 @@ crystals to train on and ``--val`` to score; each setting trains and is scored o
 
     python scripts/pretrain_search.py --train 8000 --val 2000 --epochs 20 --threads 1
 
-Prints one JSON line per setting (validation MAE per target) and appends it to
-``docs/results/pretrain_search.jsonl``; settings already there are skipped.
+Prints one JSON line per setting (validation MAE per target, and ``loss``, the validation
+loss of the setting's own kind: mean squared, or mean absolute for the ``l1`` settings) and
+appends it to ``docs/results/pretrain_search.jsonl``; settings already there are skipped.
 """
 
 import argparse

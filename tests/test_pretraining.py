@@ -253,28 +253,70 @@ def test_a_head_with_a_reference_called_alone_says_what_it_needs(energies):
         model.head(torch.zeros(2, model.backbone.out_features))
 
 
-def test_l1_loss_is_the_mean_absolute_error_of_the_labels_a_crystal_has(tmp_path):
-    from crystalzoo import TrainConfig, finetune, make_model, train_model
-    from crystalzoo.errors import ConfigError, RunError
-
+@pytest.fixture(scope="module")
+def moduli():
+    """Formation energies and log10 bulk moduli: most crystals lack a modulus."""
     ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom", "log10:k_vrh"],
                                    progress=False, cache_dir=False)
-    train, val, _ = ds.split(150, 25, 25, seed=0)
+    return ds.split(150, 25, 25, seed=0)
+
+
+def test_l1_loss_trains_and_picks_its_epoch_on_the_mean_absolute_error(moduli, tmp_path, monkeypatch):
+    from crystalzoo import TrainConfig, make_model, train_model
+    from crystalzoo.models import RegressionHead
+
+    train, val, _ = moduli
     assert np.isnan(val.labels).any() and not np.isnan(val.labels[:, 1]).all()  # crystals without a bulk modulus
+    kinds, loss = [], RegressionHead.loss
+    monkeypatch.setattr(RegressionHead, "loss", lambda self, out, y, kind="mse": kinds.append(kind) or
+                        loss(self, out, y, kind))
     model = make_model(None, train, seed=0)
-    history = train_model(model, train, val, TrainConfig(epochs=1, batch_size=32, loss="l1", progress=False),
-                          out_dir=tmp_path / "run")
+    history = train_model(model, train, val, TrainConfig(epochs=1, batch_size=32, loss="l1", progress=False))
+    assert len(kinds) > 5 and set(kinds) == {"l1"}  # every training batch and the validation
     errors = (model.predict_arrays(val.graphs) - val.labels) / model.head.std.numpy()
     ok = ~np.isnan(errors)
     assert history.rows[0]["val_loss"] == pytest.approx(np.abs(errors[ok]).mean(), rel=1e-5)
     assert history.rows[0]["val_loss"] != pytest.approx((errors[ok] ** 2).mean(), rel=1e-2)  # not the mse
+
+
+def test_evaluate_loss_is_a_mean_over_labels_whatever_the_batches(moduli):
+    from crystalzoo import evaluate, make_model
+    from crystalzoo.errors import ConfigError
+
+    train, val, test = moduli
+    data = val.subset(range(len(val)))
+    model = make_model(None, train, seed=0)
+    for kind in ("mse", "l1"):
+        whole = evaluate(model, data, batch_size=256, loss=kind)["loss"]
+        assert evaluate(model, data, batch_size=4, loss=kind)["loss"] == pytest.approx(whole, rel=1e-5)
+    errors = (model.predict_arrays(data.graphs) - data.labels) / model.head.std.numpy()
+    assert evaluate(model, data, loss="l1")["loss"] == pytest.approx(np.nanmean(np.abs(errors)), rel=1e-5)
+    with pytest.raises(ConfigError, match="loss = 'huber': valid: 'mse', 'l1'"):
+        evaluate(model, data, loss="huber")
+    with pytest.raises(ConfigError, match="loss = 'MSE': valid: 'mse', 'l1'"):
+        model.head.loss(torch.zeros(2, 2), torch.zeros(2, 2), "MSE")
+
+
+def test_l1_loss_is_a_regression_setting_checked_on_every_path(moduli, tmp_path):
+    from crystalzoo import TrainConfig, finetune, make_model, train_model
+    from crystalzoo.errors import ConfigError, RunError
+
+    train, val, _ = moduli
+    train_model(make_model(None, train, seed=0), train, val,
+                TrainConfig(epochs=1, batch_size=32, loss="l1", progress=False), out_dir=tmp_path / "run")
     again = TrainConfig(epochs=2, batch_size=32, progress=False)  # the default loss
     with pytest.raises(RunError, match="loss: 'l1' in the checkpoint, 'mse' now"):
         train_model(make_model(None, train, seed=0), train, val, again, out_dir=tmp_path / "run", resume=True)
     with pytest.raises(ConfigError, match="loss = 'l2': valid: 'mse', 'l1'"):
         TrainConfig(loss="l2")
-    with pytest.raises(ConfigError, match="loss = 'l1' is a regression's loss; a classifier trains on cross-entropy"):
+    message = "loss = 'l1' is a regression's loss, and a classifier trains on cross-entropy: leave out loss"
+    with pytest.raises(ConfigError, match=message):
         finetune(DATA / "mp200.jsonl.gz", "band_gap", task="classification", loss="l1")
+    labels = np.asarray([0, 1] * 20, dtype=np.float32)[:, None]
+    classes = CrystalDataset(train.ids[:40], train.graphs[:40], labels, ["class"], train.settings)
+    classifier = make_model("metal-classifier", classes.subset(range(30)), freeze=3, task="classification")
+    with pytest.raises(ConfigError, match=message):
+        train_model(classifier, classes.subset(range(30)), classes.subset(range(30, 40)), TrainConfig(loss="l1"))
     out = tmp_path / "cli"
     assert main(["pretrain", "--data", str(DATA / "mp200.jsonl.gz"), "--targets", "formation_energy_per_atom",
                  "--loss", "l1", "--epochs", "1", "--train-size", "120", "--val-size", "40", "--test-size", "40",
