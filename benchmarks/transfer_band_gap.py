@@ -108,10 +108,12 @@ def _weights(backbone: str) -> str | None:
     from crystalzoo.registry import list_backbones, source_kind
     from crystalzoo.serialization import WEIGHTS_NAME
 
-    if backbone == "baseline" or source_kind(backbone) == "hub":
+    kind = None if backbone == "baseline" else source_kind(backbone)
+    if kind in (None, "hub"):
         return None
-    if source_kind(backbone) == "folder":
-        return sha256_file(Path(backbone) / WEIGHTS_NAME)[:12] if (Path(backbone) / WEIGHTS_NAME).is_file() else "missing"
+    if kind == "folder":
+        file = Path(backbone) / WEIGHTS_NAME
+        return sha256_file(file)[:12] if file.is_file() else "missing"
     return get_backbone_info(backbone).sha256[:12] if backbone in list_backbones() else "missing"
 
 
