@@ -116,14 +116,13 @@ def main() -> None:
         out = Path(args.out) / name
         done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
         if done is not None:  # a finished run is reused only with the settings it was trained with
-            had = bool(json.loads((out / "config.json").read_text())["head"].get("composition_reference"))
-            if had != (args.reference is not None):
-                how = "with --reference composition" if had else "without --reference"
-                sys.exit(f"{out} holds a run {'with' if had else 'without'} a composition reference: run {how}, or "
-                         "give another --out")
-            if done.get("loss", "mse") != args.loss:
-                sys.exit(f"{out} holds a run trained with --loss {done.get('loss', 'mse')}: run with it, or give "
-                         "another --out")
+            head = json.loads((out / "config.json").read_text())["head"]  # older runs did not record it in metrics
+            had = {"--reference": "composition" if head.get("composition_reference") else None,
+                   "--loss": done.get("loss", "mse")}
+            for option, asked in (("--reference", args.reference), ("--loss", args.loss)):
+                if had[option] != asked:
+                    how = f"with {option} {had[option]}" if had[option] else f"without {option}"
+                    sys.exit(f"{out} holds a run trained {how}: run {how}, or give another --out")
         if done is not None and done["epochs"] >= args.epochs:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint
@@ -205,8 +204,9 @@ def _report(crystals: str, report: dict, ds, n_elastic: int, args) -> list[str]:
         m = report["combined"]
         lines += ["## `combined` against the single-property originals", "",
                   f"Best epoch {m['best_epoch']} of {m['epochs']}; {m['num_params']:,} parameters; "
-                  f"{m['train_seconds'] / 3600:.1f} h of training on one CPU thread, beside other jobs on the 2-core "
-                  "machine.", ""]
+                  f"{m['train_seconds'] / 3600:.1f} h of wall time, training on {args.threads} CPU "
+                  f"thread{'s' if args.threads > 1 else ''} of the 2-core machine beside (or paused for) other jobs.",
+                  ""]
         lines += _against_originals("combined", m, test)
     if "combined-7042" in report:
         lines += ["## `combined-7042` against the single-property originals", ""]
