@@ -344,7 +344,8 @@ def _tuning_table(runs: list[dict], recipe_backbone: str) -> list[str]:
     if not seeds:
         return []
     lines = ["## Tuned: from scratch against l2sp, the same tuning budget", "",
-             f"Each method tries {len(TUNING['from scratch'])} settings (the rest as above) on the same seeds "
+             f"Each method tries {' and '.join(sorted({str(len(rows)) for rows in found.values()}))} settings (the "
+             f"rest as above) on the same seeds "
              f"{seeds} and keeps the one with the lowest mean validation MAE; the test MAE of the kept setting is "
              "paired with the kept setting of the other method.", "",
              "| method | setting | validation MAE (eV) | test MAE (eV) | kept |", "|---|---|---|---|---|"]

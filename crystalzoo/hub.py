@@ -266,8 +266,9 @@ def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, 
         lines += [f"Calibrated prediction intervals ({calibration.get('method')}, on {on} "
                   f"{calibration.get('split')} crystals; width {'scaled by the ensemble spread' if ensemble else 'constant'}"
                   "): `lower, upper = model.predict_interval(structures, coverage=0.9)`. They hold the stated "
-                  "fraction of crystals drawn like the calibration crystals; `coverage_90` below is the fraction of "
-                  "test crystals inside the 90 % intervals.", ""]
+                  "fraction of crystals drawn like the calibration crystals"
+                  + ("; `coverage_90` below is the fraction of test crystals inside the 90 % intervals."
+                     if "coverage_90" in ((metrics or {}).get("test") or {}) else "."), ""]
     if metrics:
         lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
         named = _target_units(head)

@@ -34,7 +34,9 @@ predicted as log10 of GPa.
 modulus — the paper's "elasticity, total energy, and formation energy") was trained by
 `scripts/pretrain_backbones.py` on every crystal of the project's Materials Project data with
 a formation energy (34,738; each crystal contributes the labels it has; band gaps were left
-out, so that band-gap transfer stays an honest test; 80/10/10 split, seed 0);
+out, so that band-gap transfer stays an honest test; 80/10/10 split, seed 0), with the mean
+absolute error loss and per-element reference values under its outputs, and calibrated on its
+validation crystals for `predict_interval`;
 [results/pretraining_full.md](results/pretraining_full.md) compares it with the originals.
 
 `combined-7042` (the same four targets), `formation-7042` (formation energy alone: the

@@ -53,6 +53,7 @@ RUNS = {
                  "on every crystal of the project's Materials Project data with a formation energy (34,738; band gaps left "
                  "out)", "all"),
 }
+DEFAULT_OUT = ROOT / "runs" / "pretrain"
 ORIGINAL_FOR = {"formation_energy_per_atom": "formation", "energy_per_atom": "total-energy",
                 "log10_k_vrh": "bulk", "log10_g_vrh": "shear"}
 UNITS = {"formation_energy_per_atom": "eV/atom", "energy_per_atom": "eV/atom", "log10_k_vrh": "log10(GPa)",
@@ -84,7 +85,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "runs" / "pretrain"))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--only", nargs="*", default=list(RUNS), choices=list(RUNS))
     p.add_argument("--train-only", action="store_true", help="train (or resume) only: register and report nothing")
     p.add_argument("--reference", choices=["composition"], default=None,
@@ -119,10 +120,11 @@ def main() -> None:
             head = json.loads((out / "config.json").read_text())["head"]  # older runs did not record it in metrics
             had = {"--reference": "composition" if head.get("composition_reference") else None,
                    "--loss": done.get("loss", "mse")}
-            for option, asked in (("--reference", args.reference), ("--loss", args.loss)):
-                if had[option] != asked:
-                    how = f"with {option} {had[option]}" if had[option] else f"without {option}"
-                    sys.exit(f"{out} holds a run trained {how}: run {how}, or give another --out")
+            asked = {"--reference": args.reference, "--loss": args.loss}
+            how = [f"with {o} {had[o]}" if had[o] else f"without {o}" for o in had if had[o] != asked[o]]
+            if how:
+                sys.exit(f"{out} holds a run trained {' and '.join(how)}: run {' and '.join(how)}, or give another "
+                         "--out")
         if done is not None and done["epochs"] >= args.epochs:
             metrics = done
         else:  # new, interrupted, or asked for more epochs: resumes from the last checkpoint
@@ -163,6 +165,12 @@ def main() -> None:
             print("\n".join(lines))
 
 
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it is inside it (as a command run there names it)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else path
+
+
 def _against_originals(name: str, metrics: dict, test) -> list[str]:
     """``name``'s test MAE per target next to the original single-property backbone's on the same crystals."""
     import numpy as np
@@ -194,7 +202,8 @@ def _report(crystals: str, report: dict, ds, n_elastic: int, args) -> list[str]:
              f"Command: `python scripts/pretrain_backbones.py --only {' '.join(runs)} --epochs {first['epochs']} "
              f"--schedule {args.schedule} --threads {args.threads}"
              + (f" --reference {args.reference}" if args.reference else "")
-             + (f" --loss {args.loss}" if args.loss != "mse" else "") + "`", "",
+             + (f" --loss {args.loss}" if args.loss != "mse" else "")
+             + (f" --out {_shown(args.out)}" if Path(args.out).resolve() != DEFAULT_OUT else "") + "`", "",
              f"{what}, split 80/10/10 with seed 0; Adam lr 1e-3 ({args.schedule} schedule), batch 64, "
              f"{'mean absolute' if args.loss == 'l1' else 'mean squared'} error loss, best validation "
              f"epoch of {first['epochs']}"
@@ -204,9 +213,8 @@ def _report(crystals: str, report: dict, ds, n_elastic: int, args) -> list[str]:
         m = report["combined"]
         lines += ["## `combined` against the single-property originals", "",
                   f"Best epoch {m['best_epoch']} of {m['epochs']}; {m['num_params']:,} parameters; "
-                  f"{m['train_seconds'] / 3600:.1f} h of wall time, training on {args.threads} CPU "
-                  f"thread{'s' if args.threads > 1 else ''} of the 2-core machine beside (or paused for) other jobs.",
-                  ""]
+                  f"{m['train_seconds'] / 3600:.1f} h of wall time on the 2-core machine, beside (or paused for) "
+                  "other jobs.", ""]
         lines += _against_originals("combined", m, test)
     if "combined-7042" in report:
         lines += ["## `combined-7042` against the single-property originals", ""]
