@@ -241,8 +241,9 @@ def report(out: Path, done: dict, args, stale: dict[str, int] | None = None) -> 
             groups.setdefault((r["backbone"], r["freeze"], r["reinit"]), {})[r["seed"]] = r["test_mae"]
     lines = [
         "# Transfer to band gap (the paper's Tables 2-3, over several seeds)", "",
-        "Commands: `python benchmarks/transfer_band_gap.py --threads 1` (every backbone and recipe; "
-        "`--backbones NAME` for one backbone), and the same with `--tune` for the tuning table. Every run is a line of "
+        "Commands: `python benchmarks/transfer_band_gap.py --threads 1` (every backbone, and every recipe from "
+        "formation; `--backbones NAME` for one backbone, `--recipe-backbone NAME` for the recipes from another), and "
+        "the same with `--tune` for the tuning table. Every run is a line of "
         "runs.jsonl, and each command rewrites this page from all of them.", "",
         f"Materials Project band gaps; {args.sizes[0]}/{args.sizes[1]}/{args.sizes[2]} train/validation/test crystals "
         + (f"drawn per seed from the first {args.pool} crystals of the bundled data set (quick run); " if args.quick else
@@ -306,7 +307,7 @@ def _recipes_table(by_recipe: dict, base: dict, epochs: int) -> list[str]:
         return []
     b = np.array([base[i] for i in sorted(base)])
     lines = ["## Fine-tuning recipes (crystalzoo.recipes)", "",
-             f"Every recipe starts from the same backbone with the defaults of crystalzoo.recipes and the same budget "
+             f"Every recipe starts from its backbone with the defaults of crystalzoo.recipes and the same budget "
              f"as the baseline ({epochs} epochs, Adam lr 1e-3, batch 64, best-validation weights; nothing tuned per "
              "recipe); boosting is scikit-learn's HistGradientBoostingRegressor with its defaults on the frozen "
              "crystal vectors (kind 'hidden'). Δ and p are paired with the from-scratch model "

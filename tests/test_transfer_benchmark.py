@@ -1,0 +1,57 @@
+"""The bookkeeping of benchmarks/transfer_band_gap.py: run keys, stale runs, the tuning table."""
+from __future__ import annotations
+
+import json
+
+from benchmarks import transfer_band_gap as tb
+
+
+def test_tuning_runs_have_unique_keys_that_name_their_setting():
+    configs = list(tb._configs([], "formation", tune=True))
+    keys = [tb._key(c, 0) for c in configs]
+    assert len(set(keys)) == len(keys) == sum(len(s) for s in tb.TUNING.values())
+    assert "baseline|None|keep|loss=l1|0" in keys and "formation|None|recipe=l2sp|loss=l1|0" in keys
+    assert "baseline|None|keep|lr=0.003|weight_decay=0.0001|0" in keys
+    # the default settings are the untuned runs: their key has no option, as in the main grid
+    assert "baseline|None|keep|0" in keys and tb._key(("baseline", None, False, None, ()), 0) == "baseline|None|keep|0"
+    assert len({len(s) for s in tb.TUNING.values()}) == 1  # the same budget for each method
+
+
+def test_a_run_of_weights_that_changed_since_is_stale(tmp_path):
+    folder = tmp_path / "my-backbone"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"first weights")
+    runs = tmp_path / "runs.jsonl"
+    rows = [{"key": f"{folder}|1|keep|0", "backbone": str(folder), "weights": tb._weights(str(folder))},
+            {"key": "baseline|None|keep|0", "backbone": "baseline", "weights": None}]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done, stale = tb._read_runs(runs)
+    assert set(done) == {r["key"] for r in rows} and stale == {}
+
+    (folder / "model.safetensors").write_bytes(b"other weights")  # trained again under the same name
+    done, stale = tb._read_runs(runs)
+    assert set(done) == {"baseline|None|keep|0"} and stale == {str(folder): 1}
+    (folder / "model.safetensors").unlink()
+    assert tb._read_runs(runs)[1] == {str(folder): 1} and tb._weights(str(folder)) == "missing"
+
+
+def test_tuning_table_keeps_each_methods_lowest_validation_setting():
+    runs = []
+    for method, settings in tb.TUNING.items():
+        best = len(settings) - 1 if method == "l2sp" else 2  # l2sp: the l1 loss; scratch: lr 3e-3, no decay
+        for j, setting in enumerate(settings):
+            options = {k: v for k, v in setting.items() if v != tb.DEFAULTS[k]}
+            for seed in range(3):
+                runs.append({"backbone": "baseline" if method == "from scratch" else "formation",
+                             **({"recipe": method} if method != "from scratch" else {}),
+                             **({"options": options} if options else {}), "seed": seed,
+                             "val_mae": 0.6 + 0.01 * abs(j - best), "test_mae": (0.62 if method == "l2sp" else 0.7)
+                             + 0.01 * abs(j - best) + (0.002 if method == "l2sp" else 0.001) * seed})
+    lines = tb._tuning_table(runs, "formation")
+    text = "\n".join(lines)
+    assert "Each method tries 5 settings" in text
+    kept = [line for line in lines if line.endswith("| yes |")]
+    assert kept == ["| from scratch | lr 0.003, weight_decay 0 | 0.600 | 0.701 | yes |",
+                    "| formation, l2sp | loss l1 | 0.600 | 0.622 | yes |"]
+    assert "test MAE 0.622 against 0.701 eV, Δ -0.079 eV (-11.3 %), wins 3/3" in text
