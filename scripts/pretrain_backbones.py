@@ -53,7 +53,7 @@ RUNS = {
                  "on every crystal of the project's Materials Project data with a formation energy (34,738; band gaps left "
                  "out)", "all"),
 }
-DEFAULT_OUT = ROOT / "runs" / "pretrain"
+DEFAULT_OUT = (ROOT / "runs" / "pretrain").resolve()
 ORIGINAL_FOR = {"formation_energy_per_atom": "formation", "energy_per_atom": "total-energy",
                 "log10_k_vrh": "bulk", "log10_g_vrh": "shear"}
 UNITS = {"formation_energy_per_atom": "eV/atom", "energy_per_atom": "eV/atom", "log10_k_vrh": "log10(GPa)",
@@ -166,9 +166,10 @@ def main() -> None:
 
 
 def _shown(path: str) -> str:
-    """``path`` relative to the repository when it is inside it (as a command run there names it)."""
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else path
+    """``path`` relative to the repository when it is inside it (as a command run there names
+    it), else absolute."""
+    p, root = Path(path).resolve(), ROOT.resolve()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 def _against_originals(name: str, metrics: dict, test) -> list[str]:
