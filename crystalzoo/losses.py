@@ -17,6 +17,8 @@ from .errors import ConfigError
 #: mean squared error (the original CGCNN's) or mean absolute error, on the normalised targets
 #: (a classifier always trains on cross-entropy)
 LOSSES = ("mse", "l1")
+#: how a learning curve names each loss (its y axis)
+LABELS = {"mse": "MSE loss (normalised targets)", "l1": "MAE (L1) loss (normalised targets)"}
 
 
 def check_loss(loss: Any) -> None:

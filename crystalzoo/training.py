@@ -50,7 +50,7 @@ from .models import (MAX_OUTPUTS, BackboneConfig, CGCNNBackbone, CrystalModel, P
 from .files import atomic_write, write_json
 from .serialization import CONFIG_NAME, RUN_RECORDS, WEIGHTS_NAME, load_into
 from . import recipes
-from .losses import check_loss
+from .losses import LABELS, check_loss
 from .train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class History:
     best_epoch: int = 0
     best_val_loss: float = math.inf
 
-    def plot(self, path: str | os.PathLike, title: str = "", loss: str = "MSE loss (normalised target)") -> Path:
+    def plot(self, path: str | os.PathLike, title: str = "", loss: str = LABELS["mse"]) -> Path:
         """Learning curve (train and validation loss per epoch) as a PNG; ``loss`` labels the y axis."""
         import matplotlib
 
@@ -1095,9 +1095,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
                                                                       if ensemble > 1 else {})})
             history.plot(out / "learning_curve.png",
                          f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}",
-                         loss=("cross-entropy" if task != "regression" else
-                               "MAE (L1) loss, normalised targets" if config.loss == "l1" else
-                               "MSE loss (normalised targets)"))
+                         loss="cross-entropy" if task != "regression" else LABELS[config.loss])
     return FinetuneResult(model, metrics, history)
 
 
