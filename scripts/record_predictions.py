@@ -1,53 +1,44 @@
-"""Record the predictions of every registered model on the 200 test crystals
-(tests/data/mp200.jsonl.gz), one column per model output, so later versions can be checked
-against them (tests/test_parity.py).
+"""Record every registered model's predictions on fixed real crystals (the three bundled example
+CIFs and the first 40 crystals of the bundled Materials Project band-gap data), so that a change
+of the code can be checked to leave them as they were (tests/models/test_registered_predictions.py).
 
-The committed file tests/data/predictions_v0.1.0.csv was written by this script at commit
-07e072b (crystalzoo 0.1.0, DGL 2.1.0 on torch 2.2.1, numpy 1.26), the last DGL-based
-version, before the torch-native graphs:
+    python scripts/record_predictions.py            # writes tests/data/registered_predictions.json
 
-    git checkout 07e072b -- crystalzoo && python scripts/record_predictions.py tests/data/predictions_v0.1.0.csv
-
-Rerun on any later version to compare: ``python scripts/record_predictions.py /tmp/now.csv``.
+Run it only when a registered model's weights change on purpose, and say so in the commit.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from crystalzoo import example_structures, list_backbones, load_model
+from crystalzoo.data import bundled_dataset
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "registered_predictions.json"
+N_BUNDLED = 40
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out")
-    args = p.parse_args()
-    from pymatgen.core import Structure
+def crystals() -> tuple[list[str], list]:
+    """(ids, structures): the example CIFs, then the first bundled crystals."""
+    examples = example_structures()
+    with gzip.open(bundled_dataset("mp-band-gap"), "rt") as f:
+        rows = [json.loads(line) for _, line in zip(range(N_BUNDLED), f)]
+    return [p.name for p in examples] + [r["mp_id"] for r in rows], [*examples, *(r["cif"] for r in rows)]
 
-    from crystalzoo import list_backbones, load_model
 
-    with gzip.open(ROOT / "tests" / "data" / "mp200.jsonl.gz", "rt") as f:
-        rows = [json.loads(line) for line in f]
-    structures = [Structure.from_str(r["cif"], "cif") for r in rows]
-    table = pd.DataFrame({"id": [r["mp_id"] for r in rows]})
+def predictions() -> dict[str, list]:
+    ids, structures = crystals()
+    out = {"ids": ids}
     for name in list_backbones():
-        model = load_model(name)
-        pred = np.asarray(model.predict(structures))
-        if pred.ndim == 1:
-            table[name] = pred
-        else:
-            labels = model.head.classes if model.task == "classification" else model.targets
-            for j, label in enumerate(labels):
-                table[f"{name}:{label}"] = pred[:, j]
-    table.to_csv(args.out, index=False, float_format="%.9g")
-    print(f"{len(table)} crystals x {table.shape[1] - 1} outputs -> {args.out}")
+        pred = np.asarray(load_model(name).predict(structures), dtype=np.float64)
+        out[name] = pred.reshape(len(ids), -1).tolist()
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    OUT.write_text(json.dumps(predictions(), indent=1) + "\n")
+    print(f"wrote {OUT}")
