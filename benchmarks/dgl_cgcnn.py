@@ -20,7 +20,7 @@ import torch.nn.functional as F
 def dgl_gated_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
     import dgl.function as fn
 
-    from crystalzoo.models import _batch_stats, _NormGate
+    from crystalzoo.models import batch_stats, NormGate
 
     f = conv.atom_fea_len
     w = conv.fc_full.weight
@@ -31,7 +31,7 @@ def dgl_gated_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> t
         gated = g.edata["z"].addmm_(bond_fea, w[:, 2 * f :].t())
         weight = g.edata["edge_weight"] if "edge_weight" in g.edata else None
         bn = conv.bn1  # the same BatchNorm + gate kernel as crystalzoo's: only the message passing differs
-        g.edata["m"] = _NormGate.apply(gated, *_batch_stats(bn, gated, weight), bn.weight, bn.bias, weight, bn.training)
+        g.edata["m"] = NormGate.apply(gated, *batch_stats(bn, gated, weight), bn.weight, bn.bias, weight, bn.training)
         g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
         summed = conv.bn2(g.ndata["s"])
     return F.softplus(atom_fea + summed)
@@ -41,7 +41,7 @@ def dgl_attention_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) 
     import dgl.function as fn
     from dgl.nn.functional import edge_softmax
 
-    from crystalzoo.models import _norm_edges
+    from crystalzoo.models import norm_edges
 
     f, h = conv.atom_fea_len, conv.heads
     w = conv.fc_core.weight
@@ -53,7 +53,7 @@ def dgl_attention_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) 
         g.apply_edges(fn.u_dot_v("v", "v", "score"))
         core = torch.addmm(conv.fc_core.bias, bond_fea, w[:, 2 * f :].t()).add_(g.edata["z"])
         weight = g.edata["edge_weight"] if "edge_weight" in g.edata else None
-        core = F.softplus(_norm_edges(conv.bn1, core, weight)).view(-1, h, f // h)
+        core = F.softplus(norm_edges(conv.bn1, core, weight)).view(-1, h, f // h)
         norm = (bond_fea * bond_fea).sum(1).view(-1, 1, 1)
         score = g.edata["score"] * norm / math.sqrt(f // h)
         if "edge_weight" in g.edata:  # w exp(s) / Σ w exp(s) = softmax(s + log w)

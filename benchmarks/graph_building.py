@@ -52,7 +52,7 @@ def cgcnn_style(s, radius=8.0, k=12):
     """What the original CGCNN loader (``CIFData.__getitem__``) does for each parsed crystal:
     ``get_all_neighbors``, a per-site Python sort, padding to k, the Gaussian expansion of the
     distances and the atom-feature lookup."""
-    from crystalzoo.graphs import DEFAULT_SETTINGS, _atom_table
+    from crystalzoo.graphs import DEFAULT_SETTINGS, atom_table
 
     nbrs = s.get_all_neighbors(radius, include_index=True)
     idx, dist = [], []
@@ -63,7 +63,7 @@ def cgcnn_style(s, radius=8.0, k=12):
     dist = np.array(dist)
     centers = DEFAULT_SETTINGS.gaussian_centers
     bond = np.exp(-((dist[..., None] - centers) ** 2) / DEFAULT_SETTINGS.gaussian_width**2)
-    atoms = np.vstack([_atom_table()[site.specie.Z] for site in s])
+    atoms = np.vstack([atom_table()[site.specie.Z] for site in s])
     return atoms, bond, np.array(idx), dist
 
 

@@ -1,4 +1,4 @@
-"""crystalzoo: pretrained crystal graph networks (CGCNN) to load, freeze and fine-tune.
+"""crystalzoo: pretrained crystal graph networks (CGCNN, SchNet-style) to load, freeze and fine-tune.
 
 Example::
 
@@ -13,38 +13,39 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "list_backbones": "registry",
     "get_backbone_info": "registry",
-    "load_backbone": "loading",
-    "load_model": "loading",
     "WeightsInfo": "registry",
-    "GraphSettings": "graphs",
-    "build_graph": "graphs",
-    "build_graphs": "graphs",
-    "build_arrays": "graphs",
-    "collate": "graphs",
-    "CrystalGraph": "crystal_graph",
-    "load_structure": "graphs",
-    "CrystalModel": "models",
-    "CrystalEnsemble": "ensembles",
-    "CGCNNBackbone": "models",
-    "Backbone": "models",
-    "register_architecture": "models",
-    "RegressionHead": "models",
-    "ClassificationHead": "models",
-    "freeze": "models",
+    "load_backbone": "models.factory",
+    "load_model": "models.factory",
+    "GraphSettings": "graphs.settings",
+    "build_graph": "graphs.building",
+    "build_graphs": "graphs.building",
+    "build_arrays": "graphs.building",
+    "collate": "graphs.building",
+    "CrystalGraph": "graphs.crystal_graph",
+    "load_structure": "graphs.reading",
+    "CrystalModel": "models.crystal_model",
+    "CrystalEnsemble": "models.ensembles",
+    "Backbone": "models.architectures",
+    "register_architecture": "models.architectures",
+    "CGCNNBackbone": "models.cgcnn",
+    "SchNetBackbone": "models.schnet",
+    "freeze": "models.freezing",
+    "RegressionHead": "layers.heads",
+    "ClassificationHead": "layers.heads",
     "save_pretrained": "serialization",
-    "CrystalDataset": "data",
-    "example_structures": "data",
-    "finetune": "training",
-    "pretrain": "training",
-    "make_model": "training",
-    "train_model": "training",
-    "evaluate": "training",
-    "TrainConfig": "train_config",
+    "CrystalDataset": "data.dataset",
+    "example_structures": "data.bundled",
+    "finetune": "training.finetune",
+    "pretrain": "training.finetune",
+    "make_model": "training.heads",
+    "train_model": "training.loop",
+    "evaluate": "training.batches",
+    "TrainConfig": "training.config",
     "push_to_hub": "hub",
     "embed": "embeddings",
     "CrystalFeaturizer": "featurizer",

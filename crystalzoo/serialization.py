@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
-from .errors import ConfigError, CrystalZooError, WeightsError
+from .errors import ConfigError, WeightsError
 from .files import _finite, atomic_write, check_small_file, write_json
 
 #: most parameters a model built from a config may have (about 200 MB in float32; the
@@ -149,34 +149,3 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: holds a JSON {type(config).__name__}, not an object; a crystalzoo "
                           f"{CONFIG_NAME} is an object with 'backbone', 'graph' and 'head'")
     return config
-
-
-def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, source: str,
-                drop: Iterable[str] = (), *, constructor: Callable[[dict[str, Any]], torch.nn.Module]) -> torch.nn.Module:
-    """The model ``constructor`` makes from ``config`` (:func:`crystalzoo.ensembles.from_config`:
-    a model or an ensemble), with ``state`` loaded strictly (random initialisation when
-    ``state`` is None).
-
-    Nothing large is allocated before the config is known to be sane: its values are checked
-    against the limits in :mod:`crystalzoo.models` (:class:`ConfigError` naming ``source``),
-    the model is first built on the meta device, its size checked against
-    ``MAX_PARAMETERS`` and its tensors against the weights' shapes (:class:`WeightsError`)."""
-    drop = tuple(drop)
-    try:
-        with torch.device("meta"):
-            shape = constructor(config)
-    except CrystalZooError as exc:  # ConfigError, GraphSettingsMismatchError: name the source
-        raise type(exc)(f"config of {source}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"config of {source} is not a crystalzoo model config ({exc!r})") from None
-    n_params = sum(p.numel() for p in shape.parameters())
-    if n_params > MAX_PARAMETERS:
-        raise ConfigError(f"config of {source} describes a model of {n_params:,} parameters, more than the "
-                          f"{MAX_PARAMETERS:,} crystalzoo builds (crystalzoo.serialization.MAX_PARAMETERS)")
-    if state is not None:
-        check_fits(shape, state, source, drop)
-    model = constructor(config)
-    if state is not None:
-        load_into(model, state, source, drop)
-    model.eval()
-    return model

@@ -221,11 +221,11 @@ def test_neighbour_search_budget_refuses_nearly_empty_huge_cells():
 
 
 def test_search_budget_leaves_real_crystals_alone(mp200_structures):
-    from crystalzoo.graphs import SEARCH_BUDGET, _to_cell, search_cost
+    from crystalzoo.graphs import SEARCH_BUDGET, to_cell, search_cost
 
     big = Structure.from_file(CIFS[0]) * (6, 6, 6)  # 1,728 atoms
     for s in [*mp200_structures, big]:
-        cell = _to_cell(s)
+        cell = to_cell(s)
         assert max(search_cost(cell, np.arange(len(cell.z)), 8.0).values()) < SEARCH_BUDGET / 50
 
 

@@ -189,14 +189,14 @@ def test_composition_reference_normaliser_is_the_spread_on_new_crystals():
     """On few labels the fit comes close to every training label: the normaliser is the spread
     of the leave-one-out residuals, on the scale of the error on crystals it has not seen."""
     from crystalzoo import make_model
-    from crystalzoo.training import _compositions
+    from crystalzoo.training import compositions
 
     ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom", "log10:k_vrh"],
                                    progress=False, cache_dir=False)
     train, held, _ = ds.split(140, 58, 0, seed=0)  # about 50 and 20 bulk moduli
     model = make_model(None, train, reference="composition")
     with torch.no_grad():
-        pred = (model.head.reference(torch.from_numpy(_compositions(held)).float()) * model.head.std
+        pred = (model.head.reference(torch.from_numpy(compositions(held)).float()) * model.head.std
                 + model.head.mean).numpy()
     for j in range(2):
         ok = ~np.isnan(held.labels[:, j])

@@ -71,12 +71,12 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
 def test_frozen_prefix_gives_the_same_model_as_full_forward(mp_dataset):
     """Reusing the cached output of frozen layers is exact: the same losses as recomputing."""
     from crystalzoo import collate
-    from crystalzoo.training import _Batches, _forward
+    from crystalzoo.training import Batches, _forward
 
     ds = mp_dataset.select_targets(["band_gap"]).subset(range(40))
     model = make_model("formation", ds, freeze=3, seed=0)
     model.train()
-    batches = _Batches(model, ds, 40, "cpu")
+    batches = Batches(model, ds, 40, "cpu")
     g, h, _ = next(batches(range(40)))
     fast = _forward(model, g, h, batches.start)
     full = model(collate(ds.graphs, ds.settings))
@@ -437,7 +437,7 @@ def test_last_batch_of_one_one_atom_crystal_trains(tmp_path):
     import gzip
 
     from crystalzoo.data import bundled_dataset
-    from crystalzoo.training import _Batches
+    from crystalzoo.training import Batches
 
     with gzip.open(bundled_dataset("mp-band-gap"), "rt") as f:
         rows = [json.loads(line) for line in f]
@@ -450,7 +450,7 @@ def test_last_batch_of_one_one_atom_crystal_trains(tmp_path):
     model = make_model("formation", train, seed=0)
     history = train_model(model, train, val, TrainConfig(epochs=3, batch_size=2, progress=False))
     assert len(history.rows) == 3 and all(np.isfinite(r["train_loss"]) for r in history.rows)
-    sizes = [len(y) for _, _, y in _Batches(model, ds, 3, "cpu", train=True)(range(7))]
+    sizes = [len(y) for _, _, y in Batches(model, ds, 3, "cpu", train=True)(range(7))]
     assert sizes == [3, 4]  # 7 = 1 (mod 3): the last crystal joins the batch before it
 
 

@@ -1,0 +1,95 @@
+"""Generic checks of user-given values, in one place: counts, numbers of jobs, plain Python numbers,
+short quotes of bad values, and the limits of a model's config (docs/robustness.md).
+
+Example::
+
+    >>> check_count(3, "epochs")
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import TYPE_CHECKING, Any
+import numpy as np
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+if TYPE_CHECKING:
+    pass
+
+
+def real_number(value: Any, name: str) -> float:
+    """``value`` as a finite float, or :class:`ConfigError` naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_count(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum], or :class:`ConfigError` saying the range.
+
+    Example::
+
+        >>> check_count(64, "batch_size")
+        64
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum \
+        and (maximum is None or value <= maximum)
+    if not ok:
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+#: most graph-building processes (``n_jobs``): more than a machine's cores only adds start-up
+#: time and memory, and thousands of forked processes bring a machine to a halt
+MAX_JOBS = 256
+
+
+def check_jobs(n_jobs: Any) -> int:
+    """The number of graph-building processes: an integer from 1 to ``MAX_JOBS``, or -1 for one
+    per core."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) \
+            or not (1 <= n_jobs <= MAX_JOBS or n_jobs == -1):
+        raise ConfigError(f"n_jobs must be a number of processes from 1 to {MAX_JOBS} (this machine has "
+                          f"{os.cpu_count()} cores) or -1 (one per core), got {n_jobs!r}")
+    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as a Python number where it is a numpy one (JSON cannot hold those); anything
+    else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def python_numbers(settings: Any) -> None:
+    """Turn the numpy numbers among the fields of a (frozen) settings dataclass into Python
+    numbers, in place: what its ``__post_init__`` calls first."""
+    for f in dataclasses.fields(settings):
+        object.__setattr__(settings, f.name, plain(getattr(settings, f.name)))
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a one-line message (a label column holding CIF texts)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: limits of a model's config (docs/robustness.md, "Models and configs"); the registered
+#: models have 64 atom features, 4 convolutions, 32 hidden features, 1 hidden layer
+MAX_FEATURES = 1024  # atom_fea_len, h_fea_len
+
+
+MAX_LAYERS = 32  # n_conv, n_h
+
+
+MAX_HEADS = 64
+
+
+MAX_OUTPUTS = 1024  # targets of a regression head, classes of a classifier

@@ -1,0 +1,243 @@
+"""Building graphs: crystals → compact graphs (in worker processes with ``n_jobs``) → batched
+:class:`~crystalzoo.graphs.CrystalGraph` tensors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+import numpy as np
+
+from ..checks import check_count, check_jobs
+from ..errors import ConfigError, CrystalZooError, StructureError
+from .crystal_graph import CrystalGraph, uniform_degree
+from .neighbors import Cell, GraphArrays, cell_arrays, structure_arrays, to_cell
+from .reading import StructureLike, crystal_list, structure_list
+from .settings import DEFAULT_SETTINGS, GraphSettings, atom_table, check_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+
+def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n_jobs: int = 1,
+                    progress: bool = False, what: str = "predict") -> Iterator[CrystalGraph]:
+    """Batched graphs for ``predict`` / ``embed``: of a data set's cached graphs (a
+    ``CrystalDataset``, checked against ``settings``), or built here from crystals
+    (:func:`crystal_list`, :func:`iter_batches`)."""
+    if hasattr(structures, "graphs") and hasattr(structures, "settings"):  # a CrystalDataset: graphs built already
+        check_count(batch_size, "batch_size")
+        settings.check_same(structures.settings, "this model")
+        graphs = structures.graphs
+        return (collate(graphs[i : i + batch_size], settings) for i in range(0, len(graphs), batch_size))
+    return iter_batches(crystal_list(structures, what), settings, batch_size, n_jobs, progress)
+
+
+def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
+    centers = settings.gaussian_centers
+    return np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)
+
+
+def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SETTINGS) -> CrystalGraph:
+    """One batched :class:`~crystalzoo.crystal_graph.CrystalGraph` (atom and bond features
+    included) from the compact graphs of several crystals.
+
+    Example::
+
+        >>> from crystalzoo import example_structures
+        >>> arrays = build_arrays(example_structures()[:2], progress=False)
+        >>> g = collate(arrays)
+        >>> g.n_crystals, g.n_atoms.tolist()
+        (2, [8, 2])
+    """
+    import torch
+
+    check_settings(settings)
+    arrays = list(arrays)
+    if not arrays:
+        raise CrystalZooError("collate needs at least one crystal")
+    if not all(isinstance(a, GraphArrays) for a in arrays):
+        bad = next(a for a in arrays if not isinstance(a, GraphArrays))
+        raise CrystalZooError(f"collate takes the GraphArrays of build_arrays, not a {type(bad).__name__}; for "
+                              "structures or CIF files use build_graph or iter_batches")
+    n_atoms = np.array([a.n_atoms for a in arrays], dtype=np.int64)
+    n_edges = np.array([len(a.src) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(n_atoms)[:-1]))
+    src = np.concatenate([a.src.astype(np.int64) + o for a, o in zip(arrays, offsets)])
+    dst = np.concatenate([a.dst.astype(np.int64) + o for a, o in zip(arrays, offsets)])
+    z = np.concatenate([a.z for a in arrays]).astype(np.int64)
+    dist = np.concatenate([a.distance for a in arrays]).astype(np.float32, copy=False)
+    dst_t = torch.from_numpy(dst)
+    weighted = any(a.weight is not None for a in arrays)
+    weight = (torch.from_numpy(np.concatenate([a.weight if a.weight is not None else np.ones(len(a.src), np.float32)
+                                               for a in arrays])) if weighted else None)
+    return CrystalGraph(
+        atom_fea=torch.from_numpy(settings.atom_table()[z]),
+        bond_fea=torch.from_numpy(_gaussian(dist, settings)),
+        src=torch.from_numpy(src),
+        dst=dst_t,
+        crystal=torch.from_numpy(np.repeat(np.arange(len(arrays), dtype=np.int64), n_atoms)),
+        n_atoms=torch.from_numpy(n_atoms),
+        n_edges=torch.from_numpy(n_edges),
+        distance=torch.from_numpy(dist),
+        z=torch.from_numpy(z),
+        extended=torch.from_numpy(np.concatenate([a.extended for a in arrays]).astype(bool, copy=False)),
+        edge_weight=weight,
+        degree=uniform_degree(dst_t, len(z)),
+        settings=settings,
+    )
+
+
+def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETTINGS, backend: str = "torch"):
+    """The CGCNN graph of one crystal (a pymatgen ``Structure``, a CIF path or CIF text): a
+    :class:`~crystalzoo.crystal_graph.CrystalGraph`, or with ``backend="dgl"`` a
+    ``dgl.DGLGraph`` (the ``[dgl]`` extra).
+
+    Example::
+
+        >>> from pymatgen.core import Lattice, Structure
+        >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        >>> g = build_graph(cscl)  # per atom: 8 neighbours, then 6 own images sharing 4 places (one edge)
+        >>> g.num_edges, sorted(g.edge_weight[g.dst == 0].tolist())
+        (18, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
+    """
+    return build_graphs([structure], settings, progress=False, backend=backend)[0]
+
+
+def build_arrays(
+    structures: Iterable[StructureLike],
+    settings: GraphSettings = DEFAULT_SETTINGS,
+    progress: bool = True,
+    n_jobs: int = 1,
+    names: Sequence[str] | None = None,
+) -> list[GraphArrays]:
+    """The compact graphs (:class:`GraphArrays`) of many crystals, in order, with a progress
+    bar; ``n_jobs > 1`` builds them in parallel processes (``-1``: one per core). This is
+    what a ``CrystalDataset`` caches; :func:`collate` batches them for a model. A crystal that
+    cannot be built is a :class:`StructureError` that says which one: its position, or its
+    name in ``names`` (e.g. the data set's ids).
+
+    Example::
+
+        >>> from crystalzoo import example_structures
+        >>> [a.n_atoms for a in build_arrays(example_structures()[:1], progress=False)]
+        [8]
+    """
+    return [a for part in _iter_arrays(structures, settings, progress, n_jobs, names=names) for a in part]
+
+
+def iter_batches(
+    structures: Iterable[StructureLike],
+    settings: GraphSettings = DEFAULT_SETTINGS,
+    batch_size: int = 256,
+    n_jobs: int = 1,
+    progress: bool = False,
+) -> Iterator[CrystalGraph]:
+    """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. With
+    ``n_jobs > 1`` worker processes build the next batches while the caller uses this one.
+
+    Example::
+
+        >>> from crystalzoo import example_structures
+        >>> [g.n_crystals for g in iter_batches(example_structures()[:1] * 3, batch_size=2)]
+        [2, 1]
+    """
+    check_count(batch_size, "batch_size")
+    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
+        yield collate(part, settings)
+
+
+def _iter_arrays(
+    structures: Iterable[StructureLike],
+    settings: GraphSettings,
+    progress: bool = True,
+    n_jobs: int = 1,
+    chunk: int | None = None,
+    names: Sequence[str] | None = None,
+) -> Iterator[list[GraphArrays]]:
+    """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
+    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one. A
+    :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
+    there are several."""
+    from tqdm.auto import tqdm
+
+    n_jobs = check_jobs(n_jobs)
+    check_settings(settings)
+    structures = structure_list(structures)
+    if names is not None and (isinstance(names, str) or not isinstance(names, Sequence) or len(names) != len(structures)
+                              or not all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"names must be a list of {len(structures)} strings, one per crystal, got "
+                          f"{str(names)[:60]}")
+    parallel = n_jobs > 1 and len(structures) >= 64
+    if chunk is None:
+        chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
+    chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
+    n = len(structures)
+    try:
+        with tqdm(total=n, desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
+            if not parallel:
+                for k, part in enumerate(chunks):
+                    out = []
+                    for i, s in enumerate(part, k * chunk):
+                        out.append(_at(i, structure_arrays, s, settings))
+                        bar.update()
+                    yield out
+                return
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(min(n_jobs, len(chunks))) as pool:
+                jobs = ([_at(i, _for_worker, s) for i, s in enumerate(part, k * chunk)] for k, part in enumerate(chunks))
+                starts = [k * chunk for k in range(len(chunks))]
+                for part in pool.map(_build_chunk, jobs, [settings] * len(chunks), starts):
+                    bar.update(len(part))
+                    yield part
+    except StructureError as exc:
+        i = getattr(exc, "position", None)
+        if i is None or n == 1:
+            raise
+        which = f"crystal {names[i]!r}" if names is not None and i < len(names) else f"crystal {i + 1} of {n}"
+        raise StructureError(f"{which}: {exc}") from None
+
+
+def _at(i: int, build, *args):
+    """``build(*args)``, a :class:`StructureError` marked with the crystal's position ``i``."""
+    try:
+        return build(*args)
+    except StructureError as exc:
+        exc.position = i
+        raise
+
+
+def _build_chunk(sources: list, settings: GraphSettings, start: int = 0) -> list[GraphArrays]:
+    return [_at(i, cell_arrays, s, settings) if isinstance(s, Cell) else _at(i, structure_arrays, s, settings)
+            for i, s in enumerate(sources, start)]
+
+
+def _for_worker(source: StructureLike) -> "Cell | StructureLike":
+    """What to send to a worker process: a ``Structure`` as its small cell arrays, a CIF
+    path or text as it is (the worker reads it)."""
+    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
+
+    return to_cell(source) if isinstance(source, Structure) else source
+
+
+def build_graphs(
+    structures: Iterable[StructureLike],
+    settings: GraphSettings = DEFAULT_SETTINGS,
+    progress: bool = True,
+    n_jobs: int = 1,
+    backend: str = "torch",
+) -> list:
+    """One graph per crystal (``CrystalGraph``, or ``dgl.DGLGraph`` with ``backend="dgl"``),
+    with a progress bar; ``n_jobs > 1`` builds them in parallel processes (``-1``: one per
+    core). To batch many crystals for a model, :func:`iter_batches` (or :func:`build_arrays`
+    then :func:`collate`) is faster than building single graphs.
+
+    Example::
+
+        >>> from crystalzoo import example_structures
+        >>> graphs = build_graphs(example_structures()[:2], progress=False)
+        >>> len(graphs)
+        2
+    """
+    if backend not in ("torch", "dgl"):
+        raise CrystalZooError(f"backend must be 'torch' or 'dgl', got {backend!r}")
+    graphs = [collate([a], settings) for a in build_arrays(structures, settings, progress, n_jobs)]
+    return [g.to_dgl() for g in graphs] if backend == "dgl" else graphs

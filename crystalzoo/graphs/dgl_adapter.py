@@ -1,0 +1,103 @@
+"""DGL interoperability (the ``[dgl]`` extra): :class:`~crystalzoo.crystal_graph.CrystalGraph`
+↔ ``dgl.DGLGraph``. The only module of crystalzoo that imports ``dgl``.
+
+DGL's last release (2.1.0) runs only with torch 2.0–2.2.1 and numpy < 2, so it is an extra:
+``pip install "crystalzoo[dgl]"`` installs it with those pins. The DGL graph has the node data
+``atom_fea``, ``z``, ``extended`` and the edge data ``bond_fea``, ``distance`` (and
+``edge_weight`` when the graph has edge weights), batched per crystal, so ``dgl.unbatch``,
+``dgl.mean_nodes`` and your own DGL layers work on it; every crystalzoo model also takes it
+as input and gives the same outputs as for the ``CrystalGraph``.
+
+Example (with the extra installed)::
+
+    >>> from crystalzoo import build_graph
+    >>> from crystalzoo import example_structures
+    >>> g = build_graph(example_structures()[0], backend="dgl")  # doctest: +SKIP
+    >>> g.num_nodes(), g.edata["bond_fea"].shape  # doctest: +SKIP
+    (8, torch.Size([72, 41]))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+import torch
+
+from ..errors import GraphSettingsMismatchError, MissingExtraError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dgl
+
+    # "CrystalGraph" in the hints below is crystalzoo.graphs.crystal_graph.CrystalGraph, not imported here: that
+    # module imports this one (for to_dgl), and the import graph stays acyclic, type-only imports included
+
+
+DGL_INSTALL = 'pip install "crystalzoo[dgl]"'
+
+
+def import_dgl():
+    """The ``dgl`` module, or a :class:`MissingExtraError` that says how to install it."""
+    import os
+
+    os.environ.setdefault("DGLBACKEND", "pytorch")
+    try:
+        import dgl
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"DGL graphs need the [dgl] extra: {DGL_INSTALL} (DGL 2.1.0 with torch 2.2.1 and numpy<2, in a separate "
+            f"environment if yours has a newer torch). crystalzoo itself runs without DGL: use CrystalGraph "
+            f"(backend='torch', the default). ({type(exc).__name__}: {exc})"
+        ) from None
+    except Exception as exc:  # dgl is there but its C++ library does not fit this torch
+        import torch as _torch
+
+        raise MissingExtraError(
+            f"DGL is installed but does not load with torch {_torch.__version__} ({type(exc).__name__}: {exc}). "
+            f"DGL 2.1.0 supports torch 2.0-2.2.1 only: {DGL_INSTALL} in a fresh environment."
+        ) from None
+    return dgl
+
+
+def to_dgl(g: Any) -> "dgl.DGLGraph":
+    """A batched ``dgl.DGLGraph`` with the same atoms, edges (in the same order) and features."""
+    dgl = import_dgl()
+    out = dgl.graph((g.src, g.dst), num_nodes=g.num_atoms, device=g.device)
+    out.ndata["atom_fea"] = g.atom_fea
+    out.edata["bond_fea"] = g.bond_fea
+    for name in ("z", "extended"):
+        if getattr(g, name) is not None:
+            out.ndata[name] = getattr(g, name)
+    for name in ("distance", "edge_weight"):
+        if getattr(g, name) is not None:
+            out.edata[name] = getattr(g, name)
+    n_edges = g.n_edges if g.n_edges is not None else torch.bincount(g.crystal[g.dst], minlength=g.n_crystals)
+    out.set_batch_num_nodes(g.n_atoms)
+    out.set_batch_num_edges(n_edges)
+    return out
+
+
+def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
+    """The fields of a :class:`~crystalzoo.crystal_graph.CrystalGraph` (all but ``degree``)
+    from a DGL graph with crystalzoo's node and edge data, edges in the same order; turned into
+    one by :func:`crystalzoo.crystal_graph.as_crystal_graph`."""
+    missing = [k for k in ("atom_fea",) if k not in g.ndata] + [k for k in ("bond_fea",) if k not in g.edata]
+    if missing:
+        raise GraphSettingsMismatchError(
+            f"the DGL graph has no {missing} data: build it with crystalzoo.build_graph(..., backend='dgl') "
+            "or CrystalGraph.to_dgl()"
+        )
+    src, dst = g.edges()
+    n_atoms = g.batch_num_nodes()
+    crystal = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
+    return dict(
+        atom_fea=g.ndata["atom_fea"],
+        bond_fea=g.edata["bond_fea"],
+        src=src,
+        dst=dst,
+        crystal=crystal,
+        n_atoms=n_atoms,
+        n_edges=g.batch_num_edges(),
+        distance=g.edata["distance"] if "distance" in g.edata else None,
+        z=g.ndata["z"] if "z" in g.ndata else None,
+        extended=g.ndata["extended"] if "extended" in g.ndata else None,
+        edge_weight=g.edata["edge_weight"] if "edge_weight" in g.edata else None,
+    )

@@ -1,0 +1,323 @@
+"""The neighbour search under the tie rule: a crystal's cell → its compact graph (:class:`GraphArrays`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+import numpy as np
+
+from ..errors import StructureError
+from .reading import StructureLike, load_structure, structure_path
+from .settings import GraphSettings, atom_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pymatgen.core import Structure
+
+
+#: atoms closer than this (Å) are taken as overlapping, which no real crystal has.
+MIN_DISTANCE = 0.1
+
+
+#: less volume per atom (Å³) than this is no real crystal (the densest solids have ≈ 5).
+MIN_VOLUME_PER_ATOM = 1.0
+
+
+#: neighbours whose distances differ by less than this (Å) are tied (docs/graphs.md: measured on
+#: the Materials Project data, scripts/find_ties.py)
+TIE_TOLERANCE = 1e-4
+
+
+#: a site of one element whose occupancy is this close to 1 is fully occupied (CIFs round
+#: occupancies: 0.99999, 1.00001)
+OCCUPANCY_TOLERANCE = 1e-3
+
+
+#: most (centre, neighbour) pairs, periodic images or grid entries one neighbour search may
+#: hold (:func:`search_cost`; at most about 1 GB in pymatgen's search). A 1,728-atom supercell
+#: needs about 0.2 million pairs; the most any crystal of the Materials Project sample needs is
+#: far below this.
+SEARCH_BUDGET = 20_000_000
+
+
+@dataclass
+class GraphArrays:
+    """The compact form of one crystal graph (numpy arrays, no features): what the builder
+    produces, a ``CrystalDataset`` caches and worker processes send back. :func:`collate`
+    turns a list of them into a batched :class:`~crystalzoo.crystal_graph.CrystalGraph`."""
+
+    z: np.ndarray  # (N,) int16 atomic numbers
+    src: np.ndarray  # (E,) int32 neighbour j
+    dst: np.ndarray  # (E,) int32 centre atom i
+    distance: np.ndarray  # (E,) float32 Å
+    extended: np.ndarray  # (N,) bool: neighbours found beyond the radius
+    weight: np.ndarray | None = None  # (E,) float32 edge weights where a neighbour shell is split; None: all 1
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.z)
+
+
+def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
+    species = []
+    for site in structure:  # as pymatgen's ``site.specie``, without its second pass through the composition
+        occupancy = list(site.species.items())  # (species, occupancy) pairs
+        if len(occupancy) != 1 or abs(occupancy[0][1] - 1) > OCCUPANCY_TOLERANCE:
+            raise StructureError(
+                f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
+                "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
+            )
+        species.append(occupancy[0][0])
+    if not species:
+        raise StructureError(f"{name}: has no atoms")
+    z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
+    known = known_elements(z)
+    if not known.all():
+        bad = [str(sp) for sp, ok in zip(species, known) if not ok]
+        raise StructureError(
+            f"{name}: no CGCNN atom features for {sorted(set(bad))} (the table covers "
+            f"elements Z = 1…{len(atom_table()) - 1}); dummy species and heavier elements "
+            "cannot be featurised"
+        )
+    return z
+
+
+def known_elements(z: np.ndarray) -> np.ndarray:
+    """Whether each atomic number in ``z`` has CGCNN atom features (a bool array)."""
+    table = atom_table()
+    known = (z > 0) & (z < len(table))
+    known[known] = ~np.isnan(table[z[known], 0])
+    return known
+
+
+def _nearest(centers: np.ndarray, dists: np.ndarray, n_centers: int, k: int):
+    """For each centre, its k nearest neighbours, ties at the k-th place kept symmetrically.
+
+    Returns (the pairs kept, their weights, the number of pairs each centre had). Let d_k be
+    the k-th smallest distance of a centre. Pairs closer than d_k - TIE_TOLERANCE are kept with
+    weight 1; the t pairs within TIE_TOLERANCE of d_k share the m places left (m = k - the
+    number closer) with weight m / t each, so every centre's weights sum to k (fewer where it
+    has fewer pairs, all of weight 1). Without a split shell the weights are None (all 1).
+    """
+    order = np.lexsort((dists, centers))
+    c, d = centers[order], dists[order]
+    counts = np.bincount(c, minlength=n_centers)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    kth = np.full(n_centers, np.inf)
+    full = counts >= k
+    kth[full] = d[starts[full] + k - 1]
+    boundary = kth[c]
+    kept = d <= boundary + TIE_TOLERANCE
+    certain = d < boundary - TIE_TOLERANCE
+    tied = kept & ~certain
+    if not tied.any():
+        return order[kept], None, counts
+    n_certain = np.bincount(c[certain], minlength=n_centers)
+    n_tied = np.bincount(c[tied], minlength=n_centers)
+    ct = c[tied]
+    share = (k - n_certain[ct]) / n_tied[ct]
+    if (share == 1).all():  # every tied group fills its places exactly: no shell is split
+        return order[kept], None, counts
+    weight = np.ones(len(d))
+    weight[tied] = share
+    return order[kept], weight[kept], counts
+
+
+@dataclass
+class Cell:
+    """What the neighbour search needs from a validated crystal: a few small arrays, cheap to
+    send to worker processes (pickling a pymatgen ``Structure`` costs more than its graph)."""
+
+    name: str
+    z: np.ndarray  # (N,) int64 atomic numbers
+    lattice: np.ndarray  # (3, 3) Å
+    pbc: np.ndarray  # (3,) int64, all 1: only crystals periodic in all three directions get this far
+    cart: np.ndarray  # (N, 3) Å
+    volume: float  # Å³
+    extent: tuple  # (cartesian min, max, fractional min, max, lattice-plane spacings), each 3 floats
+
+
+_PERIODIC = np.ones(3, dtype=np.int64)
+
+
+def _cell(structure: "Structure", name: str) -> Cell:
+    """Check a structure (elements, finite numbers, density) and take its arrays."""
+    z = _atomic_numbers(structure, name)
+    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
+    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)  # not finite if the fractional ones are not
+    if not (np.isfinite(lattice).all() and np.isfinite(cart).all()):
+        raise StructureError(f"{name}: lattice or coordinates are not finite numbers")
+    # plain arithmetic on 9 numbers (numpy's det and inv cost more than a small crystal's search):
+    # the cross products of the lattice vectors are the reciprocal vectors times the volume
+    a, b, c = lattice.tolist()
+    normals = (_cross(b, c), _cross(c, a), _cross(a, b))
+    signed = a[0] * normals[0][0] + a[1] * normals[0][1] + a[2] * normals[0][2]
+    volume = abs(signed)
+    if not volume / len(z) >= MIN_VOLUME_PER_ATOM:
+        raise StructureError(
+            f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
+            "atom or more): check the lattice parameters and their units (Å)"
+        )
+    spacing = [volume / math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) for v in normals]  # between lattice planes
+    to_frac = np.array(normals).T / signed
+    frac = cart @ to_frac
+    both = np.concatenate([cart, frac], axis=1)
+    lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
+    pbc = structure.lattice.pbc
+    if not all(pbc):
+        raise StructureError(f"{name}: is periodic only along {[bool(p) for p in pbc]} (pbc): CGCNN graphs are for "
+                             "crystals, periodic in all three directions; a molecule or a slab is not one")
+    if min(lo[3:]) < -1 or max(hi[3:]) > 2:
+        # atoms listed cells away (unwrapped coordinates, as from a trajectory): the same crystal
+        # with them moved into the cell, where the search looks at far fewer periodic images
+        frac = frac - np.floor(frac)
+        cart = np.ascontiguousarray(frac @ lattice)
+        both = np.concatenate([cart, frac], axis=1)
+        lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
+    extent = (lo[:3], hi[:3], lo[3:], hi[3:], spacing)
+    return Cell(name, z, lattice, _PERIODIC, cart, volume, extent)
+
+
+def _cross(u: list, v: list) -> tuple:
+    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+
+
+def search_cost(cell: Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
+    """What a search of ``radius`` Å around the atoms ``centers`` of ``cell`` would hold at
+    most, as pymatgen's ``find_points_in_spheres`` works: ``pairs`` (centres × atoms per
+    sphere at the crystal's mean density), ``images`` (atoms × the periodic images of the
+    cell its loop visits) and ``cubes`` (27 × the cells of its linked-cell grid of side
+    ``radius`` over the atoms' bounding box widened by ``radius``: the cost of a nearly empty
+    huge cell). The box of all atoms bounds that of any centres: plain arithmetic on the
+    cell's :attr:`Cell.extent`, so the check costs next to nothing per search."""
+    n = len(cell.z)
+    lo, hi, flo, fhi, spacing = cell.extent
+    side = max(radius, 0.1)
+    cubes, images = 27.0, float(n)
+    for i in range(3):
+        cubes *= math.ceil((hi[i] - lo[i] + 2 * radius) / side)
+        if cell.pbc[i]:
+            reach = math.ceil((radius + 0.15) / spacing[i])
+            images *= math.ceil(fhi[i] + reach) - math.floor(flo[i] - reach)
+    return {"pairs": len(centers) * n * (4 / 3) * math.pi * radius**3 / cell.volume, "images": images, "cubes": cubes}
+
+
+def _check_search_budget(cell: Cell, centers: np.ndarray, radius: float) -> None:
+    """:class:`StructureError` before a search whose pairs, images or grid exceed ``SEARCH_BUDGET``."""
+    cost = search_cost(cell, centers, radius)
+    what, amount = max(cost.items(), key=lambda kv: kv[1])
+    if amount > SEARCH_BUDGET:
+        raise StructureError(
+            f"{cell.name}: the neighbour search within {radius:.4g} Å of {len(centers)} of its {len(cell.z)} atoms "
+            f"would hold about {amount:.3g} {what}, more than the budget of {SEARCH_BUDGET:,} "
+            "(crystalzoo.graphs.SEARCH_BUDGET). The cell is too large, too empty or too thin for a crystal "
+            "graph: check the lattice and the atoms (a nearly empty cell is a molecule or a surface, not a crystal)"
+        )
+
+
+def _search(cell: Cell, centers: np.ndarray, radius: float):
+    """All (centre, neighbour, distance) pairs within ``radius`` of the atoms ``centers`` (one per
+    periodic image), self-pairs excluded (pymatgen's compiled periodic search, as
+    ``Structure.get_neighbor_list``)."""
+    from pymatgen.optimization.neighbors import find_points_in_spheres
+
+    _check_search_budget(cell, centers, radius)
+    c, p, _, d = find_points_in_spheres(cell.cart, np.ascontiguousarray(cell.cart[centers]), r=float(radius),
+                                        pbc=cell.pbc, lattice=cell.lattice, tol=1e-8)
+    keep = ~((centers[c] == p) & (d <= 1e-8))
+    return c[keep], p[keep], d[keep]
+
+
+def _candidates(cell: Cell, radius: float, k: int):
+    """The neighbour pairs the k nearest neighbours within ``radius`` are chosen from: those of
+    a smaller sphere that holds about 3k atoms at the crystal's mean density, and of the whole
+    ``radius`` only for atoms that do not have k neighbours safely inside the small sphere. The
+    k nearest (and any tied with the k-th) of the other atoms lie inside it, so the graph is the
+    same as from a search of the whole radius, for a fraction of the pairs."""
+    n = len(cell.z)
+    everyone = np.arange(n)
+    small = (3 * 3 * k * cell.volume / (4 * np.pi * n)) ** (1 / 3)
+    if small > 0.8 * radius:
+        return _search(cell, everyone, radius)
+    c, p, d = _search(cell, everyone, small)
+    done = np.bincount(c[d < small - 3 * TIE_TOLERANCE], minlength=n) >= k
+    if done.all():
+        return c, p, d
+    rest = np.flatnonzero(~done)
+    c2, p2, d2 = _search(cell, rest, radius)
+    first = done[c]
+    return np.concatenate([c[first], rest[c2]]), np.concatenate([p[first], p2]), np.concatenate([d[first], d2])
+
+
+def _merge_images(src, dst, dist, weight):
+    """One edge for the tied candidates of a centre that are periodic images of the same atom:
+    they carry the same message, so one edge with their summed weight (at their mean distance)
+    gives the same sum with fewer edges (rock salt's 12 second neighbours in a 2-atom cell are
+    one edge of weight 6). The edges come sorted by centre and neighbour, and within those by
+    distance, so the tied images of a pair are neighbours in the arrays."""
+    tied = weight < 1
+    same = tied[1:] & tied[:-1] & (src[1:] == src[:-1]) & (dst[1:] == dst[:-1])
+    if not same.any():
+        return src, dst, dist, weight
+    first = np.concatenate(([True], ~same))
+    group = np.cumsum(first) - 1
+    size = np.bincount(group)
+    return src[first], dst[first], np.bincount(group, weights=dist) / size, np.bincount(group, weights=weight)
+
+
+def cell_arrays(cell: Cell, settings: GraphSettings) -> GraphArrays:
+    n = len(cell.z)
+    k = settings.max_neighbors
+    centers, points, dists = _candidates(cell, settings.radius, k)
+    keep, weight, counts = _nearest(centers, dists, n, k)
+    src, dst, dist = points[keep], centers[keep], dists[keep]
+    extended = counts == 0
+    if extended.any():
+        # no neighbour within the radius: take the nearest ones further out. Every atom
+        # has its own periodic image one lattice vector away, so this always finds some.
+        lonely = np.flatnonzero(extended)
+        reach = float(np.linalg.norm(cell.lattice, axis=1).min()) * 1.0001 + 10 * TIE_TOLERANCE
+        c2, p2, d2 = _search(cell, lonely, reach)
+        keep2, weight2, _ = _nearest(c2, d2, len(lonely), k)
+        src = np.concatenate([src, p2[keep2]])
+        dst = np.concatenate([dst, lonely[c2[keep2]]])
+        dist = np.concatenate([dist, d2[keep2]])
+        if weight is not None or weight2 is not None:
+            weight = np.concatenate([np.ones(len(keep)) if weight is None else weight,
+                                     np.ones(len(keep2)) if weight2 is None else weight2])
+    if len(dist) and dist.min() < MIN_DISTANCE:
+        from pymatgen.core import Element
+
+        e = int(np.argmin(dist))
+        i, j = int(dst[e]), int(src[e])
+        raise StructureError(
+            f"{cell.name}: atoms {i} ({Element.from_Z(int(cell.z[i]))}) and {j} ({Element.from_Z(int(cell.z[j]))}) "
+            f"are {dist[e]:.3f} Å apart, which is closer than {MIN_DISTANCE} Å: overlapping atoms; fix the structure"
+        )
+    # grouped by centre atom; within a centre by neighbour, then (stable) by distance as found
+    order = np.lexsort((src, dst))
+    src, dst, dist = src[order], dst[order], dist[order]
+    if weight is not None:
+        src, dst, dist, weight = _merge_images(src, dst, dist, weight[order])
+        if np.abs(weight - 1).max() < 1e-6:  # e.g. two images of one atom sharing one place: one edge of weight 1
+            weight = None
+    return GraphArrays(
+        z=cell.z.astype(np.int16),
+        src=src.astype(np.int32),
+        dst=dst.astype(np.int32),
+        distance=dist.astype(np.float32),
+        extended=extended,
+        weight=None if weight is None else weight.astype(np.float32),
+    )
+
+
+def to_cell(source: StructureLike) -> Cell:
+    """Read and check one crystal (a ``Structure``, a CIF path or CIF text)."""
+    path = structure_path(source) if isinstance(source, (str, os.PathLike)) else None
+    structure = load_structure(source)
+    return _cell(structure, str(path) if path is not None else getattr(structure, "formula", "structure"))
+
+
+def structure_arrays(source: StructureLike, settings: GraphSettings) -> GraphArrays:
+    return cell_arrays(to_cell(source), settings)

@@ -1,0 +1,160 @@
+"""The architecture contract (:class:`Backbone`) and the registry of backbone families."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+import torch
+from torch import nn
+
+from ..errors import ConfigError, GraphSettingsMismatchError
+from ..graphs.crystal_graph import CrystalGraph
+from ..graphs.settings import GraphSettings
+
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing this call."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    if check is None:  # torch < 2.3
+        from torch._dynamo import is_compiling as check
+    return bool(check())
+
+
+class Backbone(Protocol):
+    """What crystalzoo needs of a backbone architecture (graph → crystal vector): register a
+    class that has these with :func:`register_architecture` and ``load_model``,
+    ``load_backbone(freeze=k)``, ``finetune``, the frozen-prefix cache, ``save_pretrained`` and
+    the Hub all work with it. ``architecture`` (its registered name) is set by the decorator.
+
+    ``stages()`` lists the freezable stages in order: an embedding, then the convolutions;
+    ``freeze(backbone, k)`` freezes the first ``k + 1``. ``atom_features(g, upto, h, start)``
+    runs the convolutions ``start … upto-1`` (``h``: the atom vectors after the embedding and
+    ``start`` convolutions). ``later_modules()`` are those after the stages (re-initialised
+    with ``reinit``). ``to_config()`` gives the JSON dict that ``from_config(config,
+    graph_settings)`` builds the same architecture from; ``from_config`` checks it
+    (:class:`~crystalzoo.errors.ConfigError`) before it allocates anything, and
+    ``from_config({}, settings)`` is the family's default shape.
+
+    A family also declares, as class attributes, the atom features its graphs carry
+    (``atom_features``, a name of :data:`crystalzoo.graphs.settings.ATOM_FEATURES`) and the
+    sentence that describes it on a model card (``description``).
+    """
+
+    architecture: str
+    atom_features: str
+    description: str
+    graph_settings: GraphSettings
+    frozen: int | None
+
+    @property
+    def out_features(self) -> int: ...
+
+    def stages(self) -> list[nn.Module]: ...
+
+    def later_modules(self) -> list[nn.Module]: ...
+
+    def atom_features(self, g: CrystalGraph, upto: int | None = None, h: torch.Tensor | None = None,
+                      start: int = 0) -> torch.Tensor: ...
+
+    def readout(self, g: CrystalGraph, atom_fea: torch.Tensor) -> torch.Tensor: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "Backbone": ...
+
+
+#: registered backbone architectures: the name in a config.json's ``architecture`` → class
+ARCHITECTURES: dict[str, type] = {}
+
+
+def register_architecture(name: str):
+    """Class decorator: register a :class:`Backbone` architecture under ``name`` (the
+    ``architecture`` of its config.json).
+
+    Example::
+
+        >>> sorted(ARCHITECTURES)[0]
+        'cgcnn'
+    """
+    def add(cls: type) -> type:
+        if ARCHITECTURES.get(name, cls) is not cls:
+            raise ConfigError(f"architecture {name!r} is registered already (by {ARCHITECTURES[name].__qualname__})")
+        cls.architecture = name
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return add
+
+
+#: the family of a model trained from scratch when none is named (the original CGCNN)
+DEFAULT_ARCHITECTURE = "cgcnn"
+
+
+def get_architecture(name: Any) -> type:
+    """The backbone class registered as ``name``; :class:`ConfigError` naming the registered
+    families otherwise (the one place that refuses an unknown architecture).
+
+    Example::
+
+        >>> get_architecture("cgcnn").__name__
+        'CGCNNBackbone'
+    """
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r}; registered: {sorted(ARCHITECTURES)} (an architecture "
+                          "defined outside crystalzoo is registered with register_architecture when its module "
+                          "is imported)")
+    return ARCHITECTURES[name]
+
+
+def architecture_spec(architecture: Any) -> tuple[str, dict[str, Any]]:
+    """(family name, its options) of a model to train from scratch: ``None`` (the default
+    family, default shape), a registered name (``"schnet"``), or a dict ``{"name": NAME,
+    **options}``; a dict without ``"name"`` holds the options of a CGCNN (as in crystalzoo
+    0.1). The options are checked by the family's own ``from_config``
+    (:func:`check_architecture`).
+
+    Example::
+
+        >>> architecture_spec({"name": "schnet", "n_interactions": 2})
+        ('schnet', {'n_interactions': 2})
+        >>> architecture_spec({"n_conv": 3})
+        ('cgcnn', {'n_conv': 3})
+    """
+    if architecture is None:
+        return DEFAULT_ARCHITECTURE, {}
+    if isinstance(architecture, str):
+        get_architecture(architecture)
+        return architecture, {}
+    if not isinstance(architecture, dict):
+        raise ConfigError(f"architecture = {str(architecture)[:80]}: a registered family's name "
+                          f"({sorted(ARCHITECTURES)}) or a dict {{'name': NAME, **options}}")
+    options = dict(architecture)
+    name = options.pop("name", DEFAULT_ARCHITECTURE)
+    get_architecture(name)
+    return name, options
+
+
+def check_architecture(architecture: Any, graph_settings: GraphSettings) -> tuple[str, dict[str, Any]]:
+    """(family name, backbone config) of ``architecture`` (:func:`architecture_spec`), its
+    options validated by the family's own ``from_config`` on the meta device (nothing is
+    allocated), for graphs built with ``graph_settings``."""
+    name, options = architecture_spec(architecture)
+    with torch.device("meta"):
+        backbone = get_architecture(name).from_config(options, graph_settings)
+    return name, backbone.to_config()
+
+
+def check_graph_input(backbone: Any, g: CrystalGraph, n_atom: int, n_bond: int) -> None:
+    """The checks every backbone makes of its input graph ``g``: built with the backbone's
+    graph settings, and with ``n_atom`` atom and ``n_bond`` bond features
+    (:class:`~crystalzoo.errors.GraphSettingsMismatchError` otherwise)."""
+    # graphs made by collate know their settings (checked eagerly: torch.compile cannot trace the comparison)
+    if g.settings is not None and g.settings is not backbone.graph_settings and not compiling():
+        backbone.graph_settings.check_same(g.settings, "this model")
+    a, b = g.atom_fea.shape[1], g.bond_fea.shape[1]
+    if (a, b) != (n_atom, n_bond):
+        raise GraphSettingsMismatchError(
+            f"graph has {a} atom and {b} bond features, the backbone expects {n_atom} and {n_bond}: build graphs "
+            "with the model's graph_settings"
+        )
