@@ -20,7 +20,7 @@ import torch.nn.functional as F
 def dgl_gated_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
     import dgl.function as fn
 
-    from crystalzoo.models import batch_stats, NormGate
+    from crystalzoo.layers.edge_norm import batch_stats, NormGate
 
     f = conv.atom_fea_len
     w = conv.fc_full.weight
@@ -41,7 +41,7 @@ def dgl_attention_conv(conv, g, atom_fea: torch.Tensor, bond_fea: torch.Tensor) 
     import dgl.function as fn
     from dgl.nn.functional import edge_softmax
 
-    from crystalzoo.models import norm_edges
+    from crystalzoo.layers.edge_norm import norm_edges
 
     f, h = conv.atom_fea_len, conv.heads
     w = conv.fc_core.weight

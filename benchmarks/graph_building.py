@@ -52,7 +52,7 @@ def cgcnn_style(s, radius=8.0, k=12):
     """What the original CGCNN loader (``CIFData.__getitem__``) does for each parsed crystal:
     ``get_all_neighbors``, a per-site Python sort, padding to k, the Gaussian expansion of the
     distances and the atom-feature lookup."""
-    from crystalzoo.graphs import DEFAULT_SETTINGS, atom_table
+    from crystalzoo.graphs.settings import DEFAULT_SETTINGS, atom_table
 
     nbrs = s.get_all_neighbors(radius, include_index=True)
     idx, dist = [], []

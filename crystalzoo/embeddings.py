@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .crystal_graph import mean_per_crystal
+from .graphs.crystal_graph import mean_per_crystal
 from .errors import ConfigError
 from .graphs import crystal_batches
 
@@ -114,15 +114,15 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
 
 
 #: the table formats ``write_table`` writes, by file name ending
-TABLE_FORMATS = (".csv", ".npz", ".parquet")
+VECTOR_FORMATS = (".csv", ".npz", ".parquet")
 
 
-def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_vector_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """The path of a table of vectors to write, checked before any work
     (:func:`crystalzoo.tables.check_table_path`)."""
     from .tables import check_table_path as check
 
-    return check(path, overwrite, formats=TABLE_FORMATS, example="vectors")
+    return check(path, overwrite, formats=VECTOR_FORMATS, example="vectors")
 
 
 def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray, prefix: str = "hidden",
@@ -141,7 +141,7 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
     from .files import atomic_write
     from .tables import write_frame
 
-    path = check_table_path(path, overwrite)
+    path = check_vector_path(path, overwrite)
     if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
         raise ConfigError("write_table takes crystal vectors, a 2-D array (one row per crystal), not "
                           f"{type(vectors).__name__ if not isinstance(vectors, np.ndarray) else f'{vectors.ndim}-D'}")

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .crystal_graph import CrystalGraph
+from .graphs.crystal_graph import CrystalGraph
 from .errors import CrystalZooError, MissingExtraError
-from .models import CrystalModel
+from .models.crystal_model import CrystalModel
 
 #: the inputs of an exported model, in order
 INPUT_NAMES = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "edge_weight")

@@ -75,7 +75,7 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> "CrystalFeaturizer":
         """Load the backbone (``X`` and ``y`` are not used: the features are pretrained)."""
-        from .loading import load_backbone
+        from .models.factory import load_backbone
 
         if self.kind not in ("hidden", "pooled"):
             raise ConfigError(f"CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not "

@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import ConfigError, HubError
 from .files import check_sha256, check_small_file, sha256_file, write_json
+from .model_card import CARD_MARK, base_model, card_tags, card_text, target_units, unit_note
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, is_model, read_config, save_pretrained
 
 logger = logging.getLogger(__name__)
@@ -167,135 +168,35 @@ def _no_local_paths(meta: dict[str, Any] | None) -> None:
         meta["backbone"] = f"{Path(backbone).name} (a local folder)"
 
 
-#: the line that marks a card crystalzoo made: such a card is replaced on the next push, one
-#: without it (written or edited by its author) is kept unless ``overwrite_card=True``
-CARD_MARK = ("<!-- made by crystalzoo from the model and replaced on each push; delete this line to keep your edits -->")
-#: the model card's fixed tags (``push_to_hub(tags=…)`` adds more)
-CARD_TAGS = ["materials-science", "cgcnn", "crystal-graph", "crystalzoo"]
-
-
-def _base_model(backbone: Any) -> str | None:
-    """The Hub repo a fine-tune started from: a registered backbone's repo, or an
-    ``hf-hub:`` backbone's (without its revision); None for a local folder or from scratch."""
-    if not isinstance(backbone, str) or backbone == "none":
-        return None
-    if backbone.startswith("hf-hub:"):
-        return backbone[len("hf-hub:"):].split("@")[0]
-    from .manifest import read_manifest
-
-    entry = read_manifest()["weights"].get(backbone)
-    return entry["hub"]["repo_id"] if entry else None
-
-
-def _target_units(head: dict[str, Any]) -> dict[str, str]:
-    """A head config's unit of each target ("" where it has none; a classifier: no targets with units)."""
-    if head.get("task") != "regression":
-        return {}
-    return dict(zip(head["targets"], head.get("units") or []))
-
-
-def _unit_note(key: str, units: dict[str, str]) -> str:
-    """`` (eV)`` for a metric in a target's units (an MAE, an interval's width: the target named
-    at the end of the key, or the only one), else nothing (a coverage, an accuracy)."""
-    if not key.startswith(("mae", "interval_width")):
-        return ""
-    target = max((t for t in units if key.endswith("_" + t)), key=len, default=None)
-    unit = units.get(target) if target else (next(iter(units.values())) if len(set(units.values())) == 1 else None)
-    return f" ({unit})" if unit else ""
-
-
 def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None, tags: list[str]) -> str:
     """The card's metadata: library, license, pipeline tag, tags, base model, data set and a
     ``model-index`` with the metrics of each split (with their units), as the Hub reads them."""
     from huggingface_hub import EvalResult, ModelCardData
 
     head, meta = config["head"], config.get("meta", {})
-    units = _target_units(head)
+    units = target_units(head)
     data = (metrics or {}).get("data")
     results = []
     for split in ("val", "test"):
         for key, value in ((metrics or {}).get(split) or {}).items():
             if key == "loss" or value is None or value != value:
                 continue
-            label = f"{'validation' if split == 'val' else 'test'} {key}" + _unit_note(key, units)
+            label = f"{'validation' if split == 'val' else 'test'} {key}" + unit_note(key, units)
             results.append(EvalResult(task_type="graph-ml", task_name=f"{head.get('task')} of "
                                       f"{', '.join(head['targets'])}", dataset_type=str(data or "unknown"),
                                       dataset_name=str(data or "training data of this model"),
                                       dataset_split="validation" if split == "val" else "test",
                                       metric_type=key, metric_value=float(value), metric_name=label))
     card = ModelCardData(library_name="crystalzoo", license="mit", pipeline_tag="graph-ml",
-                         tags=CARD_TAGS + [t for t in tags if t not in CARD_TAGS],
-                         base_model=_base_model(meta.get("backbone")), datasets=[str(data)] if data else None,
+                         tags=card_tags(config) + [t for t in tags if t not in card_tags(config)],
+                         base_model=base_model(meta.get("backbone")), datasets=[str(data)] if data else None,
                          model_name=repo_id, eval_results=results or None)
     return card.to_yaml()
 
 
 def _model_card(model, repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | None,
                 tags: list[str] = ()) -> str:
-    from . import __version__
-
-    head = config["head"]
-    meta = config.get("meta", {})
-    units = [u for u in head.get("units") or [] if u]
-    lines = [
-        "---", _card_yaml(repo_id, config, metrics, list(tags)).rstrip("\n"), "---", CARD_MARK, "",
-        f"# {repo_id}", "",
-        f"A CGCNN crystal graph network ({model.task}) for **{', '.join(head['targets'])}**"
-        + (f" in {', '.join(units)}" if units else "") + ", made with "
-        f"[crystalzoo](https://pypi.org/project/crystalzoo/) {__version__}.",
-        "",
-    ]
-    if meta.get("backbone") and meta["backbone"] != "none":
-        base = _base_model(meta["backbone"])
-        lines += [(f"Fine-tuned from the crystalzoo backbone `{meta['backbone']}`"
-                   + (f" ([{base}](https://huggingface.co/{base}))" if base else "")
-                   + (f" with the embedding and the first {meta['freeze']} convolutions frozen."
-                      if meta.get("freeze") is not None else ", every layer trained.")), ""]
-    elif meta.get("backbone") == "none":
-        lines += ["Trained from scratch.", ""]
-    ensemble = config.get("ensemble", {}).get("members") if isinstance(config.get("ensemble"), dict) else None
-    if ensemble:
-        lines += [f"An ensemble of {ensemble} models trained with different seeds: `predict` gives their mean, "
-                  "`predict(structures, return_std=True)` also their standard deviation.", ""]
-    calibration = config.get("calibration")
-    if isinstance(calibration, dict):
-        counts = calibration.get("counts") or []
-        targets = calibration.get("targets") or []
-        on = (str(counts[0]) if len(counts) == 1 else
-              ", ".join(f"{n} ({t})" for n, t in zip(counts, targets)))
-        lines += [f"Calibrated prediction intervals ({calibration.get('method')}, on {on} "
-                  f"{calibration.get('split')} crystals; width {'scaled by the ensemble spread' if ensemble else 'constant'}"
-                  "): `lower, upper = model.predict_interval(structures, coverage=0.9)`. They hold the stated "
-                  "fraction of crystals drawn like the calibration crystals"
-                  + ("; `coverage_90` below is the fraction of test crystals inside the 90 % intervals."
-                     if "coverage_90" in ((metrics or {}).get("test") or {}) else "."), ""]
-    if metrics:
-        lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"]
-        named = _target_units(head)
-        for split in ("val", "test"):
-            for k, v in (metrics.get(split) or {}).items():
-                if k != "loss":
-                    shown = k + _unit_note(k, named)
-                    lines.append(f"| {split} | {shown} | {'–' if v is None or v != v else f'{v:.4f}'} |")
-        if metrics.get("sizes"):
-            s = metrics["sizes"]
-            lines += ["", f"Training data: {s.get('train')} train / {s.get('val')} validation / {s.get('test')} test "
-                      "crystals" + (f" of `{metrics['data']}`" if metrics.get("data") else "") + "."]
-        lines.append("")
-    use = ['model.predict(["my_crystal.cif"])                # CIF, POSCAR, … files, or pymatgen Structures']
-    if ensemble:
-        use.append('mean, std = model.predict(["my_crystal.cif"], return_std=True)')
-    if isinstance(calibration, dict):
-        use.append('lower, upper = model.predict_interval(["my_crystal.cif"], coverage=0.9)')
-    lines += [
-        "## Use", "", "```bash", "pip install crystalzoo", "```", "", "```python", "from crystalzoo import load_model",
-        "", f'model = load_model("hf-hub:{repo_id}")', *use, "```", "",
-        "Graph settings (they belong to these weights): " + ", ".join(f"{k}={v}" for k, v in config["graph"].items()),
-        "", "## License and citation", "",
-        "MIT. CGCNN: T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018). If the model was trained on "
-        "Materials Project data, cite A. Jain et al., APL Materials 1, 011002 (2013).", "",
-    ]
-    return "\n".join(lines)
+    return card_text(model, repo_id, config, metrics, _card_yaml(repo_id, config, metrics, list(tags)))
 
 
 def _card_is_replaceable(api, repo_id: str, revision: str | None, scratch: Path) -> bool:

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .hub import push_to_hub
 from . import manifest as _manifest  # by module: tests point manifest_path at a copy
 from .manifest import FORMAT_VERSION, read_manifest
-from .loading import load_model
+from .models.factory import load_model
 from .registry import bundled_path
 from .files import atomic_write, sha256_file
 
@@ -40,7 +40,7 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
     published on the Hub; pass the commit id that ``push_to_hub`` returned."""
     entries = manifest.setdefault("weights", {})
     old = entries.get(name, {})
-    config = model.config()
+    config = model.to_config()
     for key in ("meta", "format_version"):  # the manifest describes weights, not a saved model
         config.pop(key, None)
     head = model.head

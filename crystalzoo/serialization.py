@@ -86,7 +86,7 @@ def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
 def is_model(obj: Any) -> bool:
     """Whether ``obj`` is a crystalzoo model (a ``CrystalModel`` or ``CrystalEnsemble``), told
     without importing :mod:`crystalzoo.models` (which imports this module)."""
-    return isinstance(obj, torch.nn.Module) and hasattr(obj, "member_models") and hasattr(obj, "config")
+    return isinstance(obj, torch.nn.Module) and hasattr(obj, "member_models") and hasattr(obj, "to_config")
 
 
 def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
@@ -104,7 +104,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
     if not is_model(model):
         raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head) or a CrystalEnsemble, got "
                           f"a {type(model).__name__}; for a backbone, make a model with a head first")
-    own = model.config()
+    own = model.to_config()
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra= takes a dict of JSON values to add to config.json, not a {type(extra).__name__}")
     taken = sorted(set(extra or {}) & {*own, "format_version", "meta", "weights_sha256", "weights_file"})

@@ -111,10 +111,10 @@ def test_sizes_have_one_meaning_in_the_cli_and_the_api(tmp_path, capsys):
     """An integer is a count, a number in (0, 1) a fraction, on the command line as in the API."""
     import json
 
-    from crystalzoo.cli import _size
+    from crystalzoo.cli.parser import split_size
 
-    assert _size("60") == 60 and isinstance(_size("60"), int)
-    assert _size("0.25") == 0.25
+    assert split_size("60") == 60 and isinstance(split_size("60"), int)
+    assert split_size("0.25") == 0.25
     out = tmp_path / "run"
     assert main([*COMMANDS["finetune"], "--epochs", "1", "--train-size", "0.5", "--val-size", "40",
                  "--test-size", "0.1", "--quiet", "--out", str(out)]) == 0
@@ -149,7 +149,7 @@ BAD_BACKBONE = [
 def test_backbone_options_are_checked_before_the_data_is_read(bad, word, tmp_path, capsys, monkeypatch):
     """--freeze 99, an unknown --backbone and --reinit without --freeze used to be found only
     after the data was read and --out was made."""
-    import crystalzoo.training as training
+    import crystalzoo.training.runs as training
 
     def no_reading(*args, **kwargs):
         raise AssertionError("the data was read before the options were checked")

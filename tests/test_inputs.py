@@ -198,7 +198,7 @@ def test_special_and_huge_structure_files_are_refused(tmp_path, monkeypatch):
         build_graph(fifo)
     with pytest.raises(StructureError, match="/dev/zero: is not a regular file"):
         build_graph("/dev/zero")  # reading it would never end
-    monkeypatch.setattr("crystalzoo.graphs.MAX_STRUCTURE_FILE_BYTES", 1000)
+    monkeypatch.setattr("crystalzoo.graphs.reading.MAX_STRUCTURE_FILE_BYTES", 1000)
     with pytest.raises(StructureError, match=r"bytes is more than the 1,000 bytes a structure file may have"):
         build_graph(CIFS[0])
 
@@ -221,7 +221,7 @@ def test_neighbour_search_budget_refuses_nearly_empty_huge_cells():
 
 
 def test_search_budget_leaves_real_crystals_alone(mp200_structures):
-    from crystalzoo.graphs import SEARCH_BUDGET, to_cell, search_cost
+    from crystalzoo.graphs.neighbors import SEARCH_BUDGET, search_cost, to_cell
 
     big = Structure.from_file(CIFS[0]) * (6, 6, 6)  # 1,728 atoms
     for s in [*mp200_structures, big]:
@@ -709,7 +709,7 @@ def test_one_target_name_is_one_target_not_its_letters(tmp_path):
     assert r.model.targets == ["band_gap"] and r.model.head.units == ["eV"]
     with pytest.raises(ConfigError, match="transforms = \\['log2'\\]"):
         CrystalDataset.from_structures(CIFS[:1], [1.0], transforms=["log2"], cache_dir=False, progress=False)
-    with pytest.raises(ConfigError, match="unknown architecture settings \\['n_convs'\\]"):
+    with pytest.raises(ConfigError, match="unknown backbone settings \\['n_convs'\\]"):
         pretrain(DATA / "mp200.jsonl.gz", ["band_gap"], architecture={"n_convs": 3}, epochs=1, progress=False)
 
 
@@ -986,7 +986,7 @@ def test_cif_paths_in_a_csv_are_relative_to_the_csv(tmp_path, monkeypatch, forma
 def test_save_pretrained_extra_cannot_replace_the_models_config(formation, tmp_path):
     folder = save_pretrained(formation, tmp_path / "m")
     before = (folder / "config.json").read_bytes()
-    for extra in [{"graph": {**formation.config()["graph"], "max_neighbors": 6}}, {"meta": "x"},
+    for extra in [{"graph": {**formation.to_config()["graph"], "max_neighbors": 6}}, {"meta": "x"},
                   {"format_version": 99}, {"architecture": "other"}]:
         with pytest.raises(ConfigError, match="would replace the model's own config keys"):
             save_pretrained(formation, folder, extra=extra)
@@ -1139,7 +1139,7 @@ def test_the_public_training_functions_check_their_data_and_options(formation, t
             make_model("formation", one, seed=seed)
     with pytest.raises(ConfigError, match=r"freeze takes a backbone: freeze\(model.backbone, k\)"):
         freeze(formation, 2)
-    with pytest.raises(ConfigError, match="reinit=True needs freeze"):
+    with pytest.raises(ConfigError, match="reinit needs freeze"):
         make_model("formation", one, reinit=True)
     for kwargs in (dict(lr=10**400), dict(weight_decay=10**400), dict(progress="no")):
         with pytest.raises(ConfigError, match=next(iter(kwargs))):

@@ -43,9 +43,9 @@ def test_norm_gate_is_batchnorm_then_gate(train, weighted, monkeypatch):
     time) against the plain formula: BatchNorm whose batch statistics count an edge of weight
     w as w edges, then sigmoid(filter) · softplus(core) · w; values and gradients
     (gradcheck), in training (batch statistics) and evaluation (running statistics)."""
-    from crystalzoo import models
+    from crystalzoo.layers import edge_norm as models
 
-    monkeypatch.setattr(models, "_CHUNK", 7)  # several chunks, the last one short
+    monkeypatch.setattr(models, "CHUNK", 7)  # several chunks, the last one short
     torch.manual_seed(0)
     e, f = 30, 3
     bn = torch.nn.BatchNorm1d(2 * f).double().train(train)
@@ -55,7 +55,7 @@ def test_norm_gate_is_batchnorm_then_gate(train, weighted, monkeypatch):
     x = (torch.randn(e, 2 * f, dtype=torch.double) * 2 + 1).requires_grad_()
 
     def fused(x, gamma, beta):
-        return models._NormGate.apply(x, *models._batch_stats(bn, x, weight), gamma, beta, weight, train)
+        return models.NormGate.apply(x, *models.batch_stats(bn, x, weight), gamma, beta, weight, train)
 
     def plain(x, gamma, beta):
         if train:

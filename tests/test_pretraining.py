@@ -131,9 +131,9 @@ def test_composition_reference_is_a_least_squares_fit_of_the_elements(energies):
         np.testing.assert_allclose(alone[ok, j], best, atol=1e-4)  # the ridge fit itself
         # the elements explain much of a formation energy, and most of a total energy
         assert np.abs(alone[ok, j] - y[ok, j]).mean() < (0.6, 0.3)[j] * mad
-    assert model.head.config()["composition_reference"] == g.atom_fea.shape[1]
+    assert model.head.to_config()["composition_reference"] == g.atom_fea.shape[1]
     plain = make_model(None, train)
-    assert plain.head.reference is None and "composition_reference" not in plain.head.config()
+    assert plain.head.reference is None and "composition_reference" not in plain.head.to_config()
 
 
 def test_composition_reference_saves_loads_and_keeps_the_invariances(energies, tmp_path):
@@ -182,14 +182,14 @@ def test_composition_reference_is_checked(tmp_path, capsys):
     assert main(["pretrain", "--data", str(DATA / "mp200.jsonl.gz"), "--targets", "energy_per_atom", "--epochs", "1",
                  "--train-size", "60", "--val-size", "20", "--test-size", "0", "--reference", "composition",
                  "--quiet", "--out", str(tmp_path / "p")]) == 0
-    assert load_model(str(tmp_path / "p")).head.config()["composition_reference"] == 92
+    assert load_model(str(tmp_path / "p")).head.to_config()["composition_reference"] == 92
 
 
 def test_composition_reference_normaliser_is_the_spread_on_new_crystals():
     """On few labels the fit comes close to every training label: the normaliser is the spread
     of the leave-one-out residuals, on the scale of the error on crystals it has not seen."""
     from crystalzoo import make_model
-    from crystalzoo.training import compositions
+    from crystalzoo.training.heads import compositions
 
     ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom", "log10:k_vrh"],
                                    progress=False, cache_dir=False)

@@ -39,7 +39,7 @@ def test_finetune_lowers_validation_loss(mp_dataset):
 
 
 def test_graphs_are_cached_and_reused(tmp_path, monkeypatch):
-    import crystalzoo.data as data
+    import crystalzoo.data.cache as data
 
     kwargs = dict(targets=["band_gap"], progress=False, cache_dir=tmp_path, limit=30)
     first = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", **kwargs)
@@ -71,14 +71,14 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
 def test_frozen_prefix_gives_the_same_model_as_full_forward(mp_dataset):
     """Reusing the cached output of frozen layers is exact: the same losses as recomputing."""
     from crystalzoo import collate
-    from crystalzoo.training import Batches, _forward
+    from crystalzoo.training.batches import Batches, forward_from
 
     ds = mp_dataset.select_targets(["band_gap"]).subset(range(40))
     model = make_model("formation", ds, freeze=3, seed=0)
     model.train()
     batches = Batches(model, ds, 40, "cpu")
     g, h, _ = next(batches(range(40)))
-    fast = _forward(model, g, h, batches.start)
+    fast = forward_from(model, g, h, batches.start)
     full = model(collate(ds.graphs, ds.settings))
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
 
@@ -437,7 +437,7 @@ def test_last_batch_of_one_one_atom_crystal_trains(tmp_path):
     import gzip
 
     from crystalzoo.data import bundled_dataset
-    from crystalzoo.training import Batches
+    from crystalzoo.training.batches import Batches
 
     with gzip.open(bundled_dataset("mp-band-gap"), "rt") as f:
         rows = [json.loads(line) for line in f]

@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 from dataclasses import dataclass, field
@@ -252,6 +254,22 @@ class CrystalDataset:
             raise DataError(f"positions {bad[:5]} are not positions of this data set of {len(self)} crystals")
         return CrystalDataset([self.ids[i] for i in index], [self.graphs[i] for i in index],
                               self.labels[index], list(self.targets), self.settings, dict(self.info))
+
+    def with_atom_features(self, name: str) -> "CrystalDataset":
+        """The same crystals and labels, their graphs with the atom features ``name`` (the ones a
+        backbone family reads, e.g. ``"one-hot-100"`` for ``schnet``): the stored graphs hold
+        atomic numbers, so nothing is rebuilt.
+
+        Example::
+
+            >>> from crystalzoo.data import CrystalDataset, bundled_dataset
+            >>> ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=5,
+            ...                                progress=False)
+            >>> ds.with_atom_features("one-hot-100").settings.n_atom_features
+            100
+        """
+        settings = dataclasses.replace(self.settings, atom_features=name)
+        return CrystalDataset(self.ids, self.graphs, self.labels, list(self.targets), settings, dict(self.info))
 
     def select_targets(self, targets: Sequence[str], drop_missing: bool = True) -> "CrystalDataset":
         """The same crystals with only ``targets`` as labels; crystals with none of them

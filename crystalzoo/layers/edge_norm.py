@@ -12,11 +12,11 @@ if TYPE_CHECKING:
     pass
 
 
-_CHUNK = 4096  # rows per temporary in the edge BatchNorm: buffers small enough to stay in cache
+CHUNK = 4096  # rows per temporary in the edge BatchNorm: buffers small enough to stay in cache
 
 
 def _rows(n: int) -> Iterator[slice]:
-    return (slice(i, i + _CHUNK) for i in range(0, n, _CHUNK))
+    return (slice(i, i + CHUNK) for i in range(0, n, CHUNK))
 
 
 def _edge_stats(x: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ class RegressionHead(nn.Module):
         """The raw output of an ensemble's mean prediction: the mean (the normaliser is affine)."""
         return torch.stack(list(outs)).mean(0)
 
-    def config(self) -> dict[str, Any]:
+    def to_config(self) -> dict[str, Any]:
         return {"task": "regression", "targets": self.targets, "units": self.units,
                 **({"composition_reference": self.reference.in_features} if self.reference is not None else {})}
 
@@ -164,7 +165,7 @@ class ClassificationHead(nn.Module):
         """The logits of an ensemble's mean class probabilities."""
         return torch.stack([torch.softmax(o, dim=1) for o in outs]).mean(0).log()
 
-    def config(self) -> dict[str, Any]:
+    def to_config(self) -> dict[str, Any]:
         return {"task": "classification", "targets": self.targets, "classes": self.classes,
                 "dropout": self.dropout_p}
 
@@ -201,3 +202,12 @@ def make_head(config: dict[str, Any], in_features: int) -> nn.Module:
             raise ConfigError(f"head dropout must be a number in [0, 1), got {dropout!r}")
         return ClassificationHead(in_features, config.get("classes"), target[0], dropout)
     raise ConfigError(f"unknown head task {task!r}; valid: 'regression', 'classification'")
+
+
+def _deprecated_config(self) -> dict[str, Any]:
+    """Deprecated (crystalzoo 0.2.0): ``head.to_config()``."""
+    warnings.warn("head.config() is deprecated: use head.to_config()", DeprecationWarning, stacklevel=2)
+    return self.to_config()
+
+
+RegressionHead.config = ClassificationHead.config = _deprecated_config

@@ -36,13 +36,15 @@ class Backbone(Protocol):
     ``from_config({}, settings)`` is the family's default shape.
 
     A family also declares, as class attributes, the atom features its graphs carry
-    (``atom_features``, a name of :data:`crystalzoo.graphs.settings.ATOM_FEATURES`) and the
-    sentence that describes it on a model card (``description``).
+    (``atom_feature_set``, a name of :data:`crystalzoo.graphs.settings.ATOM_FEATURES`) and the
+    words that name it on a model card (``description``, e.g. "A CGCNN crystal graph network")
+    and its paper (``citation``).
     """
 
     architecture: str
-    atom_features: str
+    atom_feature_set: str
     description: str
+    citation: str
     graph_settings: GraphSettings
     frozen: int | None
 
@@ -81,6 +83,10 @@ def register_architecture(name: str):
         if ARCHITECTURES.get(name, cls) is not cls:
             raise ConfigError(f"architecture {name!r} is registered already (by {ARCHITECTURES[name].__qualname__})")
         cls.architecture = name
+        # what a family may leave out: CGCNN's atom features, a plain description, no citation
+        cls.atom_feature_set = getattr(cls, "atom_feature_set", "cgcnn-92")
+        cls.description = getattr(cls, "description", f"A crystal graph network of the family {name!r}")
+        cls.citation = getattr(cls, "citation", "")
         ARCHITECTURES[name] = cls
         return cls
 

@@ -78,9 +78,9 @@ class CGCNNBackbone(nn.Module):
     conv 1, …, conv n] are frozen; see :func:`freeze`.
     """
 
-    atom_features = "cgcnn-92"
-    description = ("A CGCNN crystal graph network (Xie & Grossman, Phys. Rev. Lett. 120, 145301, 2018): gated "
-                   "graph convolutions on the 92 CGCNN element features and Gaussian-expanded bond distances")
+    atom_feature_set = "cgcnn-92"
+    description = "A CGCNN crystal graph network"
+    citation = "CGCNN: T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018)"
 
     def __init__(self, config: BackboneConfig = BackboneConfig(), graph_settings: GraphSettings = DEFAULT_SETTINGS):
         super().__init__()

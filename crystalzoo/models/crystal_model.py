@@ -124,14 +124,14 @@ class CrystalModel(Predictor):
         return embed(self, structures, kind=kind, layer=layer, batch_size=batch_size, n_jobs=n_jobs,
                      progress=progress)
 
-    def config(self) -> dict[str, Any]:
+    def to_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""
         return {
             "format_version": config_format(self.head),
             "architecture": self.backbone.architecture,
             "backbone": self.backbone.to_config(),
             "graph": self.graph_settings.to_dict(),
-            "head": self.head.config(),
+            "head": self.head.to_config(),
             **({"meta": self.meta} if self.meta else {}),
             **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }

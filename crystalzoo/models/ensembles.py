@@ -104,7 +104,7 @@ class CrystalEnsemble(Predictor):
         raise ConfigError(f"an ensemble's {len(self.members)} members give different crystal vectors: embed with one "
                           "of them, e.g. model.members[0].embed(structures)")
 
-    def config(self) -> dict[str, Any]:
+    def to_config(self) -> dict[str, Any]:
         """The members' shared config, with ``"ensemble": {"members": N}`` (format 2, or 3 with a
         composition reference)."""
         return {**_shape(self.members[0]), "format_version": config_format(self.members[0].head, ensemble=True),
@@ -115,7 +115,7 @@ class CrystalEnsemble(Predictor):
 
 def _shape(model: CrystalModel) -> dict[str, Any]:
     """A member's config without what is its own (``meta``, ``calibration``): what the members share."""
-    return {k: v for k, v in model.config().items() if k not in ("meta", "calibration")}
+    return {k: v for k, v in model.to_config().items() if k not in ("meta", "calibration")}
 
 
 def ensemble_from_config(config: dict[str, Any]) -> CrystalEnsemble:

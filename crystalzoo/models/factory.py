@@ -88,7 +88,8 @@ def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False,
         >>> backbone.out_features
         32
     """
-    check_freeze(freeze, reinit, pretrained=True)
+    if freeze is None:  # a freeze of the wrong type or depth: freeze() names the backbone's range
+        check_freeze(None, reinit, pretrained=True)
     model = load_with(_single_model, name, graph_settings=graph_settings, local_files_only=local_files_only,
                       pretrained=pretrained, drop=("head.",))  # the old head: not needed
     backbone = model.backbone

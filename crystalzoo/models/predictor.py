@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
@@ -53,6 +54,16 @@ class Predictor(nn.Module):
     @property
     def graph_settings(self) -> GraphSettings:
         raise NotImplementedError
+
+    def to_config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model around its state dict (its config.json)."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Deprecated (crystalzoo 0.2.0): :meth:`to_config`, as ``backbone.to_config()`` (the
+        attribute ``backbone.config`` is the backbone's shape)."""
+        warnings.warn("model.config() is deprecated: use model.to_config()", DeprecationWarning, stacklevel=2)
+        return self.to_config()
 
     @property
     def task(self) -> str:

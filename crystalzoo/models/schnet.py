@@ -93,9 +93,10 @@ class Interaction(nn.Module):
 class SchNetBackbone(nn.Module):
     """Graph → crystal feature vector (``config.h_fea_len`` values), SchNet-style."""
 
-    atom_features = "one-hot-100"
-    description = ("A SchNet-style crystal graph network (Schütt et al., NeurIPS 2017): continuous-filter "
-                   "convolutions on learned element embeddings and Gaussian-expanded bond distances")
+    atom_feature_set = "one-hot-100"
+    description = "A SchNet-style crystal graph network (continuous-filter convolutions)"
+    citation = ("SchNet: K. T. Schütt, P.-J. Kindermans, H. E. Sauceda, S. Chmiela, A. Tkatchenko and K.-R. Müller, "
+                "Advances in Neural Information Processing Systems 30 (2017)")
 
     def __init__(self, config: SchNetConfig, graph_settings: GraphSettings):
         super().__init__()
@@ -164,7 +165,7 @@ class SchNetBackbone(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "SchNetBackbone":
         """A SchNet-style backbone of the sizes in ``config`` (:class:`SchNetConfig`), checked first."""
-        if graph_settings.atom_features != cls.atom_features:
-            raise ConfigError(f"a schnet backbone reads the atom features {cls.atom_features!r}, the graph settings "
+        if graph_settings.atom_features != cls.atom_feature_set:
+            raise ConfigError(f"a schnet backbone reads the atom features {cls.atom_feature_set!r}, the graph settings "
                               f"give {graph_settings.atom_features!r}")
         return cls(SchNetConfig.from_dict(config), graph_settings)

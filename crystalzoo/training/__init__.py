@@ -3,7 +3,7 @@
 stopping, seeded runs, per-epoch checkpoints for ``resume``, a history and a learning-curve
 plot.
 
-The modules, by job: :mod:`~crystalzoo.training.finetune` (``finetune``, ``pretrain``),
+The modules, by job: :mod:`~crystalzoo.training.runs` (``finetune``, ``pretrain``),
 :mod:`~crystalzoo.training.heads` (``make_model``: new heads and normalisers),
 :mod:`~crystalzoo.training.loop` (``train_model``), :mod:`~crystalzoo.training.batches`
 (batches with the frozen prefix, ``evaluate``), :mod:`~crystalzoo.training.checkpoints`
@@ -31,7 +31,7 @@ Example::
 
 from .batches import evaluate
 from .config import TrainConfig
-from .finetune import FinetuneResult, finetune, pretrain
+from .runs import FinetuneResult, finetune, pretrain
 from .heads import REFERENCE_RIDGE, make_model
 from .history import History
 from .loop import train_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 import numpy as np
@@ -13,7 +13,6 @@ import torch
 from ..checks import short
 from ..data.dataset import CrystalDataset
 from ..errors import RunError, WeightsError
-from ..models.cgcnn import CGCNNBackbone
 from ..models.crystal_model import CrystalModel
 from ..serialization import load_into
 from . import recipes
@@ -39,8 +38,9 @@ def run_description(model: CrystalModel, train: CrystalDataset, val: CrystalData
     (seed, optimizer, lr, schedule, weight decay, batch size, loss). Epochs, early stopping and the
     device may change."""
     return json.loads(json.dumps({
-        **{k: v for k, v in model.config().items() if k != "format_version"},  # a newer file format is the same run
-        "backbone": asdict(model.backbone.config) if isinstance(model.backbone, CGCNNBackbone)  # as checkpoints have it
+        **{k: v for k, v in model.to_config().items() if k != "format_version"},  # a newer file format is the same run
+        # every field of a dataclass config, defaults included (as checkpoints have it), else the family's own config
+        "backbone": asdict(shape) if is_dataclass(shape := getattr(model.backbone, "config", None))
         else model.backbone.to_config(), "seed": config.seed, "optimizer": config.optimizer, "lr": config.lr,
         "schedule": config.schedule, "weight_decay": config.weight_decay, "batch_size": config.batch_size,
         **({"recipe": config.recipe} if config.recipe != "freeze" else {}),  # runs before recipes existed: freeze

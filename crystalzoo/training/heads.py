@@ -15,7 +15,8 @@ from ..errors import ConfigError, DataError
 from ..graphs.building import crystal_batches
 from ..graphs.crystal_graph import mean_per_crystal
 from ..layers.heads import make_head
-from ..models.cgcnn import BackboneConfig
+from ..models.architectures import architecture_spec, get_architecture
+from ..models.builder import build_model
 from ..models.crystal_model import CrystalModel, model_from_config
 from .batches import check_dataset
 from .options import check_reference, check_task
@@ -53,10 +54,13 @@ def new_head_config(dataset: CrystalDataset, task: str, units: Sequence[str] | N
 def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | None = None, reinit: bool = False,
                task: str = "regression", seed: int = 0, architecture: dict[str, Any] | None = None,
                units: Sequence[str] | None = None, reference: str | None = None) -> CrystalModel:
-    """A pretrained backbone (``None``: a new one from scratch, shaped by ``architecture``, a
-    :class:`BackboneConfig` dict, default the original CGCNN's) with a new head sized for
-    ``dataset``, whose normaliser is taken from ``dataset`` (the training split); ``units``
-    (one per target, e.g. ``["eV"]``) label the predictions.
+    """A pretrained backbone (``None``: a new one from scratch, of the family and shape
+    ``architecture`` gives: a registered family's name such as ``"schnet"``, a dict
+    ``{"name": NAME, **options}``, or a dict of CGCNN options; default the original CGCNN) with
+    a new head sized for ``dataset``, whose normaliser is taken from ``dataset`` (the training
+    split); ``units`` (one per target, e.g. ``["eV"]``) label the predictions. A new backbone
+    needs graphs with its family's atom features (:meth:`CrystalDataset.with_atom_features`;
+    :func:`~crystalzoo.finetune` takes care of it).
 
     ``reference="composition"`` (regression) adds to each output a linear function of the
     crystal's mean element features, fitted by least squares on ``dataset``: per-element
@@ -91,9 +95,14 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
         head_config["composition_reference"] = dataset.settings.n_atom_features
     torch.manual_seed(seed)
     if backbone is None:  # a new model: the one config → model funnel, as for saved models
-        model = model_from_config({"architecture": "cgcnn",
-                                   "backbone": BackboneConfig.from_dict(architecture or {}, "architecture").to_dict(),
-                                   "graph": dataset.settings.to_dict(), "head": head_config})
+        name, options = architecture_spec(architecture)
+        wanted = get_architecture(name).atom_feature_set
+        if dataset.settings.atom_features != wanted:
+            raise ConfigError(f"a {name} backbone reads the atom features {wanted!r}, the data set's graphs carry "
+                              f"{dataset.settings.atom_features!r}: pass dataset.with_atom_features({wanted!r}) "
+                              "(finetune and pretrain do this for you)")
+        config = {"architecture": name, "backbone": options, "graph": dataset.settings.to_dict(), "head": head_config}
+        model = build_model(config, None, f"architecture {name!r}", constructor=model_from_config)
         bb, head = model.backbone, model.head
     else:
         bb = load_backbone(backbone, freeze=freeze, reinit=reinit, graph_settings=dataset.settings)

@@ -38,7 +38,7 @@ from ..data.targets import split_target, target_list
 from ..errors import ConfigError, DataError
 from ..files import write_json
 from ..losses import LABELS
-from ..models.cgcnn import BackboneConfig
+from ..models.architectures import architecture_spec, get_architecture
 from ..models.crystal_model import CrystalModel
 from ..models.ensembles import CrystalEnsemble
 from ..models.predictor import Predictor
@@ -156,6 +156,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         ds = read_dataset(data, targets, progress=progress, cache_dir=cache_dir)
         targets = [split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
         ds = ds.select_targets(targets)
+        if backbone is None:  # a new backbone: graphs with its family's atom features
+            ds = ds.with_atom_features(get_architecture(architecture_spec(architecture)[0]).atom_feature_set)
         if ds.info.get("dropped_missing"):
             logger.warning("%d crystals have no %s label and are left out", ds.info["dropped_missing"],
                            ", ".join(targets))
@@ -219,15 +221,19 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     return FinetuneResult(model, metrics, history)
 
 
-def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_size: float | int = 0.8,
+def pretrain(data: Any, targets: Sequence[str], *, architecture: str | dict[str, Any] | None = None,
+             conv: str | None = None, train_size: float | int = 0.8,
              val_size: float | int = 0.1, test_size: float | int = 0.1, seed: int = 0,
              out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False, cache_dir=None,
-             architecture: dict[str, Any] | None = None, units: Sequence[str] | None = None,
+             units: Sequence[str] | None = None,
              reference: str | None = None, **train_options) -> FinetuneResult:
     """Train a new backbone from scratch on one or several targets (multi-task: one
     normaliser per target, missing labels masked in the loss). Targets may be transformed,
     e.g. ``"log10:k_vrh"``. The result in ``out_dir`` loads with ``load_backbone(out_dir)``
     and is registered with :func:`crystalzoo.maintainer.register_weights`.
+
+    ``architecture``: the family and its options (:func:`~crystalzoo.make_model`; default
+    CGCNN); ``conv`` (``"gated"`` or ``"attention"``) is CGCNN's convolution.
 
     Example::
 
@@ -240,12 +246,15 @@ def pretrain(data: Any, targets: Sequence[str], *, conv: str = "gated", train_si
         >>> sorted(k for k in r.metrics["test"] if k.startswith("mae_"))
         ['mae_energy_per_atom', 'mae_formation_energy_per_atom']
     """
-    if architecture is not None:
-        BackboneConfig.from_dict(architecture, "architecture")  # a dict of known settings, before it is merged
-    if architecture is not None and "conv" in architecture and architecture["conv"] != conv:
-        raise ConfigError(f"conv is given twice: conv={conv!r} and architecture['conv']={architecture['conv']!r}; "
-                          "give it once (--conv on the command line)")
-    arch = {**(architecture or {}), "conv": conv}
+    name, options = architecture_spec(architecture)
+    if conv is not None:
+        if name != "cgcnn":
+            raise ConfigError(f"conv = {conv!r} is a CGCNN setting; the {name} family has none: leave out conv (--conv)")
+        if "conv" in options and options["conv"] != conv:
+            raise ConfigError(f"conv is given twice: conv={conv!r} and architecture['conv']={options['conv']!r}; "
+                              "give it once (--conv on the command line)")
+        options["conv"] = conv
+    arch = {"name": name, **options}
     return finetune(data, target_list(targets), backbone=None, train_size=train_size, val_size=val_size,
                     test_size=test_size, seed=seed, out_dir=out_dir, resume=resume, overwrite=overwrite,
                     cache_dir=cache_dir, architecture=arch, units=units, reference=reference, **train_options)
