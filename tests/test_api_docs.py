@@ -14,5 +14,5 @@ def test_every_public_name_is_in_the_api_reference():
 
 
 def test_the_public_modules_are_in_the_api_reference():
-    for module in ("uncertainty", "ensembles", "recipes", "train_config", "errors", "export"):
+    for module in ("uncertainty", "models.ensembles", "training.recipes", "training.config", "errors", "export"):
         assert f"::: crystalzoo.{module}\n" in API

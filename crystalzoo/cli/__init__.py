@@ -48,6 +48,3 @@ def main(argv: list[str] | None = None) -> int:
         log.propagate = propagate
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

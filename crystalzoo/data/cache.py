@@ -47,7 +47,7 @@ def structure_key(source: Any) -> str:
 
 
 def cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress: bool, n_jobs: int,
-                   names: Sequence[str] | None = None) -> list[GraphArrays]:
+                  names: Sequence[str] | None = None) -> list[GraphArrays]:
     """Graph arrays for ``structures``, read from the cache file of exactly this list of
     structures and settings when there is one, built (and cached) otherwise."""
     if cache_dir is False:

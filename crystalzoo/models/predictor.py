@@ -159,7 +159,7 @@ class Predictor(nn.Module):
                       coverage: float | None = None, batch_size: int | None = None, progress: bool = False,
                       n_jobs: int = 1) -> "pd.DataFrame":
         """Predictions as a pandas DataFrame: a column ``id`` (``ids``; by default a data set's
-        ids, a file's path, else the row number), then one column per prediction named with
+        ids, a file's name, else the row number), then one column per prediction named with
         its unit (``band_gap (eV)``), with ``return_std`` (ensembles) a ``… std`` column each,
         and with ``coverage`` the interval's ``… 90% lower`` and ``… 90% upper`` columns. The
         predictions are computed once for all of them.
@@ -181,7 +181,8 @@ class Predictor(nn.Module):
             default_ids = list(structures.ids)
         else:
             structures = crystal_list(structures)
-            default_ids = [str(s) if isinstance(s, (str, os.PathLike)) and structure_path(s) is not None else i
+            # a file's name (never its folder, which says nothing about the crystal and may be private), else the row
+            default_ids = [Path(s).name if isinstance(s, (str, os.PathLike)) and structure_path(s) is not None else i
                            for i, s in enumerate(structures)]
         out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
         n = out.shape[1]

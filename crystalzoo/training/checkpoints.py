@@ -12,6 +12,7 @@ import torch
 
 from ..checks import short
 from ..data.dataset import CrystalDataset
+from ..files import atomic_write
 from ..errors import RunError, WeightsError
 from ..models.crystal_model import CrystalModel
 from ..serialization import load_into
@@ -32,7 +33,7 @@ def _data_digest(ds: CrystalDataset) -> str:
 
 
 def run_description(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
-                     members: int = 1) -> dict:
+                    members: int = 1) -> dict:
     """What a checkpoint must share with a run that resumes it: the model (architecture, graph
     settings, head and targets, backbone, freeze), the data and its split, and the optimisation
     (seed, optimizer, lr, schedule, weight decay, batch size, loss). Epochs, early stopping and the
@@ -86,7 +87,7 @@ def _corrupt(path: Path, exc: BaseException) -> WeightsError:
 
 
 def resume_from(path: Path, description: dict, model: CrystalModel, opt: torch.optim.Optimizer, device: str,
-            epochs: int) -> tuple[History, dict, int]:
+                epochs: int) -> tuple[History, dict, int]:
     """Load the checkpoint at ``path`` into ``model`` and ``opt`` after checking that it
     belongs to the run ``description`` describes; returns (history, best state, next epoch)."""
     try:
@@ -127,3 +128,15 @@ def resume_from(path: Path, description: dict, model: CrystalModel, opt: torch.o
 def member_checkpoint(i: int) -> str:
     """The checkpoint of an ensemble's member ``i`` (member 0: the run's own)."""
     return CHECKPOINT if i == 0 else f"checkpoint-member{i}.pt"
+
+
+def save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                    best_state: dict, history: Any, description: dict) -> None:
+    """Write the checkpoint of a run after ``epoch`` (atomically): the weights, the optimiser,
+    the best weights so far, the history, the random state and the run's description, which
+    :func:`resume_from` checks before it continues."""
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "best_state": best_state, "history": history.rows, "best_epoch": history.best_epoch,
+             "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state(),
+             "run": json.dumps(description, sort_keys=True)}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 import numpy as np
 import torch
 
 from ..data.dataset import CrystalDataset
 from ..errors import ConfigError, DataError, RunError
-from ..files import atomic_write
 from ..models.crystal_model import CrystalModel
 from . import recipes
 from .batches import Batches, check_classes, check_dataset, check_model, check_targets, evaluate_batches, forward_from
-from .checkpoints import resume_from, run_description
+from .checkpoints import resume_from, run_description, save_checkpoint
 from .config import TrainConfig
 from .distributed import process_group, shard
 from .history import History
@@ -62,8 +61,8 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
 
 
 def run_training(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
-         out_dir: str | os.PathLike | None, resume: bool, overwrite: bool, checkpoint: str = CHECKPOINT,
-         prefixes: dict | None = None, members: int = 1) -> History:
+                 out_dir: str | os.PathLike | None, resume: bool, overwrite: bool, checkpoint: str = CHECKPOINT,
+                 prefixes: dict | None = None, members: int = 1) -> History:
     """:func:`train_model` after its checks; ``checkpoint``: the checkpoint's name in
     ``out_dir`` (an ensemble's members have one each); ``prefixes``: the frozen-prefix cache the
     members of an ensemble share (:class:`Batches`); ``members``: the ensemble's size, part of
@@ -77,12 +76,9 @@ def run_training(model: CrystalModel, train: CrystalDataset, val: CrystalDataset
         return train_loop(model, train, val, config, out_dir, resume, world, rank, checkpoint, prefixes, members)
 
 
-def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
-           out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int, checkpoint: str = CHECKPOINT,
-           prefixes: dict | None = None, members: int = 1) -> History:
-    import torch.distributed as dist
-    from tqdm.auto import tqdm
-
+def check_splits(model: CrystalModel, train: CrystalDataset, val: CrystalDataset) -> None:
+    """The training and validation splits of ``model``: its targets and graph settings, not
+    empty (2 crystals or more to train on: BatchNorm), labels its head can learn."""
     for ds, what in ((train, "the training set"), (val, "the validation set")):
         check_targets(model, ds, what)
         model.graph_settings.check_same(ds.settings, "this model")
@@ -92,6 +88,48 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
         raise DataError("the training set has 1 crystal; BatchNorm needs at least 2 to train on")
     check_classes(model, train, "the training split")
     check_classes(model, val, "the validation split")
+
+
+def train_epoch(model: CrystalModel, batches: Iterator, start: int, opt: torch.optim.Optimizer,
+                params: list[torch.nn.Parameter], reference: dict | None, config: TrainConfig, epoch: int,
+                world: int = 1) -> tuple[float, int]:
+    """One epoch's optimiser steps over ``batches`` (graph, frozen-prefix atom vectors after
+    ``start`` convolutions or None, labels); returns (sum of the loss × batch size, crystals).
+    A non-finite loss stops the run on every rank (:class:`RunError`); under torchrun the
+    gradients are averaged across the ``world`` processes."""
+    import torch.distributed as dist
+
+    total, count = 0.0, 0
+    for g, h, y in batches:
+        opt.zero_grad()
+        loss = model.head.loss(forward_from(model, g, h, start), y, config.loss)
+        value = loss.item()
+        bad = not math.isfinite(value)
+        if world > 1:  # every rank stops together
+            flag = torch.tensor([float(bad)], device=config.device)
+            dist.all_reduce(flag)
+            bad = bool(flag.item())
+        if bad:
+            raise diverged("training loss", value, epoch, config)
+        pull = recipes.penalty(model, reference, config.alpha())
+        (loss if pull is None else loss + pull).backward()
+        if world > 1:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
+        opt.step()
+        total, count = total + value * len(y), count + len(y)
+    return total, count
+
+
+def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
+               out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int, checkpoint: str = CHECKPOINT,
+               prefixes: dict | None = None, members: int = 1) -> History:
+    import torch.distributed as dist
+    from tqdm.auto import tqdm
+
+    check_splits(model, train, val)
     description = (run_description(model, train, val, config, members) if out_dir is not None
                    else {})  # may fail: before deleting
     if out_dir is not None and rank == 0:
@@ -138,27 +176,8 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
             val_batches = Batches(model, val, 256, config.device, prefixes=prefixes)
         model.train()
         order = shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
-        total, count = 0.0, 0
-        for g, h, y in train_batches(order):
-            opt.zero_grad()
-            loss = model.head.loss(forward_from(model, g, h, train_batches.start), y, config.loss)
-            value = loss.item()
-            bad = not math.isfinite(value)
-            if world > 1:  # every rank stops together
-                flag = torch.tensor([float(bad)], device=config.device)
-                dist.all_reduce(flag)
-                bad = bool(flag.item())
-            if bad:
-                raise diverged("training loss", value, epoch, config)
-            pull = recipes.penalty(model, reference, config.alpha())
-            (loss if pull is None else loss + pull).backward()
-            if world > 1:
-                for p in params:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= world
-            opt.step()
-            total, count = total + value * len(y), count + len(y)
+        total, count = train_epoch(model, train_batches(order), train_batches.start, opt, params, reference, config,
+                                   epoch, world)
         if world > 1:
             for b in model.buffers():
                 dist.broadcast(b, 0)
@@ -178,11 +197,7 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_mae")})
         if ckpt_path is not None and rank == 0:
-            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "best_state": best_state, "history": history.rows, "best_epoch": history.best_epoch,
-                     "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state(),
-                     "run": json.dumps(description, sort_keys=True)}
-            atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+            save_checkpoint(ckpt_path, epoch, model, opt, best_state, history, description)
         last_phase = config.recipe != "gradual" or backbone.frozen == floor  # gradual: patience in its last phase
         if config.early_stopping and last_phase and epoch - history.best_epoch >= config.early_stopping:
             break

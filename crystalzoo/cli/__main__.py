@@ -1,0 +1,7 @@
+"""``python -m crystalzoo.cli``: the ``crystalzoo`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
