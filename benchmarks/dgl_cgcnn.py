@@ -1,5 +1,5 @@
 """The DGL message-passing CGCNN of crystalzoo 0.1.0 — the reference the torch-native
-layers are measured and checked against (``benchmarks/backends.py``, ``tests/test_dgl.py``).
+layers are measured and checked against (``benchmarks/backends.py``, ``tests/graphs/test_dgl_adapter.py``).
 
 The same arithmetic as ``crystalzoo.models`` (projected atoms, fused gate, edge weights in
 the sum and the softmax), but per-edge sums and gathers go through DGL's kernels:

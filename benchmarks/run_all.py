@@ -86,7 +86,7 @@ def main() -> int:
                 "measured in the same run, on the same crystals (each slow baseline stops after 20 s). crystalzoo "
                 "searches a small sphere first (about 3 × max_neighbors atoms at the crystal's density) and the "
                 "whole radius only for atoms without enough neighbours in it, with the same graphs as a search of "
-                "the whole radius (tests/test_graphs.py).\n\n"
+                "the whole radius (tests/graphs/test_building.py).\n\n"
                 f"```\n{text}\n```\n")
     header = ("# Performance\n\n"
               "Written by `python benchmarks/run_all.py`: the latest output of the scripts in `benchmarks/`, run one "

@@ -6,7 +6,7 @@ embedding and the first 1, 2 or 3 convolutions frozen — deeper layers re-initi
 the paper, and kept pretrained — and compare with the same architecture trained from
 scratch. 1000/1000/1000 train/validation/test crystals, 30 epochs; each seed draws its own
 split and initialisation, and comparisons with the baseline are paired over seeds. Then
-every fine-tuning recipe (crystalzoo.recipes, and gradient boosting on the frozen crystal
+every fine-tuning recipe (crystalzoo.training.recipes, and gradient boosting on the frozen crystal
 vectors) on ``--recipe-backbone`` (formation), with the same budget, paired with the baseline.
 
     python benchmarks/transfer_band_gap.py --data ../shared/data/mp_crystals.jsonl.gz
@@ -41,7 +41,7 @@ PAPER = {  # Table 2 (and Table 3 for the 7,042-crystal formation control) of th
 }
 CANDIDATES = ["formation", "bulk", "shear", "combined", "combined-7042", "formation-7042"]
 #: the fine-tuning recipes compared (on --recipe-backbone, every layer free to train unless the recipe
-#: fixes some): crystalzoo.recipes, and gradient boosting on the frozen crystal vectors
+#: fixes some): crystalzoo.training.recipes, and gradient boosting on the frozen crystal vectors
 RECIPES = ["freeze", "discriminative", "gradual", "l2sp", "linear-probe", "boosting"]
 #: --tune: the same number of settings for training from scratch and for the best recipe (l2sp
 #: on --recipe-backbone); each method keeps the setting with the lowest mean validation MAE.
@@ -307,8 +307,8 @@ def _recipes_table(by_recipe: dict, base: dict, epochs: int) -> list[str]:
     if not by_recipe:
         return []
     b = np.array([base[i] for i in sorted(base)])
-    lines = ["## Fine-tuning recipes (crystalzoo.recipes)", "",
-             f"Every recipe starts from its backbone with the defaults of crystalzoo.recipes and the same budget "
+    lines = ["## Fine-tuning recipes (crystalzoo.training.recipes)", "",
+             f"Every recipe starts from its backbone with the defaults of crystalzoo.training.recipes and the same budget "
              f"as the baseline ({epochs} epochs, Adam lr 1e-3, batch 64, best-validation weights; nothing tuned per "
              "recipe); boosting is scikit-learn's HistGradientBoostingRegressor with its defaults on the frozen "
              "crystal vectors (kind 'hidden'). Δ and p are paired with the from-scratch model "

@@ -19,7 +19,7 @@ TEXT = """# Registered backbones
 `metal-classifier` are the original CGCNN checkpoints of Xie & Grossman (MIT License,
 Copyright (c) 2018 Tian Xie; `crystalzoo/weights/LICENSE-cgcnn`), converted to safetensors by
 `scripts/convert_cgcnn.py`. They reproduce the original code's predictions
-(`tests/test_parity.py`): to 1e-4 on the 10 sample CIFs and on 195 of 200 Materials Project
+(`tests/models/test_cgcnn_parity.py`): to 1e-4 on the 10 sample CIFs and on 195 of 200 Materials Project
 crystals; the other 5 (mp-10036, mp-10037, mp-10039, mp-1004524, mp-1001571) have a
 12th-neighbour shell split between atoms of different elements, where the original keeps
 whichever pymatgen lists first and crystalzoo keeps all of them with fractional weights, so

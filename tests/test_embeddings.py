@@ -1,4 +1,4 @@
-"""Representations (issue 14): crystal and atom vectors from any backbone, on real crystals."""
+"""Representations: crystal and atom vectors from any backbone, on real crystals."""
 
 from __future__ import annotations
 

@@ -228,7 +228,7 @@ def test_pushed_configs_hold_no_local_paths(hub, tmp_path):
     assert r.model.meta["backbone"] == str(backbone_folder)  # the local model keeps its own record
 
 
-# ---------------------------------------------------------------------------- model cards (issue 16)
+# ---------------------------------------------------------------------------- model cards
 
 
 def _card_metadata(card: str) -> dict:

@@ -1,4 +1,4 @@
-"""Issue 17, inputs: data files, structure files, model names, configs, predict arguments and
+"""Inputs: data files, structure files, model names, configs, predict arguments and
 resource bounds each get a specific crystalzoo error that names the input (docs/robustness.md)."""
 
 from __future__ import annotations
@@ -775,13 +775,13 @@ def test_messages_that_used_to_mislead(tmp_path, formation):
 
 
 def test_config_format_version(model_folder, tmp_path):
-    """Issue 18: config.json carries a format version; older files (no key) read as format 1,
+    """config.json carries a format version; older files (no key) read as format 1,
     newer ones are refused with a clear error."""
     from crystalzoo.models import CONFIG_FORMAT, SINGLE_FORMAT
 
     config = json.loads((model_folder / "config.json").read_text())
-    # a single model stays format 1, which crystalzoo 0.1 reads; format 2 adds ensembles (issue 15), format 3 a
-    # composition reference (issue 14)
+    # a single model stays format 1, which crystalzoo 0.1 reads; format 2 adds ensembles, format 3 a
+    # composition reference
     assert config["format_version"] == SINGLE_FORMAT == 1 and CONFIG_FORMAT == 3
     old = dict(config)
     del old["format_version"]

@@ -1,4 +1,4 @@
-"""Issue 15: ensembles, their spread, and split-conformal intervals, on real MP crystals."""
+"""Ensembles, their spread, and split-conformal intervals, on real MP crystals."""
 
 from __future__ import annotations
 
@@ -278,7 +278,7 @@ def test_classification_ensemble_averages_probabilities(band_gaps):
         r.model.predict_interval(CIFS, 0.9)
 
 
-# ---------------------------------------------------------------------------- an attack on the above (issue 15)
+# ---------------------------------------------------------------------------- an attack on the above
 
 
 def test_resume_with_another_ensemble_size_is_refused(band_gaps, ensemble_run, tmp_path):

@@ -35,7 +35,8 @@ def test_it_is_registered_and_the_cli_lists_it(capsys):
     assert ARCHITECTURES["schnet"] is SchNetBackbone
     with pytest.raises(SystemExit):
         main(["pretrain", "--help"])
-    assert "{cgcnn,schnet}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--architecture {cgcnn,schnet" in out  # (and any family a test or a user registered after them)
 
 
 @pytest.mark.slow
@@ -131,5 +132,5 @@ def test_pretrain_takes_the_family_and_refuses_options_it_does_not_have():
         pretrain(data, ["band_gap"], architecture={"name": "schnet", "n_conv": 3}, epochs=1, progress=False)
     with pytest.raises(ConfigError, match="conv = 'attention' is a CGCNN setting; the schnet family has none"):
         pretrain(data, ["band_gap"], architecture="schnet", conv="attention", epochs=1, progress=False)
-    with pytest.raises(ConfigError, match="unknown architecture 'schnett'; registered: \\['cgcnn', 'schnet'\\]"):
+    with pytest.raises(ConfigError, match="unknown architecture 'schnett'; registered: \\['cgcnn', 'schnet'"):
         pretrain(data, ["band_gap"], architecture="schnett", epochs=1, progress=False)

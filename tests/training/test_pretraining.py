@@ -13,8 +13,8 @@ from crystalzoo.data import CrystalDataset
 from crystalzoo.errors import CrystalZooError, DataError
 from crystalzoo.models import BackboneConfig, CGCNNBackbone
 
-from .conftest import CIFS, DATA
-from .test_freeze import _train_steps
+from ..conftest import CIFS, DATA
+from ..models.test_freezing import _train_steps
 
 
 def test_log10_targets_and_missing_moduli():
@@ -111,7 +111,7 @@ def energies():
 
 def test_composition_reference_is_a_least_squares_fit_of_the_elements(energies):
     from crystalzoo import make_model
-    from crystalzoo.crystal_graph import mean_per_crystal
+    from crystalzoo.graphs.crystal_graph import mean_per_crystal
     from crystalzoo.graphs import collate
     from crystalzoo.training import REFERENCE_RIDGE
 

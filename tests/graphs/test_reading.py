@@ -1,4 +1,4 @@
-"""Issue 16: structure files other than CIF, ASE Atoms, data sets and tables in and out of
+"""Structure files other than CIF, ASE Atoms, data sets and tables in and out of
 ``predict`` and the CLI, on real Materials Project crystals."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from crystalzoo import load_model
 from crystalzoo.errors import StructureError
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def test_predict_frame_has_ids_and_units(formation, crystals, tmp_path):
     path = tmp_path / "a.cif"
     crystals[0].to(filename=str(path))
     assert formation.predict_frame([path], ids=["mine"])["id"].tolist() == ["mine"]
-    assert formation.predict_frame([path])["id"].tolist() == [str(path)]
+    assert formation.predict_frame([path])["id"].tolist() == ["a.cif"]  # the file's name, never its local folder
+    assert formation.predict_frame([str(path)])["id"].tolist() == ["a.cif"]
     with pytest.raises(Exception, match="2 ids for 1 crystals"):
         formation.predict_frame([path], ids=["a", "b"])
 

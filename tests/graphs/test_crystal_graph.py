@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crystalzoo import CrystalGraph, build_arrays, build_graph, collate, load_model
-from crystalzoo.crystal_graph import mean_per_crystal, softmax_over_edges, sum_into_atoms
+from crystalzoo.graphs.crystal_graph import mean_per_crystal, softmax_over_edges, sum_into_atoms
 from crystalzoo.errors import CrystalZooError, MissingExtraError
 
 
@@ -96,5 +96,5 @@ def test_core_never_imports_dgl():
     from pathlib import Path
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"

@@ -19,7 +19,7 @@ from crystalzoo.data import CrystalDataset
 from crystalzoo.errors import DataError
 from crystalzoo import TrainConfig, make_model, train_model
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_classification_head_trains(mp200_structures, mp200):
     assert proba.shape == (5, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
 
 
-# ---------------------------------------------------------------------------- issue 17: training runs
+# ---------------------------------------------------------------------------- training runs
 
 
 SMALL_RUN = dict(backbone="formation", freeze=2, train_size=60, val_size=20, test_size=0, epochs=1, progress=False)
@@ -369,7 +369,7 @@ def test_two_runs_into_one_folder(tmp_path):
     from crystalzoo.errors import CrystalZooError
 
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
            "CRYSTALZOO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "crystalzoo.cli", "finetune", "--backbone", "formation",
                               "--freeze", "2", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap",
@@ -461,7 +461,7 @@ def test_full_disk_at_the_end_of_a_run_leaves_no_empty_files(mp_dataset, tmp_pat
     from crystalzoo import finetune
     from crystalzoo.errors import WriteError
 
-    from .test_robustness import _tmpfs
+    from ..test_robustness import _tmpfs
 
     real = serialization.save_pretrained
 
@@ -510,7 +510,7 @@ def test_cli_shows_crystalzoos_log_messages_once_per_run(tmp_path, capsys):
 
 
 def test_a_bundled_data_sets_units_go_with_the_model(tmp_path):
-    """A model fine-tuned on bundled:mp-band-gap had no unit anywhere (issue 16)."""
+    """A model fine-tuned on bundled:mp-band-gap had no unit anywhere."""
     from crystalzoo import finetune, load_model
 
     kwargs = dict(train_size=40, val_size=10, test_size=10, epochs=1, progress=False, freeze=3)  # the user cache

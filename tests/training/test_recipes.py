@@ -1,4 +1,4 @@
-"""Fine-tuning recipes (issue 14): each does what crystalzoo/recipes.py says, on real crystals."""
+"""Fine-tuning recipes: each does what crystalzoo/recipes.py says, on real crystals."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from crystalzoo import TrainConfig, load_model, make_model, train_model
 from crystalzoo.data import CrystalDataset
 from crystalzoo.errors import ConfigError
-from crystalzoo.recipes import LR_DECAY, frozen_at, param_groups
+from crystalzoo.training.recipes import LR_DECAY, frozen_at, param_groups
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from crystalzoo import list_backbones, load_model
 
-from .conftest import DATA
+from ..conftest import DATA
 
 COLUMNS = {  # registry name -> column of the reference CSVs
     "formation": "formation-energy-per-atom",

@@ -1,4 +1,4 @@
-"""Issue 18: a second backbone architecture, defined here and registered with
+"""A backbone family defined here (outside the package) and registered with
 register_architecture, goes through the public API like CGCNN: it builds from its config,
 saves, loads, freezes (frozen-prefix cache included), fine-tunes and reloads. No module of the
 package knows of it."""
@@ -12,10 +12,10 @@ from torch import nn
 
 from crystalzoo import (CrystalDataset, CrystalModel, GraphSettings, RegressionHead, finetune, load_backbone,
                         load_model, register_architecture, save_pretrained)
-from crystalzoo.crystal_graph import as_crystal_graph, mean_per_crystal, sum_into_atoms
+from crystalzoo.graphs.crystal_graph import as_crystal_graph, mean_per_crystal, sum_into_atoms
 from crystalzoo.errors import ConfigError
 
-from .conftest import CIFS, DATA
+from ..conftest import CIFS, DATA
 
 
 class _MeanStep(nn.Module):

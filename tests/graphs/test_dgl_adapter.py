@@ -1,7 +1,7 @@
 """The [dgl] extra: DGL graphs from the builder, every model on DGL input, and the torch-native
 layers against DGL's message passing. Runs in CI's second environment (torch 2.2.1 + DGL 2.1.0);
 skipped where DGL is not installed (the default environment tests the error instead:
-tests/test_graphs.py::test_dgl_backend_without_the_extra_names_it)."""
+tests/graphs/test_building.py::test_dgl_backend_without_the_extra_names_it)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 dgl = pytest.importorskip("dgl")
 
 from crystalzoo import build_arrays, build_graph, collate, list_backbones, load_backbone, load_model  # noqa: E402
-from crystalzoo.crystal_graph import as_crystal_graph  # noqa: E402
+from crystalzoo.graphs.crystal_graph import as_crystal_graph  # noqa: E402
 
 
 

@@ -10,7 +10,7 @@ from pymatgen.core import Lattice, Structure
 from crystalzoo import GraphSettings, build_arrays, build_graph, build_graphs, collate, load_structure
 from crystalzoo.errors import GraphSettingsMismatchError, StructureError
 
-from .conftest import CIFS
+from ..conftest import CIFS
 
 
 def test_features_and_neighbours_of_a_real_crystal(mp200_structures):

@@ -15,7 +15,7 @@ from pymatgen.core import Lattice, Structure
 
 from crystalzoo import CrystalGraph, build_arrays, build_graph, collate, list_backbones, load_model
 
-from .conftest import DATA
+from ..conftest import DATA
 
 
 def _variants(s: Structure, seed: int) -> list[Structure]:

@@ -1,4 +1,4 @@
-"""Worker for tests/test_distributed.py: train on 80 real crystals, save the weights.
+"""Worker for tests/training/test_distributed.py: train on 80 real crystals, save the weights.
 
     python tests/ddp_train.py OUT_PREFIX BATCH_SIZE FREEZE           # one process
     torchrun --nproc_per_node 2 tests/ddp_train.py OUT_PREFIX ...     # two processes
