@@ -44,7 +44,7 @@ def worker(kind: str, n: int, batch_size: int, repeats: int) -> dict:
 
     ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=n, progress=False)
     batches = [collate(ds.graphs[i : i + batch_size], ds.settings) for i in range(0, n, batch_size)]
-    atoms = sum(g.num_atoms for g in batches) / n
+    atoms = sum(g.total_atoms for g in batches) / n
     torch.manual_seed(0)
     backbone = CGCNNBackbone(BackboneConfig()).train()
     if kind == "dgl":

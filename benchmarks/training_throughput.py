@@ -38,8 +38,8 @@ def main() -> int:
     n = args.batches * args.batch_size
     ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=n, progress=False)
     batches = [collate(ds.graphs[i: i + args.batch_size], ds.settings) for i in range(0, n, args.batch_size)]
-    atoms = sum(g.num_atoms for g in batches) / n
-    edges = sum(g.num_edges for g in batches) / n
+    atoms = sum(g.total_atoms for g in batches) / n
+    edges = sum(g.total_edges for g in batches) / n
     torch.manual_seed(0)
     backbone = CGCNNBackbone(BackboneConfig()).train()
 

@@ -33,7 +33,6 @@ _EXPORTS = {
     "Backbone": "models.architectures",
     "register_architecture": "models.architectures",
     "CGCNNBackbone": "models.cgcnn",
-    "SchNetBackbone": "models.schnet",
     "freeze": "models.freezing",
     "RegressionHead": "layers.heads",
     "ClassificationHead": "layers.heads",

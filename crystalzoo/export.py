@@ -64,7 +64,7 @@ def _with_weights(g: CrystalGraph) -> CrystalGraph:
 
     if g.edge_weight is not None:
         return g
-    return dataclasses.replace(g, edge_weight=torch.ones(g.num_edges, dtype=g.bond_fea.dtype, device=g.device))
+    return dataclasses.replace(g, edge_weight=torch.ones(g.total_edges, dtype=g.bond_fea.dtype, device=g.device))
 
 
 def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGraph | None = None,

@@ -61,12 +61,12 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         ) from exc
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -83,7 +83,7 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
         >>> json.loads(open("/tmp/metrics.json").read())
         {'mae': None, 'epochs': 3}
     """
-    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    text = json.dumps(finite(data), indent=2, allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 

@@ -221,10 +221,10 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON
         raise ConfigError(f"metrics file {path} is not readable JSON ({str(exc)[:200]}); pass the metrics.json "
                           "that training wrote, or no --metrics") from None
-    return _check_metrics(metrics, f"metrics file {path}")
+    return check_metrics(metrics, f"metrics file {path}")
 
 
-def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
+def check_metrics(metrics: Any, what: str) -> dict[str, Any]:
     """``metrics`` as plain JSON values (numpy numbers become numbers); :class:`ConfigError`
     unless it is an object whose ``val`` / ``test`` are objects of numbers and whose ``sizes``
     is an object (what the model card shows)."""
@@ -309,7 +309,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
     if metrics_file is not None or found is not None:
         metrics = read_metrics(metrics_file if metrics_file is not None else found)
     elif metrics is not None:
-        metrics = _check_metrics(metrics, "metrics")
+        metrics = check_metrics(metrics, "metrics")
     from . import __version__
 
     api = HfApi(endpoint=_endpoint(), token=token or os.environ.get("HF_TOKEN"), library_name="crystalzoo",

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import torch
 
 from .errors import ConfigError, WeightsError
-from .files import _finite, atomic_write, check_small_file, write_json
+from .files import finite, atomic_write, check_small_file, write_json
 
 #: most parameters a model built from a config may have (about 200 MB in float32; the
 #: registered models have about 0.1 million)
@@ -116,7 +116,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
                           "('.' for the current folder)")
     config = {**own, **(extra or {})}
     try:  # the config is checked before anything is written: weights never go beside another model's config
-        json.dumps(_finite(config), allow_nan=False)
+        json.dumps(finite(config), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"the model's config cannot be written as JSON ({exc}); extra= takes JSON values "
                           "(strings, numbers, lists, dicts)") from None

@@ -554,7 +554,7 @@ def test_unwrapped_coordinates_give_the_graph_of_the_wrapped_crystal(formation, 
         far = Structure(s.lattice, s.species, s.frac_coords + shift, coords_are_cartesian=False, to_unit_cell=False)
         assert np.abs(far.frac_coords).max() > 100
         a, b = build_graph(s), build_graph(far)
-        assert a.num_edges == b.num_edges
+        assert a.total_edges == b.total_edges
         np.testing.assert_allclose(np.sort(a.distance.numpy()), np.sort(b.distance.numpy()), atol=1e-5)
         np.testing.assert_allclose(formation.predict(far), formation.predict(s), atol=1e-5)
 
@@ -807,7 +807,7 @@ def _two_site_cif(symbol: str = "Cl", occupancy: str = "1", with_symbols: bool =
                          + [dict(symbol=x) for x in ("0", "1", "12", "-", "*", "e", "?x", "nan")]
                          + [dict(with_symbols=False, label=x) for x in ("?", ".", "0", "1Cl")])
 def test_every_site_pymatgen_would_drop_is_refused(kwargs):
-    assert build_graph(_two_site_cif()).num_atoms == 2  # the valid crystal has both atoms
+    assert build_graph(_two_site_cif()).total_atoms == 2  # the valid crystal has both atoms
     with pytest.raises(StructureError, match="site X2 has the|site \\? has the|site \\. has the|site 0 has the"
                                              "|site 1Cl has the|site X2 has occupancy"):
         build_graph(_two_site_cif(**kwargs))
@@ -1153,16 +1153,16 @@ def test_the_public_training_functions_check_their_data_and_options(formation, t
 
 def test_saving_pushing_exporting_and_embedding_edge_cases(formation, tmp_path, monkeypatch):
     from crystalzoo.errors import HubError
-    from crystalzoo.hub import _check_metrics, push_to_hub
+    from crystalzoo.hub import check_metrics, push_to_hub
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="the folder name is empty"):
         save_pretrained(formation, "")
     assert not (tmp_path / "config.json").exists()
-    assert _check_metrics({"val": {"mae": np.float32(0.5)}, "sizes": {"train": np.int64(5)}}, "m") == \
+    assert check_metrics({"val": {"mae": np.float32(0.5)}, "sizes": {"train": np.int64(5)}}, "m") == \
         {"val": {"mae": 0.5}, "sizes": {"train": 5}}
     with pytest.raises(ConfigError, match="must hold JSON values"):
-        _check_metrics({"val": {"mae": 0.1}, "notes": {1, 2}}, "m")
+        check_metrics({"val": {"mae": 0.1}, "notes": {1, 2}}, "m")
     with pytest.raises(ConfigError, match="private = 'no'"):
         push_to_hub(formation, "me/x", private="no")
     with pytest.raises(HubError, match="no 'hf-hub:' prefix"):

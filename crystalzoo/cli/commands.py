@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import ConfigError
 
 
-def _cmd_list(args) -> None:
+def cmd_list(args) -> None:
     from ..registry import get_backbone_info, list_backbones
 
     rows = [("name", "task", "target", "units", "train", "metric")]
@@ -43,7 +43,7 @@ def _registered_only(name: str, command: str) -> None:
                           "cached) when it is first loaded, e.g. by predict")
 
 
-def _cmd_info(args) -> None:
+def cmd_info(args) -> None:
     from dataclasses import asdict
 
     from ..registry import get_backbone_info
@@ -55,7 +55,7 @@ def _cmd_info(args) -> None:
     print(json.dumps(info, indent=2, default=str))
 
 
-def _cmd_download(args) -> None:
+def cmd_download(args) -> None:
     from ..registry import list_backbones, weights_file
 
     names = args.names or list_backbones()
@@ -72,7 +72,7 @@ def _cmd_download(args) -> None:
         print(f"{name}: {path} ({info.size:,} bytes, sha256 checked; {where})")
 
 
-def _cmd_predict(args) -> None:
+def cmd_predict(args) -> None:
     from ..data.dataset import dataset_path, read_dataset
     from ..models.factory import load_model
     from ..tables import check_table_path, write_frame
@@ -92,9 +92,9 @@ def _cmd_predict(args) -> None:
             raise ConfigError(f"--output {args.output} is {'inside ' if out not in inputs else ''}the data being "
                               "predicted: choose another file")
     model = load_model(args.model, device=args.device)
-    model._check_std(args.std, "--std")  # the model's own checks, before any graph is built
+    model.check_return_std(args.std, "--std")  # the model's own checks, before any graph is built
     if args.interval is not None:
-        model._check_interval(args.interval)
+        model.check_interval_coverage(args.interval)
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
                             **({"id_column": args.id_column} if args.id_column else {}))
@@ -115,7 +115,7 @@ def _cmd_predict(args) -> None:
         print(f"{args.output}: {len(frame)} crystals, columns {', '.join(frame.columns)}")
 
 
-def _cmd_embed(args) -> None:
+def cmd_embed(args) -> None:
     from ..data.dataset import dataset_path, read_dataset
     from ..embeddings import check_vector_path, write_table
     from ..models.factory import load_model
@@ -144,7 +144,7 @@ def _cmd_embed(args) -> None:
     print(f"{args.out}: {len(ids)} crystals × {vectors.shape[1]} values ({args.kind} vectors of {args.model})")
 
 
-def _cmd_finetune(args) -> None:
+def cmd_finetune(args) -> None:
     from ..training import check_not_backbone_folder, check_run_options, finetune
 
     backbone = None if args.backbone == "none" else args.backbone
@@ -199,7 +199,7 @@ def _family_of(backbone: str) -> dict | None:
     return {"name": config.get("architecture", "cgcnn"), **config["backbone"]}
 
 
-def _cmd_pretrain(args) -> None:
+def cmd_pretrain(args) -> None:
     from ..training import pretrain
 
     r = pretrain(args.data, args.targets, architecture=args.architecture, conv=args.conv, out_dir=args.out,
@@ -212,7 +212,7 @@ def _cmd_pretrain(args) -> None:
     print(f"\nbackbone in {args.out}: load_backbone({str(args.out)!r}, freeze=k)")
 
 
-def _cmd_push(args) -> None:
+def cmd_push(args) -> None:
     from ..hub import push_to_hub
     from ..models.factory import load_model
 
@@ -222,7 +222,7 @@ def _cmd_push(args) -> None:
     print(commit)
 
 
-def _cmd_export(args) -> None:
+def cmd_export(args) -> None:
     from ..export import INPUT_NAMES, check_out_path, export_onnx
     from ..models.factory import load_model
 

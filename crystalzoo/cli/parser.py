@@ -7,8 +7,8 @@ import argparse
 import dataclasses
 
 from ..errors import ConfigError
-from .commands import (_cmd_download, _cmd_embed, _cmd_export, _cmd_finetune, _cmd_info, _cmd_list, _cmd_predict,
-                       _cmd_pretrain, _cmd_push)
+from .commands import (cmd_download, cmd_embed, cmd_export, cmd_finetune, cmd_info, cmd_list, cmd_predict,
+                       cmd_pretrain, cmd_push)
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -93,17 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"crystalzoo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="registered backbones").set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="registered backbones").set_defaults(func=cmd_list)
 
     s = sub.add_parser("info", help="metadata of one backbone")
     s.add_argument("name", help="a registered name (crystalzoo list)")
     s.add_argument("--config", action="store_true", help="include the full architecture config (default: off)")
-    s.set_defaults(func=_cmd_info)
+    s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("download", help="fetch and verify weights into the Hugging Face cache (for offline use)")
     s.add_argument("names", nargs="*", help="registered names (default: all); each is verified, and fetched into "
                    "the Hugging Face cache unless it is bundled in the package")
-    s.set_defaults(func=_cmd_download)
+    s.set_defaults(func=cmd_download)
 
     s = sub.add_parser("predict", help="predict properties of structure files or of a data set")
     s.add_argument("--model", required=True, help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("files", nargs="*", help="structure files: CIF, POSCAR/CONTCAR/*.vasp, cssr, xsf, res, pymatgen "
                    "JSON/YAML, extended XYZ (.extxyz, the [ase] extra)")
-    s.set_defaults(func=_cmd_predict)
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("embed", help="write crystal vectors of a backbone as a table (CSV, NPZ or Parquet)")
     s.add_argument("--model", default="formation", help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("files", nargs="*", help="CIF files")
-    s.set_defaults(func=_cmd_embed)
+    s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("finetune", help="fine-tune a pretrained backbone on your data")
     s.add_argument("--backbone", default="formation", help="registered name, hf-hub:…, folder, or 'none' (from scratch)")
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="composition: add per-element reference values, fitted on the training split, to the "
                         "outputs, so that the network learns what the composition alone does not give (e.g. a total "
                         "energy; default: none; docs/pretraining.md)")
-    s.set_defaults(func=_cmd_finetune)
+    s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")
     s.add_argument("--data", required=True, help="JSON lines, CSV with a 'cif' column, a CGCNN folder, or bundled:NAME")
@@ -175,13 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="composition: add per-element reference values, fitted on the training split, to the "
                         "outputs, so that the network learns what the composition alone does not give (e.g. a total "
                         "energy; default: none; docs/pretraining.md)")
-    s.set_defaults(func=_cmd_pretrain)
+    s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("export", help="write a model as ONNX (needs crystalzoo[export])")
     s.add_argument("--model", required=True, help="a registered name, hf-hub:ORG/NAME[@REV], or a model folder")
     s.add_argument("--out", required=True, help="the .onnx file to write")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    s.set_defaults(func=_cmd_export)
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     s.add_argument("--model", required=True, help="model folder (or any loadable name)")
@@ -195,5 +195,5 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite-card", action="store_true",
                    help="replace the repo's README.md with the card made from the model (default: keep one that "
                         "is there)")
-    s.set_defaults(func=_cmd_push)
+    s.set_defaults(func=cmd_push)
     return p

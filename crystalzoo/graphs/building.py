@@ -95,7 +95,7 @@ def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETT
         >>> from pymatgen.core import Lattice, Structure
         >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
         >>> g = build_graph(cscl)  # per atom: 8 neighbours, then 6 own images sharing 4 places (one edge)
-        >>> g.num_edges, sorted(g.edge_weight[g.dst == 0].tolist())
+        >>> g.total_edges, sorted(g.edge_weight[g.dst == 0].tolist())
         (18, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
     """
     return build_graphs([structure], settings, progress=False, backend=backend)[0]

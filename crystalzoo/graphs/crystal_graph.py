@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 import torch
@@ -79,12 +80,28 @@ class CrystalGraph:
         return self.n_atoms.shape[0]
 
     @property
-    def num_atoms(self) -> int:
+    def total_atoms(self) -> int:
+        """Atoms of all the crystals together (``n_atoms`` holds each crystal's)."""
         return self.atom_fea.shape[0]
 
     @property
-    def num_edges(self) -> int:
+    def total_edges(self) -> int:
+        """Edges of all the crystals together (``n_edges`` holds each crystal's)."""
         return self.src.shape[0]
+
+    @property
+    def num_atoms(self) -> int:
+        """Deprecated (crystalzoo 0.2.0): :attr:`total_atoms` (``n_atoms`` is per crystal)."""
+        warnings.warn("CrystalGraph.num_atoms is deprecated: use total_atoms (n_atoms holds each crystal's)",
+                      DeprecationWarning, stacklevel=2)
+        return self.total_atoms
+
+    @property
+    def num_edges(self) -> int:
+        """Deprecated (crystalzoo 0.2.0): :attr:`total_edges` (``n_edges`` is per crystal)."""
+        warnings.warn("CrystalGraph.num_edges is deprecated: use total_edges (n_edges holds each crystal's)",
+                      DeprecationWarning, stacklevel=2)
+        return self.total_edges
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +109,7 @@ class CrystalGraph:
 
     def in_degrees(self) -> torch.Tensor:
         """(N,) number of edges into each atom."""
-        return torch.bincount(self.dst, minlength=self.num_atoms)
+        return torch.bincount(self.dst, minlength=self.total_atoms)
 
     def to(self, device: Any) -> "CrystalGraph":
         """The same graph with every tensor on ``device`` (a no-op where they are already)."""

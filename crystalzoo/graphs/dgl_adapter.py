@@ -60,7 +60,7 @@ def import_dgl():
 def to_dgl(g: Any) -> "dgl.DGLGraph":
     """A batched ``dgl.DGLGraph`` with the same atoms, edges (in the same order) and features."""
     dgl = import_dgl()
-    out = dgl.graph((g.src, g.dst), num_nodes=g.num_atoms, device=g.device)
+    out = dgl.graph((g.src, g.dst), num_nodes=g.total_atoms, device=g.device)
     out.ndata["atom_fea"] = g.atom_fea
     out.edata["bond_fea"] = g.bond_fea
     for name in ("z", "extended"):

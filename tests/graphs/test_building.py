@@ -16,14 +16,14 @@ from ..conftest import CIFS
 def test_features_and_neighbours_of_a_real_crystal(mp200_structures):
     s = mp200_structures[1]
     g = build_graph(s)
-    assert g.num_atoms == len(s) and g.n_crystals == 1
+    assert g.total_atoms == len(s) and g.n_crystals == 1
     assert g.atom_fea.shape == (len(s), 92)
-    assert g.bond_fea.shape == (g.num_edges, 41)
+    assert g.bond_fea.shape == (g.total_edges, 41)
     # rock salt (2-atom cell): 6 neighbours, then 12 images of one atom sharing the 6 places
     # left: one edge of weight 6
     assert torch.all(g.in_degrees() == 7)
-    weights = torch.zeros(g.num_atoms).index_add_(0, g.dst, g.edge_weight)
-    torch.testing.assert_close(weights, torch.full((g.num_atoms,), 12.0))
+    weights = torch.zeros(g.total_atoms).index_add_(0, g.dst, g.edge_weight)
+    torch.testing.assert_close(weights, torch.full((g.total_atoms,), 12.0))
     assert torch.all(g.dst[1:] >= g.dst[:-1])  # edges grouped by centre atom
     for i in range(len(s)):
         d = np.sort([n.nn_distance for n in s.get_neighbors(s[i], 8.0)])
@@ -66,14 +66,14 @@ def test_batch_building_matches_single(mp200_structures):
     for g, h in zip(graphs, single):
         assert torch.equal(g.distance, h.distance) and torch.equal(g.src, h.src)
     batched = collate(build_arrays(mp200_structures[:80], progress=False, n_jobs=2))
-    assert batched.n_crystals == 80 and batched.n_atoms.tolist() == [g.num_atoms for g in single]
+    assert batched.n_crystals == 80 and batched.n_atoms.tolist() == [g.total_atoms for g in single]
     # the batch is the crystals one after the other: atom and edge indices shifted by the atoms before
-    offsets = np.concatenate(([0], np.cumsum([g.num_atoms for g in single])[:-1]))
+    offsets = np.concatenate(([0], np.cumsum([g.total_atoms for g in single])[:-1]))
     assert torch.equal(batched.src, torch.cat([g.src + int(o) for g, o in zip(single, offsets)]))
     assert torch.equal(batched.dst, torch.cat([g.dst + int(o) for g, o in zip(single, offsets)]))
     assert torch.equal(batched.bond_fea, torch.cat([g.bond_fea for g in single]))
     assert torch.equal(batched.crystal, torch.repeat_interleave(torch.arange(80), batched.n_atoms))
-    assert batched.n_edges.tolist() == [g.num_edges for g in single]
+    assert batched.n_edges.tolist() == [g.total_edges for g in single]
 
 
 def test_tied_neighbours_are_all_kept_with_equal_weights(mp200_structures, mp200):
@@ -114,7 +114,7 @@ def test_isolated_atom_gets_nearest_neighbours_beyond_radius():
     (here its own periodic images), flagged as extended, never dropped or padded."""
     s = Structure(Lattice.tetragonal(9.0, 12.0), ["Ar"], [[0, 0, 0]])
     g = build_graph(s)
-    assert g.num_edges == 4  # four images at 9 Å; the two at 12 Å are further
+    assert g.total_edges == 4  # four images at 9 Å; the two at 12 Å are further
     assert torch.allclose(g.distance, torch.full((4,), 9.0))
     assert g.extended.tolist() == [True]
 

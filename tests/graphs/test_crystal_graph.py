@@ -31,18 +31,18 @@ def test_segment_sum_softmax_and_mean_against_loops(batch):
 
     batch = dataclasses.replace(batch, edge_weight=None)  # the weights: test_edge_weights_count_messages
     torch.manual_seed(0)
-    m = torch.randn(batch.num_edges, 3)
+    m = torch.randn(batch.total_edges, 3)
     s = sum_into_atoms(batch, m)
-    for i in (0, 7, batch.num_atoms - 1):
+    for i in (0, 7, batch.total_atoms - 1):
         torch.testing.assert_close(s[i], m[batch.dst == i].sum(0))
     # softmax over each atom's edges, stable for scores that would overflow exp()
-    scores = torch.randn(batch.num_edges, 2, 1) * 50 + 500
+    scores = torch.randn(batch.total_edges, 2, 1) * 50 + 500
     p = softmax_over_edges(batch, scores)
     assert torch.isfinite(p).all()
     for i in (0, 11):
         torch.testing.assert_close(p[batch.dst == i], torch.softmax(scores[batch.dst == i], dim=0))
-    torch.testing.assert_close(sum_into_atoms(batch, p), torch.ones(batch.num_atoms, 2, 1))
-    h = torch.randn(batch.num_atoms, 4)
+    torch.testing.assert_close(sum_into_atoms(batch, p), torch.ones(batch.total_atoms, 2, 1))
+    h = torch.randn(batch.total_atoms, 4)
     mean = mean_per_crystal(batch, h)
     for c in (0, 39):
         torch.testing.assert_close(mean[c], h[batch.crystal == c].mean(0))
@@ -56,13 +56,13 @@ def test_edge_weights_count_messages(name, cif_paths):
     import dataclasses
 
     g = build_graph(cif_paths[0])
-    w = g.edge_weight if g.edge_weight is not None else torch.ones(g.num_edges)
+    w = g.edge_weight if g.edge_weight is not None else torch.ones(g.total_edges)
     model = load_model(name)
-    keep = torch.ones(g.num_edges, dtype=torch.bool)
+    keep = torch.ones(g.total_edges, dtype=torch.bool)
     keep[::5] = False
     removed = CrystalGraph(atom_fea=g.atom_fea, bond_fea=g.bond_fea[keep], src=g.src[keep], dst=g.dst[keep],
                            crystal=g.crystal, n_atoms=g.n_atoms, edge_weight=w[keep])
-    twice = torch.arange(g.num_edges).repeat_interleave(2)  # keeps edges grouped by centre atom
+    twice = torch.arange(g.total_edges).repeat_interleave(2)  # keeps edges grouped by centre atom
     doubled = CrystalGraph(atom_fea=g.atom_fea, bond_fea=g.bond_fea[twice], src=g.src[twice], dst=g.dst[twice],
                            crystal=g.crystal, n_atoms=g.n_atoms, edge_weight=w[twice] / 2)
     with torch.no_grad():

@@ -22,7 +22,7 @@ def batch(mp200_structures):
 
 def test_dgl_graph_has_the_data_names_and_edge_order(batch, cif_paths):
     g = batch.to_dgl()
-    assert g.batch_size == 64 and g.num_nodes() == batch.num_atoms and g.num_edges() == batch.num_edges
+    assert g.batch_size == 64 and g.num_nodes() == batch.total_atoms and g.num_edges() == batch.total_edges
     src, dst = g.edges()
     assert torch.equal(src, batch.src) and torch.equal(dst, batch.dst)
     assert batch.edge_weight is not None  # some of these crystals have split shells

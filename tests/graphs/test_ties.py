@@ -120,7 +120,7 @@ def test_weighted_batchnorm_in_training(name, cif_paths):
     twice with weight 1/2 gives the same outputs and running statistics as each edge once."""
     g = build_graph(cif_paths[0])
     assert g.edge_weight is not None  # it has split shells of its own
-    twice = torch.arange(g.num_edges).repeat_interleave(2)
+    twice = torch.arange(g.total_edges).repeat_interleave(2)
     doubled = CrystalGraph(atom_fea=g.atom_fea, bond_fea=g.bond_fea[twice], src=g.src[twice], dst=g.dst[twice],
                            crystal=g.crystal, n_atoms=g.n_atoms, edge_weight=g.edge_weight[twice] / 2)
     once = load_model(name).backbone.train()
@@ -138,7 +138,7 @@ def test_weights_survive_the_cache_and_batching(tie_crystals, tmp_path):
     for a, b in zip(first.graphs, again.graphs):
         assert np.array_equal(a.weight, b.weight)
     g = collate(first.graphs)
-    assert g.edge_weight is not None and g.edge_weight.shape == (g.num_edges,)
+    assert g.edge_weight is not None and g.edge_weight.shape == (g.total_edges,)
     assert torch.equal(g.edge_weight, torch.from_numpy(np.concatenate([a.weight for a in first.graphs])))
 
 

@@ -50,7 +50,7 @@ class MeanGNN(nn.Module):
         g = as_crystal_graph(g)
         if h is None:
             h = nn.functional.softplus(self.embedding(g.atom_fea))
-        ones = torch.ones(g.num_edges, 1)
+        ones = torch.ones(g.total_edges, 1)
         degree = sum_into_atoms(g, ones).clamp(min=1)  # edge weights counted
         for step in self.convs[start:upto]:
             messages = step.fc(torch.cat([h[g.dst], h[g.src], g.bond_fea], dim=1))

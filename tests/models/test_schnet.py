@@ -134,3 +134,18 @@ def test_pretrain_takes_the_family_and_refuses_options_it_does_not_have():
         pretrain(data, ["band_gap"], architecture="schnet", conv="attention", epochs=1, progress=False)
     with pytest.raises(ConfigError, match="unknown architecture 'schnett'; registered: \\['cgcnn', 'schnet'"):
         pretrain(data, ["band_gap"], architecture="schnett", epochs=1, progress=False)
+
+
+def test_make_model_says_which_atom_features_the_family_reads():
+    from crystalzoo import make_model
+
+    data = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=20, progress=False)
+    with pytest.raises(ConfigError, match="a schnet backbone reads the atom features 'one-hot-100', the data set's "
+                                          "graphs carry 'cgcnn-92': pass dataset.with_atom_features"):
+        make_model(None, data, architecture="schnet")
+    model = make_model(None, data.with_atom_features("one-hot-100"), architecture="schnet", seed=3)
+    assert isinstance(model.backbone, SchNetBackbone) and model.meta["backbone"] == "none"
+    again = make_model(None, data.with_atom_features("one-hot-100"), architecture="schnet", seed=3)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)  # seeded: the same initial weights
+

@@ -17,7 +17,7 @@ from crystalzoo import TrainConfig, make_model, train_model
 def main() -> None:
     out, batch, freeze = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     torch.set_num_threads(1)
-    ds = CrystalDataset.from_jsonl(Path(__file__).parent / "data" / "mp200.jsonl.gz", targets=["band_gap"],
+    ds = CrystalDataset.from_jsonl(Path(__file__).parents[1] / "data" / "mp200.jsonl.gz", targets=["band_gap"],
                                    progress=False, cache_dir=False, limit=120)
     train, val, _ = ds.split(80, 40, 0, seed=0)
     model = make_model("formation", train, freeze=None if freeze == "none" else int(freeze), seed=0)
