@@ -55,7 +55,7 @@ TUNING = {
 DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "l2sp_alpha": 0.01, "loss": "mse"}
 
 
-def _pool(path: Path, size: int, seed: int) -> list[dict]:
+def pool_of(path: Path, size: int, seed: int) -> list[dict]:
     with gzip.open(path, "rt") as f:
         rows = [json.loads(line) for line in f]
     rows = [r for r in rows if r.get("band_gap") is not None]
@@ -69,7 +69,7 @@ def add_pool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", type=int, default=10000, help="crystals sampled (seed 1234) to draw the splits from")
 
 
-def _configs(backbones: list[str], recipe_backbone: str | None, tune: bool = False):
+def run_configs(backbones: list[str], recipe_backbone: str | None, tune: bool = False):
     """(backbone, frozen convolutions, re-initialised, recipe, options): the paper's grid
     (recipe None: the freeze recipe with k frozen), then every recipe on ``recipe_backbone``;
     with ``tune``, the settings of :data:`TUNING` instead (options: training options that
@@ -98,7 +98,7 @@ def _value(value) -> str:
     return value if isinstance(value, str) else f"{value:g}"
 
 
-def _key(cfg, seed) -> str:
+def run_key(cfg, seed) -> str:
     b, k, reinit, recipe, options = cfg
     tail = "".join(f"|{name}={_value(value)}" for name, value in options)  # none: the untuned run's key
     if recipe is not None:
@@ -106,7 +106,7 @@ def _key(cfg, seed) -> str:
     return f"{b}|{k}|{'reinit' if reinit else 'keep'}{tail}|{seed}"
 
 
-def _weights(backbone: str) -> str | None:
+def weights_of(backbone: str) -> str | None:
     """The first 12 hex digits of the sha256 of ``backbone``'s weights, resolved as the loader
     resolves the name (a folder, a registered name): a run of other weights under the same
     name is stale. None for the baseline and a Hub model (not checked); "missing" for a name
@@ -125,7 +125,7 @@ def _weights(backbone: str) -> str | None:
     return get_backbone_info(backbone).sha256[:12] if backbone in list_backbones() else "missing"
 
 
-def _read_runs(runs_file: Path) -> tuple[dict[str, dict], dict[str, int]]:
+def read_runs(runs_file: Path) -> tuple[dict[str, dict], dict[str, int]]:
     """The runs of ``runs_file`` by key, and the number of stale runs per backbone: runs of
     weights that have changed since (a backbone registered again under its name) or no longer
     exist, which are left out (and run again)."""
@@ -140,7 +140,7 @@ def _read_runs(runs_file: Path) -> tuple[dict[str, dict], dict[str, int]]:
             raise
         b = r["backbone"]
         if b not in current:
-            current[b] = _weights(b)
+            current[b] = weights_of(b)
         if r.get("weights") != current[b]:
             stale[b] = stale.get(b, 0) + 1
             continue
@@ -173,7 +173,7 @@ def run(args) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.jsonl"
-    done, stale = _read_runs(runs_file)
+    done, stale = read_runs(runs_file)
     for b, n in stale.items():
         print(f"{n} runs of {b} in {runs_file} used weights that have changed since (or are gone): left out, and run "
               "again", flush=True)
@@ -181,24 +181,24 @@ def run(args) -> Path:
     if args.quick:
         ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=300, progress=False)
     else:
-        rows = _pool(Path(args.data), args.pool, seed=1234)
+        rows = pool_of(Path(args.data), args.pool, seed=1234)
         ds = CrystalDataset.from_dataframe(
             __import__("pandas").DataFrame(rows), targets=["band_gap"], id_column="mp_id", progress=True)
     backbones = [b for b in CANDIDATES if b in list_backbones()] if not args.backbones else args.backbones
-    configs = list(_configs(backbones, args.recipe_backbone, args.tune))
+    configs = list(run_configs(backbones, args.recipe_backbone, args.tune))
     if args.reverse:  # a second process on the same seeds starts from the other end
         configs = configs[::-1]
     total = len(configs) * len(args.seeds)
     print(f"{len(ds)} crystals in the pool; {len(configs)} configurations × {len(args.seeds)} seeds = {total} runs; "
-          f"{sum(_key(c, s) in done for c in configs for s in args.seeds)} already done", flush=True)
+          f"{sum(run_key(c, s) in done for c in configs for s in args.seeds)} already done", flush=True)
     for seed in args.seeds:
         train, val, test = ds.split(args.sizes[0], args.sizes[1], args.sizes[2], seed=seed)
         for cfg in configs:
-            key = _key(cfg, seed)
-            if key in _read_runs(runs_file)[0]:  # this process's runs, and another's sharing the file
+            key = run_key(cfg, seed)
+            if key in read_runs(runs_file)[0]:  # this process's runs, and another's sharing the file
                 continue
             b, k, reinit, recipe, options = cfg
-            weights = _weights(b)  # of the weights this run trains from, before it starts
+            weights = weights_of(b)  # of the weights this run trains from, before it starts
             t0 = time.perf_counter()
             if recipe == "boosting":
                 scores = _boosting(b, train, val, test, seed)
@@ -217,8 +217,8 @@ def run(args) -> Path:
             with open(runs_file, "a") as f:  # one short append per run: safe with parallel processes
                 f.write(json.dumps(r) + "\n")
             done[key] = r
-            print(f"[{sum(_key(c, s) in done for c in configs for s in args.seeds)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
-    done, stale = _read_runs(runs_file)  # with what parallel processes finished, without what became stale
+            print(f"[{sum(run_key(c, s) in done for c in configs for s in args.seeds)}/{total}] {key}: test MAE {r['test_mae']:.4f} eV ({r['seconds']:.0f} s)", flush=True)
+    done, stale = read_runs(runs_file)  # with what parallel processes finished, without what became stale
     return report(out, done, args, stale)
 
 
@@ -282,7 +282,7 @@ def report(out: Path, done: dict, args, stale: dict[str, int] | None = None) -> 
     lines += _table3(groups)
     lines += _recipes_table(by_recipe, base, args.epochs)
     for tuned in sorted({r["backbone"] for r in runs if r.get("options") and r.get("recipe")}):
-        lines += _tuning_table(runs, tuned)  # the backbone(s) whose recipe was tuned, whatever --recipe-backbone
+        lines += tuning_table(runs, tuned)  # the backbone(s) whose recipe was tuned, whatever --recipe-backbone
     lines += ["![test MAE by backbone and frozen layers](transfer_band_gap.png)", ""]
     md = out / "transfer_band_gap.md"
     md.write_text("\n".join(lines))
@@ -325,7 +325,7 @@ def _recipes_table(by_recipe: dict, base: dict, epochs: int) -> list[str]:
     return lines + [""]
 
 
-def _tuning_table(runs: list[dict], recipe_backbone: str) -> list[str]:
+def tuning_table(runs: list[dict], recipe_backbone: str) -> list[str]:
     """Each setting of :data:`TUNING` (mean validation and test MAE over seeds), the one each
     method keeps (lowest mean validation MAE), and the kept l2sp against the kept scratch.
     Nothing until every setting of both methods has run on the same seeds: with fewer, the

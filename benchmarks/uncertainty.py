@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from _goal import finish
-from transfer_band_gap import _pool, add_pool_arguments
+from transfer_band_gap import pool_of, add_pool_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
@@ -196,7 +196,7 @@ def main() -> int:
     else:
         import pandas as pd
 
-        ds = CrystalDataset.from_dataframe(pd.DataFrame(_pool(Path(args.data), args.pool, seed=1234)),
+        ds = CrystalDataset.from_dataframe(pd.DataFrame(pool_of(Path(args.data), args.pool, seed=1234)),
                                            targets=["band_gap"], id_column="mp_id", progress=True)
     runs_file = out / "uncertainty_runs.jsonl"
     from crystalzoo import finetune

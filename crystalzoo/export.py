@@ -2,7 +2,7 @@
 runtimes). Needs the ``[export]`` extra: ``pip install "crystalzoo[export]"`` (onnx,
 onnxscript, onnxruntime) and torch >= 2.5.
 
-The exported graph takes the tensors of a :class:`~crystalzoo.crystal_graph.CrystalGraph`
+The exported graph takes the tensors of a :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph`
 (:data:`INPUT_NAMES`, edge weights included; :func:`onnx_inputs` makes them from a graph) for any number of
 crystals, atoms and edges, and returns the predictions in the target's units, as
 ``model.predict`` does (class probabilities for a classifier).

@@ -1,5 +1,5 @@
 """A scikit-learn transformer that turns crystals into the vectors of a pretrained backbone
-(``pip install "crystalzoo[sklearn]"``): frozen CGCNN descriptors plus a small model of your
+(``pip install "crystalzoo[sklearn]"``): frozen crystal-graph descriptors (of any backbone) plus a small model of your
 own, inside a ``Pipeline``, tuned with ``GridSearchCV``.
 
 Example::

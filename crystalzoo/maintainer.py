@@ -33,6 +33,12 @@ def write_manifest(manifest: dict[str, Any]) -> None:
     atomic_write(_manifest.manifest_path(), lambda tmp: Path(tmp).write_text(text))
 
 
+def family_of(config: dict[str, Any]) -> str:
+    """The backbone family of a model config (configs before families were named: ``cgcnn``); it
+    names the bundled weights file and the Hub repo (``cgcnn-formation``, ``schnet-…``)."""
+    return str(config.get("architecture", "cgcnn"))
+
+
 def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path, *, bundled: bool,
                  repo_id: str | None = None, revision: str | None = None, **info: Any) -> dict[str, Any]:
     """Add or refresh the entry ``name`` for ``model`` whose weights are in ``weights_file``
@@ -58,7 +64,7 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
             "bundled": bundled,
         },
         "hub": {
-            "repo_id": repo_id or old.get("hub", {}).get("repo_id") or f"{DEFAULT_HUB_ORG}/cgcnn-{name}",
+            "repo_id": repo_id or old.get("hub", {}).get("repo_id") or f"{DEFAULT_HUB_ORG}/{family_of(config)}-{name}",
             "revision": revision if revision is not None else old_hub.get("revision"),
         },
     }
@@ -172,7 +178,7 @@ def register_weights(name: str, folder: str | Path, *, description: str, trainin
         if len(units) != len(model.targets):
             raise ConfigError(f"{len(model.targets)} targets {model.targets} but {len(units)} units")
         model.head.units = list(units)
-    target = bundled_path(f"cgcnn-{name}.safetensors")
+    target = bundled_path(f"{family_of(model.to_config())}-{name}.safetensors")
     shutil.copyfile(Path(folder) / "model.safetensors", target)
     manifest = read_manifest()
     entry = update_entry(manifest, name, model, target, bundled=True, description=description,
@@ -207,12 +213,13 @@ def rename_registered(old: str, new: str, description: str | None = None) -> dic
     if old not in entries or new in entries:
         raise ConfigError(f"cannot rename {old!r} to {new!r}: registered are {sorted(entries)}")
     entry = entries[old]
-    filename = f"cgcnn-{new}.safetensors"
+    family = family_of(entry["config"])
+    filename = f"{family}-{new}.safetensors"
     if entry["file"]["bundled"]:
         shutil.move(bundled_path(entry["file"]["filename"]), bundled_path(filename))
     entry["file"]["filename"] = filename
     if entry["hub"].get("revision") is None:
-        entry["hub"]["repo_id"] = f"{DEFAULT_HUB_ORG}/cgcnn-{new}"
+        entry["hub"]["repo_id"] = f"{DEFAULT_HUB_ORG}/{family}-{new}"
     if description is not None:
         entry["description"] = description
     manifest["weights"] = {new if k == old else k: v for k, v in entries.items()}

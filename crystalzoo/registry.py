@@ -1,5 +1,5 @@
 """Registered backbones: names → verified weights and configs (models are built from them by
-:mod:`crystalzoo.loading`: ``load_model``, ``load_backbone``).
+:mod:`crystalzoo.models.factory`: ``load_model``, ``load_backbone``).
 
 Every source of weights goes through one path (:func:`resolve`): a registered name (its
 file bundled in the package, else from the Hugging Face Hub at the pinned revision, its

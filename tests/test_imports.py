@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "crystalzoo"
 MAX_LINES = 400
 #: the module paths of crystalzoo 0.1 kept as thin re-exports for one release (CHANGELOG.md)
@@ -151,3 +153,25 @@ def test_the_deprecated_paths_still_give_the_same_objects():
         importlib.reload(old_loading)
     assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == [
         "crystalzoo.loading is deprecated: import from crystalzoo.models.factory (crystalzoo 0.2.0 moved it)"]
+
+
+def test_the_library_uses_none_of_its_deprecated_names(tmp_path):
+    """Predicting, embedding, fine-tuning, saving and loading raise none of crystalzoo's own
+    deprecation warnings (``config()``, ``num_atoms``, the 0.1 module paths): those are for users."""
+    import warnings
+
+    from crystalzoo import example_structures, finetune, load_model
+
+    ours = r"(crystalzoo\.\w+|model\.config\(\)|head\.config\(\)|CrystalGraph\.\w+) is deprecated"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=ours, category=DeprecationWarning)
+        model = load_model("formation")
+        model.predict(example_structures())
+        model.embed(example_structures(), kind="pooled")
+        model.predict_frame(example_structures())
+        r = finetune("bundled:mp-band-gap", "band_gap", backbone="formation", freeze=2, train_size=40, val_size=20,
+                     test_size=20, epochs=1, progress=False, out_dir=tmp_path / "run")
+        load_model(str(tmp_path / "run")).predict(example_structures())
+        assert r.model.to_config()["head"]["targets"] == ["band_gap"]
+    with pytest.warns(DeprecationWarning, match="model.config\\(\\) is deprecated: use model.to_config\\(\\)"):
+        assert model.config() == model.to_config()

@@ -709,7 +709,7 @@ def test_one_target_name_is_one_target_not_its_letters(tmp_path):
     assert r.model.targets == ["band_gap"] and r.model.head.units == ["eV"]
     with pytest.raises(ConfigError, match="transforms = \\['log2'\\]"):
         CrystalDataset.from_structures(CIFS[:1], [1.0], transforms=["log2"], cache_dir=False, progress=False)
-    with pytest.raises(ConfigError, match="unknown backbone settings \\['n_convs'\\]"):
+    with pytest.raises(ConfigError, match="unknown architecture settings \\['n_convs'\\]"):
         pretrain(DATA / "mp200.jsonl.gz", ["band_gap"], architecture={"n_convs": 3}, epochs=1, progress=False)
 
 

@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from crystalzoo import CrystalModel, RegressionHead, build_graph, load_backbone,
 from crystalzoo.errors import CrystalZooError, StructureError, WriteError
 
 from .conftest import CIFS, DATA
+from .helpers import tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,24 +195,10 @@ def test_fuzzed_cifs_never_raise_anything_unexpected(tmp_path):
 # ---------------------------------------------------------------------------- faults
 
 
-@contextmanager
-def _tmpfs(path: Path, size: str = "64k", read_only: bool = False):
-    """A real small (or read-only) filesystem at ``path``; skips where mounting is not allowed."""
-    path.mkdir(parents=True, exist_ok=True)
-    opts = f"size={size}" + (",ro" if read_only else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def test_full_disk_while_writing_the_graph_cache(tmp_path, caplog):
     from crystalzoo.data import CrystalDataset
 
-    with _tmpfs(tmp_path / "full", "16k") as cache:
+    with tmpfs(tmp_path / "full", "16k") as cache:
         ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=100, progress=False,
                                        cache_dir=cache)
         assert len(ds) == 100  # the data set is still built
@@ -224,7 +210,7 @@ def test_full_disk_while_writing_the_graph_cache(tmp_path, caplog):
 def test_read_only_cache_folder(tmp_path, caplog):
     from crystalzoo.data import CrystalDataset
 
-    with _tmpfs(tmp_path / "ro", read_only=True) as cache:
+    with tmpfs(tmp_path / "ro", read_only=True) as cache:
         ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=20, progress=False,
                                        cache_dir=cache)
         assert len(ds) == 20
@@ -234,7 +220,7 @@ def test_read_only_cache_folder(tmp_path, caplog):
 def test_full_disk_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path):
     from crystalzoo.files import atomic_write
 
-    with _tmpfs(tmp_path / "small", "64k") as folder:
+    with tmpfs(tmp_path / "small", "64k") as folder:
         target = folder / "checkpoint.pt"
         atomic_write(target, lambda tmp: torch.save({"epoch": 1}, tmp))
         with pytest.raises(WriteError, match="Is the disk full"):

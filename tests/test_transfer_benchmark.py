@@ -7,13 +7,13 @@ from benchmarks import transfer_band_gap as tb
 
 
 def test_tuning_runs_have_unique_keys_that_name_their_setting():
-    configs = list(tb._configs([], "formation", tune=True))
-    keys = [tb._key(c, 0) for c in configs]
+    configs = list(tb.run_configs([], "formation", tune=True))
+    keys = [tb.run_key(c, 0) for c in configs]
     assert len(set(keys)) == len(keys) == sum(len(s) for s in tb.TUNING.values())
     assert "baseline|None|keep|loss=l1|0" in keys and "formation|None|recipe=l2sp|loss=l1|0" in keys
     assert "baseline|None|keep|lr=0.003|weight_decay=0.0001|0" in keys
     # the default settings are the untuned runs: their key has no option, as in the main grid
-    assert "baseline|None|keep|0" in keys and tb._key(("baseline", None, False, None, ()), 0) == "baseline|None|keep|0"
+    assert "baseline|None|keep|0" in keys and tb.run_key(("baseline", None, False, None, ()), 0) == "baseline|None|keep|0"
     assert len({len(s) for s in tb.TUNING.values()}) == 1  # the same budget for each method
 
 
@@ -23,17 +23,17 @@ def test_a_run_of_weights_that_changed_since_is_stale(tmp_path):
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"first weights")
     runs = tmp_path / "runs.jsonl"
-    rows = [{"key": f"{folder}|1|keep|0", "backbone": str(folder), "weights": tb._weights(str(folder))},
+    rows = [{"key": f"{folder}|1|keep|0", "backbone": str(folder), "weights": tb.weights_of(str(folder))},
             {"key": "baseline|None|keep|0", "backbone": "baseline", "weights": None}]
     runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    done, stale = tb._read_runs(runs)
+    done, stale = tb.read_runs(runs)
     assert set(done) == {r["key"] for r in rows} and stale == {}
 
     (folder / "model.safetensors").write_bytes(b"other weights")  # trained again under the same name
-    done, stale = tb._read_runs(runs)
+    done, stale = tb.read_runs(runs)
     assert set(done) == {"baseline|None|keep|0"} and stale == {str(folder): 1}
     (folder / "model.safetensors").unlink()
-    assert tb._read_runs(runs)[1] == {str(folder): 1} and tb._weights(str(folder)) == "missing"
+    assert tb.read_runs(runs)[1] == {str(folder): 1} and tb.weights_of(str(folder)) == "missing"
 
 
 def test_tuning_table_keeps_each_methods_lowest_validation_setting():
@@ -49,7 +49,7 @@ def test_tuning_table_keeps_each_methods_lowest_validation_setting():
                              "val_mae": 0.6 + 0.01 * abs(j - best),
                              "test_mae": (0.62 if method == "l2sp" else 0.7) + 0.01 * (j != 0) * (1 + (j == best))
                              + (0.002 if method == "l2sp" else 0.001) * seed})
-    lines = tb._tuning_table(runs, "formation")
+    lines = tb.tuning_table(runs, "formation")
     text = "\n".join(lines)
     assert "Each method tries 5 settings" in text
     kept = [line for line in lines if line.endswith("| yes |")]
@@ -59,5 +59,5 @@ def test_tuning_table_keeps_each_methods_lowest_validation_setting():
 
     # a method with a setting missing: no table (its budget would be smaller than the other's)
     short = [r for r in runs if r.get("options") != {"loss": "l1"} or r["backbone"] == "baseline"]
-    assert tb._tuning_table(short, "formation") == []
-    assert tb._tuning_table(runs, "combined") == []  # no tuning runs of that backbone
+    assert tb.tuning_table(short, "formation") == []
+    assert tb.tuning_table(runs, "combined") == []  # no tuning runs of that backbone

@@ -59,7 +59,7 @@ def split_size(text: str) -> float | int:
 
 def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
     """Options shared by ``finetune`` and ``pretrain``: splits, then one option per
-    :class:`~crystalzoo.train_config.TrainConfig` setting (its default and help), then output."""
+    :class:`~crystalzoo.training.config.TrainConfig` setting (its default and help), then output."""
     from ..training.config import TrainConfig
 
     s.add_argument("--train-size", type=split_size, default=0.8,

@@ -36,7 +36,7 @@ def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
 
 
 def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SETTINGS) -> CrystalGraph:
-    """One batched :class:`~crystalzoo.crystal_graph.CrystalGraph` (atom and bond features
+    """One batched :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph` (atom and bond features
     included) from the compact graphs of several crystals.
 
     Example::
@@ -87,7 +87,7 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
 
 def build_graph(structure: StructureLike, settings: GraphSettings = DEFAULT_SETTINGS, backend: str = "torch"):
     """The CGCNN graph of one crystal (a pymatgen ``Structure``, a CIF path or CIF text): a
-    :class:`~crystalzoo.crystal_graph.CrystalGraph`, or with ``backend="dgl"`` a
+    :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph`, or with ``backend="dgl"`` a
     ``dgl.DGLGraph`` (the ``[dgl]`` extra).
 
     Example::

@@ -12,7 +12,7 @@ Example::
     >>> from crystalzoo import build_graph
     >>> from crystalzoo import example_structures
     >>> g = build_graph(example_structures()[0])
-    >>> g.n_crystals, g.num_atoms, g.num_edges, tuple(g.bond_fea.shape)
+    >>> g.n_crystals, g.total_atoms, g.total_edges, tuple(g.bond_fea.shape)
     (1, 8, 72, (72, 41))
 """
 
@@ -170,7 +170,7 @@ def add_centre(g: CrystalGraph, per_edge: torch.Tensor, centre: torch.Tensor) ->
     """``per_edge`` (E, F) plus, on each edge, the row of ``centre`` (N, F) of its centre atom:
     per_edge[e] + centre[dst[e]] (in place where autograd allows)."""
     if g.degree is not None and not _needs_grad(per_edge, centre):
-        per_edge.view(g.num_atoms, g.degree, -1).add_(centre.unsqueeze(1))
+        per_edge.view(g.total_atoms, g.degree, -1).add_(centre.unsqueeze(1))
         return per_edge
     return per_edge.add_(centre.index_select(0, g.dst))
 
@@ -193,8 +193,8 @@ def sum_into_atoms(g: CrystalGraph, messages: torch.Tensor, weighted: bool = Tru
     if weighted and g.edge_weight is not None:
         messages = messages * _per_edge(g, messages)
     if g.degree is not None and not _needs_grad(messages):
-        return messages.view(g.num_atoms, g.degree, *messages.shape[1:]).sum(1)
-    out = messages.new_zeros((g.num_atoms, *messages.shape[1:]))
+        return messages.view(g.total_atoms, g.degree, *messages.shape[1:]).sum(1)
+    out = messages.new_zeros((g.total_atoms, *messages.shape[1:]))
     return out.index_add_(0, g.dst, messages)
 
 
@@ -204,7 +204,7 @@ def softmax_over_edges(g: CrystalGraph, scores: torch.Tensor) -> torch.Tensor:
     in the ratio), so large scores do not overflow."""
     with torch.no_grad():
         index = g.dst.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
-        top = scores.new_full((g.num_atoms, *scores.shape[1:]), float("-inf"))
+        top = scores.new_full((g.total_atoms, *scores.shape[1:]), float("-inf"))
         top = top.scatter_reduce(0, index, scores, "amax", include_self=True)
     e = torch.exp(scores - top.index_select(0, g.dst))
     if g.edge_weight is not None:

@@ -1,4 +1,4 @@
-"""DGL interoperability (the ``[dgl]`` extra): :class:`~crystalzoo.crystal_graph.CrystalGraph`
+"""DGL interoperability (the ``[dgl]`` extra): :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph`
 ↔ ``dgl.DGLGraph``. The only module of crystalzoo that imports ``dgl``.
 
 DGL's last release (2.1.0) runs only with torch 2.0–2.2.1 and numpy < 2, so it is an extra:
@@ -76,9 +76,9 @@ def to_dgl(g: Any) -> "dgl.DGLGraph":
 
 
 def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
-    """The fields of a :class:`~crystalzoo.crystal_graph.CrystalGraph` (all but ``degree``)
+    """The fields of a :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph` (all but ``degree``)
     from a DGL graph with crystalzoo's node and edge data, edges in the same order; turned into
-    one by :func:`crystalzoo.crystal_graph.as_crystal_graph`."""
+    one by :func:`crystalzoo.graphs.crystal_graph.as_crystal_graph`."""
     missing = [k for k in ("atom_fea",) if k not in g.ndata] + [k for k in ("bond_fea",) if k not in g.edata]
     if missing:
         raise GraphSettingsMismatchError(

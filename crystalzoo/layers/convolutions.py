@@ -24,10 +24,10 @@ class GatedConv(nn.Module):
     the original checkpoints load as they are.
     """
 
-    def __init__(self, atom_fea_len: int, n_bond_features: int):
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int):
         super().__init__()
         self.atom_fea_len = atom_fea_len
-        self.fc_full = nn.Linear(2 * atom_fea_len + n_bond_features, 2 * atom_fea_len)
+        self.fc_full = nn.Linear(2 * atom_fea_len + nbr_fea_len, 2 * atom_fea_len)
         self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
@@ -62,10 +62,10 @@ class AttentionConv(nn.Module):
     convolution's (no filter half of ``fc_full``).
     """
 
-    def __init__(self, atom_fea_len: int, n_bond_features: int, heads: int = 4):
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int, heads: int = 4):
         super().__init__()
         self.atom_fea_len, self.heads = atom_fea_len, heads
-        self.fc_core = nn.Linear(2 * atom_fea_len + n_bond_features, atom_fea_len)
+        self.fc_core = nn.Linear(2 * atom_fea_len + nbr_fea_len, atom_fea_len)
         self.fc_heads = nn.Linear(atom_fea_len, atom_fea_len)
         self.bn1 = nn.BatchNorm1d(atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)

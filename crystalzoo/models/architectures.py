@@ -35,6 +35,9 @@ class Backbone(Protocol):
     (:class:`~crystalzoo.errors.ConfigError`) before it allocates anything, and
     ``from_config({}, settings)`` is the family's default shape.
 
+    ``check_options(options)`` (a class method) checks the options of a new backbone before its
+    graph settings are known, so that a run refuses them before it reads any data.
+
     A family also declares, as class attributes, the atom features its graphs carry
     (``atom_feature_set``, a name of :data:`crystalzoo.graphs.settings.ATOM_FEATURES`) and the
     words that name it on a model card (``description``, e.g. "A CGCNN crystal graph network")
@@ -87,6 +90,8 @@ def register_architecture(name: str):
         cls.atom_feature_set = getattr(cls, "atom_feature_set", "cgcnn-92")
         cls.description = getattr(cls, "description", f"A crystal graph network of the family {name!r}")
         cls.citation = getattr(cls, "citation", "")
+        if not hasattr(cls, "check_options"):  # checked by from_config once the graph settings are known
+            cls.check_options = classmethod(lambda c, options: None)
         ARCHITECTURES[name] = cls
         return cls
 

@@ -83,7 +83,7 @@ class BackboneConfig:
 class CGCNNBackbone(nn.Module):
     """Graph → crystal feature vector (``config.h_fea_len`` values).
 
-    Takes a :class:`~crystalzoo.crystal_graph.CrystalGraph` (or a ``dgl.DGLGraph`` made by
+    Takes a :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph` (or a ``dgl.DGLGraph`` made by
     crystalzoo, with the same result). ``frozen_layers`` counts how many of [embedding,
     conv 1, …, conv n] are frozen; see :func:`freeze`.
     """
@@ -182,6 +182,11 @@ class CGCNNBackbone(nn.Module):
 
     def to_config(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """The settings of a new CGCNN (:class:`BackboneConfig` fields), checked before the graphs are known."""
+        BackboneConfig.from_dict(options, "architecture")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "CGCNNBackbone":

@@ -50,7 +50,7 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
                local_files_only: bool | None = None, device: str = "cpu") -> Predictor:
     """A pretrained model with its own head, in eval mode: ``model.predict(structures)``
     returns values in the target's units. A folder or repo holding an ensemble
-    (``finetune(..., ensemble=N)``) gives a :class:`~crystalzoo.ensembles.CrystalEnsemble`.
+    (``finetune(..., ensemble=N)``) gives a :class:`~crystalzoo.models.ensembles.CrystalEnsemble`.
 
     ``name``: ``hf-hub:ORG/NAME[@REVISION]``, a model folder, or a registered name, resolved
     in that order: an existing model folder wins over a registered name (``./band-gap``, your

@@ -163,6 +163,11 @@ class SchNetBackbone(nn.Module):
         return asdict(self.config)
 
     @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """The settings of a new SchNet (:class:`SchNetConfig` fields), checked before the graphs are known."""
+        SchNetConfig.from_dict(options)
+
+    @classmethod
     def from_config(cls, config: dict[str, Any], graph_settings: GraphSettings) -> "SchNetBackbone":
         """A SchNet-style backbone of the sizes in ``config`` (:class:`SchNetConfig`), checked first."""
         if graph_settings.atom_features != cls.atom_feature_set:

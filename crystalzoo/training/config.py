@@ -66,7 +66,7 @@ class TrainConfig:
     progress: bool = _option(True, "progress bars (the CLI's --quiet turns them off)", bool)
     schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
                             "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
-    recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.recipes, docs/finetuning.md): "
+    recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.training.recipes, docs/finetuning.md): "
                           "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
     l2sp_alpha: float | None = _option(None, "strength of the l2sp recipe's pull towards the pretrained weights "
                                        f"(alpha / 2 · ||w - w0||^2, per unit of the normalised loss; None: "
@@ -91,7 +91,7 @@ class TrainConfig:
         return cls(**options)
 
     def alpha(self) -> float:
-        """The l2sp recipe's strength: ``l2sp_alpha``, or :data:`~crystalzoo.recipes.L2SP_ALPHA`."""
+        """The l2sp recipe's strength: ``l2sp_alpha``, or :data:`~crystalzoo.training.recipes.L2SP_ALPHA`."""
         return L2SP_ALPHA if self.l2sp_alpha is None else self.l2sp_alpha
 
     def lr_at(self, epoch: int) -> float:

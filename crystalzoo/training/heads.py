@@ -103,7 +103,7 @@ def make_model(backbone: str | None, dataset: CrystalDataset, *, freeze: int | N
                               "(finetune and pretrain do this for you)")
         config = {"architecture": name, "backbone": options, "graph": dataset.settings.to_dict(), "head": head_config}
         model = build_model(config, None, f"architecture {name!r}", constructor=model_from_config)
-        bb, head = model.backbone, model.head
+        bb, head = model.backbone.train(), model.head.train()  # built in eval mode: a new model is in training mode
     else:
         bb = load_backbone(backbone, freeze=freeze, reinit=reinit, graph_settings=dataset.settings)
         head = make_head(head_config, bb.out_features)

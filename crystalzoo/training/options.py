@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..data.targets import check_split_size, target_list
 from ..models.freezing import check_freeze
 from ..errors import ConfigError
-from ..models.architectures import architecture_spec
+from ..models.architectures import architecture_spec, get_architecture
 from ..models.ensembles import check_members
 from . import recipes
 from .config import TrainConfig
@@ -75,7 +75,8 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
         if backbone is not None:
             raise ConfigError("architecture shapes a model trained from scratch (backbone None, --backbone none); "
                               "a pretrained backbone has its own")
-        architecture_spec(architecture)  # a registered family; its options are checked when the graphs are known
+        name, options = architecture_spec(architecture)
+        get_architecture(name).check_options(options)  # the family's own check, before any data is read
     config = TrainConfig.from_options(train_options)
     check_members(ensemble)
     if config.recipe == "linear-probe" and (freeze is not None or reinit):

@@ -124,7 +124,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     ``ensemble=N`` (N ≥ 2) trains N models on the same split, member i with seed ``seed + i``
     (the initialisation of its new layers and its batch order; member 0 is the model
     ``ensemble=1`` gives), sharing the frozen layers' output, and returns a
-    :class:`~crystalzoo.ensembles.CrystalEnsemble`; its metrics are those of the mean
+    :class:`~crystalzoo.models.ensembles.CrystalEnsemble`; its metrics are those of the mean
     prediction, with each member's under ``"members"``. Each member has its checkpoint
     (``checkpoint.pt``, ``checkpoint-member1.pt``, …), so ``resume`` continues where the run
     stopped.
@@ -156,8 +156,9 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         ds = read_dataset(data, targets, progress=progress, cache_dir=cache_dir)
         targets = [split_target(t)[0] if ":" in t and t not in ds.targets else t for t in targets]
         ds = ds.select_targets(targets)
-        if backbone is None:  # a new backbone: graphs with its family's atom features
-            ds = ds.with_atom_features(get_architecture(architecture_spec(architecture)[0]).atom_feature_set)
+        # graphs with the atom features the backbone reads: a new one's family's, or a pretrained one's own
+        ds = ds.with_atom_features(get_architecture(architecture_spec(architecture)[0]).atom_feature_set
+                                   if backbone is None else backbone_atom_features(backbone))
         if ds.info.get("dropped_missing"):
             logger.warning("%d crystals have no %s label and are left out", ds.info["dropped_missing"],
                            ", ".join(targets))
@@ -219,6 +220,14 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
                          f"{backbone or 'from scratch'} → {', '.join(targets)}, freeze={freeze}",
                          loss="cross-entropy" if task != "regression" else LABELS[config.loss])
     return FinetuneResult(model, metrics, history)
+
+
+def backbone_atom_features(backbone: str) -> str:
+    """The atom features of the pretrained ``backbone``'s graphs (its config, resolved as
+    ``load_backbone`` resolves it, without its weights)."""
+    from ..registry import backbone_config
+
+    return backbone_config(backbone)["graph"].get("atom_features", "cgcnn-92")
 
 
 def pretrain(data: Any, targets: Sequence[str], *, architecture: str | dict[str, Any] | None = None,

@@ -5,22 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crystalzoo import CrystalModel, RegressionHead, build_arrays, collate, load_backbone
+from crystalzoo import build_arrays, load_backbone
 from crystalzoo.errors import CrystalZooError
 
-
-def _train_steps(backbone, arrays, steps=4):
-    model = CrystalModel(backbone, RegressionHead(backbone.out_features, ["band_gap"], ["eV"]))
-    model.train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
-    g = collate(arrays)
-    y = torch.linspace(0, 3, len(arrays))[:, None]
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(g), y)
-        loss.backward()
-        opt.step()
-    return model
+from ..helpers import train_steps
 
 
 @pytest.mark.slow
@@ -29,7 +17,7 @@ def test_frozen_layers_are_bit_identical_after_training(k, mp200_structures):
     arrays = build_arrays(mp200_structures[:32], progress=False)
     backbone = load_backbone("formation", freeze=k)
     before = {n: t.clone() for n, t in backbone.state_dict().items()}
-    _train_steps(backbone, arrays)
+    train_steps(backbone, arrays)
     after = backbone.state_dict()
     frozen = ("embedding.",) + tuple(f"convs.{i}." for i in range(k))
     for name, value in after.items():

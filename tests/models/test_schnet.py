@@ -72,7 +72,7 @@ def test_it_freezes_by_stages_and_fine_tunes_from_its_folder(folder, tmp_path):
     trained = [p.requires_grad for p in backbone.interactions[1].parameters()]
     assert not any(frozen) and all(trained) and not backbone.embedding.weight.requires_grad
     data = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=80, progress=False)
-    data = data.with_atom_features("one-hot-100")
+    # the data set's graphs carry the CGCNN atom features: finetune gives them the backbone's own
     result = finetune(data, "band_gap", backbone=str(folder), freeze=1, train_size=40, val_size=20, test_size=20,
                       epochs=2, progress=False, out_dir=tmp_path / "ft")
     assert result.metrics["freeze"] == 1 and np.isfinite(result.metrics["test"]["mae"])
@@ -129,7 +129,8 @@ def test_pretrain_takes_the_family_and_refuses_options_it_does_not_have():
     assert len(r.model.backbone.interactions) == 2 and sorted(r.model.targets) == ["band_gap",
                                                                                   "formation_energy_per_atom"]
     with pytest.raises(ConfigError, match="unknown schnet settings \\['n_conv'\\]; valid: \\['atom_fea_len'"):
-        pretrain(data, ["band_gap"], architecture={"name": "schnet", "n_conv": 3}, epochs=1, progress=False)
+        pretrain("no-such-file.jsonl", ["band_gap"], architecture={"name": "schnet", "n_conv": 3}, epochs=1,
+                 progress=False)  # refused before the data is read
     with pytest.raises(ConfigError, match="conv = 'attention' is a CGCNN setting; the schnet family has none"):
         pretrain(data, ["band_gap"], architecture="schnet", conv="attention", epochs=1, progress=False)
     with pytest.raises(ConfigError, match="unknown architecture 'schnett'; registered: \\['cgcnn', 'schnet'"):
@@ -148,4 +149,28 @@ def test_make_model_says_which_atom_features_the_family_reads():
     again = make_model(None, data.with_atom_features("one-hot-100"), architecture="schnet", seed=3)
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         torch.testing.assert_close(a, b)  # seeded: the same initial weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["discriminative", "gradual", "l2sp", "linear-probe"])
+def test_every_recipe_fine_tunes_it_from_the_command_line(folder, tmp_path, recipe):
+    out = tmp_path / recipe
+    code = main(["finetune", "--backbone", str(folder), "--recipe", recipe, "--data", "bundled:mp-band-gap",
+                 "--target", "band_gap", *SIZES, "--epochs", "5", "--quiet", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"] == recipe and np.isfinite(metrics["test"]["mae"])
+    assert isinstance(load_model(str(out)).backbone, SchNetBackbone)
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_it_gives_a_spread_and_intervals(folder, tmp_path):
+    data = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=100, progress=False)
+    r = finetune(data, "band_gap", backbone=str(folder), freeze=0, train_size=60, val_size=20, test_size=20,
+                 epochs=2, ensemble=2, progress=False, out_dir=tmp_path / "ens")
+    ensemble = load_model(str(tmp_path / "ens"))
+    mean, std = ensemble.predict(CIFS[:3], return_std=True)
+    lower, upper = ensemble.predict_interval(CIFS[:3], coverage=0.9)
+    assert (std > 0).all() and (lower <= mean).all() and (mean <= upper).all()
+    np.testing.assert_allclose(mean, r.model.predict(CIFS[:3]), rtol=1e-6)
 

@@ -461,7 +461,7 @@ def test_full_disk_at_the_end_of_a_run_leaves_no_empty_files(mp_dataset, tmp_pat
     from crystalzoo import finetune
     from crystalzoo.errors import WriteError
 
-    from ..test_robustness import _tmpfs
+    from ..helpers import tmpfs
 
     real = serialization.save_pretrained
 
@@ -475,7 +475,7 @@ def test_full_disk_at_the_end_of_a_run_leaves_no_empty_files(mp_dataset, tmp_pat
                 pass
         return result
 
-    with _tmpfs(tmp_path / "small", "4m") as out:
+    with tmpfs(tmp_path / "small", "4m") as out:
         monkeypatch.setattr(serialization, "save_pretrained", save_then_fill_the_disk)
         with pytest.raises(WriteError, match="Is the disk full"):
             finetune(mp_dataset, "band_gap", out_dir=out, **SMALL_RUN)

@@ -14,7 +14,7 @@ from crystalzoo.errors import CrystalZooError, DataError
 from crystalzoo.models import BackboneConfig, CGCNNBackbone
 
 from ..conftest import CIFS, DATA
-from ..models.test_freezing import _train_steps
+from ..helpers import train_steps
 
 
 def test_log10_targets_and_missing_moduli():
@@ -50,7 +50,7 @@ def test_attention_backbone_freezes_like_the_gated_one(mp200_structures):
     arrays = build_arrays(mp200_structures[:24], progress=False)
     backbone = load_backbone("attention-formation", freeze=2)
     before = {n: t.clone() for n, t in backbone.state_dict().items()}
-    _train_steps(backbone, arrays)
+    train_steps(backbone, arrays)
     for name, value in backbone.state_dict().items():
         if name.startswith(("embedding.", "convs.0.", "convs.1.")):
             assert torch.equal(value, before[name]), name

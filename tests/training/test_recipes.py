@@ -1,4 +1,4 @@
-"""Fine-tuning recipes: each does what crystalzoo/recipes.py says, on real crystals."""
+"""Fine-tuning recipes: each does what crystalzoo/training/recipes.py says, on real crystals."""
 
 from __future__ import annotations
 
