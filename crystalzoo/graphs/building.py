@@ -156,7 +156,7 @@ def _iter_arrays(
     ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one. A
     :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
     there are several."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     n_jobs = check_jobs(n_jobs)
     check_settings(settings)
@@ -171,7 +171,7 @@ def _iter_arrays(
     chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
     n = len(structures)
     try:
-        with tqdm(total=n, desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
+        with progress_bar(total=n, desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
             if not parallel:
                 for k, part in enumerate(chunks):
                     out = []

@@ -127,7 +127,7 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
                out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int, checkpoint: str = CHECKPOINT,
                prefixes: dict | None = None, members: int = 1) -> History:
     import torch.distributed as dist
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     check_splits(model, train, val)
     description = (run_description(model, train, val, config, members) if out_dir is not None
@@ -161,8 +161,8 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
         if config.early_stopping and history.rows and first - 1 - history.best_epoch >= config.early_stopping:
             first = config.epochs + 1  # the run had stopped early: resuming writes its results, it trains no more
     train_batches = val_batches = None
-    bar = tqdm(range(first, config.epochs + 1), desc="training", unit="epoch", disable=not config.progress or rank > 0,
-               initial=first - 1, total=config.epochs)
+    bar = progress_bar(range(first, config.epochs + 1), desc="training", unit="epoch",
+                       disable=not config.progress or rank > 0, initial=first - 1, total=config.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         for group in opt.param_groups:
