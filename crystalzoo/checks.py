@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .errors import ConfigError

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 #: the line that marks a card crystalzoo made: such a card is replaced on the next push, one
 #: without it (written or edited by its author) is kept unless ``overwrite_card=True``
 CARD_MARK = ("<!-- made by crystalzoo from the model and replaced on each push; delete this line to keep your edits -->")

@@ -7,8 +7,17 @@ import argparse
 import dataclasses
 
 from ..errors import ConfigError
-from .commands import (cmd_download, cmd_embed, cmd_export, cmd_finetune, cmd_info, cmd_list, cmd_predict,
-                       cmd_pretrain, cmd_push)
+from .commands import (
+    cmd_download,
+    cmd_embed,
+    cmd_export,
+    cmd_finetune,
+    cmd_info,
+    cmd_list,
+    cmd_predict,
+    cmd_pretrain,
+    cmd_push,
+)
 
 
 class _HelpFormatter(argparse.HelpFormatter):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..errors import DataError
 
-
 BUNDLED = {
     "mp-band-gap": "mp_band_gap_3000.jsonl.gz",
 }

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
 
 from ..errors import ConfigError, CrystalZooError
 from ..graphs.building import build_arrays
-from ..graphs.neighbors import GraphArrays, MIN_DISTANCE, TIE_TOLERANCE, known_elements
+from ..graphs.neighbors import MIN_DISTANCE, TIE_TOLERANCE, GraphArrays, known_elements
 from ..graphs.reading import read_structure_file, structure_path
 from ..graphs.settings import GraphSettings
 
@@ -28,7 +28,9 @@ def default_cache_dir() -> Path:
 
 def structure_key(source: Any) -> str:
     """A content hash of a structure source, without parsing CIF text."""
-    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
+    from pymatgen.core import (
+        IStructure as Structure,  # Structure and the immutable IStructure
+    )
 
     h = hashlib.sha256()
     if isinstance(source, Structure):

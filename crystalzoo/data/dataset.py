@@ -15,24 +15,29 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
 import numpy as np
 
 from ..checks import check_count
-from .bundled import BUNDLED, BUNDLED_PREFIX, BUNDLED_UNITS, bundled_dataset
-from .cache import cached_graphs
-from .readers import beside, csv_label, object_table, read_csv_rows, read_jsonl, row_id
-from .targets import check_labels, check_split_size, split_target, target_list, transformed
 from ..errors import ConfigError, DataError
 from ..graphs.neighbors import GraphArrays
 from ..graphs.reading import structure_list
 from ..graphs.settings import DEFAULT_SETTINGS, GraphSettings
-
+from .bundled import BUNDLED, BUNDLED_PREFIX, BUNDLED_UNITS, bundled_dataset
+from .cache import cached_graphs
+from .readers import beside, csv_label, object_table, read_csv_rows, read_jsonl, row_id
+from .targets import (
+    check_labels,
+    check_split_size,
+    split_target,
+    target_list,
+    transformed,
+)
 
 logger = logging.getLogger(__name__)
 

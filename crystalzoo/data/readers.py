@@ -10,11 +10,12 @@ import os
 import zlib
 from pathlib import Path
 from typing import Any
+
 import numpy as np
 
-from .targets import MISSING
 from ..errors import DataError
 from ..graphs.reading import MAX_STRUCTURE_FILE_BYTES
+from .targets import MISSING
 
 
 def object_table(rows: list[list[Any]], width: int) -> np.ndarray:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import Any, Sequence
+
 import numpy as np
 
 from ..checks import short
 from ..errors import ConfigError, DataError
-
 
 #: largest magnitude a label may have: labels are trained in float32
 MAX_LABEL = float(np.finfo(np.float32).max)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
 import numpy as np
 
 from ..checks import check_count, check_jobs
@@ -213,7 +214,9 @@ def _build_chunk(sources: list, settings: GraphSettings, start: int = 0) -> list
 def _for_worker(source: StructureLike) -> "Cell | StructureLike":
     """What to send to a worker process: a ``Structure`` as its small cell arrays, a CIF
     path or text as it is (the worker reads it)."""
-    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
+    from pymatgen.core import (
+        IStructure as Structure,  # Structure and the immutable IStructure
+    )
 
     return to_cell(source) if isinstance(source, Structure) else source
 

@@ -22,9 +22,8 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
+
 import torch
-
-
 
 _TENSORS = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
             "edge_weight")

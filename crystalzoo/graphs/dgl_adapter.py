@@ -20,6 +20,7 @@ Example (with the extra installed)::
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
 import torch
 
 from ..errors import GraphSettingsMismatchError, MissingExtraError

@@ -6,6 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import StructureError

@@ -166,7 +166,9 @@ def load_structure(source: StructureLike) -> "Structure":
 
     Raises :class:`StructureError` naming the file and the problem when it cannot be read.
     """
-    from pymatgen.core import IStructure as Structure  # Structure and the immutable IStructure
+    from pymatgen.core import (
+        IStructure as Structure,  # Structure and the immutable IStructure
+    )
 
     if isinstance(source, Structure):
         return source

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..checks import check_count, python_numbers, real_number

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from ..graphs.crystal_graph import CrystalGraph, add_centre, softmax_over_edges, sum_into_atoms
+from ..graphs.crystal_graph import (
+    CrystalGraph,
+    add_centre,
+    softmax_over_edges,
+    sum_into_atoms,
+)
 from .edge_norm import NormGate, batch_stats, norm_edges
 
 if TYPE_CHECKING:

@@ -4,9 +4,9 @@ convolution (training); the same numbers as ``nn.BatchNorm1d`` when every weight
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
+
 import torch
 from torch import nn
-
 
 if TYPE_CHECKING:
     pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
+
 import numpy as np
 import torch
 from torch import nn

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Any, Protocol
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError, GraphSettingsMismatchError
 from ..graphs.crystal_graph import CrystalGraph
 from ..graphs.settings import GraphSettings
-
 
 
 def compiling() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,10 +12,10 @@ from ..errors import ConfigError, CrystalZooError
 from ..graphs.crystal_graph import CrystalGraph, as_crystal_graph, mean_per_crystal
 from ..graphs.settings import GraphSettings
 from ..layers.heads import make_head
-from .architectures import DEFAULT_ARCHITECTURE, get_architecture, Backbone
+from ..uncertainty import Calibration
+from .architectures import DEFAULT_ARCHITECTURE, Backbone, get_architecture
 from .freezing import hold_frozen
 from .predictor import Predictor
-from ..uncertainty import Calibration
 
 if TYPE_CHECKING:
     pass

@@ -22,15 +22,20 @@ Example::
 from __future__ import annotations
 
 from typing import Any, Sequence
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..graphs.settings import GraphSettings
-from .crystal_model import CrystalModel, calibration_in, config_format, model_from_config
-from .predictor import Predictor
 from ..uncertainty import Calibration
-
+from .crystal_model import (
+    CrystalModel,
+    calibration_in,
+    config_format,
+    model_from_config,
+)
+from .predictor import Predictor
 
 #: most members an ensemble may have
 MAX_MEMBERS = 32

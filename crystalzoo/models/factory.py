@@ -11,7 +11,6 @@ Example::
 
 from __future__ import annotations
 
-
 from typing import Any
 
 from ..errors import ConfigError
@@ -20,7 +19,8 @@ from .architectures import Backbone
 from .builder import load_with
 from .crystal_model import CrystalModel, model_from_config
 from .ensembles import ensemble_from_config
-from .freezing import check_freeze, freeze as freeze_stages, hold_frozen
+from .freezing import check_freeze, hold_frozen
+from .freezing import freeze as freeze_stages
 from .predictor import Predictor
 
 

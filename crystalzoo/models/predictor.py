@@ -6,6 +6,7 @@ import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -17,8 +18,8 @@ from ..graphs.crystal_graph import CrystalGraph
 from ..graphs.neighbors import GraphArrays
 from ..graphs.reading import crystal_list, structure_path
 from ..graphs.settings import GraphSettings
-from .builder import load_with
 from ..uncertainty import Calibration, calibration_from, check_coverage
+from .builder import load_with
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -31,7 +31,12 @@ from torch import nn
 
 from ..checks import MAX_FEATURES, MAX_LAYERS, check_count, python_numbers
 from ..errors import ConfigError
-from ..graphs.crystal_graph import CrystalGraph, as_crystal_graph, mean_per_crystal, sum_into_atoms
+from ..graphs.crystal_graph import (
+    CrystalGraph,
+    as_crystal_graph,
+    mean_per_crystal,
+    sum_into_atoms,
+)
 from ..graphs.settings import GraphSettings
 from .architectures import check_graph_input, register_architecture
 from .freezing import hold_frozen

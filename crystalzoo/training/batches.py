@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Sequence
+
 import numpy as np
 import torch
 

@@ -7,13 +7,14 @@ import json
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
 import numpy as np
 import torch
 
 from ..checks import short
 from ..data.dataset import CrystalDataset
-from ..files import atomic_write
 from ..errors import RunError, WeightsError
+from ..files import atomic_write
 from ..models.crystal_model import CrystalModel
 from ..serialization import load_into
 from . import recipes

@@ -18,7 +18,6 @@ from ..errors import ConfigError
 from ..losses import LOSSES, check_loss
 from .recipes import L2SP_ALPHA, RECIPES, check_recipe
 
-
 OPTIMIZERS = ("adam", "sgd")
 
 

@@ -4,13 +4,13 @@ optional composition reference fitted on the training split."""
 from __future__ import annotations
 
 from typing import Any, Sequence
+
 import numpy as np
 import torch
 
 from ..checks import MAX_OUTPUTS, check_count
 from ..data.dataset import CrystalDataset
 from ..data.targets import target_list
-from ..models.freezing import check_freeze
 from ..errors import ConfigError, DataError
 from ..graphs.building import crystal_batches
 from ..graphs.crystal_graph import mean_per_crystal
@@ -18,6 +18,7 @@ from ..layers.heads import make_head
 from ..models.architectures import architecture_spec, get_architecture
 from ..models.builder import build_model
 from ..models.crystal_model import CrystalModel, model_from_config
+from ..models.freezing import check_freeze
 from .batches import check_dataset
 from .options import check_reference, check_task
 

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -17,7 +18,15 @@ from ..data.dataset import CrystalDataset
 from ..errors import ConfigError, DataError, RunError
 from ..models.crystal_model import CrystalModel
 from . import recipes
-from .batches import Batches, check_classes, check_dataset, check_model, check_targets, evaluate_batches, forward_from
+from .batches import (
+    Batches,
+    check_classes,
+    check_dataset,
+    check_model,
+    check_targets,
+    evaluate_batches,
+    forward_from,
+)
 from .checkpoints import resume_from, run_description, save_checkpoint
 from .config import TrainConfig
 from .distributed import process_group, shard
@@ -127,6 +136,7 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
                out_dir: str | os.PathLike | None, resume: bool, world: int, rank: int, checkpoint: str = CHECKPOINT,
                prefixes: dict | None = None, members: int = 1) -> History:
     import torch.distributed as dist
+
     from ..progress import progress_bar
 
     check_splits(model, train, val)

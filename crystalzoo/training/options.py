@@ -6,14 +6,13 @@ import os
 from typing import Any, Sequence
 
 from ..data.targets import check_split_size, target_list
-from ..models.freezing import check_freeze
 from ..errors import ConfigError
 from ..models.architectures import architecture_spec, get_architecture
 from ..models.ensembles import check_members
+from ..models.freezing import check_freeze
 from . import recipes
 from .config import TrainConfig
 from .run_folder import check_out_dir
-
 
 TASKS = ("regression", "classification")
 

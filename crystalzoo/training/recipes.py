@@ -32,7 +32,6 @@ from typing import Any
 
 from ..errors import ConfigError
 
-
 RECIPES = ("freeze", "discriminative", "gradual", "l2sp", "linear-probe")
 
 

@@ -14,7 +14,6 @@ from typing import Any, Iterator
 from ..errors import ConfigError, RunError, WriteError
 from ..serialization import CONFIG_NAME, RUN_RECORDS, WEIGHTS_NAME
 
-
 CHECKPOINT = RUN_RECORDS[0]
 
 

@@ -1,15 +1,6 @@
-"""Training and fine-tuning: MSE (or L1, ``TrainConfig.loss``) loss on normalised targets
-(masked where labels are missing), MAE in the target's units, best-validation weights, early
-stopping, seeded runs, per-epoch checkpoints for ``resume``, a history and a learning-curve
-plot.
-
-Frozen layers are a fixed function: their output is computed once per crystal and reused
-every epoch, so fine-tuning with more frozen layers is faster.
-
-A run's output folder belongs to that run: it is locked while the run writes to it, an
-earlier run in it is replaced only with ``overwrite=True`` and continued only with
-``resume=True`` (from a checkpoint of the same configuration), and every file is written
-atomically (docs/robustness.md, "Training runs").
+"""Runs: :func:`finetune` and :func:`pretrain`, from a data source to a trained model (or an
+ensemble) with its metrics, history, learning curve and calibration, written into the run's
+own folder (:mod:`crystalzoo.training.run_folder`).
 
 Example::
 
@@ -30,6 +21,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
 
 from ..checks import plain
@@ -50,7 +42,6 @@ from .history import History
 from .loop import run_training
 from .options import check_run_options
 from .run_folder import check_not_backbone_folder, claim_run_folder
-
 
 logger = logging.getLogger(__name__)
 
