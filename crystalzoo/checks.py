@@ -12,16 +12,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-if TYPE_CHECKING:
-    pass
 
 
 def real_number(value: Any, name: str) -> float:

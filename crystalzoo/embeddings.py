@@ -36,7 +36,7 @@ import torch
 
 from .graphs.crystal_graph import mean_per_crystal
 from .errors import ConfigError
-from .graphs import crystal_batches
+from .graphs.building import crystal_batches
 
 KINDS = ("hidden", "pooled", "atoms")
 

@@ -139,7 +139,7 @@ def _example_graph(model: CrystalModel) -> CrystalGraph:
     """Three small crystals (CsCl-type NaCl, bcc Cs, diamond Si), built with the model's settings."""
     from pymatgen.core import Lattice, Structure
 
-    from .graphs import build_arrays, collate
+    from .graphs.building import build_arrays, collate
 
     nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     cs = Structure(Lattice.cubic(6.14), ["Cs", "Cs"], [[0, 0, 0], [0.5, 0.5, 0.5]])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownBackboneError, WeightsError
-from .graphs import GraphSettings
+from .graphs.settings import GraphSettings
 from .manifest import read_manifest
 from .files import check_sha256
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, read_config, read_weights

@@ -134,7 +134,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON object in a model's ``config.json``: :class:`WeightsError` when it is missing
     or not JSON, :class:`ConfigError` naming the file when it is not an object or too large.
-    Its values are checked by :func:`build_model`."""
+    Its values are checked by :func:`~crystalzoo.models.builder.build_model`."""
     path = Path(path)
     check_small_file(path, f"{path} (a crystalzoo {CONFIG_NAME} is a small JSON file)")
     try:

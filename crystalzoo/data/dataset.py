@@ -112,7 +112,7 @@ class CrystalDataset:
                         n_jobs: int = 1, transforms: Sequence[str | None] | None = None) -> "CrystalDataset":
         """From structures (pymatgen, CIF paths or CIF texts) and a labels array (n,) or
         (n, n_targets); ``labels=None`` for prediction-only data. Graphs are cached in
-        ``cache_dir`` (default :func:`default_cache_dir`; ``False`` for no cache). The
+        ``cache_dir`` (default :func:`~crystalzoo.data.cache.default_cache_dir`; ``False`` for no cache). The
         file/DataFrame constructors also take targets like ``"log10:k_vrh"`` (label
         ``log10_k_vrh``; values <= 0 count as missing)."""
         structures = structure_list(structures)

@@ -20,7 +20,7 @@ from .targets import MISSING
 
 def object_table(rows: list[list[Any]], width: int) -> np.ndarray:
     """An (n, width) object array holding the values as they are (``np.array`` would unpack a
-    list label into another axis); :func:`check_labels` then refuses what is not a number."""
+    list label into another axis); :func:`~crystalzoo.data.targets.check_labels` then refuses what is not a number."""
     out = np.empty((len(rows), width), dtype=object)
     for i, row in enumerate(rows):
         for j, v in enumerate(row):

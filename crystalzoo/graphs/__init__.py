@@ -1,4 +1,4 @@
-"""Crystal structures → graphs with the CGCNN atom and bond features.
+"""Crystal structures → graphs with atom and bond features (the CGCNN's by default).
 
 structures → :func:`build_arrays` (compact :class:`GraphArrays`, one per crystal, cached by
 datasets) → :func:`collate` (a batched :class:`CrystalGraph` of torch tensors) → a model.
@@ -15,7 +15,9 @@ features), :mod:`~crystalzoo.graphs.reading` (structures and files, one crystal 
 A crystal becomes a directed graph: one node per atom in the unit cell, and an edge
 j → i from each of the ``max_neighbors`` nearest neighbours j of atom i within
 ``radius`` Å, periodic images included (so two atoms can share several parallel edges).
-Atom feature ``atom_fea``: the 92-value CGCNN encoding of the element. Bond feature
+Atom feature ``atom_fea``: the 92-value CGCNN encoding of the element, or another table of
+:data:`~crystalzoo.graphs.settings.ATOM_FEATURES` that ``GraphSettings.atom_features`` names
+(the one a backbone family reads). Bond feature
 ``bond_fea``: the distance expanded in Gaussians centred every ``gaussian_step`` Å from
 ``gaussian_min`` to ``radius``.
 

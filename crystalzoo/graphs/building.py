@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -12,10 +12,7 @@ from ..errors import ConfigError, CrystalZooError, StructureError
 from .crystal_graph import CrystalGraph, uniform_degree
 from .neighbors import Cell, GraphArrays, cell_arrays, structure_arrays, to_cell
 from .reading import StructureLike, crystal_list, structure_list
-from .settings import DEFAULT_SETTINGS, GraphSettings, atom_table, check_settings
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
+from .settings import DEFAULT_SETTINGS, GraphSettings, check_settings
 
 
 def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n_jobs: int = 1,

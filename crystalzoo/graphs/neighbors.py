@@ -45,7 +45,7 @@ SEARCH_BUDGET = 20_000_000
 @dataclass
 class GraphArrays:
     """The compact form of one crystal graph (numpy arrays, no features): what the builder
-    produces, a ``CrystalDataset`` caches and worker processes send back. :func:`collate`
+    produces, a ``CrystalDataset`` caches and worker processes send back. :func:`~crystalzoo.graphs.building.collate`
     turns a list of them into a batched :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph`."""
 
     z: np.ndarray  # (N,) int16 atomic numbers

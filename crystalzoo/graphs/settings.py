@@ -7,15 +7,12 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..checks import check_count, python_numbers, real_number
 from ..errors import ConfigError, GraphSettingsMismatchError
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 
 #: limits of the graph settings (docs/robustness.md, "Models and configs"): the registered

@@ -4,7 +4,6 @@ convolution of Deng, Park & Sy."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,9 +15,6 @@ from ..graphs.crystal_graph import (
     sum_into_atoms,
 )
 from .edge_norm import NormGate, batch_stats, norm_edges
-
-if TYPE_CHECKING:
-    pass
 
 
 class GatedConv(nn.Module):

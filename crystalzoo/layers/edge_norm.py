@@ -3,13 +3,10 @@ convolution (training); the same numbers as ``nn.BatchNorm1d`` when every weight
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    pass
 
 
 CHUNK = 4096  # rows per temporary in the edge BatchNorm: buffers small enough to stay in cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -14,9 +14,6 @@ from torch import nn
 from ..checks import MAX_FEATURES, MAX_OUTPUTS, check_count
 from ..errors import ConfigError, CrystalZooError, DataError
 from ..losses import check_loss
-
-if TYPE_CHECKING:
-    pass
 
 
 class RegressionHead(nn.Module):
@@ -45,7 +42,7 @@ class RegressionHead(nn.Module):
     def forward(self, x: torch.Tensor, composition: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised outputs (what the loss sees); :meth:`denormalize` turns them into units.
         ``composition``: the crystals' mean element features, for a head with a composition
-        reference (:meth:`CrystalModel.forward` gives them)."""
+        reference (:meth:`~crystalzoo.models.crystal_model.CrystalModel.forward` gives them)."""
         out = self.fc_out(x)
         if self.reference is not None:
             if composition is None:

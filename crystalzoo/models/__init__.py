@@ -26,12 +26,12 @@ from .freezing import freeze, frozen_modules, hold_frozen
 from .predictor import FRAME_COLUMNS, Predictor
 
 # the families, one module each, registered when imported (adding a family: its module and one line here)
-from .cgcnn import BackboneConfig, CGCNNBackbone  # noqa: E402
-from .schnet import SchNetBackbone, SchNetConfig  # noqa: E402
+from .cgcnn import BackboneConfig, CGCNNBackbone
+from .schnet import SchNetBackbone, SchNetConfig
 
 __all__ = ["ARCHITECTURES", "CONFIG_FORMAT", "FRAME_COLUMNS", "MAX_FEATURES", "MAX_HEADS", "MAX_LAYERS", "MAX_OUTPUTS",
            "REFERENCE_FORMAT", "SINGLE_FORMAT", "AttentionConv", "Backbone", "BackboneConfig", "CGCNNBackbone",
            "ClassificationHead", "CrystalEnsemble", "CrystalModel", "GatedConv", "Predictor", "RegressionHead",
-           "calibration_in", "check_device", "config_format", "freeze",
+           "SchNetBackbone", "SchNetConfig", "calibration_in", "check_device", "config_format", "freeze",
            "frozen_modules", "get_architecture", "hold_frozen", "load_backbone", "load_model", "load_with",
            "make_head", "model_from_config", "register_architecture"]

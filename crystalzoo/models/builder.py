@@ -74,7 +74,7 @@ def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, s
     Nothing large is allocated before the config is known to be sane: its values are checked
     against the limits in :mod:`crystalzoo.checks` (:class:`ConfigError` naming ``source``),
     the model is first built on the meta device, its size checked against
-    ``MAX_PARAMETERS`` and its tensors against the weights' shapes (:class:`WeightsError`)."""
+    ``MAX_PARAMETERS`` and its tensors against the weights' shapes (:class:`~crystalzoo.errors.WeightsError`)."""
     drop = tuple(drop)
     try:
         with torch.device("meta"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +16,6 @@ from ..graphs.settings import DEFAULT_SETTINGS, GraphSettings
 from ..layers.convolutions import AttentionConv, GatedConv
 from .architectures import check_graph_input, register_architecture
 from .freezing import frozen_modules, hold_frozen
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,8 @@ class BackboneConfig:
     heads: int = 4  # attention heads (attention convolution only)
 
     def __post_init__(self) -> None:
-        """Types and the limits above, checked before any layer is allocated (:class:`ConfigError`).
+        """Types and the limits of :mod:`crystalzoo.checks` (``MAX_FEATURES``, ``MAX_LAYERS``,
+        ``MAX_HEADS``), checked before any layer is allocated (:class:`ConfigError`).
         numpy numbers become Python numbers (for JSON)."""
         python_numbers(self)
         for name in ("atom_fea_len", "h_fea_len"):
@@ -85,8 +83,8 @@ class CGCNNBackbone(nn.Module):
     """Graph → crystal feature vector (``config.h_fea_len`` values).
 
     Takes a :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph` (or a ``dgl.DGLGraph`` made by
-    crystalzoo, with the same result). ``frozen_layers`` counts how many of [embedding,
-    conv 1, …, conv n] are frozen; see :func:`freeze`.
+    crystalzoo, with the same result). ``frozen`` is None, or k: the embedding and the first k
+    convolutions are frozen (:func:`~crystalzoo.models.freezing.freeze`).
     """
 
     atom_feature_set = "cgcnn-92"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +16,6 @@ from ..uncertainty import Calibration
 from .architectures import DEFAULT_ARCHITECTURE, Backbone, get_architecture
 from .freezing import hold_frozen
 from .predictor import Predictor
-
-if TYPE_CHECKING:
-    pass
 
 
 #: the layout of a model's config.json that this crystalzoo writes. A config without the key

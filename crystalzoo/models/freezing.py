@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..errors import ConfigError
 from .architectures import Backbone
-
-if TYPE_CHECKING:
-    pass
 
 
 def freeze(backbone: Backbone, k: int, reinit: bool = False) -> Backbone:

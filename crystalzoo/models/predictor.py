@@ -35,7 +35,7 @@ def member_mean(out: np.ndarray) -> np.ndarray:
 
 
 class Predictor(nn.Module):
-    """What a single model (:class:`CrystalModel`) and an ensemble
+    """What a single model (:class:`~crystalzoo.models.crystal_model.CrystalModel`) and an ensemble
     (:class:`crystalzoo.models.ensembles.CrystalEnsemble`) share: predictions in the target's units,
     the spread over an ensemble's members, and calibrated intervals
     (:mod:`crystalzoo.uncertainty`). A subclass gives ``member_models()``, ``graph_settings``

@@ -1,32 +1,23 @@
 """Training and fine-tuning: MSE (or L1, ``TrainConfig.loss``) loss on normalised targets
 (masked where labels are missing), MAE in the target's units, best-validation weights, early
 stopping, seeded runs, per-epoch checkpoints for ``resume``, a history and a learning-curve
-plot.
+plot. Frozen layers are a fixed function: their output is computed once per crystal and
+reused every epoch.
 
 The modules, by job: :mod:`~crystalzoo.training.runs` (``finetune``, ``pretrain``),
 :mod:`~crystalzoo.training.heads` (``make_model``: new heads and normalisers),
 :mod:`~crystalzoo.training.loop` (``train_model``), :mod:`~crystalzoo.training.batches`
-(batches with the frozen prefix, ``evaluate``), :mod:`~crystalzoo.training.checkpoints`
-(resume), :mod:`~crystalzoo.training.run_folder` (locking), :mod:`~crystalzoo.training.distributed`
-(torchrun), :mod:`~crystalzoo.training.options`, :mod:`~crystalzoo.training.config`
-(``TrainConfig``) and :mod:`~crystalzoo.training.recipes`.
-
-Frozen layers are a fixed function: their output is computed once per crystal and reused
-every epoch, so fine-tuning with more frozen layers is faster.
-
-A run's output folder belongs to that run: it is locked while the run writes to it, an
-earlier run in it is replaced only with ``overwrite=True`` and continued only with
-``resume=True`` (from a checkpoint of the same configuration), and every file is written
-atomically (docs/robustness.md, "Training runs").
+(batches with the frozen prefix, ``evaluate``), :mod:`~crystalzoo.training.history`,
+:mod:`~crystalzoo.training.checkpoints` (resume), :mod:`~crystalzoo.training.run_folder`
+(a run's folder, locked while it writes), :mod:`~crystalzoo.training.distributed` (torchrun),
+:mod:`~crystalzoo.training.options`, :mod:`~crystalzoo.training.config` (``TrainConfig``) and
+:mod:`~crystalzoo.training.recipes`.
 
 Example::
 
-    >>> from crystalzoo import finetune
-    >>> from crystalzoo.data import bundled_dataset
-    >>> result = finetune(bundled_dataset("mp-band-gap"), "band_gap", backbone="formation", freeze=2,
-    ...                   train_size=200, val_size=100, test_size=100, epochs=3, progress=False)
-    >>> result.metrics["sizes"]
-    {'train': 200, 'val': 100, 'test': 100}
+    >>> from crystalzoo.training import TrainConfig
+    >>> TrainConfig(epochs=5, recipe="l2sp").recipe
+    'l2sp'
 """
 
 from .batches import evaluate

@@ -70,7 +70,7 @@ def forward_from(model: CrystalModel, g, h, start: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_batches(model: Predictor, batches: Batches, loss: str = "mse") -> dict[str, float]:
-    """The loss (of kind ``loss``, :class:`TrainConfig`'s) and the head's scores (MAE per
+    """The loss (of kind ``loss``, :class:`~crystalzoo.training.config.TrainConfig`'s) and the head's scores (MAE per
     target, or accuracy) of ``model`` on a dataset (an ensemble: of its mean prediction)."""
     model.eval()
     members = model.member_models()
@@ -119,7 +119,7 @@ def check_targets(model: CrystalModel, ds: CrystalDataset, what: str) -> None:
 
 
 def evaluate(model: Predictor, dataset: CrystalDataset, batch_size: int = 256, loss: str = "mse") -> dict[str, float]:
-    """Loss (of kind ``loss``, as :class:`TrainConfig`'s: a mean over every label of the data
+    """Loss (of kind ``loss``, as :class:`~crystalzoo.training.config.TrainConfig`'s: a mean over every label of the data
     set) and MAE (per target and mean; accuracy for classifiers) of ``model`` on ``dataset``,
     whose targets must be the model's (:class:`DataError` otherwise). An ensemble is scored
     on its mean prediction."""

@@ -49,12 +49,12 @@ def check_run_options(*, target: Any = "y", units: Sequence[str] | None = None, 
                       architecture: Any = None, ensemble: Any = 1, reference: Any = None,
                       **train_options) -> TrainConfig:
     """Check the settings of a run before any data is read or any file is written, and
-    return its :class:`TrainConfig`: the options of :class:`TrainConfig`, the target(s) and
+    return its :class:`~crystalzoo.training.config.TrainConfig`: the options of :class:`~crystalzoo.training.config.TrainConfig`, the target(s) and
     their units, the split sizes (:func:`crystalzoo.data.check_split_size`; the training and
     validation sets cannot be empty), the task, the output folder (:func:`check_out_dir`) and
     the backbone: a registered name or a model folder must exist, ``freeze`` must lie in
     0 … its number of convolutions, and ``reinit`` needs ``freeze`` (an ``hf-hub:`` backbone
-    is checked when it is fetched). :func:`finetune` calls it first; the CLI calls it before
+    is checked when it is fetched). :func:`~crystalzoo.training.runs.finetune` calls it first; the CLI calls it before
     it prints anything.
 
     Example::

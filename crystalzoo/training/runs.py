@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneResult:
-    """What :func:`finetune` returns: the model (a :class:`CrystalEnsemble` with
+    """What :func:`finetune` returns: the model (a :class:`~crystalzoo.models.ensembles.CrystalEnsemble` with
     ``ensemble=N``), its metrics, and the training history (of member 0 for an ensemble;
     every member's is in ``history.json``)."""
 
@@ -102,7 +102,7 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
     ``data``: a :class:`CrystalDataset`, a JSON-lines file, a CSV (``cif`` column), a CGCNN
     folder, or ``"bundled:mp-band-gap"``. Splits are seeded by ``seed``; sizes are counts
     (integers) or fractions (numbers between 0 and 1, 1.0 excluded). ``train_options`` go to
-    :class:`TrainConfig` (epochs, lr, batch_size, …). Every setting is checked before the
+    :class:`~crystalzoo.training.config.TrainConfig` (epochs, lr, batch_size, …). Every setting is checked before the
     data is read (:func:`check_run_options`).
 
     With ``out_dir``, writes the model (``model.safetensors`` + ``config.json``),
