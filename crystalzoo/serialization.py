@@ -107,10 +107,12 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
     own = model.to_config()
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra= takes a dict of JSON values to add to config.json, not a {type(extra).__name__}")
-    taken = sorted(set(extra or {}) & {*own, "format_version", "meta", "weights_sha256", "weights_file"})
+    taken = sorted(set(extra or {}) & {*own, "format_version", "meta", "weights_sha256", "weights_file", "calibration",
+                                       "ensemble", "architecture", "backbone", "graph", "head"})
     if taken:
-        raise ConfigError(f"extra= would replace the model's own config keys {taken}; they describe the weights "
-                          "and are written from the model (put notes under other keys, e.g. extra={'notes': …})")
+        raise ConfigError(f"extra= would set the model's own config keys {taken}; they describe the weights "
+                          "and are written from the model (a calibration: model.calibrate(dataset) or "
+                          "model.calibration = …; notes under other keys, e.g. extra={'notes': …})")
     if isinstance(folder, str) and not folder.strip():
         raise ConfigError("the folder name is empty; give the model's folder, e.g. save_pretrained(model, 'my-model') "
                           "('.' for the current folder)")

@@ -988,7 +988,7 @@ def test_save_pretrained_extra_cannot_replace_the_models_config(formation, tmp_p
     before = (folder / "config.json").read_bytes()
     for extra in [{"graph": {**formation.to_config()["graph"], "max_neighbors": 6}}, {"meta": "x"},
                   {"format_version": 99}, {"architecture": "other"}]:
-        with pytest.raises(ConfigError, match="would replace the model's own config keys"):
+        with pytest.raises(ConfigError, match="would set the model's own config keys"):
             save_pretrained(formation, folder, extra=extra)
     with pytest.raises(ConfigError, match="extra= takes a dict"):
         save_pretrained(formation, folder, extra=["a"])

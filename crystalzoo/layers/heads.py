@@ -94,9 +94,15 @@ class RegressionHead(nn.Module):
         """What ``predict`` returns: shape (n,) for one target, (n, n_targets) for several."""
         return pred[:, 0] if pred.shape[1] == 1 else pred
 
-    def combine(self, outs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The raw output of an ensemble's mean prediction: the mean (the normaliser is affine)."""
-        return torch.stack(list(outs)).mean(0)
+    def combine(self, outs: Sequence[torch.Tensor], heads: Sequence["RegressionHead"] | None = None) -> torch.Tensor:
+        """The raw output of an ensemble's mean prediction, normalised as this head normalises:
+        the mean of the members' outputs where they share this head's normaliser (it is affine),
+        else the mean of their predictions in the targets' units (each member's ``heads[i]``
+        de-normalising its own output), normalised by this head."""
+        outs = list(outs)
+        if heads is None or all(torch.equal(h.mean, self.mean) and torch.equal(h.std, self.std) for h in heads):
+            return torch.stack(outs).mean(0)
+        return self.normalize(torch.stack([h.denormalize(o) for h, o in zip(heads, outs)]).mean(0))
 
     def to_config(self) -> dict[str, Any]:
         return {"task": "regression", "targets": self.targets, "units": self.units,
@@ -159,8 +165,9 @@ class ClassificationHead(nn.Module):
         """What ``predict`` returns: the class probabilities, shape (n, n_classes)."""
         return pred
 
-    def combine(self, outs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The logits of an ensemble's mean class probabilities."""
+    def combine(self, outs: Sequence[torch.Tensor], heads: Sequence[nn.Module] | None = None) -> torch.Tensor:
+        """The logits of an ensemble's mean class probabilities (``heads``: the members', which a
+        classifier's probabilities do not depend on)."""
         return torch.stack([torch.softmax(o, dim=1) for o in outs]).mean(0).log()
 
     def to_config(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ..layers.heads import make_head
 from ..uncertainty import Calibration
 from .architectures import DEFAULT_ARCHITECTURE, Backbone, get_architecture
 from .freezing import hold_frozen
-from .predictor import Predictor
+from .predictor import Predictor, check_calibration
 
 
 #: the layout of a model's config.json that this crystalzoo writes. A config without the key
@@ -170,10 +170,4 @@ def calibration_in(config: dict[str, Any], head: nn.Module, ensemble: bool) -> C
         return None
     if head.task != "regression":
         raise ConfigError("a classifier's config has a 'calibration': intervals are for regression models")
-    calibration = Calibration.from_dict(config["calibration"], head.targets)
-    if calibration.scaled and not ensemble:
-        raise ConfigError("the calibration scales intervals by an ensemble's spread, but the config describes a "
-                          "single model")
-    if ensemble and not calibration.scaled:
-        raise ConfigError("an ensemble's calibration scales by its spread ('floor' per target); this one has none")
-    return calibration
+    return check_calibration(Calibration.from_dict(config["calibration"], head.targets), head, ensemble)

@@ -72,6 +72,13 @@ class CrystalEnsemble(Predictor):
         if not 2 <= len(members) <= MAX_MEMBERS or not all(isinstance(m, CrystalModel) for m in members):
             raise ConfigError(f"an ensemble takes 2 to {MAX_MEMBERS} CrystalModels, got "
                               f"{[type(m).__name__ for m in members][:5]}")
+        seen: dict[int, int] = {}
+        for i, m in enumerate(members):
+            if id(m) in seen:
+                raise ConfigError(f"member {i} is member {seen[id(m)]} again: an ensemble's members are different "
+                                  "models (e.g. CrystalEnsemble([load_model(a), load_model(b)]), or finetune(..., "
+                                  "ensemble=N))")
+            seen[id(m)] = i
         first = _shape(members[0])
         for i, m in enumerate(members[1:], 1):
             other = _shape(m)
@@ -103,7 +110,7 @@ class CrystalEnsemble(Predictor):
     def forward(self, g) -> torch.Tensor:
         """The raw output of the mean prediction (normalised values, or the logits of the mean
         class probabilities)."""
-        return self.head.combine([m(g) for m in self.members])
+        return self.head.combine([m(g) for m in self.members], [m.head for m in self.members])
 
     def embed(self, *args: Any, **kwargs: Any):
         raise ConfigError(f"an ensemble's {len(self.members)} members give different crystal vectors: embed with one "

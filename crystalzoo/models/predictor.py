@@ -34,6 +34,36 @@ def member_mean(out: np.ndarray) -> np.ndarray:
     return out.mean(0) if len(out) > 1 else out[0]
 
 
+def check_calibration(calibration: Any, head: nn.Module, ensemble: bool) -> Calibration | None:
+    """``calibration`` if it fits a model with ``head`` (an ensemble's if ``ensemble``), else
+    :class:`ConfigError`: the one check of a calibration wherever it enters a model (the
+    constructors, ``model.calibration = …``, a loaded config.json).
+
+    Example::
+
+        >>> from crystalzoo import load_model
+        >>> check_calibration(None, load_model("formation").head, ensemble=False) is None
+        True
+    """
+    if calibration is None:
+        return None
+    if not isinstance(calibration, Calibration):
+        raise ConfigError(f"a calibration is a crystalzoo.uncertainty.Calibration (model.calibrate(dataset) makes "
+                          f"one), not a {type(calibration).__name__}")
+    if head.task != "regression":
+        raise ConfigError("a classifier has no calibration: prediction intervals are for regression models")
+    if list(calibration.targets) != list(head.targets):
+        raise ConfigError(f"the calibration is for the targets {list(calibration.targets)}, the model predicts "
+                          f"{list(head.targets)}: calibrate this model on its own targets, model.calibrate(dataset)")
+    if calibration.scaled and not ensemble:
+        raise ConfigError("the calibration scales intervals by an ensemble's spread, but this is a single model: "
+                          "calibrate it, model.calibrate(dataset)")
+    if ensemble and not calibration.scaled:
+        raise ConfigError("an ensemble's calibration scales by its spread ('floor' per target); this one is a single "
+                          "model's: calibrate the ensemble, ensemble.calibrate(dataset)")
+    return calibration
+
+
 class Predictor(nn.Module):
     """What a single model (:class:`~crystalzoo.models.crystal_model.CrystalModel`) and an ensemble
     (:class:`crystalzoo.models.ensembles.CrystalEnsemble`) share: predictions in the target's units,
@@ -41,8 +71,18 @@ class Predictor(nn.Module):
     (:mod:`crystalzoo.uncertainty`). A subclass gives ``member_models()``, ``graph_settings``
     and ``head``."""
 
-    calibration: Calibration | None = None
     head: nn.Module
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration of this regression model's intervals (None: none). Assigned, it is
+        checked (:func:`check_calibration`): a regression's, for this model's targets, scaled by
+        the spread exactly when this is an ensemble."""
+        return self.__dict__.get("_calibration")
+
+    @calibration.setter
+    def calibration(self, value: Calibration | None) -> None:
+        self.__dict__["_calibration"] = check_calibration(value, self.head, ensemble=len(self.member_models()) > 1)
 
     def member_models(self) -> list["Predictor"]:
         raise NotImplementedError

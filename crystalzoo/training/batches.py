@@ -77,7 +77,7 @@ def evaluate_batches(model: Predictor, batches: Batches, loss: str = "mse") -> d
     losses, errors, weights = [], [], []
     for g, h, y in batches(range(len(batches.ds))):
         outs = [forward_from(m, g, h, batches.start) for m in members]
-        out = outs[0] if len(outs) == 1 else model.head.combine(outs)
+        out = outs[0] if len(outs) == 1 else model.head.combine(outs, [m.head for m in members])
         labels = int((~torch.isnan(y)).sum())  # the loss is a mean over the batch's labels
         losses.append(model.head.loss(out, y, loss).item() * labels)
         weights.append(labels)

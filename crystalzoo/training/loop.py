@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import time
@@ -35,6 +36,9 @@ from .options import check_train_loss
 from .run_folder import CHECKPOINT, claim_run_folder, replace_old_run
 
 
+logger = logging.getLogger(__name__)
+
+
 def diverged(what: str, value: float, epoch: int, config: TrainConfig) -> RunError:
     return RunError(f"the {what} is not finite ({value}) in epoch {epoch}: training diverged and is stopped, and "
                     "nothing is saved as its result (only the checkpoint of the last finished epoch, if there is one, "
@@ -49,6 +53,9 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
     on from it (same seed → same result as an uninterrupted run) once it has checked that the
     checkpoint belongs to this run. A folder that holds a run is refused unless ``resume`` or
     ``overwrite``; it is locked while the run writes to it (:func:`claim_run_folder`).
+
+    A calibrated model (``model.calibration``) is calibrated again on ``val`` afterwards, and a
+    warning says so: the old scores belong to the old weights.
 
     A non-finite loss stops the run with a :class:`RunError`. A last training batch of one
     crystal joins the batch before it (BatchNorm cannot train on one crystal).
@@ -66,7 +73,12 @@ def train_model(model: CrystalModel, train: CrystalDataset, val: CrystalDataset,
     if (resume or overwrite) and out_dir is None:
         raise ConfigError("resume and overwrite need out_dir, the folder of the run")
     check_train_loss(config, model.head.task)
-    return run_training(model, train, val, config, out_dir, resume, overwrite)
+    history = run_training(model, train, val, config, out_dir, resume, overwrite)
+    if model.calibration is not None:  # its scores belong to the weights before this training
+        model.calibrate(val, split="validation")
+        logger.warning("the model's calibration was made for its weights before this training: it is calibrated "
+                       "again, on the validation set (%d crystals)", len(val))
+    return history
 
 
 def run_training(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, config: TrainConfig,
