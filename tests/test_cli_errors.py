@@ -13,7 +13,7 @@ import torch
 
 from crystalzoo.cli import main
 
-from .conftest import DATA
+from .conftest import CIFS, DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 MP200 = str(DATA / "mp200.jsonl.gz")
@@ -290,3 +290,21 @@ def test_version_module_entry_and_an_aligned_list(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len({line.index(" regression") if " regression" in line else line.index(" classification")
                 for line in lines[1:]} | {lines[0].index(" task")}) == 1  # the task column starts at one place
+
+
+def test_an_output_inside_the_model_folder_is_refused(tmp_path, capsys):
+    """crystalzoo predict --output MODEL/config.json --overwrite replaced the model's config with a
+    prediction table, and the folder no longer loaded; embed --out likewise."""
+    from crystalzoo import load_model, save_pretrained
+    from crystalzoo.cli import main
+
+    folder = save_pretrained(load_model("formation"), tmp_path / "model")
+    before = (folder / "config.json").read_bytes()
+    cif = str(CIFS[0])
+    for argv in (["predict", "--model", str(folder), "--output", str(folder / "config.json"), "--overwrite", cif],
+                 ["predict", "--model", str(folder), "--output", str(folder / "sub" / "p.csv"), cif],
+                 ["embed", "--model", str(folder), "--out", str(folder / "config.csv"), "--overwrite", cif]):
+        assert main(argv) == 2
+        assert "inside the folder of --model" in capsys.readouterr().err
+    assert (folder / "config.json").read_bytes() == before and load_model(str(folder)).targets
+    assert main(["predict", "--model", str(folder), "--output", str(tmp_path / "p.csv"), cif]) == 0

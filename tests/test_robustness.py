@@ -274,3 +274,25 @@ def test_training_killed_mid_run_resumes_to_the_same_result(tmp_path):
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(killed / "model.safetensors")
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_the_graph_cache_keys_an_ase_atoms_by_its_positions(tmp_path):
+    """Two ase.Atoms of one formula and cell, one rattled, are two crystals for the graph cache:
+    each gets its own graphs (the cache keyed an Atoms by its formula, and the rattled copy got
+    the first one's graphs: a silently wrong prediction)."""
+    pytest.importorskip("ase")
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from crystalzoo import CrystalDataset
+
+    atoms = AseAtomsAdaptor.get_atoms(Structure.from_file(CIFS[0]))
+    rattled = atoms.copy()
+    rattled.rattle(0.05, seed=1)
+    model = load_model("formation")
+    first = CrystalDataset.from_structures([atoms], [0.0], cache_dir=tmp_path, progress=False)
+    second = CrystalDataset.from_structures([rattled], [0.0], cache_dir=tmp_path, progress=False)
+    assert model.predict(second) == pytest.approx(model.predict([rattled]), abs=1e-6)
+    assert model.predict(first) == pytest.approx(model.predict([atoms]), abs=1e-6)
+    assert abs(float(model.predict(first)[0] - model.predict(second)[0])) > 1e-4
+    again = CrystalDataset.from_structures([atoms.copy()], [0.0], cache_dir=tmp_path, progress=False)
+    assert np.array_equal(again.graphs[0].distance, first.graphs[0].distance)  # the same crystal: the cached graphs

@@ -72,8 +72,27 @@ def cmd_download(args) -> None:
         print(f"{name}: {path} ({info.size:,} bytes, sha256 checked; {where})")
 
 
+def check_output_elsewhere(option: str, output: str, args, doing: str) -> None:
+    """:class:`ConfigError` when the table ``output`` would be (or be inside) what the command
+    reads: the data (``--data`` or the structure files) or the model's folder (``--model``), whose
+    files ``--overwrite`` would replace (a prediction table written over its config.json)."""
+    from ..data.dataset import dataset_path
+    from ..registry import source_kind
+
+    out = Path(output).resolve()
+    inputs = [dataset_path(args.data).resolve()] if args.data else [Path(f).resolve() for f in args.files]
+    if any(out == p or (p.is_dir() and p in out.parents) for p in inputs):
+        raise ConfigError(f"{option} {output} is {'inside ' if out not in inputs else ''}the data being {doing}: "
+                          "choose another file for the table")
+    if source_kind(args.model) == "folder":
+        folder = Path(args.model).resolve()
+        if out == folder or folder in out.parents:
+            raise ConfigError(f"{option} {output} is inside the folder of --model {args.model}, whose files it would "
+                              "replace: choose a file outside the model's folder")
+
+
 def cmd_predict(args) -> None:
-    from ..data.dataset import dataset_path, read_dataset
+    from ..data.dataset import read_dataset
     from ..models.factory import load_model
     from ..tables import check_table_path, write_frame
     from ..uncertainty import check_coverage
@@ -86,11 +105,7 @@ def cmd_predict(args) -> None:
         check_coverage(args.interval)
     if args.output is not None:
         check_table_path(args.output, args.overwrite, formats=(".csv", ".json", ".parquet"), example="predictions")
-        out = Path(args.output).resolve()
-        inputs = [dataset_path(args.data).resolve()] if args.data else [Path(f).resolve() for f in args.files]
-        if any(out == p or (p.is_dir() and p in out.parents) for p in inputs):
-            raise ConfigError(f"--output {args.output} is {'inside ' if out not in inputs else ''}the data being "
-                              "predicted: choose another file")
+        check_output_elsewhere("--output", args.output, args, "predicted")
     model = load_model(args.model, device=args.device)
     model.check_return_std(args.std, "--std")  # the model's own checks, before any graph is built
     if args.interval is not None:
@@ -116,7 +131,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_embed(args) -> None:
-    from ..data.dataset import dataset_path, read_dataset
+    from ..data.dataset import read_dataset
     from ..embeddings import check_vector_path, write_table
     from ..models.factory import load_model
 
@@ -125,11 +140,7 @@ def cmd_embed(args) -> None:
     if args.layer is not None and args.kind != "pooled":
         raise ConfigError("--layer needs --kind pooled (the hidden vector comes after every convolution)")
     check_vector_path(args.out, args.overwrite)
-    out = Path(args.out).resolve()
-    inputs = [dataset_path(args.data).resolve()] if args.data else [Path(f).resolve() for f in args.files]
-    if any(out == p or (p.is_dir() and p in out.parents) for p in inputs):
-        raise ConfigError(f"--out {args.out} is {'inside ' if out not in inputs else ''}the data being embedded: "
-                          "choose another file for the table")
+    check_output_elsewhere("--out", args.out, args, "embedded")
     model = load_model(args.model)
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ConfigError, CrystalZooError
 from ..graphs.building import build_arrays
 from ..graphs.neighbors import MIN_DISTANCE, TIE_TOLERANCE, GraphArrays, known_elements
-from ..graphs.reading import read_structure_file, structure_path
+from ..graphs.reading import load_structure, read_structure_file, structure_path
 from ..graphs.settings import GraphSettings
 
 logger = logging.getLogger("crystalzoo.data")
@@ -27,7 +27,11 @@ def default_cache_dir() -> Path:
 
 
 def structure_key(source: Any) -> str:
-    """A content hash of a structure source, without parsing CIF text."""
+    """A content hash of a structure source, of what defines the crystal: a ``Structure``'s
+    lattice, coordinates, species and periodicity; a file's bytes; a CIF text itself (none is
+    parsed). Any other input (an ``ase.Atoms``…) is read as a ``Structure`` first and keyed as
+    one, so that two crystals never share a key (an ``ase.Atoms`` was keyed by its formula
+    alone, and a rattled copy got the first one's graphs)."""
     from pymatgen.core import (
         IStructure as Structure,  # Structure and the immutable IStructure
     )
@@ -43,8 +47,15 @@ def structure_key(source: Any) -> str:
             h.update(read_structure_file(path))
         except CrystalZooError:  # the graph builder reports it with the file's name
             h.update(str(source).encode())
+    elif isinstance(source, str):  # CIF text
+        h.update(source.encode())
     else:
-        h.update(str(source).encode())
+        try:
+            structure = load_structure(source)
+        except CrystalZooError:  # the graph builder reports it, with the crystal's position
+            h.update(f"{type(source).__qualname__} {id(source)}".encode())  # never reused
+            return h.hexdigest()
+        return structure_key(structure)
     return h.hexdigest()
 
 
