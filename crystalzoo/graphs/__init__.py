@@ -6,7 +6,8 @@ datasets) → :func:`collate` (a batched :class:`CrystalGraph` of torch tensors)
 ``[dgl]`` extra) ``build_graph`` returns a ``dgl.DGLGraph`` instead.
 
 The modules, by job: :mod:`~crystalzoo.graphs.settings` (radius, neighbours, bond and atom
-features), :mod:`~crystalzoo.graphs.reading` (structures and files, one crystal per input),
+features), :mod:`~crystalzoo.graphs.reading` (structures and files, one crystal per input; CIF in
+:mod:`~crystalzoo.graphs.cif`),
 :mod:`~crystalzoo.graphs.neighbors` (the neighbour search under the tie rule),
 :mod:`~crystalzoo.graphs.building` (build, collate, worker processes),
 :mod:`~crystalzoo.graphs.crystal_graph` (the batched graph and its sums) and
@@ -49,7 +50,8 @@ from .building import build_arrays, build_graph, build_graphs, collate, crystal_
 from .crystal_graph import CrystalGraph
 from .neighbors import (MIN_DISTANCE, MIN_VOLUME_PER_ATOM, OCCUPANCY_TOLERANCE, SEARCH_BUDGET, TIE_TOLERANCE,
                         GraphArrays, known_elements, search_cost)
-from .reading import (ASE_INSTALL, FILE_FORMATS, MAX_CIF_POSITIONS, MAX_STRUCTURE_FILE_BYTES, StructureLike,
+from .cif import MAX_CIF_POSITIONS
+from .reading import (ASE_INSTALL, FILE_FORMATS, MAX_STRUCTURE_FILE_BYTES, StructureLike,
                       crystal_list, file_format, is_ase_atoms, load_structure, read_structure_file, structure_path)
 from .settings import (DEFAULT_SETTINGS, MAX_BOND_FEATURES, MAX_NEIGHBOR_FEATURES, MAX_NEIGHBORS, MAX_RADIUS,
                        GraphSettings, check_settings)

@@ -3,14 +3,15 @@ other file formats, one crystal per input."""
 
 from __future__ import annotations
 
-import math
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from ..errors import StructureError
+from .cif import parse_cif
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.core import Structure
@@ -124,6 +125,66 @@ def _from_ase(atoms: Any, name: str) -> "Structure":
             from None
 
 
+def _one_per_file(path: Path, what: str) -> StructureError:
+    return StructureError(f"{path}: holds {what}; crystalzoo reads one crystal per file (it would otherwise predict "
+                          "for one of them, or for all of them merged): split it into one file per crystal")
+
+
+def _poscar_rest(lines: list[str]) -> list[str]:
+    """The lines after the first structure of a POSCAR text (its header, lattice, species and
+    counts, selective dynamics, coordinate type and one line per atom); [] when it ends there."""
+    i = 5
+    if not all(tok.lstrip("+-").isdigit() for tok in lines[i].split()):  # a line of species names
+        i += 1
+    n = sum(int(tok) for tok in lines[i].split())
+    i += 1
+    if lines[i].strip()[:1] in ("s", "S"):  # selective dynamics
+        i += 1
+    return lines[i + 1 + n:]
+
+
+def check_one_crystal(text: str, fmt: str, path: Path) -> None:
+    """:class:`StructureError` for a structure file that holds more than one crystal, which
+    pymatgen reads as its first (POSCAR), its last (res) or all of them merged into one (CSSR),
+    and for a YAML file with anchors or aliases, which pymatgen would expand without bound (a
+    file of a few hundred bytes can become gigabytes). What this cannot decide is left to the
+    parser, which says what is wrong."""
+    lines = text.splitlines()
+    if fmt == "res":
+        titles = sum(1 for line in lines if line.strip().upper().startswith("TITL"))
+        if titles > 1:
+            raise _one_per_file(path, f"{titles} structures (TITL blocks)")
+    elif fmt == "cssr":
+        rows = [line for line in lines if line.strip()]
+        try:
+            atoms = int(rows[2].split()[0])
+        except (IndexError, ValueError):
+            return
+        if len(rows) > 4 + atoms:
+            raise _one_per_file(path, f"{len(rows) - 4} atom lines where its header declares {atoms} atoms (a second "
+                                      "structure?)")
+    elif fmt == "poscar":
+        from pymatgen.core import IStructure
+
+        try:
+            rest = _poscar_rest(lines)
+        except (IndexError, ValueError):
+            return
+        rest = [line for line in rest if line.strip()]
+        if rest and not all(len(line.split()) == 3 for line in rest):  # velocities or predictor data: one crystal
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    IStructure.from_str("\n".join(rest), fmt="poscar")
+            except Exception:
+                return
+            raise _one_per_file(path, "more than one POSCAR structure")
+    elif fmt == "yaml" and re.search(r"(^|[\s\[{,:-])[&*][A-Za-z0-9_-]", text, re.M):
+        raise StructureError(f"{path}: uses YAML anchors or aliases (&name, *name), which crystalzoo does not expand "
+                             "(a small file can expand to gigabytes); write the structure without them, e.g. "
+                             "Structure.to(filename='crystal.yaml') or as CIF")
+
+
 def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
     """A structure file in a format other than CIF (:func:`file_format`)."""
     if fmt == "extxyz":
@@ -146,6 +207,7 @@ def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
         return _from_ase(frames[0], str(path))
     from pymatgen.core import IStructure
 
+    check_one_crystal(text, fmt, path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -180,7 +242,7 @@ def load_structure(source: StructureLike) -> "Structure":
             one_line = isinstance(source, str) and "\n" not in source and "\r" not in source
             if one_line and source.strip().lower().endswith(".cif"):
                 raise StructureError(f"{source}: no such file (expected a CIF file, CIF text or a Structure)")
-            return _parse_cif(source, "CIF text")
+            return parse_cif(source, "CIF text")
         try:
             text = read_structure_file(path).decode("utf-8")
         except UnicodeDecodeError:
@@ -193,136 +255,12 @@ def load_structure(source: StructureLike) -> "Structure":
             raise StructureError(f"{path}: not a CIF (no 'data_' block); a structure file of another format is read "
                                  "by its name: POSCAR/CONTCAR or *.vasp, *.xsf, *.cssr, *.res, *.json, *.yaml, "
                                  "*.extxyz (docs/quickstart.md, 'Structure files')")
-        return _parse_cif(text, str(path))
+        return parse_cif(text, str(path))
     refuse_molecule(source)
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "
         "pass a pymatgen Structure, an ase.Atoms, a structure file (CIF, POSCAR, …) or CIF text"
     )
-
-
-def _parse_cif(text: str, name: str) -> "Structure":
-    from pymatgen.io.cif import CifParser
-
-    text = text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends read alike
-    if not text.strip():
-        raise StructureError(f"{name}: empty file")
-    if "data_" not in text:
-        raise StructureError(f"{name}: not a CIF (no 'data_' block)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parser = CifParser.from_str(text)
-            _check_cif_block(parser, text, name)
-            structures = parser.parse_structures(primitive=False, on_error="raise")
-    except StructureError:
-        raise
-    except Exception as exc:  # pymatgen raises many types for broken CIFs
-        reason = " ".join(str(exc).split())[:300]  # one line
-        raise StructureError(f"{name}: cannot be read as a crystal structure ({reason})") from None
-    if not structures:
-        raise StructureError(f"{name}: has no crystal structure in it")
-    if len(structures) > 1:
-        raise StructureError(
-            f"{name}: holds {len(structures)} data blocks; split it into one CIF per crystal"
-        )
-    return structures[0]
-
-
-#: most positions a CIF's symmetry operations may generate (sites listed × operations) before
-#: pymatgen merges the duplicates, a step whose time grows with the square of this number
-#: (``python scripts/cif_expansion_cost.py`` on 2 cores: 9,600 positions 8 s, 19,200 29 s,
-#: 38,400 126 s). A 1,728-atom supercell listed in P1 has 1,728; a zeolite's 30 sites in a
-#: group of order 192 have 5,760
-#: (docs/robustness.md)
-MAX_CIF_POSITIONS = 20_000
-
-
-_SYMOP_KEYS = ("_symmetry_equiv_pos_as_xyz", "_symmetry_equiv_pos_as_xyz_", "_space_group_symop_operation_xyz",
-               "_space_group_symop_operation_xyz_")
-
-
-_MAGNETIC_KEYS = ("_space_group_symop_magn_operation.xyz", "_space_group_symop.magn_operation_xyz",
-                  "_space_group_symop_magn_centering.xyz", "_space_group_symop.magn_centering_xyz")
-
-
-def _listed(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def _n_operations(data: dict) -> int:
-    """How many symmetry operations pymatgen will apply to the sites of a CIF block, at most:
-    the operations listed, when every one of them reads (pymatgen drops a list it cannot read
-    and takes the operations of the space group's name instead); 192, the most any space group
-    has, otherwise; listed magnetic operations times their centerings."""
-    from pymatgen.core.operations import SymmOp
-
-    magnetic = [len(_listed(data[k])) for k in _MAGNETIC_KEYS if k in data]
-    if magnetic:
-        return math.prod(magnetic)
-    for key in _SYMOP_KEYS:
-        if key in data:
-            ops = _listed(data[key])
-            try:
-                for op in ops:
-                    if not str(op).strip():
-                        raise ValueError("empty")
-                    SymmOp.from_xyz_str(str(op))
-            except Exception:  # unreadable or empty: pymatgen falls back to the space group
-                return 192
-            return max(len(ops), 1)
-    return 192
-
-
-def _element_of(symbol: str) -> bool:
-    """Whether a CIF type symbol or site label names an element as pymatgen reads it: an
-    element symbol (capitalised), then digits, charges or other characters (``K1+``, ``O2-``,
-    ``Na1``); ``?``, ``.``, numbers and lower-case names are not."""
-    from pymatgen.core import Element
-
-    symbol = str(symbol).strip()
-    if not symbol[:1].isupper():
-        return False
-    return Element.is_valid_symbol(symbol[:2]) if symbol[1:2].islower() and Element.is_valid_symbol(symbol[:2]) \
-        else Element.is_valid_symbol(symbol[:1])
-
-
-def _check_cif_block(parser: Any, text: str, name: str) -> None:
-    """:class:`StructureError` before pymatgen expands a CIF whose sites × symmetry operations
-    exceed ``MAX_CIF_POSITIONS``, or silently drops a site (occupancy 0 or below, an unknown
-    type symbol ``?`` / ``.``)."""
-    from pymatgen.io.cif import CifFile
-
-    blocks = getattr(getattr(parser, "_cif", None), "data", None)
-    if blocks is None:
-        blocks = CifFile.from_str(text).data
-    for block in blocks.values():
-        data = block.data
-        labels = _listed(data.get("_atom_site_label", data.get("_atom_site_fract_x", [])))
-        for label, value in zip(labels, _listed(data.get("_atom_site_occupancy", []))):
-            try:
-                occupancy = float(str(value).split("(")[0])
-            except ValueError:
-                occupancy = math.nan
-            if not occupancy > 0:  # 0, negative, NaN, '?', '.': pymatgen drops the atom
-                raise StructureError(f"{name}: site {label} has occupancy {value}: not an atom (a vacancy or an "
-                                     "unknown occupancy; pymatgen would drop the atom); give it its occupancy (1 for "
-                                     "an ordered site) or remove the site")
-        symbols = data.get("_atom_site_type_symbol")
-        for label, symbol in zip(labels, _listed(symbols) if symbols is not None else labels):
-            if not _element_of(symbol):
-                what = "type symbol" if symbols is not None else "label (the CIF has no type symbols)"
-                raise StructureError(f"{name}: site {label} has the {what} {symbol!r}, which names no element "
-                                     "(pymatgen would drop the atom); give its element")
-        n_sites = len(_listed(data.get("_atom_site_fract_x", data.get("_atom_site_Cartn_x", labels)))) if labels \
-            else 0
-        n_ops = _n_operations(data)
-        if n_sites * n_ops > MAX_CIF_POSITIONS:
-            raise StructureError(
-                f"{name}: {n_sites:,} sites under {n_ops} symmetry operations make {n_sites * n_ops:,} positions to "
-                f"expand, more than the {MAX_CIF_POSITIONS:,} crystalzoo reads (crystalzoo.graphs.MAX_CIF_POSITIONS): "
-                "is it one crystal? Write it in P1 (the sites of one cell listed) if it really is"
-            )
 
 
 def refuse_molecule(source: Any) -> None:

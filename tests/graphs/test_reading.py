@@ -183,3 +183,55 @@ def test_a_poscar_named_like_a_cif_says_how_files_are_read(crystals, tmp_path, f
     with pytest.raises(StructureError, match=r"relaxed.cif: not a CIF \(no 'data_' block\); a structure file of "
                                              "another format is read by its name: POSCAR"):
         formation.predict([tmp_path / "relaxed.cif"])
+
+
+def _two_crystals():
+    from pymatgen.core import Structure
+
+    from crystalzoo import example_structures
+
+    first, second = (Structure.from_file(p) for p in example_structures()[:2])
+    for s in (first, second):
+        s.remove_oxidation_states()
+    return first, second
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".vasp", "poscar"), (".cssr", "cssr"), (".res", "res")])
+def test_a_file_of_two_crystals_is_refused_in_every_format(tmp_path, formation, suffix, fmt):
+    """POSCAR read the first of two structures, res the last, and CSSR merged both into one
+    crystal: each gave one silent prediction. One crystal per file, in every format."""
+    first, second = _two_crystals()
+    one = tmp_path / f"one{suffix}"
+    one.write_text(first.to(fmt=fmt))
+    assert formation.predict([one]) == pytest.approx(formation.predict([first]), abs=1e-5)
+    two = tmp_path / f"two{suffix}"
+    two.write_text(first.to(fmt=fmt) + "\n" + second.to(fmt=fmt))
+    with pytest.raises(StructureError, match="crystalzoo reads one crystal per file"):
+        formation.predict([two])
+
+
+def test_a_poscar_with_velocities_is_one_crystal(tmp_path, formation):
+    from pymatgen.io.vasp import Poscar
+
+    first, _ = _two_crystals()
+    path = tmp_path / "CONTCAR.vasp"
+    path.write_text(Poscar(first, velocities=[[0.01, 0.0, -0.02]] * len(first)).get_str())
+    assert formation.predict([path]) == pytest.approx(formation.predict([first]), abs=1e-5)
+
+
+def test_yaml_anchors_and_aliases_are_refused_before_they_expand(tmp_path, formation):
+    """A 749-byte pymatgen YAML file with nested aliases took 15 s and +445 MB, and each more line
+    multiplied both by 10: crystalzoo does not expand them."""
+    import time
+
+    first, _ = _two_crystals()
+    plain_yaml = tmp_path / "plain.yaml"
+    plain_yaml.write_text(first.to(fmt="yaml"))
+    assert formation.predict([plain_yaml]) == pytest.approx(formation.predict([first]), abs=1e-5)
+    bomb = "\n".join([f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)])
+    path = tmp_path / "bomb.yaml"
+    path.write_text("a0: &a0 [x]\n" + bomb + "\n" + first.to(fmt="yaml"))
+    t0 = time.perf_counter()
+    with pytest.raises(StructureError, match="uses YAML anchors or aliases"):
+        formation.predict([path])
+    assert time.perf_counter() - t0 < 2

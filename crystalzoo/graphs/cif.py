@@ -1,0 +1,139 @@
+"""CIF text → a pymatgen ``Structure``, checked before pymatgen parses it: the size of its
+symmetry expansion, magnetic CIFs, unknown elements, one data block per file (docs/robustness.md,
+"Structures and CIF files")."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StructureError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pymatgen.core import Structure
+
+
+def parse_cif(text: str, name: str) -> "Structure":
+    from pymatgen.io.cif import CifParser
+
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends read alike
+    if not text.strip():
+        raise StructureError(f"{name}: empty file")
+    if "data_" not in text:
+        raise StructureError(f"{name}: not a CIF (no 'data_' block)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parser = CifParser.from_str(text)
+            _check_cif_block(parser, text, name)
+            structures = parser.parse_structures(primitive=False, on_error="raise")
+    except StructureError:
+        raise
+    except Exception as exc:  # pymatgen raises many types for broken CIFs
+        reason = " ".join(str(exc).split())[:300]  # one line
+        raise StructureError(f"{name}: cannot be read as a crystal structure ({reason})") from None
+    if not structures:
+        raise StructureError(f"{name}: has no crystal structure in it")
+    if len(structures) > 1:
+        raise StructureError(
+            f"{name}: holds {len(structures)} data blocks; split it into one CIF per crystal"
+        )
+    return structures[0]
+
+
+#: most positions a CIF's symmetry operations may generate (sites listed × operations) before
+#: pymatgen merges the duplicates, a step whose time grows with the square of this number
+#: (``python scripts/cif_expansion_cost.py`` on 2 cores: 9,600 positions 8 s, 19,200 29 s,
+#: 38,400 126 s). A 1,728-atom supercell listed in P1 has 1,728; a zeolite's 30 sites in a
+#: group of order 192 have 5,760
+#: (docs/robustness.md)
+MAX_CIF_POSITIONS = 20_000
+
+
+_SYMOP_KEYS = ("_symmetry_equiv_pos_as_xyz", "_symmetry_equiv_pos_as_xyz_", "_space_group_symop_operation_xyz",
+               "_space_group_symop_operation_xyz_")
+
+
+_MAGNETIC_KEYS = ("_space_group_symop_magn_operation.xyz", "_space_group_symop.magn_operation_xyz",
+                  "_space_group_symop_magn_centering.xyz", "_space_group_symop.magn_centering_xyz")
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _n_operations(data: dict) -> int:
+    """How many symmetry operations pymatgen will apply to the sites of a CIF block, at most:
+    the operations listed, when every one of them reads (pymatgen drops a list it cannot read
+    and takes the operations of the space group's name instead); 192, the most any space group
+    has, otherwise; listed magnetic operations times their centerings."""
+    from pymatgen.core.operations import SymmOp
+
+    magnetic = [len(_listed(data[k])) for k in _MAGNETIC_KEYS if k in data]
+    if magnetic:
+        return math.prod(magnetic)
+    for key in _SYMOP_KEYS:
+        if key in data:
+            ops = _listed(data[key])
+            try:
+                for op in ops:
+                    if not str(op).strip():
+                        raise ValueError("empty")
+                    SymmOp.from_xyz_str(str(op))
+            except Exception:  # unreadable or empty: pymatgen falls back to the space group
+                return 192
+            return max(len(ops), 1)
+    return 192
+
+
+def _element_of(symbol: str) -> bool:
+    """Whether a CIF type symbol or site label names an element as pymatgen reads it: an
+    element symbol (capitalised), then digits, charges or other characters (``K1+``, ``O2-``,
+    ``Na1``); ``?``, ``.``, numbers and lower-case names are not."""
+    from pymatgen.core import Element
+
+    symbol = str(symbol).strip()
+    if not symbol[:1].isupper():
+        return False
+    return Element.is_valid_symbol(symbol[:2]) if symbol[1:2].islower() and Element.is_valid_symbol(symbol[:2]) \
+        else Element.is_valid_symbol(symbol[:1])
+
+
+def _check_cif_block(parser: Any, text: str, name: str) -> None:
+    """:class:`StructureError` before pymatgen expands a CIF whose sites × symmetry operations
+    exceed ``MAX_CIF_POSITIONS``, or silently drops a site (occupancy 0 or below, an unknown
+    type symbol ``?`` / ``.``)."""
+    from pymatgen.io.cif import CifFile
+
+    blocks = getattr(getattr(parser, "_cif", None), "data", None)
+    if blocks is None:
+        blocks = CifFile.from_str(text).data
+    for block in blocks.values():
+        data = block.data
+        labels = _listed(data.get("_atom_site_label", data.get("_atom_site_fract_x", [])))
+        for label, value in zip(labels, _listed(data.get("_atom_site_occupancy", []))):
+            try:
+                occupancy = float(str(value).split("(")[0])
+            except ValueError:
+                occupancy = math.nan
+            if not occupancy > 0:  # 0, negative, NaN, '?', '.': pymatgen drops the atom
+                raise StructureError(f"{name}: site {label} has occupancy {value}: not an atom (a vacancy or an "
+                                     "unknown occupancy; pymatgen would drop the atom); give it its occupancy (1 for "
+                                     "an ordered site) or remove the site")
+        symbols = data.get("_atom_site_type_symbol")
+        for label, symbol in zip(labels, _listed(symbols) if symbols is not None else labels):
+            if not _element_of(symbol):
+                what = "type symbol" if symbols is not None else "label (the CIF has no type symbols)"
+                raise StructureError(f"{name}: site {label} has the {what} {symbol!r}, which names no element "
+                                     "(pymatgen would drop the atom); give its element")
+        n_sites = len(_listed(data.get("_atom_site_fract_x", data.get("_atom_site_Cartn_x", labels)))) if labels \
+            else 0
+        n_ops = _n_operations(data)
+        if n_sites * n_ops > MAX_CIF_POSITIONS:
+            raise StructureError(
+                f"{name}: {n_sites:,} sites under {n_ops} symmetry operations make {n_sites * n_ops:,} positions to "
+                f"expand, more than the {MAX_CIF_POSITIONS:,} crystalzoo reads (crystalzoo.graphs.MAX_CIF_POSITIONS): "
+                "is it one crystal? Write it in P1 (the sites of one cell listed) if it really is"
+            )
+
