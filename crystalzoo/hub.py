@@ -255,12 +255,26 @@ def check_metrics(metrics: Any, what: str) -> dict[str, Any]:
     return metrics
 
 
+def _stale_model_files(api, repo_id: str, revision: str | None, written: set[str]) -> list[str]:
+    """The files of an earlier push that this one does not write and that would contradict it:
+    config.json, metrics.json and weights (``*.safetensors``) at the top of the repo. Other files
+    (a README its author wrote, data, notebooks) stay."""
+    siblings = api.model_info(repo_id, revision=revision).siblings or []
+    return sorted(name for name in (s.rfilename for s in siblings)
+                  if "/" not in name and name not in written
+                  and (name in (CONFIG_NAME, "metrics.json") or name.endswith(".safetensors")))
+
+
 def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool = False,
                 commit_message: str = "Upload crystalzoo model", metrics: dict[str, Any] | None = None,
                 metrics_file: str | os.PathLike | None = None, filename: str = WEIGHTS_NAME,
                 revision: str | None = None, create_pr: bool = False, tags: list[str] | None = None,
                 overwrite_card: bool = False) -> str:
     """Upload ``model`` to the Hub repo ``repo_id`` (created if needed) and return the commit id.
+
+    A push leaves the repo holding exactly this model's files, in one commit: the weights,
+    config.json and metrics.json of an earlier push that this one does not write are deleted
+    (other files, such as a README its author wrote, stay).
 
     The repo gets ``model.safetensors``, ``config.json`` (architecture, graph settings,
     targets, units, source backbone, calibration, weights sha256; no local path) and a
@@ -348,12 +362,14 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
                 logger.warning("%s has a README.md that crystalzoo did not make (or whose author removed its "
                                "crystalzoo line): kept; pass overwrite_card=True (--overwrite-card) to replace it with "
                                "the card made from this model", repo_id)
-            from huggingface_hub import CommitOperationAdd
+            from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
             files = sorted(p for p in folder.iterdir() if p.is_file())
-            info = api.create_commit(repo_id, [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
-                                               for p in files], commit_message=commit_message, revision=revision,
-                                     create_pr=create_pr)
+            stale = _stale_model_files(api, repo_id, revision, {p.name for p in files})
+            info = api.create_commit(repo_id, [*(CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+                                                 for p in files),
+                                               *(CommitOperationDelete(path_in_repo=name) for name in stale)],
+                                     commit_message=commit_message, revision=revision, create_pr=create_pr)
         except Exception as exc:  # HTTP errors, broken connections (httpx), disk errors
             raise HubError(f"could not push to {repo_id} at {_endpoint()}: {exc}") from None
     if create_pr:

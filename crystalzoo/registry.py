@@ -171,8 +171,11 @@ def resolve(name: str, local_files_only: bool | None = None, with_weights: bool 
         e = _entry(name)
         state = read_weights(weights_file(name, local_files_only)) if with_weights else None
         return e["config"], state, f"registered backbone {name!r}"
-    state = read_weights(folder / WEIGHTS_NAME) if with_weights else None
-    return read_config(folder / CONFIG_NAME), state, source
+    config = read_config(folder / CONFIG_NAME)
+    # a Hub repo pushed with push_to_hub(filename=…) names its weights file (checked when it was fetched)
+    weights = config.get("weights_file", WEIGHTS_NAME) if kind == "hub" else WEIGHTS_NAME
+    state = read_weights(folder / weights) if with_weights else None
+    return config, state, source
 
 
 def _is_dir(name: str, holding: str | None = None) -> bool:

@@ -37,12 +37,13 @@ class HubState:
             self.repos[repo_id] = {"branches": {"main": sha}, "commits": {sha: {}}}
             return True
 
-    def commit(self, repo_id: str, branch: str, files: dict[str, bytes], message: str) -> str:
+    def commit(self, repo_id: str, branch: str, files: dict[str, bytes], message: str,
+               deleted: tuple[str, ...] = ()) -> str:
         with self.lock:
             repo = self.repos[repo_id]
             parent = repo["branches"][branch]
-            tree = {**repo["commits"][parent], **files}
-            h = hashlib.sha1(parent.encode() + message.encode())
+            tree = {**{k: v for k, v in repo["commits"][parent].items() if k not in deleted}, **files}
+            h = hashlib.sha1(parent.encode() + message.encode() + " ".join(sorted(deleted)).encode())
             for name in sorted(files):
                 h.update(name.encode() + files[name])
             sha = h.hexdigest()
@@ -199,13 +200,15 @@ class _Handler(BaseHTTPRequestHandler):
             files = json.loads(body)["files"]
             return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
                                                "oid": None} for f in files]})
-        header, files = {}, {}
+        header, files, deleted = {}, {}, []
         for line in body.splitlines():
             item = json.loads(line)
             if item["key"] == "header":
                 header = item["value"]
             elif item["key"] == "file":
                 files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            elif item["key"] == "deletedFile":
+                deleted.append(item["value"]["path"])
             else:
                 return self._error(400, "BadRequest", f"unsupported commit operation {item['key']}")
         host = self.headers["Host"]
@@ -214,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             number = 1 + sum(b.startswith("refs/pr/") for b in st.repos[repo_id]["branches"])
             st.branch(repo_id, f"refs/pr/{number}", start=revision)
             revision, pr_url = f"refs/pr/{number}", f"http://{host}/{repo_id}/discussions/{number}"
-        sha = st.commit(repo_id, revision, files, header.get("summary", ""))
+        sha = st.commit(repo_id, revision, files, header.get("summary", ""), tuple(deleted))
         return self._json(200, {"commitUrl": f"http://{host}/{repo_id}/commit/{sha}", "commitOid": sha,
                                 "pullRequestUrl": pr_url, "success": True})
 

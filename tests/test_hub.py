@@ -320,3 +320,20 @@ def test_hf_style_methods_call_the_functions(hub, band_gap_run, tmp_path):
     with pytest.raises(Exception, match="describes a single model, not an ensemble: load it with load_model or "
                                         "CrystalModel.from_pretrained"):
         CrystalEnsemble.from_pretrained(str(band_gap_run))
+
+
+def test_a_second_push_leaves_exactly_the_files_of_the_model_it_pushes(hub):
+    """A second push to one repo left the first push's metrics.json, and its weights saved under
+    another file name, beside the new ones: the card and the files disagreed."""
+    repo = "alice/moving-target"
+    first = push_to_hub(load_model("bulk"), repo, metrics={"test": {"mae": 0.05}})
+    hub.state.commit(repo, "main", {"notes.txt": b"mine"}, "the author's own file")
+    second = push_to_hub(load_model("shear"), repo, filename="shear-v2.safetensors")
+    files = hub.state.repos[repo]["commits"][second]
+    assert sorted(files) == ["README.md", "config.json", "notes.txt", "shear-v2.safetensors"]
+    assert set(hub.state.repos[repo]["commits"][first]) >= {"model.safetensors", "metrics.json"}  # history kept
+    assert json.loads(files["config.json"])["weights_file"] == "shear-v2.safetensors"
+    commits = [r for r in hub.state.requests if r[0] == "POST" and "/commit/" in r[1]]
+    assert len(commits) == 2  # one commit per push (the author's file went in by hand)
+    shared = load_model(f"hf-hub:{repo}@{second}")
+    np.testing.assert_array_equal(shared.predict(CIFS[:2]), load_model("shear").predict(CIFS[:2]))
