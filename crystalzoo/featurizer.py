@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, MissingExtraError
+from .graphs.reading import is_ase_atoms
 
 try:
     from sklearn.base import BaseEstimator, TransformerMixin
@@ -40,7 +41,7 @@ def _crystals(X: Any) -> list:
 
     if X is None:
         raise ConfigError("CrystalFeaturizer needs crystals (structures, CIF paths or CIF texts), got None")
-    if isinstance(X, (str, os.PathLike, IStructure)):  # one crystal
+    if isinstance(X, (str, os.PathLike, IStructure)) or is_ase_atoms(X):  # one crystal (an Atoms is not its atoms)
         return [X]
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # a DataFrame
         if X.shape[1] != 1:
@@ -77,9 +78,7 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
         """Load the backbone (``X`` and ``y`` are not used: the features are pretrained)."""
         from .models.factory import load_backbone
 
-        if self.kind not in ("hidden", "pooled"):
-            raise ConfigError(f"CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not "
-                              f"{self.kind!r}")
+        self._check_kind()
         self.backbone_ = load_backbone(self.backbone)
         self.backbone_name_ = self.backbone
         self.backbone_.eval()
@@ -87,25 +86,40 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
-        """``fit`` then ``transform``, reading ``X`` once (a generator included)."""
+        """``fit`` then ``transform``, reading ``X`` once (a generator included); with pandas
+        output (``set_output(transform="pandas")``) the rows keep ``X``'s index."""
         crystals = _crystals(X)
-        return self.fit(crystals, y).transform(crystals)
+        return self.fit(crystals, y)._vectors(crystals)
 
     def transform(self, X: Any) -> np.ndarray:
         """(n, width) float32 features of the crystals in ``X``."""
+        return self._vectors(_crystals(X))
+
+    def _vectors(self, crystals: list) -> np.ndarray:
+        """The features of ``crystals`` (the settings checked again: ``set_params`` may have changed them)."""
         from .embeddings import embed
 
+        self._check_fitted()
+        return embed(self.backbone_, crystals, kind=self.kind, layer=self.layer, batch_size=self.batch_size,
+                     n_jobs=self.n_jobs)
+
+    def _check_kind(self) -> None:
+        if self.kind not in ("hidden", "pooled"):
+            raise ConfigError(f"CrystalFeaturizer gives one vector per crystal: kind 'hidden' or 'pooled', not "
+                              f"{self.kind!r}")
+
+    def _check_fitted(self) -> None:
+        """Fitted, with the settings fit saw or ones that need no new fit (``kind``, ``layer``: checked again)."""
         check_is_fitted(self, "backbone_")
         if self.backbone != self.backbone_name_:
             raise ConfigError(f"backbone is {self.backbone!r} now, but {self.backbone_name_!r} was loaded by fit: "
                               "fit again after set_params(backbone=…)")
-        return embed(self.backbone_, _crystals(X), kind=self.kind, layer=self.layer, batch_size=self.batch_size,
-                     n_jobs=self.n_jobs)
+        self._check_kind()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``crystal_0``, ``crystal_1``, … (one per vector component, for the current ``kind``)."""
         from .embeddings import embed
 
-        check_is_fitted(self, "backbone_")
+        self._check_fitted()
         width = embed(self.backbone_, [], kind=self.kind, layer=self.layer).shape[1]  # a one-atom crystal's width
         return np.array([f"crystal_{i}" for i in range(width)], dtype=object)

@@ -223,3 +223,53 @@ def test_embed_never_writes_over_its_data_and_the_featurizer_follows_its_backbon
     f.set_params(backbone="bulk")
     with pytest.raises(ConfigError, match="fit again"):
         f.transform(CIFS[:2])
+
+
+def test_the_featurizer_passes_scikit_learns_own_checks_that_apply():
+    """The checks of sklearn.utils.estimator_checks that do not fit on numeric arrays (a
+    featurizer of crystals cannot): construction, parameters, cloning, repr."""
+    pytest.importorskip("sklearn")
+    from sklearn.utils import estimator_checks as checks
+
+    from crystalzoo import CrystalFeaturizer
+
+    names = ["check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
+             "check_set_params", "check_estimator_cloneable", "check_estimator_repr",
+             "check_do_not_raise_errors_in_init_or_set_params"]
+    ran = 0
+    for name in names:
+        check = getattr(checks, name, None)
+        if check is not None:  # (older scikit-learn versions lack some)
+            check("CrystalFeaturizer", CrystalFeaturizer())
+            ran += 1
+    assert ran >= 4
+
+
+def test_the_featurizer_checks_set_params_keeps_the_index_and_takes_one_atoms(mp200_structures):
+    """set_params(kind="atoms") after fit gave a list from transform and a raw AttributeError from
+    get_feature_names_out; fit_transform with pandas output lost the input's index (vectors
+    beside the wrong ids on a join); one ase.Atoms was iterated as its atoms."""
+    pytest.importorskip("sklearn")
+    import pandas as pd
+
+    from crystalzoo import CrystalFeaturizer
+    from crystalzoo.errors import ConfigError
+
+    frame = pd.DataFrame({"structure": mp200_structures[:4]}, index=["mp-a", "mp-b", "mp-c", "mp-d"])
+    featurizer = CrystalFeaturizer(kind="pooled").set_output(transform="pandas")
+    out = featurizer.fit_transform(frame)
+    assert out.index.tolist() == ["mp-a", "mp-b", "mp-c", "mp-d"] and out.shape == (4, 64)
+    assert featurizer.transform(frame.iloc[::-1]).index.tolist() == ["mp-d", "mp-c", "mp-b", "mp-a"]
+    np.testing.assert_allclose(out.loc["mp-c"].to_numpy(), featurizer.transform(frame.iloc[2:3]).iloc[0].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    featurizer.set_params(kind="atoms")
+    for call in (lambda: featurizer.transform(frame), featurizer.get_feature_names_out):
+        with pytest.raises(ConfigError, match="kind 'hidden' or 'pooled', not 'atoms'"):
+            call()
+    ase = pytest.importorskip("ase")
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(mp200_structures[0])
+    assert isinstance(atoms, ase.Atoms)
+    plain = CrystalFeaturizer(kind="pooled").fit([])
+    np.testing.assert_allclose(plain.transform(atoms), plain.transform([mp200_structures[0]]), rtol=1e-5, atol=1e-6)
