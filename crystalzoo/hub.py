@@ -43,7 +43,12 @@ def _offline(local_files_only: bool | None) -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _cache_dir() -> str:
+def _cache_dir(cache_dir: str | os.PathLike | None = None) -> str:
+    """The Hugging Face cache folder: ``cache_dir`` when given, else ``$HF_HUB_CACHE``, else the default."""
+    if cache_dir is not None:
+        if not str(cache_dir).strip():
+            raise ConfigError("cache_dir is empty: give the folder of the Hugging Face cache, or leave it out")
+        return str(cache_dir)
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
     home = os.environ.get("HF_HOME", os.path.join(Path.home(), ".cache", "huggingface"))
@@ -51,7 +56,7 @@ def _cache_dir() -> str:
 
 
 def _download(repo_id: str, filename: str, revision: str | None, local_files_only: bool | None,
-              force_download: bool = False) -> tuple[Path, str]:
+              force_download: bool = False, cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     """(local path, commit id) of one file, from the cache or the Hub; Hub errors become
     :class:`HubError` with what to do."""
     from huggingface_hub import hf_hub_download
@@ -62,7 +67,7 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
     offline = _offline(local_files_only)
     where = f"{repo_id}/{filename} at revision {revision or 'main'}"
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir(), endpoint=_endpoint(),
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir(cache_dir), endpoint=_endpoint(),
                                local_files_only=offline, force_download=force_download)
     except RevisionNotFoundError:
         raise HubError(f"revision {revision!r} does not exist in the Hub repo {repo_id} ({_endpoint()})") from None
@@ -72,7 +77,7 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
         reason = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else \
             f"the Hub ({_endpoint()}) cannot be reached"
         raise HubError(
-            f"{where} is not in the local cache ({_cache_dir()}) and {reason}. On a machine with network, "
+            f"{where} is not in the local cache ({_cache_dir(cache_dir)}) and {reason}. On a machine with network, "
             "run `crystalzoo download NAME…` and copy the cache folder, or point HF_HUB_CACHE at it."
         ) from None
     except EntryNotFoundError:
@@ -109,7 +114,8 @@ def _check_repo_id(repo_id: Any) -> None:
                        "not starting or ending with '-' or '.', without '--' or '..', at most 96 characters") from None
 
 
-def fetch_registered(name: str, entry: dict[str, Any], local_files_only: bool | None = None) -> Path:
+def fetch_registered(name: str, entry: dict[str, Any], local_files_only: bool | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> Path:
     """The verified weights file of a registered entry, at its pinned revision."""
     hub, f = entry["hub"], entry["file"]
     if hub.get("revision") is None:
@@ -117,18 +123,20 @@ def fetch_registered(name: str, entry: dict[str, Any], local_files_only: bool | 
             f"the weights of {name!r} are not bundled in this install and not published on the Hub yet "
             f"(no pinned revision in the manifest); reinstall crystalzoo to get the bundled file"
         )
-    path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], local_files_only)
+    path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], local_files_only, cache_dir=cache_dir)
     if sha256_file(path) != f["sha256"]:
         # never use a corrupt copy: replace it once from the Hub, unless offline
         if not _offline(local_files_only):
             logger.warning("cached %s of %r failed its sha256 check; downloading it again", f["filename"], name)
-            path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], False, force_download=True)
+            path, _ = _download(hub["repo_id"], f["filename"], hub["revision"], False, force_download=True,
+                                cache_dir=cache_dir)
         check_sha256(path, f["sha256"], f"the manifest ({name!r} from {hub['repo_id']}@{hub['revision']})",
                      f"Delete it and run `crystalzoo download {name}` with network access.")
     return path
 
 
-def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[Path, str]:
+def fetch_model_repo(spec: str, local_files_only: bool | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     """(snapshot folder, commit id) of a crystalzoo model repo ``ORG/NAME[@REVISION]``;
     config and weights come from the same commit, and the weights' sha256 is checked
     against the one ``config.json`` records."""
@@ -136,13 +144,13 @@ def fetch_model_repo(spec: str, local_files_only: bool | None = None) -> tuple[P
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"{spec!r} is not ORG/NAME[@REVISION]")
     _check_repo_id(repo_id)
-    config_path, commit = _download(repo_id, CONFIG_NAME, revision or None, local_files_only)
+    config_path, commit = _download(repo_id, CONFIG_NAME, revision or None, local_files_only, cache_dir=cache_dir)
     config = read_config(config_path)
     name = config.get("weights_file", WEIGHTS_NAME)  # push_to_hub(filename=…) records another name
     if not _plain_weights_name(name):
         raise ConfigError(f"{config_path} ({repo_id}@{commit}): weights_file must be a plain *.safetensors file name, "
                           f"got {str(name)[:60]!r}")
-    weights_path, _ = _download(repo_id, name, commit, local_files_only)
+    weights_path, _ = _download(repo_id, name, commit, local_files_only, cache_dir=cache_dir)
     expected = config.get("weights_sha256")
     if expected is not None and not isinstance(expected, str):
         raise ConfigError(f"{config_path} ({repo_id}@{commit}): weights_sha256 must be a string, got {expected!r}")

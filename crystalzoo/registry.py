@@ -116,7 +116,7 @@ def bundled_path(filename: str) -> Path:
     return Path(str(resources.files("crystalzoo").joinpath("weights", filename)))
 
 
-def weights_file(name: str, local_files_only: bool | None = None) -> Path:
+def weights_file(name: str, local_files_only: bool | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     """Path of the verified weights file of a registered name: the bundled copy, else the
     Hugging Face Hub cache, else a download at the pinned revision (sha256 checked)."""
     e = _entry(name)
@@ -124,7 +124,7 @@ def weights_file(name: str, local_files_only: bool | None = None) -> Path:
     if not (f["bundled"] and bundled_path(f["filename"]).is_file()):
         from . import hub
 
-        return hub.fetch_registered(name, e, local_files_only=local_files_only)  # verified there
+        return hub.fetch_registered(name, e, local_files_only=local_files_only, cache_dir=cache_dir)  # verified there
     path = bundled_path(f["filename"])
     check_sha256(path, f["sha256"], f"the manifest ({name!r})", "Reinstall crystalzoo to get the bundled file back.")
     return path
@@ -154,13 +154,15 @@ def source_kind(name: str | os.PathLike) -> str:
     return "registered"
 
 
-def resolve(name: str, local_files_only: bool | None = None, with_weights: bool = True):
+def resolve(name: str, local_files_only: bool | None = None, with_weights: bool = True,
+            cache_dir: str | os.PathLike | None = None):
     """(config, state dict or None, description of the source) for any model name."""
     kind = source_kind(name)
     if kind == "hub":
         from . import hub
 
-        folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only)
+        folder, revision = hub.fetch_model_repo(str(name)[len(HF_PREFIX):], local_files_only=local_files_only,
+                                                cache_dir=cache_dir)
         source = f"{name} (commit {revision})"
     elif kind == "folder":
         folder, source = Path(name), str(name)
@@ -169,7 +171,7 @@ def resolve(name: str, local_files_only: bool | None = None, with_weights: bool 
                            "another folder to load the registered one)", name, name)
     else:
         e = _entry(name)
-        state = read_weights(weights_file(name, local_files_only)) if with_weights else None
+        state = read_weights(weights_file(name, local_files_only, cache_dir)) if with_weights else None
         return e["config"], state, f"registered backbone {name!r}"
     config = read_config(folder / CONFIG_NAME)
     # a Hub repo pushed with push_to_hub(filename=…) names its weights file (checked when it was fetched)

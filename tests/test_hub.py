@@ -337,3 +337,35 @@ def test_a_second_push_leaves_exactly_the_files_of_the_model_it_pushes(hub):
     assert len(commits) == 2  # one commit per push (the author's file went in by hand)
     shared = load_model(f"hf-hub:{repo}@{second}")
     np.testing.assert_array_equal(shared.predict(CIFS[:2]), load_model("shear").predict(CIFS[:2]))
+
+
+def test_the_keywords_users_bring_from_transformers_and_timm(hub, tmp_path):
+    """from_pretrained(revision=, cache_dir=), save_pretrained(push_to_hub=True, safe_serialization=True)
+    work; a misspelt keyword is a ConfigError naming the valid ones (they were raw TypeErrors naming
+    internal functions)."""
+    from crystalzoo import CrystalModel
+    from crystalzoo.errors import ConfigError
+
+    model = load_model("bulk")
+    model.save_pretrained(tmp_path / "bulk", safe_serialization=True, push_to_hub=True, repo_id="alice/kw",
+                          commit_message="from save_pretrained")
+    commit = hub.state.repos["alice/kw"]["branches"]["main"]
+    assert (tmp_path / "bulk" / "config.json").is_file()
+    cache = tmp_path / "own-cache"
+    loaded = CrystalModel.from_pretrained("hf-hub:alice/kw", revision=commit, cache_dir=str(cache))
+    assert commit in loaded.meta["source"] and any(cache.rglob("config.json"))
+    np.testing.assert_array_equal(loaded.predict(CIFS[:2]), model.predict(CIFS[:2]))
+    assert load_model("hf-hub:alice/kw", revision=commit).meta["source"] == loaded.meta["source"]
+    for call, message in (
+            (lambda: CrystalModel.from_pretrained("hf-hub:alice/kw", revison=commit), "no option 'revison' \\(did you"),
+            (lambda: CrystalModel.from_pretrained("bulk", revision=commit), "revision= pins a Hub repo"),
+            (lambda: CrystalModel.from_pretrained(f"hf-hub:alice/kw@{commit}", revision="main"), "names its revision"),
+            (lambda: model.save_pretrained(tmp_path / "x", safe_serialization=False), "safetensors only"),
+            (lambda: model.save_pretrained(tmp_path / "x", push_to_hub=True), "needs repo_id"),
+            (lambda: model.save_pretrained(tmp_path / "x", push_to_hub=True, repo_id="alice/kw", privat=True),
+             "no option 'privat' \\(did you mean 'private'\\?\\)"),
+            (lambda: model.save_pretrained(tmp_path / "x", max_shard_size="5GB"), "no option 'max_shard_size'"),
+            (lambda: model.push_to_hub("alice/kw", comit_message="x"), "no option 'comit_message'")):
+        with pytest.raises(ConfigError, match=message):
+            call()
+    assert not (tmp_path / "x").exists()  # refused before anything was written

@@ -3,6 +3,7 @@ load strictly."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable
 
 import torch
@@ -37,15 +38,47 @@ def check_device(device: Any) -> None:
                           "device(s)); use --device cpu, or a device that exists") from None
 
 
+#: the options of ``load_model`` and ``from_pretrained``
+LOAD_OPTIONS = ("revision", "cache_dir", "graph_settings", "local_files_only", "device")
+
+
+def check_options(where: str, options: dict[str, Any], valid: Any) -> None:
+    """:class:`ConfigError` for keywords of ``where`` that are not in ``valid`` (a misspelt
+    option, or one of another library's that crystalzoo has not), naming the valid ones."""
+    import difflib
+
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        hints = [f"{u!r} (did you mean {near[0]!r}?)" if (near := difflib.get_close_matches(u, valid, n=1)) else repr(u)
+                 for u in unknown]
+        raise ConfigError(f"{where} has no option {', '.join(hints)}; valid: {', '.join(valid)}")
+
+
+def with_revision(name: Any, revision: str | None) -> Any:
+    """``name`` pinned at ``revision`` (``revision="abc123"`` on ``hf-hub:ORG/NAME`` is
+    ``hf-hub:ORG/NAME@abc123``, as transformers' ``revision=``); None leaves it as it is."""
+    if revision is None:
+        return name
+    if not isinstance(revision, str) or not revision.strip() or "@" in revision:
+        raise ConfigError(f"revision = {revision!r}: a branch, tag or commit id of a Hub repo")
+    if not isinstance(name, str) or not name.startswith("hf-hub:"):
+        raise ConfigError(f"revision= pins a Hub repo (hf-hub:ORG/NAME); {str(name)!r} is a registered name or a "
+                          "folder, whose weights are pinned already")
+    if "@" in name:
+        raise ConfigError(f"{name} names its revision already; give it once (name@REV or revision=)")
+    return f"{name}@{revision}"
+
+
 def load_with(constructor: Constructor, name: str, *, graph_settings: GraphSettings | None = None,
               local_files_only: bool | None = None, device: str = "cpu", pretrained: bool = True,
-              drop: Iterable[str] = ()) -> torch.nn.Module:
+              drop: Iterable[str] = (), cache_dir: str | os.PathLike | None = None) -> torch.nn.Module:
     """The model ``name`` names, through the one funnel every loader takes (``load_model``,
     ``load_backbone``, ``from_pretrained``): :func:`crystalzoo.registry.resolve` finds the
     config and weights (registered, ``hf-hub:…`` or a folder) and verifies their checksum,
     :func:`build_model` builds ``constructor(config)`` on the meta device first and loads the
     weights strictly (``pretrained=False``: random weights; ``drop``: state-dict prefixes left
-    out, such as the old head), in eval mode on ``device``.
+    out, such as the old head), in eval mode on ``device``; ``cache_dir``: the Hugging Face cache
+    to download into and read from (default ``$HF_HUB_CACHE``).
 
     Example::
 
@@ -57,7 +90,7 @@ def load_with(constructor: Constructor, name: str, *, graph_settings: GraphSetti
     if graph_settings is not None:
         check_settings(graph_settings, "graph_settings")
     name = str(name) if isinstance(name, str) else name  # a numpy string: its plain value in meta["source"]
-    config, state, source = resolve(name, local_files_only, with_weights=pretrained)
+    config, state, source = resolve(name, local_files_only, with_weights=pretrained, cache_dir=cache_dir)
     model = build_model(config, state, source, drop, constructor=constructor)
     model.meta["source"] = source
     if graph_settings is not None:

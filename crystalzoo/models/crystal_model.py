@@ -17,7 +17,6 @@ from .architectures import DEFAULT_ARCHITECTURE, Backbone, get_architecture
 from .freezing import hold_frozen
 from .predictor import Predictor, check_calibration
 
-
 #: the layout of a model's config.json that this crystalzoo writes. A config without the key
 #: is format 1 (every crystalzoo so far); a newer format is refused with a clear error
 #: (docs/hub.md, "config.json").

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..graphs.settings import GraphSettings
 from .architectures import Backbone
-from .builder import load_with
+from .builder import load_with, with_revision
 from .crystal_model import CrystalModel, model_from_config
 from .ensembles import ensemble_from_config
 from .freezing import check_freeze, hold_frozen
@@ -46,8 +46,8 @@ def _single_model(config: dict[str, Any]) -> CrystalModel:
     return model_from_config(config)
 
 
-def load_model(name: str, *, graph_settings: GraphSettings | None = None,
-               local_files_only: bool | None = None, device: str = "cpu") -> Predictor:
+def load_model(name: str, *, graph_settings: GraphSettings | None = None, local_files_only: bool | None = None,
+               device: str = "cpu", revision: str | None = None, cache_dir: str | None = None) -> Predictor:
     """A pretrained model with its own head, in eval mode: ``model.predict(structures)``
     returns values in the target's units. A folder or repo holding an ensemble
     (``finetune(..., ensemble=N)``) gives a :class:`~crystalzoo.models.ensembles.CrystalEnsemble`.
@@ -60,6 +60,8 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
 
     ``graph_settings``: the settings your graphs are built with; a mismatch with those the
     weights were trained on raises :class:`~crystalzoo.errors.GraphSettingsMismatchError`.
+    ``revision`` pins an ``hf-hub:`` name (``hf-hub:ORG/NAME@REVISION``); ``cache_dir`` is the
+    Hugging Face cache to use (default ``$HF_HUB_CACHE``).
 
     Example::
 
@@ -68,8 +70,8 @@ def load_model(name: str, *, graph_settings: GraphSettings | None = None,
         >>> model.predict(example_structures()[:1]).round(2)
         array([-2.11], dtype=float32)
     """
-    return load_with(from_config, name, graph_settings=graph_settings, local_files_only=local_files_only,
-                     device=device)
+    return load_with(from_config, with_revision(name, revision), graph_settings=graph_settings,
+                     local_files_only=local_files_only, device=device, cache_dir=cache_dir)
 
 
 def load_backbone(name: str, freeze: int | None = None, *, reinit: bool = False, pretrained: bool = True,

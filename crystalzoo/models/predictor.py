@@ -19,7 +19,7 @@ from ..graphs.neighbors import GraphArrays
 from ..graphs.reading import crystal_list, structure_path
 from ..graphs.settings import GraphSettings
 from ..uncertainty import Calibration, calibration_from, check_coverage
-from .builder import load_with
+from .builder import LOAD_OPTIONS, check_options, load_with, with_revision
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,6 +32,10 @@ FRAME_COLUMNS = ("id", "source", "file")
 def member_mean(out: np.ndarray) -> np.ndarray:
     """The mean over the members (axis 0) of their predictions; a single model's as they are."""
     return out.mean(0) if len(out) > 1 else out[0]
+
+
+#: the options of ``save_pretrained`` (the transformers keywords among them)
+SAVE_OPTIONS = ("extra", "overwrite", "safe_serialization", "push_to_hub", "repo_id")
 
 
 def check_calibration(calibration: Any, head: nn.Module, ensemble: bool) -> Calibration | None:
@@ -285,9 +289,11 @@ class Predictor(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str, **options: Any) -> "Predictor":
         """The model ``name`` (a registered name, ``hf-hub:ORG/NAME[@REVISION]`` or a model
-        folder), as :func:`crystalzoo.load_model` loads it (the same ``options``); the
-        transformers / timm spelling. ``CrystalModel.from_pretrained`` refuses an ensemble's
-        folder, ``CrystalEnsemble.from_pretrained`` a single model's.
+        folder), as :func:`crystalzoo.load_model` loads it (the same options:
+        ``revision``, ``cache_dir``, ``graph_settings``, ``local_files_only``, ``device``; any
+        other is a :class:`ConfigError` naming them); the transformers / timm spelling.
+        ``CrystalModel.from_pretrained`` refuses an ensemble's folder,
+        ``CrystalEnsemble.from_pretrained`` a single model's.
 
         Example::
 
@@ -295,20 +301,50 @@ class Predictor(nn.Module):
             >>> CrystalModel.from_pretrained("formation").targets
             ['formation_energy_per_atom']
         """
-        return load_with(cls.from_config, name, **options)  # the other kind of config is refused there
+        check_options("from_pretrained", options, LOAD_OPTIONS)
+        revision = options.pop("revision", None)
+        return load_with(cls.from_config, with_revision(name, revision), **options)  # the other kind is refused there
 
-    def save_pretrained(self, folder: str | os.PathLike, **options: Any) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, *, extra: dict[str, Any] | None = None,
+                        overwrite: bool = False, safe_serialization: bool = True, push_to_hub: bool = False,
+                        repo_id: str | None = None, **hub_options: Any) -> Path:
         """Write this model into ``folder`` (``model.safetensors`` + ``config.json``):
-        :func:`crystalzoo.save_pretrained` (the same ``options``)."""
+        :func:`crystalzoo.save_pretrained` (``extra``, ``overwrite``). The transformers keywords:
+        ``safe_serialization`` (crystalzoo writes safetensors only: ``False`` is refused) and
+        ``push_to_hub=True`` with ``repo_id="ORG/NAME"`` (and :func:`crystalzoo.push_to_hub`'s
+        options), which uploads the model too. Any other keyword is a :class:`ConfigError`."""
         from ..serialization import save_pretrained
 
-        return save_pretrained(self, folder, **options)
+        if safe_serialization is not True:
+            raise ConfigError(f"safe_serialization = {safe_serialization!r}: crystalzoo writes safetensors only (pickled "
+                              "weights are a code-execution hole); leave it out")
+        if not isinstance(push_to_hub, bool):
+            raise ConfigError(f"push_to_hub = {push_to_hub!r}: True (upload too, with repo_id='ORG/NAME') or False")
+        if not push_to_hub:
+            check_options("save_pretrained", hub_options, SAVE_OPTIONS)
+        elif not repo_id:
+            raise ConfigError("push_to_hub=True needs repo_id='ORG/NAME', the Hub repo to upload to")
+        else:  # every option checked before anything is written
+            import inspect
+
+            from ..hub import push_to_hub as push
+
+            check_options("save_pretrained(push_to_hub=True)", hub_options,
+                          [p for p in inspect.signature(push).parameters if p not in ("model", "repo_id")])
+        path = save_pretrained(self, folder, extra=extra, overwrite=overwrite)
+        if push_to_hub:
+            self.push_to_hub(repo_id, **hub_options)
+        return path
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Upload this model to the Hub repo ``repo_id`` and return the commit id:
         :func:`crystalzoo.push_to_hub` (the same ``options``)."""
+        import inspect
+
         from ..hub import push_to_hub
 
+        check_options("push_to_hub", options, [p for p in inspect.signature(push_to_hub).parameters
+                                               if p not in ("model", "repo_id")])
         return push_to_hub(self, repo_id, **options)
 
     def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:
