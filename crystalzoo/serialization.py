@@ -46,9 +46,15 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} has {path.stat().st_size:,} bytes, more than a crystalzoo model "
                            f"may have ({MAX_WEIGHTS_BYTES:,}: {MAX_PARAMETERS:,} parameters in float64); not loaded")
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise WeightsError(f"weights file {path} holds NaN or infinite values in {', '.join(bad[:5])}"
+                           f"{' …' if len(bad) > 5 else ''}: such weights predict NaN; use weights of a run that did "
+                           "not diverge")
+    return state
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,

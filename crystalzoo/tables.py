@@ -66,6 +66,6 @@ def write_frame(frame: Any, path: str | os.PathLike, overwrite: bool = False) ->
         return path
     else:
         def write(tmp):
-            frame.to_csv(tmp, index=False, float_format="%.7g")
+            frame.to_csv(tmp, index=False, float_format="%.9g")  # float32 round-trips in 9 digits
     atomic_write(path, write)
     return path

@@ -1235,3 +1235,40 @@ def test_predict_takes_a_data_set_and_units_must_be_strings(formation):
         finetune(DATA / "mp200.jsonl.gz", "band_gap", units=[3])
     with pytest.raises(ConfigError, match="has 3 phases"):  # before any data is read
         finetune(DATA / "mp200.jsonl.gz", "band_gap", freeze=2, recipe="gradual", epochs=2)
+
+
+def test_smaller_input_problems_of_the_newer_surface(tmp_path, capsys):
+    """Weights with NaN are refused when loaded (they predicted NaN silently); 'log10:' without a
+    column names the fix (it said "keys ['']"); tables keep 9 significant digits, so float32
+    predictions read back exactly (7 lost some); interval columns of tiny coverages are plain
+    percentages (they read "1e-07%")."""
+    import pandas as pd
+    from safetensors.torch import load_file, save_file
+
+    from crystalzoo import CrystalDataset, load_model, pretrain, save_pretrained
+    from crystalzoo.cli import main
+    from crystalzoo.errors import WeightsError
+
+    folder = save_pretrained(load_model("formation"), tmp_path / "nan")
+    state = load_file(str(folder / "model.safetensors"))
+    state["backbone.convs.1.fc_full.weight"][0, 0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(WeightsError, match="NaN or infinite values in backbone.convs.1.fc_full.weight"):
+        load_model(str(folder))
+    with pytest.raises(ConfigError, match="names no column: write log10:COLUMN"):
+        pretrain(DATA / "mp200.jsonl.gz", ["log10:"], epochs=1, progress=False)
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", "formation", "--output", str(out), *map(str, CIFS[:5])]) == 0
+    table = pd.read_csv(out)
+    want = load_model("formation").predict(CIFS[:5])
+    np.testing.assert_array_equal(table.iloc[:, 1].to_numpy(np.float32), want)
+    capsys.readouterr()
+    assert main(["predict", "--model", "formation", *map(str, CIFS[:5])]) == 0
+    stdout = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    np.testing.assert_array_equal(stdout.iloc[:, 1].to_numpy(np.float32), want)
+    model = load_model("formation")
+    model.calibrate(CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["formation_energy_per_atom"],
+                                              limit=40, progress=False))
+    columns = model.predict_frame(CIFS[:2], coverage=1e-9).columns.tolist()
+    assert "formation_energy_per_atom (eV/atom) 0.0000001% lower" in columns
+    assert "formation_energy_per_atom (eV/atom) 90% upper" in model.predict_frame(CIFS[:2], coverage=0.9).columns

@@ -124,7 +124,7 @@ def cmd_predict(args) -> None:
     else:
         frame = frame.rename(columns={"id": "file"})
     if args.output is None:  # CSV on stdout, quoted where a file name holds a comma or a quote
-        frame.to_csv(sys.stdout, index=False, float_format="%.6g", lineterminator="\n")
+        frame.to_csv(sys.stdout, index=False, float_format="%.9g", lineterminator="\n")  # float32 round-trips
     else:
         write_frame(frame, args.output, overwrite=args.overwrite)
         print(f"{args.output}: {len(frame)} crystals, columns {', '.join(frame.columns)}")

@@ -31,6 +31,8 @@ def split_target(spec: str) -> tuple[str, str, str | None]:
         return spec, spec, None
     if transform != "log10":
         raise DataError(f"unknown target transform {transform!r} in {spec!r}; valid: 'log10:COLUMN'")
+    if not column.strip():
+        raise ConfigError(f"target {spec!r} names no column: write log10:COLUMN, e.g. log10:k_vrh")
     return f"log10_{column}", column, transform
 
 

@@ -246,7 +246,8 @@ class Predictor(nn.Module):
                 frame[f"{name} std"] = std[:, j]
         if coverage is not None:
             lower, upper = self._bounds(out, coverage)
-            tag = f"{100 * coverage:g}%"
+            # a plain percentage: 90%, 99.5%, 0.0000001% (not "1e-07%")
+            tag = np.format_float_positional(float(f"{100 * coverage:.10g}"), trim="-") + "%"
             for side, bound in (("lower", lower), ("upper", upper)):
                 for j, name in enumerate(names):
                     frame[f"{name} {tag} {side}"] = bound[:, j]
