@@ -32,8 +32,8 @@ Neighbour policy (documented in ``docs/graphs.md``):
 * an atom with fewer than ``max_neighbors`` neighbours inside the radius keeps the ones it
   has — no fake padding edges (the original CGCNN padded with atom 0 at radius + 1 Å);
 * an atom with *no* neighbour inside the radius takes its ``max_neighbors`` nearest
-  neighbours at whatever distance they are (at the latest its own periodic image, one
-  lattice vector away), so every crystal gets a graph and a prediction. Their bond
+  neighbours in the crystal at whatever distance they are (the same in any cell of it), so
+  every crystal gets a graph and a prediction. Their bond
   features decay to about zero beyond the radius; ``graph.extended`` marks them.
 
 Example::

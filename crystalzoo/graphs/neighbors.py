@@ -251,6 +251,29 @@ def _candidates(cell: Cell, radius: float, k: int):
     return np.concatenate([c[first], rest[c2]]), np.concatenate([p[first], p2]), np.concatenate([d[first], d2])
 
 
+def _beyond(cell: Cell, lonely: np.ndarray, radius: float, k: int):
+    """The candidates of the ``k`` nearest neighbours of the atoms ``lonely`` (none within
+    ``radius``), at whatever distance they are: (index into ``lonely``, neighbour, distance).
+
+    The sphere grows until it holds ``k`` neighbours of each atom safely inside (with any tied
+    with the k-th), starting from the one that holds about k atoms at the crystal's density.
+    What it finds depends on the crystal alone, not on its cell: a supercell, or the same cell
+    in another basis, gives the same neighbours (a search bounded by the shortest lattice vector
+    did not)."""
+    n = len(cell.z)
+    r = max(radius, (3 * k * cell.volume / (4 * np.pi * n)) ** (1 / 3)) * 1.0001 + 10 * TIE_TOLERANCE
+    position = np.full(n, -1)
+    position[lonely] = np.arange(len(lonely))
+    todo, parts = lonely, []
+    while len(todo):
+        c, p, d = _search(cell, todo, r)  # refused by the search budget long before a sphere grows without end
+        done = np.bincount(c[d < r - 3 * TIE_TOLERANCE], minlength=len(todo)) >= k
+        mine = done[c]
+        parts.append((position[todo[c[mine]]], p[mine], d[mine]))
+        todo, r = todo[~done], 1.5 * r
+    return tuple(np.concatenate(a) for a in zip(*parts))
+
+
 def _merge_images(src, dst, dist, weight):
     """One edge for the tied candidates of a centre that are periodic images of the same atom:
     they carry the same message, so one edge with their summed weight (at their mean distance)
@@ -275,11 +298,9 @@ def cell_arrays(cell: Cell, settings: GraphSettings) -> GraphArrays:
     src, dst, dist = points[keep], centers[keep], dists[keep]
     extended = counts == 0
     if extended.any():
-        # no neighbour within the radius: take the nearest ones further out. Every atom
-        # has its own periodic image one lattice vector away, so this always finds some.
+        # no neighbour within the radius: take the k nearest atoms further out
         lonely = np.flatnonzero(extended)
-        reach = float(np.linalg.norm(cell.lattice, axis=1).min()) * 1.0001 + 10 * TIE_TOLERANCE
-        c2, p2, d2 = _search(cell, lonely, reach)
+        c2, p2, d2 = _beyond(cell, lonely, settings.radius, k)
         keep2, weight2, _ = _nearest(c2, d2, len(lonely), k)
         src = np.concatenate([src, p2[keep2]])
         dst = np.concatenate([dst, lonely[c2[keep2]]])

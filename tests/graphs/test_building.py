@@ -110,13 +110,38 @@ def test_sparse_crystal_keeps_its_real_neighbours_without_padding():
 
 
 def test_isolated_atom_gets_nearest_neighbours_beyond_radius():
-    """An atom with nothing inside the radius is linked to its nearest atoms further out
+    """An atom with nothing inside the radius is linked to its 12 nearest atoms further out
     (here its own periodic images), flagged as extended, never dropped or padded."""
     s = Structure(Lattice.tetragonal(9.0, 12.0), ["Ar"], [[0, 0, 0]])
     g = build_graph(s)
-    assert g.total_edges == 4  # four images at 9 Å; the two at 12 Å are further
-    assert torch.allclose(g.distance, torch.full((4,), 9.0))
+    # 4 images at 9 Å, 2 at 12, 4 at 9√2; the last 2 places shared by the 8 at 15 Å (one edge of weight 2)
+    assert g.distance.tolist() == pytest.approx([9.0] * 4 + [12.0] * 2 + [9 * 2**0.5] * 4 + [15.0], abs=1e-4)
+    assert g.edge_weight.tolist() == [1.0] * 10 + [2.0] and float(g.edge_weight.sum()) == 12
     assert g.extended.tolist() == [True]
+
+
+@pytest.mark.parametrize("name", ["He in a 10 Å cube", "an expanded real crystal"])
+def test_isolated_atoms_get_the_same_neighbours_in_any_cell(name):
+    """The 12 nearest atoms of an isolated atom are those of the crystal, not of its cell: a
+    supercell and the same cell in another basis give the same prediction (the search stopped
+    at the shortest lattice vector: He in a 10 Å cube predicted -2.42 in its cell and -0.0004
+    eV/atom as a 2×2×2 supercell)."""
+    from crystalzoo import load_model
+
+    if name.startswith("He"):
+        s = Structure(Lattice.cubic(10.0), ["He"], [[0, 0, 0]])
+    else:  # a real crystal (the first sample CIF) stretched until no atom has a neighbour within 8 Å
+        s = Structure.from_file(CIFS[0])
+        d = s.distance_matrix[~np.eye(len(s), dtype=bool)].min()  # the nearest pair (minimum image)
+        s.scale_lattice(s.volume * (8.5 / min(d, *s.lattice.abc)) ** 3)
+    cells = [s]
+    for matrix in ([2, 2, 2], [2, 1, 1], [[1, 1, 0], [0, 1, 0], [0, 0, 3]], [[1, 0, 0], [1, 1, 0], [1, 1, 1]]):
+        t = s.copy()
+        t.make_supercell(matrix)
+        cells.append(t)
+    assert build_graph(s).extended.any()
+    pred = load_model("formation").predict(cells)
+    np.testing.assert_allclose(pred, pred[0], atol=1e-5)
 
 
 def test_settings_mismatch_is_an_error():
