@@ -129,6 +129,9 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
         raise ConfigError(f"the model's config cannot be written as JSON ({exc}); extra= takes JSON values "
                           "(strings, numbers, lists, dicts)") from None
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file: save_pretrained writes a model folder (model.safetensors and "
+                          "config.json); give the folder's name")
     run = [name for name in RUN_RECORDS if (folder / name).exists()]
     if run and not overwrite:
         raise ConfigError(f"{folder} holds a training run ({', '.join(run)}): saving another model there would leave "

@@ -1272,3 +1272,28 @@ def test_smaller_input_problems_of_the_newer_surface(tmp_path, capsys):
     columns = model.predict_frame(CIFS[:2], coverage=1e-9).columns.tolist()
     assert "formation_energy_per_atom (eV/atom) 0.0000001% lower" in columns
     assert "formation_energy_per_atom (eV/atom) 90% upper" in model.predict_frame(CIFS[:2], coverage=0.9).columns
+
+
+def test_saving_into_a_file_jobs_of_a_data_set_and_embed_layer_are_checked_first(tmp_path, monkeypatch, capsys):
+    """save_pretrained into a file said the disk may be full; n_jobs was not checked for a data set;
+    crystalzoo embed --layer out of range was refused only after the graphs were built."""
+    import crystalzoo.data.dataset as dataset_module
+    from crystalzoo.cli import main
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ConfigError, match="notes.txt is a file: save_pretrained writes a model folder"):
+        save_pretrained(load_model("formation"), a_file)
+    assert a_file.read_text() == "mine"
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=5, progress=False)
+    for jobs in (0, "2", 1000):
+        with pytest.raises(ConfigError, match="n_jobs must be a number of processes"):
+            load_model("formation").predict(ds, n_jobs=jobs)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the data was read before --layer was checked")
+
+    monkeypatch.setattr(dataset_module, "read_dataset", no_reading)
+    assert main(["embed", "--model", "formation", "--kind", "pooled", "--layer", "9", "--data",
+                 str(DATA / "mp200.jsonl.gz"), "--out", str(tmp_path / "e.csv")]) == 2
+    assert "layer = 9: this backbone has 4 convolutions" in capsys.readouterr().err

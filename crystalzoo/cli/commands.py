@@ -142,6 +142,7 @@ def cmd_embed(args) -> None:
     check_vector_path(args.out, args.overwrite)
     check_output_elsewhere("--out", args.out, args, "embedded")
     model = load_model(args.model)
+    model.embed([], kind=args.kind, layer=args.layer)  # --layer and --kind checked before any graph is built
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
                             **({"id_column": args.id_column} if args.id_column else {}))

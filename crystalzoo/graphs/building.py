@@ -22,6 +22,7 @@ def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n
     (:func:`crystal_list`, :func:`iter_batches`)."""
     if hasattr(structures, "graphs") and hasattr(structures, "settings"):  # a CrystalDataset: graphs built already
         check_count(batch_size, "batch_size")
+        check_jobs(n_jobs)  # checked as for crystals, though a data set's graphs need no worker
         settings.check_same(structures.settings, "this model")
         graphs = structures.graphs
         return (collate(graphs[i : i + batch_size], settings) for i in range(0, len(graphs), batch_size))
