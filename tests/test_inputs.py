@@ -1297,3 +1297,40 @@ def test_saving_into_a_file_jobs_of_a_data_set_and_embed_layer_are_checked_first
     assert main(["embed", "--model", "formation", "--kind", "pooled", "--layer", "9", "--data",
                  str(DATA / "mp200.jsonl.gz"), "--out", str(tmp_path / "e.csv")]) == 2
     assert "layer = 9: this backbone has 4 convolutions" in capsys.readouterr().err
+
+
+def test_csv_and_json_lines_take_their_ids_by_one_rule(tmp_path):
+    """A table with both an id and an mp_id column took the ids from id as CSV and from mp_id as
+    JSON lines: the same crystals got other ids by format."""
+    import csv
+
+    rows = [json.loads(line) for line in gzip.open(DATA / "mp200.jsonl.gz", "rt").readlines()[:3]]
+    for i, r in enumerate(rows):
+        r["id"] = f"mine-{i}"
+    jsonl = tmp_path / "both.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = tmp_path / "both.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, ["id", "mp_id", "cif", "band_gap"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("id", "mp_id", "cif", "band_gap")} for r in rows)
+    a = CrystalDataset.from_jsonl(jsonl, targets=["band_gap"], progress=False, cache_dir=False)
+    b = CrystalDataset.from_csv(table, targets=["band_gap"], progress=False, cache_dir=False)
+    assert a.ids == b.ids == ["mine-0", "mine-1", "mine-2"]
+    by_mp = CrystalDataset.from_jsonl(jsonl, targets=["band_gap"], id_key="mp_id", progress=False, cache_dir=False)
+    assert by_mp.ids == [r["mp_id"] for r in rows]
+
+
+def test_an_id_column_for_a_cgcnn_folder_is_refused(tmp_path, capsys):
+    """--id-column was ignored for a CGCNN folder (its ids come from id_prop.csv)."""
+    from crystalzoo.cli import main
+
+    folder = tmp_path / "cgcnn"
+    folder.mkdir()
+    for cif in CIFS[:3]:
+        shutil.copy(cif, folder / cif.name)
+    (folder / "id_prop.csv").write_text("".join(f"{c.stem},1.0\n" for c in CIFS[:3]))
+    assert main(["predict", "--model", "formation", "--data", str(folder), "--id-column", "mp_id"]) == 2
+    assert "is a CGCNN folder, whose ids are the first column of its id_prop.csv" in capsys.readouterr().err
+    assert main(["predict", "--model", "formation", "--data", str(folder)]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [c.stem for c in CIFS[:3]]

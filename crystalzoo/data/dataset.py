@@ -30,7 +30,15 @@ from ..graphs.reading import structure_list
 from ..graphs.settings import DEFAULT_SETTINGS, GraphSettings
 from .bundled import BUNDLED, BUNDLED_PREFIX, BUNDLED_UNITS, bundled_dataset
 from .cache import cached_graphs
-from .readers import beside, csv_label, object_table, read_csv_rows, read_jsonl, row_id
+from .readers import (
+    ID_NAMES,
+    beside,
+    csv_label,
+    object_table,
+    read_csv_rows,
+    read_jsonl,
+    row_id,
+)
 from .targets import (
     check_labels,
     check_split_size,
@@ -76,6 +84,9 @@ def read_dataset(data: Any, targets: Sequence[str], id_column: str | None = None
                           "CrystalDataset.from_dataframe")
     path = dataset_path(data)
     if path.is_dir():
+        if id_column is not None:  # it was ignored: the ids of a CGCNN folder are the first column of id_prop.csv
+            raise ConfigError(f"id_column = {id_column!r} (--id-column) names an id column of a table, but {path} is a "
+                              "CGCNN folder, whose ids are the first column of its id_prop.csv: leave it out")
         return CrystalDataset.from_cif_folder(path, targets=targets, **kwargs)
     if path.suffix.lower() == ".csv":
         return CrystalDataset.from_csv(path, targets=targets, id_column=id_column, **kwargs)
@@ -166,7 +177,8 @@ class CrystalDataset:
     def from_jsonl(cls, path: str | os.PathLike, *, targets: Sequence[str], structure_key: str = "cif",
                    id_key: str | None = None, limit: int | None = None, **kwargs) -> "CrystalDataset":
         """From a JSON-lines file (``.gz`` allowed), one crystal per line. Ids come from
-        ``id_key``, else from the key ``mp_id`` or ``id``; a line without one is ``row N``."""
+        ``id_key``, else from the first of :data:`~crystalzoo.data.readers.ID_NAMES` (``id``, then
+        ``mp_id``) that the lines have, as for a CSV file; a line without one is ``row N``."""
         path = Path(path)
         if limit is not None:
             check_count(limit, "limit")
@@ -177,7 +189,7 @@ class CrystalDataset:
         if missing:
             raise DataError(f"{path}: keys {missing} are on no line (keys of the first line: {sorted(rows[0])})")
         if id_key is None:  # the usual id keys, else row numbers
-            id_key = next((k for k in ("mp_id", "id") if any(k in r for r in rows)), None)
+            id_key = next((k for k in ID_NAMES if any(k in r for r in rows)), None)
         elif not any(id_key in r for r in rows):
             raise DataError(f"{path}: id key {id_key!r} is on no line (keys of the first line: {sorted(rows[0])[:10]})")
         ids = [row_id(r.get(id_key) if id_key else None, i) for i, r in enumerate(rows)]
@@ -240,7 +252,7 @@ class CrystalDataset:
                             "unclear: rename them")
         col = {c: header.index(c) for c in header}
         if id_column is None:  # an id column of the usual names, else the row numbers
-            id_column = next((c for c in ("id", "mp_id") if c in col and header.count(c) == 1), None)
+            id_column = next((c for c in ID_NAMES if c in col and header.count(c) == 1), None)
         ids = [row_id(r[col[id_column]], i) for i, (_, r) in enumerate(rows)] if id_column else \
             [str(i) for i in range(len(rows))]
         labels = object_table([[csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))

@@ -32,6 +32,11 @@ def object_table(rows: list[list[Any]], width: int) -> np.ndarray:
 MAX_JSONL_LINE = MAX_STRUCTURE_FILE_BYTES + 1_000_000
 
 
+#: the names of an id column (CSV) or key (JSON lines) that are read as the crystals' ids, in
+#: this order, when none is named (``id_column=`` / ``id_key=``, ``--id-column``): one rule for both
+ID_NAMES = ("id", "mp_id")
+
+
 def row_id(value: Any, row: int) -> str:
     """A crystal's id as text; a missing one (None, NaN, empty) is ``row N``."""
     if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
