@@ -333,3 +333,20 @@ def test_tampered_counts_and_scales_are_refused():
         with pytest.raises(ConfigError, match=message):
             Calibration.from_dict({**good, **change}, ["y"])
     assert Calibration.from_dict(good, ["y"]).quantile(0.975).tolist() == [39.0]
+
+
+def test_the_documented_calibrate_call_works_for_a_log10_target(tmp_path):
+    """model.calibrate(CrystalDataset.from_jsonl(path, targets=model.targets)) failed for a model of
+    'log10:k_vrh' (its target is named log10_k_vrh, a key the file does not have)."""
+    from crystalzoo import CrystalDataset, finetune
+
+    r = finetune(DATA / "mp200.jsonl.gz", "log10:k_vrh", backbone="formation", freeze=2, train_size=30,
+                 val_size=15, test_size=15, epochs=1, progress=False)
+    model = r.model
+    assert model.targets == ["log10_k_vrh"]
+    held_out = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=model.targets, progress=False)
+    raw = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["k_vrh"], progress=False)
+    have = raw.labels[:, 0] > 0
+    np.testing.assert_allclose(held_out.labels[have, 0], np.log10(raw.labels[have, 0]), rtol=1e-6)
+    calibration = model.calibrate(held_out, split="held-out")
+    assert calibration.targets == ["log10_k_vrh"] and calibration.counts[0] == int(have.sum())

@@ -40,6 +40,7 @@ from .readers import (
     row_id,
 )
 from .targets import (
+    as_read,
     check_labels,
     check_split_size,
     split_target,
@@ -163,7 +164,7 @@ class CrystalDataset:
                        id_column: str | None = None, **kwargs) -> "CrystalDataset":
         """From a DataFrame with a column of structures (CIF text, CIF paths or pymatgen
         structures) and one column per target."""
-        targets = target_list(targets)
+        targets = as_read(target_list(targets), df.columns.__contains__)
         names, columns, transforms = zip(*map(split_target, targets)) if targets else ((), (), ())
         missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in df.columns]
         if missing:
@@ -183,7 +184,7 @@ class CrystalDataset:
         if limit is not None:
             check_count(limit, "limit")
         rows = read_jsonl(path, structure_key, limit)
-        targets = target_list(targets)
+        targets = as_read(target_list(targets), lambda key: any(key in r for r in rows))
         names, columns, transforms = zip(*map(split_target, targets)) if targets else ((), (), ())
         missing = [k for k in columns if not any(k in r for r in rows)]
         if missing:
@@ -240,7 +241,7 @@ class CrystalDataset:
         if bad is not None:
             raise DataError(f"{path}:{bad[0]}: {len(bad[1])} fields, but the header has {len(header)}: "
                             "quote fields that hold commas or line breaks (CIF texts), one crystal per record")
-        targets = target_list(targets)
+        targets = as_read(target_list(targets), header.__contains__)
         names, columns, transforms = zip(*map(split_target, targets)) if targets else ((), (), ())
         wanted = [structure_column, *columns, *([id_column] if id_column else [])]
         missing = [c for c in wanted if c not in header]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,21 @@ def split_target(spec: str) -> tuple[str, str, str | None]:
     if not column.strip():
         raise ConfigError(f"target {spec!r} names no column: write log10:COLUMN, e.g. log10:k_vrh")
     return f"log10_{column}", column, transform
+
+
+def as_read(targets: list[str], has: Callable[[str], bool]) -> list[str]:
+    """``targets`` with the label name of a transformed target (``log10_k_vrh``) read as its
+    transform (``log10:k_vrh``) where the table has no such column but has its source: so that
+    ``targets=model.targets`` reads a model's labels from a table like the one it was trained on
+    (the documented ``model.calibrate(CrystalDataset.from_jsonl(path, targets=model.targets))``).
+
+    Example::
+
+        >>> as_read(["log10_k_vrh", "band_gap"], {"k_vrh", "band_gap"}.__contains__)
+        ['log10:k_vrh', 'band_gap']
+    """
+    return [f"log10:{t[len('log10_'):]}" if ":" not in t and t.startswith("log10_") and not has(t)
+            and has(t[len("log10_"):]) else t for t in targets]
 
 
 def transformed(values: np.ndarray, transforms: list[str | None]) -> np.ndarray:
