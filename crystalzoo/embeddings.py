@@ -34,9 +34,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .graphs.crystal_graph import mean_per_crystal
 from .errors import ConfigError
 from .graphs.building import crystal_batches
+from .graphs.crystal_graph import mean_per_crystal
 
 KINDS = ("hidden", "pooled", "atoms")
 
@@ -149,6 +149,11 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
         raise ConfigError(f"write_table takes one id per crystal ({len(vectors)}), got {str(ids)[:60]}")
     kind = path.suffix.lower()
     if kind == ".npz":
+        altered = [i for i in map(str, ids) if i.endswith("\0")]
+        if altered:  # numpy's string arrays drop trailing NUL characters
+            raise ConfigError(f"id {altered[0]!r} ends with a NUL character, which an NPZ file cannot keep (the id would "
+                              "change); write .csv or .parquet, or give ids without it")
+
         def write(tmp):
             with open(tmp, "wb") as f:
                 np.savez(f, ids=np.array(ids, dtype=str), vectors=vectors)

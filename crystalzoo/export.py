@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .graphs.crystal_graph import CrystalGraph
 from .errors import CrystalZooError, MissingExtraError
+from .graphs.crystal_graph import CrystalGraph
 from .models.crystal_model import CrystalModel
 
 #: the inputs of an exported model, in order
@@ -88,6 +88,11 @@ def export_onnx(model: CrystalModel, path: str | os.PathLike, example: CrystalGr
                 "outputs" if hasattr(model, "members") else "")
         raise CrystalZooError(f"export_onnx takes a CrystalModel (e.g. load_model(name)), not a "
                               f"{type(model).__name__}{hint}")
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise CrystalZooError(f"the model's weights are {sorted(str(d).replace('torch.', '') for d in dtypes)}; export "
+                              "a float32 model (model.float()): onnxruntime cannot run the graph of a half-precision "
+                              "model that the exporter writes")
     check_out_path(path, overwrite)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 18:
         raise CrystalZooError(f"opset = {opset!r}: the exporter writes ONNX opset 18 or newer")

@@ -1334,3 +1334,40 @@ def test_an_id_column_for_a_cgcnn_folder_is_refused(tmp_path, capsys):
     assert "is a CGCNN folder, whose ids are the first column of its id_prop.csv" in capsys.readouterr().err
     assert main(["predict", "--model", "formation", "--data", str(folder)]) == 0
     assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [c.stem for c in CIFS[:3]]
+
+
+def test_table_columns_ids_and_exports_that_lost_or_changed_data(tmp_path):
+    """Two targets whose names with units read alike wrote one table column over the other; a
+    generated 'row N' id could take a real id's place; NPZ tables dropped an id's trailing NUL;
+    a half-precision model exported an ONNX graph that onnxruntime cannot run."""
+    import torch
+
+    from crystalzoo import CrystalModel, RegressionHead, load_backbone
+    from crystalzoo.embeddings import write_table
+    from crystalzoo.errors import CrystalZooError
+
+    backbone = load_backbone("formation")
+    model = CrystalModel(backbone, RegressionHead(backbone.out_features, ["gap (eV)", "gap"], ["", "eV"]))
+    frame = model.predict_frame(CIFS[:2])
+    assert frame.columns.tolist() == ["id", "gap (eV) [target 1]", "gap (eV) [target 2]"]
+    pred = model.predict(CIFS[:2])
+    np.testing.assert_array_equal(frame.iloc[:, 1:].to_numpy(), pred)
+    path = tmp_path / "ids.jsonl"
+    rows = [json.loads(line) for line in gzip.open(DATA / "mp200.jsonl.gz", "rt").readlines()[:3]]
+    rows[0]["mp_id"], rows[1]["mp_id"] = "row 2", None  # a real id that reads like a generated one
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = CrystalDataset.from_jsonl(path, targets=[], progress=False, cache_dir=False).ids
+    assert ids == ["row 2", "row 1", rows[2]["mp_id"]] and len(set(ids)) == 3
+    rows[2]["mp_id"] = "row 1"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CrystalDataset.from_jsonl(path, targets=[], progress=False, cache_dir=False).ids == [
+        "row 2", "row 1 (no id)", "row 1"]
+    with pytest.raises(ConfigError, match="ends with a NUL character, which an NPZ file cannot keep"):
+        write_table(tmp_path / "v.npz", ["a\0", "b"], np.zeros((2, 3), np.float32))
+    assert not (tmp_path / "v.npz").exists()
+    pytest.importorskip("onnxscript")
+    from crystalzoo.export import export_onnx
+
+    with pytest.raises(CrystalZooError, match="export a float32 model \\(model.float\\(\\)\\)"):
+        export_onnx(load_model("formation").half(), tmp_path / "half.onnx")
+    assert not (tmp_path / "half.onnx").exists()

@@ -34,10 +34,10 @@ from .readers import (
     ID_NAMES,
     beside,
     csv_label,
+    ids_of,
     object_table,
     read_csv_rows,
     read_jsonl,
-    row_id,
 )
 from .targets import (
     as_read,
@@ -169,7 +169,7 @@ class CrystalDataset:
         missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in df.columns]
         if missing:
             raise DataError(f"columns {missing} not in the data (columns: {list(df.columns)})")
-        ids = [row_id(v, i) for i, v in enumerate(df[id_column].tolist())] if id_column else [str(i) for i in df.index]
+        ids = ids_of(df[id_column].tolist()) if id_column else [str(i) for i in df.index]
         labels = df[list(columns)].astype(object).where(df[list(columns)].notna(), None).to_numpy()
         return cls.from_structures(df[structure_column].tolist(), labels, targets=list(names), ids=ids,
                                    transforms=list(transforms), **kwargs)
@@ -193,7 +193,7 @@ class CrystalDataset:
             id_key = next((k for k in ID_NAMES if any(k in r for r in rows)), None)
         elif not any(id_key in r for r in rows):
             raise DataError(f"{path}: id key {id_key!r} is on no line (keys of the first line: {sorted(rows[0])[:10]})")
-        ids = [row_id(r.get(id_key) if id_key else None, i) for i, r in enumerate(rows)]
+        ids = ids_of([r.get(id_key) if id_key else None for r in rows])
         labels = object_table([[r.get(c) for c in columns] for r in rows], len(columns))
         ds = cls.from_structures([beside(path.parent, r[structure_key]) for r in rows], labels, targets=list(names), ids=ids,
                                  transforms=list(transforms), **kwargs)
@@ -254,7 +254,7 @@ class CrystalDataset:
         col = {c: header.index(c) for c in header}
         if id_column is None:  # an id column of the usual names, else the row numbers
             id_column = next((c for c in ID_NAMES if c in col and header.count(c) == 1), None)
-        ids = [row_id(r[col[id_column]], i) for i, (_, r) in enumerate(rows)] if id_column else \
+        ids = ids_of([r[col[id_column]] for _, r in rows]) if id_column else \
             [str(i) for i in range(len(rows))]
         labels = object_table([[csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))
         structures = [beside(path.parent, r[col[structure_column]]) for _, r in rows]

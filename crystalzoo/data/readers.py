@@ -9,7 +9,7 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -35,6 +35,16 @@ MAX_JSONL_LINE = MAX_STRUCTURE_FILE_BYTES + 1_000_000
 #: the names of an id column (CSV) or key (JSON lines) that are read as the crystals' ids, in
 #: this order, when none is named (``id_column=`` / ``id_key=``, ``--id-column``): one rule for both
 ID_NAMES = ("id", "mp_id")
+
+
+def ids_of(values: Sequence[Any]) -> list[str]:
+    """The ids of rows whose id column holds ``values``: each as text, a missing one ``row N``
+    (N its row), or ``row N (no id)`` where a real id is ``row N`` already (a generated id never
+    takes a real one's place)."""
+    ids = [row_id(v, i) for i, v in enumerate(values)]
+    missing = {i for i, v in enumerate(values) if row_id(v, -1) == "row -1"}
+    real = {ids[i] for i in range(len(ids)) if i not in missing}
+    return [f"{x} (no id)" if i in missing and x in real else x for i, x in enumerate(ids)]
 
 
 def row_id(value: Any, row: int) -> str:

@@ -236,6 +236,8 @@ class Predictor(nn.Module):
             raise ConfigError(f"predict_frame got {len(ids)} ids for {n} crystals: give one id per crystal")
         # a target named like the table's own columns (id, source, file) is prefixed: no column is overwritten
         names = [f"predicted {n}" if n in FRAME_COLUMNS else n for n in self.head.columns()]
+        # two targets whose names with units read alike ('x (eV)' and 'x' in eV) get one column each
+        names = [f"{n} [target {j + 1}]" if names.count(n) > 1 else n for j, n in enumerate(names)]
         frame = pd.DataFrame({"id": ids})
         mean = member_mean(out)
         for j, name in enumerate(names):
