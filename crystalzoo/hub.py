@@ -277,7 +277,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
                 commit_message: str = "Upload crystalzoo model", metrics: dict[str, Any] | None = None,
                 metrics_file: str | os.PathLike | None = None, filename: str = WEIGHTS_NAME,
                 revision: str | None = None, create_pr: bool = False, tags: list[str] | None = None,
-                overwrite_card: bool = False) -> str:
+                overwrite_card: bool = False, extra: dict[str, Any] | None = None) -> str:
     """Upload ``model`` to the Hub repo ``repo_id`` (created if needed) and return the commit id.
 
     A push leaves the repo holding exactly this model's files, in one commit: the weights,
@@ -338,7 +338,7 @@ def push_to_hub(model, repo_id: str, *, token: str | None = None, private: bool 
                 library_version=__version__)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        save_pretrained(model, folder)
+        save_pretrained(model, folder, extra=extra)  # extra: the keys save_pretrained(extra=…) adds to config.json
         if found is not None:  # only while the weights are still the folder's: trained further, they are not
             saved = found.parent / WEIGHTS_NAME
             if not saved.is_file() or sha256_file(saved) != sha256_file(folder / WEIGHTS_NAME):

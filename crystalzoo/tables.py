@@ -49,7 +49,8 @@ def check_table_path(path: str | os.PathLike, overwrite: bool = False, formats: 
 
 
 def write_frame(frame: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a pandas DataFrame as CSV (quoted where needed, 7 significant digits), JSON (a
+    """Write a pandas DataFrame as CSV (quoted where needed, 9 significant digits: float32 values read back
+    exactly), JSON (a
     list of records; a missing value is null) or Parquet, by the name of ``path``."""
     path = check_table_path(path, overwrite, formats=(".csv", ".json", ".parquet"))
     kind = path.suffix.lower()
@@ -60,7 +61,7 @@ def write_frame(frame: Any, path: str | os.PathLike, overwrite: bool = False) ->
         def plain(v: Any) -> Any:
             if hasattr(v, "item"):  # numpy numbers
                 v = v.item()
-            return float(f"{v:.7g}") if isinstance(v, float) else v
+            return float(f"{v:.9g}") if isinstance(v, float) else v
 
         write_json(path, [{k: plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")])
         return path

@@ -308,3 +308,26 @@ def test_an_output_inside_the_model_folder_is_refused(tmp_path, capsys):
         assert "inside the folder of --model" in capsys.readouterr().err
     assert (folder / "config.json").read_bytes() == before and load_model(str(folder)).targets
     assert main(["predict", "--model", str(folder), "--output", str(tmp_path / "p.csv"), cif]) == 0
+
+
+def test_an_output_that_is_a_structure_file_of_the_data_is_refused(tmp_path, capsys):
+    """crystalzoo predict --data set.csv --output STRUCTURE.json --overwrite replaced a (pymatgen
+    JSON) structure file that a row of the data set named, and the crystal was lost."""
+    from pymatgen.core import Structure
+
+    from crystalzoo.cli import main
+
+    (tmp_path / "structs").mkdir()
+    (tmp_path / "data").mkdir()
+    for i, cif in enumerate(CIFS[:2]):
+        Structure.from_file(cif).to(filename=str(tmp_path / "structs" / f"s{i}.json"))
+    table = tmp_path / "data" / "set.csv"
+    table.write_text("id,cif\n" + "".join(f"x{i},../structs/s{i}.json\n" for i in range(2)))
+    target = tmp_path / "structs" / "s0.json"
+    before = target.read_bytes()
+    assert main(["predict", "--model", "formation", "--data", str(table), "--output", str(target), "--overwrite",
+                 "--quiet"]) == 2
+    assert "is a structure file of the data being read" in capsys.readouterr().err
+    assert target.read_bytes() == before
+    assert main(["predict", "--model", "formation", "--data", str(table), "--output",
+                 str(tmp_path / "structs" / "p.json"), "--quiet"]) == 0  # beside them is fine

@@ -348,9 +348,10 @@ def test_the_keywords_users_bring_from_transformers_and_timm(hub, tmp_path):
 
     model = load_model("bulk")
     model.save_pretrained(tmp_path / "bulk", safe_serialization=True, push_to_hub=True, repo_id="alice/kw",
-                          commit_message="from save_pretrained")
+                          commit_message="from save_pretrained", extra={"notes": "mine"})
     commit = hub.state.repos["alice/kw"]["branches"]["main"]
-    assert (tmp_path / "bulk" / "config.json").is_file()
+    assert json.loads((tmp_path / "bulk" / "config.json").read_text())["notes"] == "mine"
+    assert json.loads(hub.state.repos["alice/kw"]["commits"][commit]["config.json"])["notes"] == "mine"  # as saved
     cache = tmp_path / "own-cache"
     loaded = CrystalModel.from_pretrained("hf-hub:alice/kw", revision=commit, cache_dir=str(cache))
     assert commit in loaded.meta["source"] and any(cache.rglob("config.json"))

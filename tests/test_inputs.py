@@ -1262,6 +1262,11 @@ def test_smaller_input_problems_of_the_newer_surface(tmp_path, capsys):
     table = pd.read_csv(out)
     want = load_model("formation").predict(CIFS[:5])
     np.testing.assert_array_equal(table.iloc[:, 1].to_numpy(np.float32), want)
+    as_json = tmp_path / "p.json"
+    assert main(["predict", "--model", "formation", "--output", str(as_json), *map(str, CIFS[:5])]) == 0
+    records = json.loads(as_json.read_text())
+    np.testing.assert_array_equal(np.array([r["formation_energy_per_atom (eV/atom)"] for r in records], np.float32),
+                                  want)  # JSON too: it kept 7 digits
     capsys.readouterr()
     assert main(["predict", "--model", "formation", *map(str, CIFS[:5])]) == 0
     stdout = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
@@ -1340,7 +1345,6 @@ def test_table_columns_ids_and_exports_that_lost_or_changed_data(tmp_path):
     """Two targets whose names with units read alike wrote one table column over the other; a
     generated 'row N' id could take a real id's place; NPZ tables dropped an id's trailing NUL;
     a half-precision model exported an ONNX graph that onnxruntime cannot run."""
-    import torch
 
     from crystalzoo import CrystalModel, RegressionHead, load_backbone
     from crystalzoo.embeddings import write_table

@@ -296,3 +296,20 @@ def test_the_graph_cache_keys_an_ase_atoms_by_its_positions(tmp_path):
     assert abs(float(model.predict(first)[0] - model.predict(second)[0])) > 1e-4
     again = CrystalDataset.from_structures([atoms.copy()], [0.0], cache_dir=tmp_path, progress=False)
     assert np.array_equal(again.graphs[0].distance, first.graphs[0].distance)  # the same crystal: the cached graphs
+
+
+def test_the_graph_cache_key_holds_the_version_of_the_graphs(tmp_path, monkeypatch):
+    """A cache written before a change of the graphs (isolated atoms, crystalzoo 0.2) was reused
+    after it: the same crystal predicted -2.418 through a data set and -0.0004 eV/atom directly."""
+    import crystalzoo.data.cache as cache_module
+    from crystalzoo import CrystalDataset
+
+    he = Structure(Lattice.cubic(10.0), ["He"], [[0, 0, 0]])
+    monkeypatch.setattr(cache_module, "GRAPH_VERSION", 1)  # as an older crystalzoo would have keyed it
+    CrystalDataset.from_structures([he], [0.0], cache_dir=tmp_path, progress=False)
+    assert len(list((tmp_path / "graphs").glob("*.npz"))) == 1
+    monkeypatch.undo()
+    ds = CrystalDataset.from_structures([he], [0.0], cache_dir=tmp_path, progress=False)
+    assert len(list((tmp_path / "graphs").glob("*.npz"))) == 2  # not reused: built again under the new version
+    model = load_model("formation")
+    assert model.predict(ds) == pytest.approx(model.predict([he]), abs=1e-6)

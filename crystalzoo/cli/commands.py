@@ -91,6 +91,14 @@ def check_output_elsewhere(option: str, output: str, args, doing: str) -> None:
                               "replace: choose a file outside the model's folder")
 
 
+def check_not_a_structure_file(option: str, output: str, data) -> None:
+    """:class:`ConfigError` when the table ``output`` is a structure file that the rows of the
+    data set ``data`` name (a CSV or JSON-lines column of paths): ``--overwrite`` would destroy it."""
+    if str(Path(output).resolve()) in data.info.get("structure_files", ()):
+        raise ConfigError(f"{option} {output} is a structure file of the data being read: choose another file for "
+                          "the table")
+
+
 def cmd_predict(args) -> None:
     from ..data.dataset import read_dataset
     from ..models.factory import load_model
@@ -113,6 +121,8 @@ def cmd_predict(args) -> None:
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
                             **({"id_column": args.id_column} if args.id_column else {}))
+        if args.output is not None:
+            check_not_a_structure_file("--output", args.output, data)
         ids = data.ids
     else:
         data = [Path(f) for f in args.files]  # file names, never CIF text (a missing file is "no such file")
@@ -146,6 +156,7 @@ def cmd_embed(args) -> None:
     if args.data:
         data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
                             **({"id_column": args.id_column} if args.id_column else {}))
+        check_not_a_structure_file("--out", args.out, data)
         ids = data.ids
     else:
         data = [Path(f) for f in args.files]  # file names, never CIF text

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError, CrystalZooError
 from ..graphs.building import build_arrays
-from ..graphs.neighbors import MIN_DISTANCE, TIE_TOLERANCE, GraphArrays, known_elements
+from ..graphs.neighbors import GRAPH_VERSION, MIN_DISTANCE, TIE_TOLERANCE, GraphArrays, known_elements
 from ..graphs.reading import load_structure, read_structure_file, structure_path
 from ..graphs.settings import GraphSettings
 
@@ -71,7 +71,8 @@ def cached_graphs(structures: list, settings: GraphSettings, cache_dir, progress
                           "(CRYSTALZOO_CACHE or ~/.cache/crystalzoo) or False for no cache")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     keys = [structure_key(s) for s in structures]
-    h = hashlib.sha256(json.dumps({**settings.to_dict(), "format": _PACK_FORMAT}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({**settings.to_dict(), "format": _PACK_FORMAT, "graphs": GRAPH_VERSION},
+                                  sort_keys=True).encode())
     for k in keys:
         h.update(k.encode())
     path = cache / "graphs" / f"{h.hexdigest()[:32]}.npz"

@@ -26,7 +26,7 @@ import numpy as np
 from ..checks import check_count
 from ..errors import ConfigError, DataError
 from ..graphs.neighbors import GraphArrays
-from ..graphs.reading import structure_list
+from ..graphs.reading import structure_list, structure_path
 from ..graphs.settings import DEFAULT_SETTINGS, GraphSettings
 from .bundled import BUNDLED, BUNDLED_PREFIX, BUNDLED_UNITS, bundled_dataset
 from .cache import cached_graphs
@@ -157,7 +157,8 @@ class CrystalDataset:
                                   "'log10'")
             y = transformed(y, transforms)
         graphs = cached_graphs(structures, settings, cache_dir, progress, n_jobs, ids)
-        return cls(ids, graphs, y.astype(np.float32), targets, settings)
+        files = sorted({str(p.resolve()) for s in structures if (p := structure_path(s)) is not None})
+        return cls(ids, graphs, y.astype(np.float32), targets, settings, {"structure_files": files} if files else {})
 
     @classmethod
     def from_dataframe(cls, df, *, targets: Sequence[str], structure_column: str = "cif",

@@ -40,6 +40,10 @@ OCCUPANCY_TOLERANCE = 1e-3
 #: needs about 0.2 million pairs; the most any crystal of the Materials Project sample needs is
 #: far below this.
 SEARCH_BUDGET = 20_000_000
+#: the version of the graphs this neighbour search makes, part of the graph cache's key: bumped
+#: whenever a crystal's graph changes, so that no cache of an older crystalzoo is reused
+#: (2: an isolated atom takes the crystal's 12 nearest atoms, whatever its cell)
+GRAPH_VERSION = 2
 
 
 @dataclass

@@ -4,7 +4,6 @@ other file formats, one crystal per input."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 import warnings
 from pathlib import Path
@@ -143,6 +142,26 @@ def _poscar_rest(lines: list[str]) -> list[str]:
     return lines[i + 1 + n:]
 
 
+def _yaml_aliases(text: str) -> bool:
+    """Whether the YAML ``text`` has an anchor or an alias (its tokens, read without building
+    anything: linear in the text's length)."""
+    from ruamel.yaml import YAML
+
+    try:
+        return any(type(t).__name__ in ("AnchorToken", "AliasToken") for t in YAML(typ="safe").scan(text))
+    except Exception:  # not YAML at all: the parser says what is wrong
+        return False
+
+
+def _numbers(line: str) -> bool:
+    """Whether every field of ``line`` is a number."""
+    try:
+        [float(tok) for tok in line.split()]
+    except ValueError:
+        return False
+    return True
+
+
 def check_one_crystal(text: str, fmt: str, path: Path) -> None:
     """:class:`StructureError` for a structure file that holds more than one crystal, which
     pymatgen reads as its first (POSCAR), its last (res) or all of them merged into one (CSSR),
@@ -171,15 +190,19 @@ def check_one_crystal(text: str, fmt: str, path: Path) -> None:
         except (IndexError, ValueError):
             return
         rest = [line for line in rest if line.strip()]
-        if rest and not all(len(line.split()) == 3 for line in rest):  # velocities or predictor data: one crystal
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    IStructure.from_str("\n".join(rest), fmt="poscar")
-            except Exception:
+        if not rest:
+            return
+        try:  # a second structure reads as one; velocities and predictor-corrector data do not
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                IStructure.from_str("\n".join(rest), fmt="poscar")
+        except Exception:
+            if all(_numbers(line) for line in rest):  # a CONTCAR's velocities and predictor-corrector data
                 return
-            raise _one_per_file(path, "more than one POSCAR structure")
-    elif fmt == "yaml" and re.search(r"(^|[\s\[{,:-])[&*][A-Za-z0-9_-]", text, re.M):
+            raise _one_per_file(path, "lines after its atoms that are neither velocities nor predictor-corrector "
+                                      "data (a second structure?)") from None
+        raise _one_per_file(path, "more than one POSCAR structure")
+    elif fmt == "yaml" and _yaml_aliases(text):
         raise StructureError(f"{path}: uses YAML anchors or aliases (&name, *name), which crystalzoo does not expand "
                              "(a small file can expand to gigabytes); write the structure without them, e.g. "
                              "Structure.to(filename='crystal.yaml') or as CIF")

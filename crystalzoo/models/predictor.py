@@ -333,10 +333,10 @@ class Predictor(nn.Module):
             from ..hub import push_to_hub as push
 
             check_options("save_pretrained(push_to_hub=True)", hub_options,
-                          [p for p in inspect.signature(push).parameters if p not in ("model", "repo_id")])
+                          [p for p in inspect.signature(push).parameters if p not in ("model", "repo_id", "extra")])
         path = save_pretrained(self, folder, extra=extra, overwrite=overwrite)
         if push_to_hub:
-            self.push_to_hub(repo_id, **hub_options)
+            self.push_to_hub(repo_id, extra=extra, **hub_options)  # the same config.json as the folder's
         return path
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:

@@ -235,3 +235,30 @@ def test_yaml_anchors_and_aliases_are_refused_before_they_expand(tmp_path, forma
     with pytest.raises(StructureError, match="uses YAML anchors or aliases"):
         formation.predict([path])
     assert time.perf_counter() - t0 < 2
+
+
+def test_a_second_poscar_structure_of_three_column_lines_is_refused(tmp_path, formation):
+    """A second structure written with three fields on every line (three species, three scale
+    factors, coordinates without labels) passed as velocities, and the file predicted the first."""
+    first, _ = _two_crystals()
+    second = "\n".join(["K Br Rb", "1.0 1.0 1.0", "5.6 0.0 0.0", "0.0 5.6 0.0", "0.0 0.0 5.6", "K Br Rb", "1 1 1",
+                        "Direct configuration= 1", "0.0 0.0 0.0", "0.5 0.5 0.5", "0.0 0.5 0.5"])
+    for gap in ("", "\n"):
+        path = tmp_path / f"two{len(gap)}.vasp"
+        path.write_text(first.to(fmt="poscar") + gap + second + "\n")
+        with pytest.raises(StructureError, match="crystalzoo reads one crystal per file"):
+            formation.predict([path])
+
+
+def test_yaml_anchors_with_any_name_are_refused(tmp_path, formation):
+    """Anchors and aliases are found by the YAML scanner, whatever characters name them (the check
+    missed '&é…')."""
+    first, _ = _two_crystals()
+    for name in ("é1", "x", "_"):
+        path = tmp_path / "anchored.yaml"
+        path.write_text(first.to(fmt="yaml").rstrip("\n") + f"\nextra: &{name} [1, 2]\nmore: *{name}\n")
+        with pytest.raises(StructureError, match="uses YAML anchors or aliases"):
+            formation.predict([path])
+    quoted = tmp_path / "quoted.yaml"  # an & or * inside a string is no anchor
+    quoted.write_text(first.to(fmt="yaml").rstrip("\n") + '\nnote: "Na & Cl *bulk*"\n')
+    assert formation.predict([quoted]) == pytest.approx(formation.predict([first]), abs=1e-5)
