@@ -46,8 +46,10 @@ def _offline(local_files_only: bool | None) -> bool:
 def _cache_dir(cache_dir: str | os.PathLike | None = None) -> str:
     """The Hugging Face cache folder: ``cache_dir`` when given, else ``$HF_HUB_CACHE``, else the default."""
     if cache_dir is not None:
-        if not str(cache_dir).strip():
-            raise ConfigError("cache_dir is empty: give the folder of the Hugging Face cache, or leave it out")
+        if not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir).strip() \
+                or (Path(cache_dir).exists() and not Path(cache_dir).is_dir()):
+            raise ConfigError(f"cache_dir = {cache_dir!r}: the folder of the Hugging Face cache (a path), or leave it "
+                              "out for $HF_HUB_CACHE")
         return str(cache_dir)
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -65,6 +67,7 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
     )
 
     offline = _offline(local_files_only)
+    cache_dir = _cache_dir(cache_dir)  # checked here, not reported as a failed download
     where = f"{repo_id}/{filename} at revision {revision or 'main'}"
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir(cache_dir), endpoint=_endpoint(),

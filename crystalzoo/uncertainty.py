@@ -108,6 +108,10 @@ class Calibration:
         (:class:`ConfigError`)."""
         if not isinstance(d, dict) or d.get("method") != METHOD:
             raise ConfigError(f"'calibration' must be an object with method {METHOD!r}, got {str(d)[:80]}")
+        unknown = sorted(set(map(str, d)) - {"method", "split", "targets", "counts", "scale", "floor", "scores"})
+        if unknown:
+            raise ConfigError(f"calibration has unknown keys {unknown}; valid: method, split, targets, counts, scale, "
+                              "floor, scores")
         if d.get("targets") != list(targets):
             raise ConfigError(f"the calibration is for the targets {d.get('targets')!r}, the model predicts "
                               f"{list(targets)}")
@@ -119,14 +123,14 @@ class Calibration:
             raise ConfigError("calibration 'scores' must hold one list per target")
         checked = []
         for n, col in zip(counts, scores):
-            ok = isinstance(col, list) and len(col) == min(n, MAX_SCORES) and all(
-                isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0 for s in col)
+            ok = isinstance(col, list) and len(col) == min(n, MAX_SCORES) and all(_bounded(s) for s in col)
             if not ok or any(a > b for a, b in zip(col, col[1:])):
-                raise ConfigError("calibration 'scores' must be sorted lists of finite numbers >= 0, one per calibration "
-                                  f"crystal (its 'counts'), or {MAX_SCORES} of them for more crystals")
+                raise ConfigError("calibration 'scores' must be sorted lists of numbers from 0 to float32's largest, "
+                                  f"one per calibration crystal (its 'counts'), or {MAX_SCORES} of them for more "
+                                  "crystals")
             checked.append([float(s) for s in col])
         if floor is not None and not (isinstance(floor, list) and len(floor) == t and all(
-                isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in floor)):
+                _bounded(f) and f > 0 for f in floor)):
             raise ConfigError(f"calibration 'floor' must hold one number > 0 per target, got {str(floor)[:80]}")
         scale = d.get("scale", "ensemble std + floor" if floor is not None else "constant")
         if scale != ("ensemble std + floor" if floor is not None else "constant"):
@@ -136,6 +140,20 @@ class Calibration:
         if not isinstance(split, str):
             raise ConfigError(f"calibration 'split' must be a name, got {split!r}")
         return cls(list(targets), list(counts), checked, None if floor is None else [float(f) for f in floor], split)
+
+
+#: the largest score or floor a calibration may hold: the float32 range of labels and predictions
+MAX_SCORE = float(np.finfo(np.float32).max)
+
+
+def _bounded(value: Any) -> bool:
+    """Whether ``value`` is a number in [0, :data:`MAX_SCORE`] (an integer too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 <= float(value) <= MAX_SCORE
+    except OverflowError:
+        return False
 
 
 def _round_up(v: float) -> float:

@@ -370,3 +370,14 @@ def test_the_keywords_users_bring_from_transformers_and_timm(hub, tmp_path):
         with pytest.raises(ConfigError, match=message):
             call()
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_a_bad_cache_dir_is_a_config_error(hub, tmp_path):
+    from crystalzoo.errors import ConfigError
+
+    push_to_hub(load_model("bulk"), "alice/cache-dir")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for bad in ("", 5, str(a_file)):
+        with pytest.raises(ConfigError, match="the folder of the Hugging Face cache"):
+            load_model("hf-hub:alice/cache-dir", cache_dir=bad)

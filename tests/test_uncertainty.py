@@ -350,3 +350,41 @@ def test_the_documented_calibrate_call_works_for_a_log10_target(tmp_path):
     np.testing.assert_allclose(held_out.labels[have, 0], np.log10(raw.labels[have, 0]), rtol=1e-6)
     calibration = model.calibrate(held_out, split="held-out")
     assert calibration.targets == ["log10_k_vrh"] and calibration.counts[0] == int(have.sum())
+
+
+def test_a_calibration_that_no_longer_fits_its_head_is_neither_used_nor_saved(tmp_path):
+    """Renaming the targets after calibrating let predict_interval use the old calibration, and
+    save_pretrained (overwrite=True) replace a good folder with one that load_model refuses."""
+    from crystalzoo import save_pretrained
+
+    model = load_model("formation")
+    model.calibrate(CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=model.targets, limit=40,
+                                              progress=False))
+    folder = save_pretrained(model, tmp_path / "good")
+    before = (folder / "config.json").read_bytes()
+    model.head.targets = ["band_gap"]
+    with pytest.raises(ConfigError, match="the calibration is for the targets \\['formation_energy_per_atom'\\]"):
+        model.predict_interval(CIFS[:1])
+    with pytest.raises(ConfigError, match="the calibration is for the targets"):
+        save_pretrained(model, folder, overwrite=True)
+    assert (folder / "config.json").read_bytes() == before and load_model(str(folder)).calibration is not None
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["scores"][0].__setitem__(-1, 1e300), "numbers from 0 to float32's largest"),
+    (lambda c: c["scores"][0].__setitem__(-1, 10 ** 400), "numbers from 0 to float32's largest"),
+    (lambda c: c.__setitem__("coverage", 0.5), "unknown keys \\['coverage'\\]")])
+def test_a_hand_edited_calibration_is_refused_when_loaded(tmp_path, edit, message):
+    """A score of 1e300 loaded and gave intervals of ±inf; 10**400 raised a bare OverflowError; an
+    unknown key was ignored."""
+    from crystalzoo import save_pretrained
+
+    model = load_model("formation")
+    model.calibrate(CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=model.targets, limit=40,
+                                              progress=False))
+    folder = save_pretrained(model, tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    edit(config["calibration"])
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message):
+        load_model(str(folder))

@@ -232,12 +232,15 @@ def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
 
     check_one_crystal(text, fmt, path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             structure = IStructure.from_str(text, fmt=fmt)
     except Exception as exc:  # pymatgen raises many types for broken files
         raise StructureError(f"{path}: cannot be read as a {fmt.upper() if fmt == 'poscar' else fmt} structure file "
                              f"({' '.join(str(exc).split())[:200]})") from None
+    if any("cannot be determined" in str(w.message) for w in caught):  # pymatgen's stand-ins: H, He, Li, …
+        raise StructureError(f"{path}: names no elements (a VASP 4 POSCAR without its species line, and no POTCAR is "
+                             "read): add the line of element symbols above the counts (VASP 5), or give a CIF")
     if not isinstance(structure, IStructure):
         raise StructureError(f"{path}: holds a {type(structure).__name__}, not a crystal structure")
     return structure

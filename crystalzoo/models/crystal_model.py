@@ -123,6 +123,7 @@ class CrystalModel(Predictor):
 
     def to_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""
+        self.check_own_calibration()  # never a config that does not load
         return {
             "format_version": config_format(self.head),
             "architecture": self.backbone.architecture,

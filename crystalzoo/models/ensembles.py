@@ -119,6 +119,7 @@ class CrystalEnsemble(Predictor):
     def to_config(self) -> dict[str, Any]:
         """The members' shared config, with ``"ensemble": {"members": N}`` (format 2, or 3 with a
         composition reference)."""
+        self.check_own_calibration()  # never a config that does not load
         return {**_shape(self.members[0]), "format_version": config_format(self.members[0].head, ensemble=True),
                 "ensemble": {"members": len(self.members)},
                 **({"meta": self.meta} if self.meta else {}),

@@ -171,8 +171,14 @@ class Predictor(nn.Module):
             raise ConfigError("this model has no calibration (models fine-tuned by crystalzoo are calibrated on "
                               "their validation split; registered and older models are not): calibrate it on "
                               "labelled crystals it was not trained on, model.calibrate(dataset)")
+        self.check_own_calibration()  # the head may have changed since it was calibrated
         self.calibration.quantile(coverage)  # too few calibration crystals for it: refused here
         return coverage
+
+    def check_own_calibration(self) -> None:
+        """The model's calibration checked again against its head as it is now (its targets may
+        have been renamed since): :class:`ConfigError` before it is used or saved."""
+        check_calibration(self.calibration, self.head, ensemble=len(self.member_models()) > 1)
 
     def _bounds(self, out: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper), shaped (n, columns), from the members' predictions ``out``."""

@@ -262,3 +262,24 @@ def test_yaml_anchors_with_any_name_are_refused(tmp_path, formation):
     quoted = tmp_path / "quoted.yaml"  # an & or * inside a string is no anchor
     quoted.write_text(first.to(fmt="yaml").rstrip("\n") + '\nnote: "Na & Cl *bulk*"\n')
     assert formation.predict([quoted]) == pytest.approx(formation.predict([first]), abs=1e-5)
+
+
+def test_a_vasp4_poscar_without_species_is_refused(tmp_path, formation):
+    """pymatgen reads a VASP 4 POSCAR (no species line) as H, He, …, with a warning that was
+    silenced: KCl predicted -0.193 eV/atom (as itself -2.140)."""
+    from pymatgen.io.vasp import Poscar
+
+    from pymatgen.core import Structure
+
+    from crystalzoo import example_structures
+
+    kcl = Structure.from_file(example_structures()[1])  # K+ and Cl-: its coordinate lines name no element either
+    lines = Poscar(kcl).get_str().splitlines()
+    path = tmp_path / "vasp4.vasp"
+    path.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    with pytest.raises(StructureError, match="names no elements \\(a VASP 4 POSCAR without its species line"):
+        formation.predict([path])
+    kcl.remove_oxidation_states()  # element symbols after the coordinates: pymatgen reads them
+    lines = Poscar(kcl).get_str().splitlines()
+    path.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    assert formation.predict([path]) == pytest.approx(formation.predict([kcl]), abs=1e-5)
