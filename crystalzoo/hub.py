@@ -70,7 +70,7 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
     cache_dir = _cache_dir(cache_dir)  # checked here, not reported as a failed download
     where = f"{repo_id}/{filename} at revision {revision or 'main'}"
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir(cache_dir), endpoint=_endpoint(),
+        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=_endpoint(),
                                local_files_only=offline, force_download=force_download)
     except RevisionNotFoundError:
         raise HubError(f"revision {revision!r} does not exist in the Hub repo {repo_id} ({_endpoint()})") from None
@@ -80,7 +80,7 @@ def _download(repo_id: str, filename: str, revision: str | None, local_files_onl
         reason = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else \
             f"the Hub ({_endpoint()}) cannot be reached"
         raise HubError(
-            f"{where} is not in the local cache ({_cache_dir(cache_dir)}) and {reason}. On a machine with network, "
+            f"{where} is not in the local cache ({cache_dir}) and {reason}. On a machine with network, "
             "run `crystalzoo download NAME…` and copy the cache folder, or point HF_HUB_CACHE at it."
         ) from None
     except EntryNotFoundError:

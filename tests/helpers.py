@@ -39,3 +39,13 @@ def tmpfs(path: Path, size: str = "64k", read_only: bool = False):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def onnx_session(path: Path):
+    """An onnxruntime session of the exported model at ``path``, on one thread (docs/export.md:
+    onnxruntime's threaded ScatterND add loses updates)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

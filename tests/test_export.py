@@ -9,6 +9,8 @@ import torch
 
 from crystalzoo import build_arrays, collate, load_model
 
+from .helpers import onnx_session
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
@@ -18,15 +20,11 @@ if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["formation", "attention-formation", "metal-classifier", "combined"])
 def test_onnx_export_matches_eager(name, mp200_structures, tmp_path):
-    import onnxruntime
-
     from crystalzoo.export import export_onnx, onnx_inputs
 
     model = load_model(name)
     path = export_onnx(model, tmp_path / f"{name}.onnx")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # docs/export.md: onnxruntime's threaded ScatterND add loses updates
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     # other numbers of crystals, atoms and edges than the export's example
     for part in (mp200_structures[:64], mp200_structures[100:101]):
         g = collate(build_arrays(part, model.graph_settings, progress=False), model.graph_settings)
@@ -109,8 +107,6 @@ def test_export_onnx_checks_its_example_and_opset_first(tmp_path):
 
 @pytest.mark.slow
 def test_onnx_export_keeps_a_composition_reference(mp200_structures, tmp_path):
-    import onnxruntime
-
     from crystalzoo import pretrain
     from crystalzoo.export import export_onnx, onnx_inputs
     from .conftest import DATA
@@ -118,9 +114,7 @@ def test_onnx_export_keeps_a_composition_reference(mp200_structures, tmp_path):
     model = pretrain(DATA / "mp200.jsonl.gz", ["energy_per_atom"], train_size=60, val_size=20, test_size=0, epochs=1,
                      progress=False, reference="composition").model
     path = export_onnx(model, tmp_path / "ref.onnx")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     g = collate(build_arrays(mp200_structures[:32], model.graph_settings, progress=False), model.graph_settings)
     (got,) = session.run(None, onnx_inputs(g))
     want = model.predict(mp200_structures[:32])

@@ -185,7 +185,8 @@ def cmd_finetune(args) -> None:
     def options(out):  # the baseline from scratch trains every layer: the freeze recipe; an ensemble as the model
         extra = {"ensemble": args.ensemble, "reference": args.reference}
         if out is stale:  # the baseline added above (the user's own run may be from scratch too: left as typed)
-            return {**common, "recipe": "freeze", "l2sp_alpha": None, "architecture": family_of(backbone), **extra}
+            return {**common, "recipe": "freeze", "l2sp_alpha": None, "architecture": baseline_architecture(backbone),
+                    **extra}
         return {**common, **extra, **({"architecture": args.architecture} if args.architecture else {})}
 
     for bb, fr, re, out in runs:  # every run's settings, backbone and folder, before anything starts
@@ -211,7 +212,7 @@ def cmd_finetune(args) -> None:
     print(f"\nmodel, metrics.json, history.json and learning_curve.png in {args.out}")
 
 
-def family_of(backbone: str) -> dict:
+def baseline_architecture(backbone: str) -> dict:
     """The family and shape of ``backbone`` (registered, a folder or ``hf-hub:``, whose config is
     fetched), for ``--baseline``: the same network trained from scratch."""
     from ..registry import backbone_config

@@ -66,6 +66,14 @@ def split_size(text: str) -> float | int:
                                          "fraction between 0 and 1 (e.g. 0.8)") from None
 
 
+def _add_reference_arg(s: argparse.ArgumentParser) -> None:
+    """``--reference``, shared by ``finetune`` and ``pretrain``."""
+    s.add_argument("--reference", choices=["composition"], default=None,
+                   help="composition: add per-element reference values, fitted on the training split, to the "
+                        "outputs, so that the network learns what the composition alone does not give (e.g. a total "
+                        "energy; default: none; docs/pretraining.md)")
+
+
 def _add_training_args(s: argparse.ArgumentParser, epochs: int) -> None:
     """Options shared by ``finetune`` and ``pretrain``: splits, then one option per
     :class:`~crystalzoo.training.config.TrainConfig` setting (its default and help), then output."""
@@ -166,10 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "intervals that widen where they disagree (default 1: a single model; docs/uncertainty.md)")
     s.add_argument("--baseline", action="store_true", help="also train the same architecture from scratch (an "
                    "ensemble of as many members with --ensemble)")
-    s.add_argument("--reference", choices=["composition"], default=None,
-                   help="composition: add per-element reference values, fitted on the training split, to the "
-                        "outputs, so that the network learns what the composition alone does not give (e.g. a total "
-                        "energy; default: none; docs/pretraining.md)")
+    _add_reference_arg(s)
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("pretrain", help="train a new (multi-task) backbone from scratch")
@@ -180,10 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conv", choices=["gated", "attention"], default=None,
                    help="a cgcnn's convolution: gated (CGCNN) or attention (default: gated; docs/pretraining.md)")
     _add_training_args(s, epochs=100)
-    s.add_argument("--reference", choices=["composition"], default=None,
-                   help="composition: add per-element reference values, fitted on the training split, to the "
-                        "outputs, so that the network learns what the composition alone does not give (e.g. a total "
-                        "energy; default: none; docs/pretraining.md)")
+    _add_reference_arg(s)
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("export", help="write a model as ONNX (needs crystalzoo[export])")

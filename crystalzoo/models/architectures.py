@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, GraphSettingsMismatchError
-from ..graphs.crystal_graph import CrystalGraph
+from ..graphs.crystal_graph import CrystalGraph, as_crystal_graph
 from ..graphs.settings import GraphSettings
 
 
@@ -169,3 +169,24 @@ def check_graph_input(backbone: Any, g: CrystalGraph, n_atom: int, n_bond: int) 
             f"graph has {a} atom and {b} bond features, the backbone expects {n_atom} and {n_bond}: build graphs "
             "with the model's graph_settings"
         )
+
+
+def run_stages(backbone: Any, g: Any, blocks: Any, n_atom: int, n_bond: int, upto: int | None = None,
+               h: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+    """What every backbone's ``atom_features`` does: ``g`` as a :class:`CrystalGraph` checked
+    against ``backbone`` (:func:`check_graph_input`, ``n_atom`` and ``n_bond`` features) and
+    in the dtype of its ``embedding``; then the embedding, unless ``h`` holds the atom vectors
+    after it and the first ``start`` blocks (the frozen-prefix cache); then ``blocks[start:upto]``."""
+    g = as_crystal_graph(g)
+    check_graph_input(backbone, g, n_atom, n_bond)
+    dtype = backbone.embedding.weight.dtype
+    if g.atom_fea.dtype != dtype:  # a model in float64 (model.double()) or half precision
+        g = g.to_float(dtype)
+    if h is None:
+        if start != 0:
+            raise ValueError("start > 0 needs the atom vectors h after the embedding and the first `start` "
+                             "convolutions")
+        h = backbone.embedding(g.atom_fea)
+    for block in blocks[start:upto]:
+        h = block(g, h, g.bond_fea)
+    return h

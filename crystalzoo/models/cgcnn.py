@@ -14,7 +14,7 @@ from ..errors import ConfigError, GraphSettingsMismatchError
 from ..graphs.crystal_graph import CrystalGraph, as_crystal_graph, mean_per_crystal
 from ..graphs.settings import DEFAULT_SETTINGS, GraphSettings
 from ..layers.convolutions import AttentionConv, GatedConv
-from .architectures import check_graph_input, register_architecture
+from .architectures import register_architecture, run_stages
 from .freezing import frozen_modules, hold_frozen
 
 
@@ -121,17 +121,8 @@ class CGCNNBackbone(nn.Module):
         """Atom vectors after the embedding and convolutions ``start … upto-1`` (all by
         default). ``h``: atom vectors already through the embedding and ``start``
         convolutions (the cached output of a frozen prefix); ``None`` starts from the graph."""
-        g = as_crystal_graph(g)
-        self._check_graph(g)
-        if g.atom_fea.dtype != self.embedding.weight.dtype:  # a model in float64 (model.double()) or half precision
-            g = g.to_float(self.embedding.weight.dtype)
-        if h is None:
-            if start != 0:
-                raise ValueError("start > 0 needs the atom vectors h after the first `start` convolutions")
-            h = self.embedding(g.atom_fea)
-        for conv in self.convs[start:upto]:
-            h = conv(g, h, g.bond_fea)
-        return h
+        return run_stages(self, g, self.convs, self.config.n_atom_features, self.config.n_bond_features, upto, h,
+                          start)
 
     def readout(self, g: CrystalGraph, atom_fea: torch.Tensor) -> torch.Tensor:
         """Mean-pool atom vectors per crystal, then the hidden layer(s)."""
@@ -159,9 +150,6 @@ class CGCNNBackbone(nn.Module):
         from ..embeddings import embed
 
         return embed(self, structures, **options)
-
-    def _check_graph(self, g: CrystalGraph) -> None:
-        check_graph_input(self, g, self.config.n_atom_features, self.config.n_bond_features)
 
     def train(self, mode: bool = True) -> "CGCNNBackbone":
         super().train(mode)

@@ -38,6 +38,15 @@ def member_mean(out: np.ndarray) -> np.ndarray:
 SAVE_OPTIONS = ("extra", "overwrite", "safe_serialization", "push_to_hub", "repo_id")
 
 
+def _push_options() -> list[str]:
+    """The keyword options of :func:`crystalzoo.push_to_hub` (all but the model and the repo id)."""
+    import inspect
+
+    from ..hub import push_to_hub
+
+    return [p for p in inspect.signature(push_to_hub).parameters if p not in ("model", "repo_id")]
+
+
 def check_calibration(calibration: Any, head: nn.Module, ensemble: bool) -> Calibration | None:
     """``calibration`` if it fits a model with ``head`` (an ensemble's if ``ensemble``), else
     :class:`ConfigError`: the one check of a calibration wherever it enters a model (the
@@ -334,12 +343,8 @@ class Predictor(nn.Module):
         elif not repo_id:
             raise ConfigError("push_to_hub=True needs repo_id='ORG/NAME', the Hub repo to upload to")
         else:  # every option checked before anything is written
-            import inspect
-
-            from ..hub import push_to_hub as push
-
             check_options("save_pretrained(push_to_hub=True)", hub_options,
-                          [p for p in inspect.signature(push).parameters if p not in ("model", "repo_id", "extra")])
+                          [p for p in _push_options() if p != "extra"])
         path = save_pretrained(self, folder, extra=extra, overwrite=overwrite)
         if push_to_hub:
             self.push_to_hub(repo_id, extra=extra, **hub_options)  # the same config.json as the folder's
@@ -348,12 +353,9 @@ class Predictor(nn.Module):
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Upload this model to the Hub repo ``repo_id`` and return the commit id:
         :func:`crystalzoo.push_to_hub` (the same ``options``)."""
-        import inspect
-
         from ..hub import push_to_hub
 
-        check_options("push_to_hub", options, [p for p in inspect.signature(push_to_hub).parameters
-                                               if p not in ("model", "repo_id")])
+        check_options("push_to_hub", options, _push_options())
         return push_to_hub(self, repo_id, **options)
 
     def predict_arrays(self, arrays: Sequence[Any], batch_size: int = 64) -> np.ndarray:

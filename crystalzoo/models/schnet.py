@@ -38,7 +38,7 @@ from ..graphs.crystal_graph import (
     sum_into_atoms,
 )
 from ..graphs.settings import GraphSettings
-from .architectures import check_graph_input, register_architecture
+from .architectures import register_architecture, run_stages
 from .freezing import hold_frozen
 
 _LOG2 = math.log(2.0)
@@ -123,17 +123,8 @@ class SchNetBackbone(nn.Module):
                       start: int = 0) -> torch.Tensor:
         """Atom vectors after the embedding and interactions ``start … upto-1`` (all by default);
         ``h``: the atom vectors after the embedding and ``start`` interactions."""
-        g = as_crystal_graph(g)
-        check_graph_input(self, g, self.graph_settings.n_atom_features, self.graph_settings.n_bond_features)
-        if g.atom_fea.dtype != self.embedding.weight.dtype:
-            g = g.to_float(self.embedding.weight.dtype)
-        if h is None:
-            if start != 0:
-                raise ValueError("start > 0 needs the atom vectors h after the first `start` interactions")
-            h = self.embedding(g.atom_fea)
-        for block in self.interactions[start:upto]:
-            h = block(g, h, g.bond_fea)
-        return h
+        return run_stages(self, g, self.interactions, self.graph_settings.n_atom_features,
+                          self.graph_settings.n_bond_features, upto, h, start)
 
     def readout(self, g: CrystalGraph, atom_fea: torch.Tensor) -> torch.Tensor:
         """Atom-wise layer, mean over each crystal's atoms, then the hidden layer(s)."""

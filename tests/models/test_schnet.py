@@ -17,6 +17,7 @@ from crystalzoo.errors import ConfigError
 from crystalzoo.models import ARCHITECTURES, SchNetBackbone
 
 from ..conftest import CIFS
+from ..helpers import onnx_session
 
 SIZES = ["--train-size", "60", "--val-size", "20", "--test-size", "20"]
 
@@ -95,16 +96,14 @@ def test_the_frozen_prefix_gives_the_full_forward(folder):
 
 @pytest.mark.slow
 def test_it_exports_to_onnx(folder, tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from crystalzoo import build_arrays, collate
     from crystalzoo.export import export_onnx, onnx_inputs
 
     model = load_model(str(folder))
     path = export_onnx(model, tmp_path / "schnet.onnx")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     g = collate(build_arrays(CIFS[:3], model.graph_settings, progress=False), model.graph_settings)
     (got,) = session.run(None, onnx_inputs(g))
     np.testing.assert_allclose(got.reshape(-1), model.predict(CIFS[:3]), atol=1e-5, rtol=1e-5)
