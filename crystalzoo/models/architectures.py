@@ -122,8 +122,8 @@ def architecture_spec(architecture: Any) -> tuple[str, dict[str, Any]]:
     """(family name, its options) of a model to train from scratch: ``None`` (the default
     family, default shape), a registered name (``"schnet"``), or a dict ``{"name": NAME,
     **options}``; a dict without ``"name"`` holds the options of a CGCNN (as in crystalzoo
-    0.1). The options are checked by the family's own ``from_config``
-    (:func:`check_architecture`).
+    0.1). The options are checked by the family's own ``check_options`` before a run reads any
+    data, and by its ``from_config`` when the model is built.
 
     Example::
 
@@ -144,16 +144,6 @@ def architecture_spec(architecture: Any) -> tuple[str, dict[str, Any]]:
     name = options.pop("name", DEFAULT_ARCHITECTURE)
     get_architecture(name)
     return name, options
-
-
-def check_architecture(architecture: Any, graph_settings: GraphSettings) -> tuple[str, dict[str, Any]]:
-    """(family name, backbone config) of ``architecture`` (:func:`architecture_spec`), its
-    options validated by the family's own ``from_config`` on the meta device (nothing is
-    allocated), for graphs built with ``graph_settings``."""
-    name, options = architecture_spec(architecture)
-    with torch.device("meta"):
-        backbone = get_architecture(name).from_config(options, graph_settings)
-    return name, backbone.to_config()
 
 
 def check_graph_input(backbone: Any, g: CrystalGraph, n_atom: int, n_bond: int) -> None:
