@@ -38,20 +38,19 @@ ID_NAMES = ("id", "mp_id")
 
 
 def ids_of(values: Sequence[Any]) -> list[str]:
-    """The ids of rows whose id column holds ``values``: each as text, a missing one ``row N``
-    (N its row), or ``row N (no id)`` where a real id is ``row N`` already (a generated id never
-    takes a real one's place)."""
-    ids = [row_id(v, i) for i, v in enumerate(values)]
-    missing = {i for i, v in enumerate(values) if row_id(v, -1) == "row -1"}
-    real = {ids[i] for i in range(len(ids)) if i not in missing}
-    return [f"{x} (no id)" if i in missing and x in real else x for i, x in enumerate(ids)]
+    """The ids of rows whose id column holds ``values``: each as text, a missing one (None, NaN,
+    empty) ``row N`` (N its row), or ``row N (no id)`` where a real id is ``row N`` already (a
+    generated id never takes a real one's place)."""
+    missing = [_missing(v) for v in values]
+    real = {str(v) for v, m in zip(values, missing) if not m}
+    return [str(v) if not m else f"row {i}" + (" (no id)" if f"row {i}" in real else "")
+            for i, (v, m) in enumerate(zip(values, missing))]
 
 
-def row_id(value: Any, row: int) -> str:
-    """A crystal's id as text; a missing one (None, NaN, empty) is ``row N``."""
-    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
-        return f"row {row}"
-    return str(value)
+def _missing(value: Any) -> bool:
+    """Whether an id cell holds no id: None, NaN or an empty string."""
+    return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str)
+                                                                                and not value.strip())
 
 
 def beside(folder: Path, value: str) -> str | Path:
