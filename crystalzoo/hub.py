@@ -199,7 +199,7 @@ def _card_yaml(repo_id: str, config: dict[str, Any], metrics: dict[str, Any] | N
                                       dataset_split="validation" if split == "val" else "test",
                                       metric_type=key, metric_value=float(value), metric_name=label))
     card = ModelCardData(library_name="crystalzoo", license="mit", pipeline_tag="graph-ml",
-                         tags=card_tags(config) + [t for t in tags if t not in card_tags(config)],
+                         tags=(fixed := card_tags(config)) + [t for t in tags if t not in fixed],
                          base_model=base_model(meta.get("backbone")), datasets=[str(data)] if data else None,
                          model_name=repo_id, eval_results=results or None)
     return card.to_yaml()
