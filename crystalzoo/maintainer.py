@@ -36,7 +36,9 @@ def write_manifest(manifest: dict[str, Any]) -> None:
 def family_of(config: dict[str, Any]) -> str:
     """The backbone family of a model config (configs before families were named: ``cgcnn``); it
     names the bundled weights file and the Hub repo (``cgcnn-formation``, ``schnet-…``)."""
-    return str(config.get("architecture", "cgcnn"))
+    from .models.architectures import DEFAULT_ARCHITECTURE
+
+    return str(config.get("architecture", DEFAULT_ARCHITECTURE))
 
 
 def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path, *, bundled: bool,

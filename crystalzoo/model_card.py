@@ -13,6 +13,8 @@ CARD_MARK = ("<!-- made by crystalzoo from the model and replaced on each push; 
 
 def card_tags(config: dict[str, Any]) -> list[str]:
     """The model card's fixed tags, the model's family among them (``push_to_hub(tags=…)`` adds more)."""
+    # configs written before families were named are CGCNNs (models.architectures.DEFAULT_ARCHITECTURE, which
+    # this module cannot import: the Hub client that uses it is imported by the loading funnel)
     return ["materials-science", str(config.get("architecture", "cgcnn")), "crystal-graph", "crystalzoo"]
 
 

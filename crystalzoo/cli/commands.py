@@ -215,10 +215,11 @@ def cmd_finetune(args) -> None:
 def baseline_architecture(backbone: str) -> dict:
     """The family and shape of ``backbone`` (registered, a folder or ``hf-hub:``, whose config is
     fetched), for ``--baseline``: the same network trained from scratch."""
+    from ..models.architectures import DEFAULT_ARCHITECTURE
     from ..registry import backbone_config
 
     config = backbone_config(backbone)
-    return {"name": config.get("architecture", "cgcnn"), **config["backbone"]}
+    return {"name": config.get("architecture", DEFAULT_ARCHITECTURE), **config["backbone"]}
 
 
 def cmd_pretrain(args) -> None:
