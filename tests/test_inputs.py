@@ -510,6 +510,14 @@ def test_a_list_label_is_not_a_number(tmp_path, mp200):
         CrystalDataset.from_jsonl(path, targets=["band_gap"], cache_dir=False, progress=False)
 
 
+def test_csv_with_its_id_column_named_twice_is_refused(tmp_path):
+    """The automatic id column named twice: the ids silently became row numbers."""
+    path = tmp_path / "ids.csv"
+    path.write_text("id,cif,y,id\n" + "".join(f"a{i},{c},1.0,b{i}\n" for i, c in enumerate(CIFS[:2])))
+    with pytest.raises(DataError, match=r"ids.csv: the header names the id column 'id' more than once"):
+        CrystalDataset.from_csv(path, targets=["y"], cache_dir=False, progress=False)
+
+
 def test_csv_with_a_column_named_twice_is_refused(tmp_path):
     cif = (CIFS[0]).read_text().replace('"', "'")
     path = tmp_path / "twice.csv"
@@ -1077,12 +1085,20 @@ def test_one_graph_array_the_cache_variable_and_non_names(formation, tmp_path, m
         load_model(weights)
 
 
-def test_a_nearly_full_occupancy_is_full(formation):
+@pytest.mark.parametrize("rounded", ["0.99999", "1.00001", "1.0009"])
+def test_a_nearly_full_occupancy_is_full(formation, rounded):
+    """Within 0.001 of 1 on either side (1.00001 was refused with pymatgen's 'exceeded tolerance')."""
     text = Path(CIFS[0]).read_text()
     assert "_atom_site_occupancy" in text
-    rounded = text.replace(" 1. 0 d", " 0.99999 0 d")
-    assert rounded.count("0.99999") == 2
-    assert formation.predict([rounded]).tolist() == formation.predict([text]).tolist()
+    written = text.replace(" 1. 0 d", f" {rounded} 0 d")
+    assert written.count(rounded) == 2
+    assert formation.predict([written]).tolist() == formation.predict([text]).tolist()
+
+
+def test_an_occupancy_above_one_names_the_site(formation):
+    text = Path(CIFS[0]).read_text().replace(" 1. 0 d", " 1.5 0 d", 1)
+    with pytest.raises(StructureError, match="site .* has occupancy 1.5, more than 1: a site holds at most one atom"):
+        formation.predict([text])
 
 
 # ---------------------------------------------------------------------------- round eight (a fourth fresh attack)

@@ -388,3 +388,27 @@ def test_a_hand_edited_calibration_is_refused_when_loaded(tmp_path, edit, messag
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=message):
         load_model(str(folder))
+
+
+def test_a_calibration_of_weights_since_changed_is_neither_used_nor_saved(ensemble_run, band_gaps, tmp_path):
+    """Training an ensemble's members one by one (train_model refuses the ensemble itself) kept the
+    ensemble's old scores: its 80 % intervals then covered other fractions of the test crystals,
+    and save_pretrained wrote them. A calibration holds for the weights it was made with."""
+    from crystalzoo import TrainConfig, save_pretrained, train_model
+
+    ensemble = load_model(str(ensemble_run[1]))
+    train, cal, test = band_gaps.split(80, 60, 60, seed=0)
+    ensemble.predict_interval(test, coverage=0.8)  # calibrated when loaded: fine
+    for member in ensemble.members:
+        train_model(member, train, cal, TrainConfig(epochs=1, lr=1e-2, progress=False))
+    with pytest.raises(ConfigError, match="calibration was made for other weights.*model.calibrate"):
+        ensemble.predict_interval(test, coverage=0.8)
+    with pytest.raises(ConfigError, match="calibration was made for other weights"):
+        save_pretrained(ensemble, tmp_path / "stale")
+    assert not (tmp_path / "stale").exists()
+    ensemble.calibrate(cal)  # calibrated again: the new weights' scores
+    lower, upper = ensemble.predict_interval(test, coverage=0.8)
+    saved = load_model(str(save_pretrained(ensemble, tmp_path / "fresh")))
+    assert np.allclose(saved.predict_interval(test, coverage=0.8)[0], lower)
+    saved.double()  # the same weights in another precision: the calibration still holds
+    saved.predict_interval(test, coverage=0.8)

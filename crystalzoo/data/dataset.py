@@ -254,7 +254,10 @@ class CrystalDataset:
                             "unclear: rename them")
         col = {c: header.index(c) for c in header}
         if id_column is None:  # an id column of the usual names, else the row numbers
-            id_column = next((c for c in ID_NAMES if c in col and header.count(c) == 1), None)
+            id_column = next((c for c in ID_NAMES if c in col), None)
+            if id_column is not None and header.count(id_column) > 1:
+                raise DataError(f"{path}: the header names the id column {id_column!r} more than once, so which ids "
+                                "to read is unclear: rename one, or name the id column to read (id_column, --id-column)")
         ids = ids_of([r[col[id_column]] for _, r in rows]) if id_column else \
             [str(i) for i in range(len(rows))]
         labels = object_table([[csv_label(r[col[c]], path, n) for c in columns] for n, r in rows], len(columns))

@@ -63,13 +63,15 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     dst = np.concatenate([a.dst.astype(np.int64) + o for a, o in zip(arrays, offsets)])
     z = np.concatenate([a.z for a in arrays]).astype(np.int64)
     dist = np.concatenate([a.distance for a in arrays]).astype(np.float32, copy=False)
+    # symmetry makes most bond lengths recur: the Gaussians (and a model's functions of them) once per distinct one
+    lengths, first, of_edge = np.unique(dist, return_index=True, return_inverse=True)
     dst_t = torch.from_numpy(dst)
     weighted = any(a.weight is not None for a in arrays)
     weight = (torch.from_numpy(np.concatenate([a.weight if a.weight is not None else np.ones(len(a.src), np.float32)
                                                for a in arrays])) if weighted else None)
     return CrystalGraph(
         atom_fea=torch.from_numpy(settings.atom_table()[z]),
-        bond_fea=torch.from_numpy(_gaussian(dist, settings)),
+        bond_fea=torch.from_numpy(_gaussian(lengths, settings)[of_edge]),
         src=torch.from_numpy(src),
         dst=dst_t,
         crystal=torch.from_numpy(np.repeat(np.arange(len(arrays), dtype=np.int64), n_atoms)),
@@ -81,6 +83,8 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
         edge_weight=weight,
         degree=uniform_degree(dst_t, len(z)),
         settings=settings,
+        distinct_bonds=torch.from_numpy(first.astype(np.int64, copy=False)),
+        bond_of_edge=torch.from_numpy(of_edge.astype(np.int64, copy=False).reshape(-1)),
     )
 
 
@@ -129,8 +133,12 @@ def iter_batches(
     n_jobs: int = 1,
     progress: bool = False,
 ) -> Iterator[CrystalGraph]:
-    """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. With
-    ``n_jobs > 1`` worker processes build the next batches while the caller uses this one.
+    """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. A worker
+    process builds (and reads, for files) the next batches while the caller uses this one:
+    ``n_jobs`` worker processes, one by default, where there is more than one batch of 64
+    crystals or more (and where processes start by ``fork``, as on Linux up to Python 3.13).
+    A model's ``predict`` and ``embed`` use this: on 2 cores the model runs on one while the
+    graphs are built on the other.
 
     Example::
 
@@ -139,7 +147,7 @@ def iter_batches(
         [2, 1]
     """
     check_count(batch_size, "batch_size")
-    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
+    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size, ahead=True):
         yield collate(part, settings)
 
 
@@ -150,11 +158,13 @@ def _iter_arrays(
     n_jobs: int = 1,
     chunk: int | None = None,
     names: Sequence[str] | None = None,
+    ahead: bool = False,
 ) -> Iterator[list[GraphArrays]]:
     """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
-    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one. A
-    :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
-    there are several."""
+    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one; with
+    ``ahead``, one worker process does so even for ``n_jobs=1`` (where there is more than one
+    chunk). A :class:`StructureError` says which crystal failed (``names[i]``, or its position)
+    where there are several."""
     from ..progress import progress_bar
 
     n_jobs = check_jobs(n_jobs)
@@ -164,10 +174,12 @@ def _iter_arrays(
                               or not all(isinstance(n, str) for n in names)):
         raise ConfigError(f"names must be a list of {len(structures)} strings, one per crystal, got "
                           f"{str(names)[:60]}")
-    parallel = n_jobs > 1 and len(structures) >= 64
+    workers = n_jobs if n_jobs > 1 else int(ahead and _forks())
+    parallel = workers > 0 and len(structures) >= 64
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
     chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
+    parallel = parallel and len(chunks) > 1
     n = len(structures)
     try:
         with progress_bar(total=n, desc="building graphs", unit="crystal", disable=not progress, leave=False) as bar:
@@ -179,20 +191,44 @@ def _iter_arrays(
                         bar.update()
                     yield out
                 return
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(min(n_jobs, len(chunks))) as pool:
-                jobs = ([_at(i, _for_worker, s) for i, s in enumerate(part, k * chunk)] for k, part in enumerate(chunks))
-                starts = [k * chunk for k in range(len(chunks))]
-                for part in pool.map(_build_chunk, jobs, [settings] * len(chunks), starts):
-                    bar.update(len(part))
-                    yield part
+            for part in _in_workers(chunks, chunk, settings, min(workers, len(chunks))):
+                bar.update(len(part))
+                yield part
     except StructureError as exc:
         i = getattr(exc, "position", None)
         if i is None or n == 1:
             raise
         which = f"crystal {names[i]!r}" if names is not None and i < len(names) else f"crystal {i + 1} of {n}"
         raise StructureError(f"{which}: {exc}") from None
+
+
+def _in_workers(chunks: list, chunk: int, settings: GraphSettings, workers: int) -> Iterator[list[GraphArrays]]:
+    """The compact graphs of ``chunks`` (``chunk`` crystals each, the last maybe fewer), built
+    in ``workers`` processes, in order. At most two chunks per worker are in flight (memory
+    stays bounded whatever the input's length); stopping early cancels the rest."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers)
+    try:
+        pending: deque = deque()
+        for k, part in enumerate(chunks):
+            sources = [_at(i, _for_worker, s) for i, s in enumerate(part, k * chunk)]
+            pending.append(pool.submit(_build_chunk, sources, settings, k * chunk))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _forks() -> bool:
+    """Whether worker processes start by ``fork`` here (in milliseconds; a spawned worker first
+    imports crystalzoo and pymatgen, which costs more than a few batches' graphs)."""
+    import multiprocessing
+
+    return multiprocessing.get_start_method() == "fork"
 
 
 def _at(i: int, build, *args):

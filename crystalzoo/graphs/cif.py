@@ -14,6 +14,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.core import Structure
 
 
+#: a site of one element whose occupancy is this close to 1 is fully occupied (CIFs round
+#: occupancies: 0.99999, 1.00001); pymatgen scales a total occupancy up to 1 + this down to 1
+OCCUPANCY_TOLERANCE = 1e-3
+
+
 def parse_cif(text: str, name: str) -> "Structure":
     from pymatgen.io.cif import CifParser
 
@@ -25,7 +30,7 @@ def parse_cif(text: str, name: str) -> "Structure":
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            parser = CifParser.from_str(text)
+            parser = CifParser.from_str(text, occupancy_tolerance=1 + OCCUPANCY_TOLERANCE)
             _check_cif_block(parser, text, name)
             structures = parser.parse_structures(primitive=False, on_error="raise")
     except StructureError:
@@ -121,6 +126,9 @@ def _check_cif_block(parser: Any, text: str, name: str) -> None:
                 raise StructureError(f"{name}: site {label} has occupancy {value}: not an atom (a vacancy or an "
                                      "unknown occupancy; pymatgen would drop the atom); give it its occupancy (1 for "
                                      "an ordered site) or remove the site")
+            if occupancy > 1 + OCCUPANCY_TOLERANCE:
+                raise StructureError(f"{name}: site {label} has occupancy {value}, more than 1: a site holds at most one "
+                                     "atom; correct its occupancy (1 for an ordered site)")
         symbols = data.get("_atom_site_type_symbol")
         for label, symbol in zip(labels, _listed(symbols) if symbols is not None else labels):
             if not _element_of(symbol):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 _TENSORS = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
-            "edge_weight")
+            "edge_weight", "distinct_bonds", "bond_of_edge")
 
 
 @dataclass
@@ -55,6 +55,13 @@ class CrystalGraph:
             (N, K, …) view.
         settings: the :class:`~crystalzoo.graphs.GraphSettings` the graph was built with, or
             ``None`` where unknown; a model refuses a graph of other settings.
+        distinct_bonds: (B,) int64, one edge of each distinct bond length, or ``None``.
+        bond_of_edge: (E,) int64, the position in ``distinct_bonds`` of an edge of the same
+            length as edge e (so ``bond_fea[e] == bond_fea[distinct_bonds[bond_of_edge[e]]]``),
+            or ``None``. Set by :func:`~crystalzoo.graphs.collate`: symmetry makes most bond
+            lengths of a crystal recur (about 1 in 6 is distinct in Materials Project
+            crystals), so a layer computes a function of the bond features once per distinct
+            length (:func:`per_bond`).
 
     A model reads the first six (and ``edge_weight``, ``degree``); the builder fills in the
     rest (``None`` where a graph was made without them, as in an exported model).
@@ -73,6 +80,8 @@ class CrystalGraph:
     edge_weight: torch.Tensor | None = None
     degree: int | None = None
     settings: Any = None  # the GraphSettings it was built with (None: unknown, e.g. from DGL)
+    distinct_bonds: torch.Tensor | None = None
+    bond_of_edge: torch.Tensor | None = None
 
     @property
     def n_crystals(self) -> int:
@@ -172,6 +181,25 @@ def add_centre(g: CrystalGraph, per_edge: torch.Tensor, centre: torch.Tensor) ->
         per_edge.view(g.total_atoms, g.degree, -1).add_(centre.unsqueeze(1))
         return per_edge
     return per_edge.add_(centre.index_select(0, g.dst))
+
+
+def per_bond(g: CrystalGraph, fn: Any, bond_fea: torch.Tensor) -> torch.Tensor:
+    """``fn(bond_fea)`` for a function ``fn`` of each edge's bond features alone (row by row,
+    e.g. a linear map): computed once per distinct bond length where the graph knows them
+    (``g.distinct_bonds``, set by :func:`~crystalzoo.graphs.collate`), then gathered per edge.
+    The same numbers as ``fn(bond_fea)``, with about a sixth of the work on real crystals.
+
+    Example::
+
+        >>> from crystalzoo import build_graph, example_structures
+        >>> g = build_graph(example_structures()[0])
+        >>> w = torch.randn(41, 8)
+        >>> torch.allclose(per_bond(g, lambda b: b @ w, g.bond_fea), g.bond_fea @ w)
+        True
+    """
+    if g.distinct_bonds is None or g.bond_of_edge is None:
+        return fn(bond_fea)
+    return fn(bond_fea.index_select(0, g.distinct_bonds)).index_select(0, g.bond_of_edge)
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import StructureError
+from .cif import OCCUPANCY_TOLERANCE
 from .reading import StructureLike, load_structure, structure_path
 from .settings import GraphSettings, atom_table
 
@@ -28,11 +29,6 @@ MIN_VOLUME_PER_ATOM = 1.0
 #: neighbours whose distances differ by less than this (Å) are tied (docs/graphs.md: measured on
 #: the Materials Project data, scripts/find_ties.py)
 TIE_TOLERANCE = 1e-4
-
-
-#: a site of one element whose occupancy is this close to 1 is fully occupied (CIFs round
-#: occupancies: 0.99999, 1.00001)
-OCCUPANCY_TOLERANCE = 1e-3
 
 
 #: most (centre, neighbour) pairs, periodic images or grid entries one neighbour search may

@@ -129,9 +129,10 @@ def _one_per_file(path: Path, what: str) -> StructureError:
                           "for one of them, or for all of them merged): split it into one file per crystal")
 
 
-def _poscar_rest(lines: list[str]) -> list[str]:
-    """The lines after the first structure of a POSCAR text (its header, lattice, species and
-    counts, selective dynamics, coordinate type and one line per atom); [] when it ends there."""
+def _poscar_rest(lines: list[str]) -> tuple[list[str], int]:
+    """(The lines after the first structure of a POSCAR text (its header, lattice, species and
+    counts, selective dynamics, coordinate type and one line per atom), [] when it ends there;
+    the atoms its counts line declares)."""
     i = 5
     if not all(tok.lstrip("+-").isdigit() for tok in lines[i].split()):  # a line of species names
         i += 1
@@ -139,7 +140,7 @@ def _poscar_rest(lines: list[str]) -> list[str]:
     i += 1
     if lines[i].strip()[:1] in ("s", "S"):  # selective dynamics
         i += 1
-    return lines[i + 1 + n:]
+    return lines[i + 1 + n:], n
 
 
 def _yaml_aliases(text: str) -> bool:
@@ -182,13 +183,22 @@ def check_one_crystal(text: str, fmt: str, path: Path) -> None:
         if len(rows) > 4 + atoms:
             raise _one_per_file(path, f"{len(rows) - 4} atom lines where its header declares {atoms} atoms (a second "
                                       "structure?)")
+        if len(rows) < 4 + atoms:  # pymatgen reads the atoms listed: a crystal with atoms missing
+            raise StructureError(f"{path}: its header declares {atoms} atoms but {max(len(rows) - 4, 0)} are listed: "
+                                 "complete the file, or correct the count in its third line")
     elif fmt == "poscar":
         from pymatgen.core import IStructure
 
         try:
-            rest = _poscar_rest(lines)
+            rest, atoms = _poscar_rest(lines)
         except (IndexError, ValueError):
             return
+        if rest and rest[0].strip() and _numbers(rest[0]) and len(rest[0].split()) >= 3:
+            # VASP puts a blank line before velocities: a line of coordinates right after the atoms is one atom more
+            extra = next((k for k, line in enumerate(rest) if not (line.strip() and _numbers(line))), len(rest))
+            raise StructureError(f"{path}: its counts line declares {atoms} atoms, but {atoms + extra} coordinate lines "
+                                 f"follow (only the first {atoms} would be read): correct the counts, or remove the "
+                                 "extra lines")
         rest = [line for line in rest if line.strip()]
         if not rest:
             return
@@ -206,6 +216,31 @@ def check_one_crystal(text: str, fmt: str, path: Path) -> None:
         raise StructureError(f"{path}: uses YAML anchors or aliases (&name, *name), which crystalzoo does not expand "
                              "(a small file can expand to gigabytes); write the structure without them, e.g. "
                              "Structure.to(filename='crystal.yaml') or as CIF")
+
+
+JSON_FIX = ("write the structure itself, Structure.to(filename='crystal.json') (for an entry or a record: "
+            "Structure.from_dict(record['structure']).to(filename='crystal.json')), or give a CIF")
+
+
+def _json_holds(text: str) -> str | None:
+    """What a JSON file that pymatgen cannot read as a structure holds, in words (None: no
+    JSON object, or one that looks like a structure: the parser's own message says more)."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}"
+    kind = data.get("@class")
+    if kind in ("Molecule", "IMolecule") or ("sites" in data and "lattice" not in data):
+        return "a molecule (sites without a lattice)"
+    if "structure" in data:
+        return f"a {kind or 'record'} with a 'structure' inside (an entry or a database record)"
+    if "lattice" not in data:
+        return f"a JSON object with the keys {sorted(map(str, data))[:8]}"
+    return None
 
 
 def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
@@ -236,6 +271,9 @@ def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
             warnings.simplefilter("always")
             structure = IStructure.from_str(text, fmt=fmt)
     except Exception as exc:  # pymatgen raises many types for broken files
+        held = _json_holds(text) if fmt == "json" else None
+        if held:
+            raise StructureError(f"{path}: holds {held}, not a pymatgen Structure: {JSON_FIX}") from None
         raise StructureError(f"{path}: cannot be read as a {fmt.upper() if fmt == 'poscar' else fmt} structure file "
                              f"({' '.join(str(exc).split())[:200]})") from None
     if any("cannot be determined" in str(w.message) for w in caught):  # pymatgen's stand-ins: H, He, Li, …

@@ -11,6 +11,7 @@ from torch import nn
 from ..graphs.crystal_graph import (
     CrystalGraph,
     add_centre,
+    per_bond,
     softmax_over_edges,
     sum_into_atoms,
 )
@@ -21,9 +22,10 @@ class GatedConv(nn.Module):
     """One CGCNN convolution (edges j → i carry messages into i).
 
     The linear layer on z = v_i ⊕ v_j ⊕ u_ij is applied as v_i W_i + v_j W_j + u_ij W_u:
-    atoms are projected once and combined per edge, which gives the same numbers as the
-    concatenation with far less memory traffic. The weight is kept as one ``fc_full`` so
-    the original checkpoints load as they are.
+    atoms are projected once and combined per edge, and bonds once per distinct bond length
+    (:func:`~crystalzoo.graphs.crystal_graph.per_bond`), which gives the same numbers as the
+    concatenation with far less work. The weight is kept as one ``fc_full`` so the original
+    checkpoints load as they are.
     """
 
     def __init__(self, atom_fea_len: int, nbr_fea_len: int):
@@ -39,7 +41,7 @@ class GatedConv(nn.Module):
         centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
         neighbour = atom_fea @ w[:, f : 2 * f].t()
         gated = add_centre(g, neighbour.index_select(0, g.src), centre)
-        gated.addmm_(bond_fea, w[:, 2 * f :].t())  # in place: no E × 2F copy
+        gated.add_(per_bond(g, lambda b: b @ w[:, 2 * f :].t(), bond_fea))  # in place: no more E × 2F copies
         if torch.is_grad_enabled():
             bn = self.bn1
             messages = NormGate.apply(gated, *batch_stats(bn, gated, g.edge_weight), bn.weight, bn.bias,
@@ -77,12 +79,12 @@ class AttentionConv(nn.Module):
         w = self.fc_core.weight
         centre = atom_fea @ w[:, :f].t()
         neighbour = atom_fea @ w[:, f : 2 * f].t()
-        core = torch.addmm(self.fc_core.bias, bond_fea, w[:, 2 * f :].t())
+        core = per_bond(g, lambda b: torch.addmm(self.fc_core.bias, b, w[:, 2 * f :].t()), bond_fea)
         core = core.add_(add_centre(g, neighbour.index_select(0, g.src), centre))
         core = nn.functional.softplus(norm_edges(self.bn1, core, g.edge_weight)).view(-1, h, f // h)
         v = atom_fea.view(-1, h, f // h)
         score = (v.index_select(0, g.src) * v.index_select(0, g.dst)).sum(-1, keepdim=True)  # (E, h, 1)
-        norm = (bond_fea * bond_fea).sum(1).view(-1, 1, 1)
+        norm = per_bond(g, lambda b: (b * b).sum(1), bond_fea).view(-1, 1, 1)
         attn = softmax_over_edges(g, score * norm / math.sqrt(f // h))
         summed = self.bn2(self.fc_heads(sum_into_atoms(g, (attn * core).reshape(-1, f), weighted=False)))
         return nn.functional.softplus(atom_fea + summed)

@@ -125,5 +125,7 @@ def build_model(config: dict[str, Any], state: dict[str, torch.Tensor] | None, s
     model = constructor(config)
     if state is not None:
         load_into(model, state, source, drop)
+        if getattr(model, "calibration", None) is not None:  # the calibration belongs to the weights just loaded
+            model.calibration = model.calibration
     model.eval()
     return model

@@ -35,6 +35,7 @@ from ..graphs.crystal_graph import (
     CrystalGraph,
     as_crystal_graph,
     mean_per_crystal,
+    per_bond,
     sum_into_atoms,
 )
 from ..graphs.settings import GraphSettings
@@ -88,7 +89,7 @@ class Interaction(nn.Module):
         self.atom_out2 = nn.Linear(atom_fea_len, atom_fea_len)
 
     def forward(self, g: CrystalGraph, h: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
-        filters = self.filter2(shifted_softplus(self.filter1(bond_fea)))
+        filters = per_bond(g, lambda b: self.filter2(shifted_softplus(self.filter1(b))), bond_fea)
         messages = self.atom_in(h).index_select(0, g.src) * filters
         summed = sum_into_atoms(g, messages)  # each edge with its tie weight
         return h + self.atom_out2(shifted_softplus(self.atom_out1(summed)))

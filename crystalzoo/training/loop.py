@@ -185,44 +185,54 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
     train_batches = val_batches = None
     bar = progress_bar(range(first, config.epochs + 1), desc="training", unit="epoch",
                        disable=not config.progress or rank > 0, initial=first - 1, total=config.epochs)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = config.lr_at(epoch) * group.get("scale", 1.0)  # checkpoints before recipes: no scale
-        level = recipes.frozen_at(epoch, config.epochs, n_conv, floor) if config.recipe == "gradual" else backbone.frozen
-        if level != backbone.frozen or train_batches is None:
-            if config.recipe == "gradual":
-                recipes.set_frozen(backbone, level)
-            # the frozen prefix's atom vectors, computed once per frozen level
-            train_batches = Batches(model, train, config.batch_size, config.device, train=True, prefixes=prefixes)
-            val_batches = Batches(model, val, 256, config.device, prefixes=prefixes)
-        model.train()
-        order = shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
-        total, count = train_epoch(model, train_batches(order), train_batches.start, opt, params, reference, config,
-                                   epoch, world)
-        if world > 1:
-            for b in model.buffers():
-                dist.broadcast(b, 0)
-            sums = torch.tensor([total, count], dtype=torch.float64)
-            dist.all_reduce(sums)
-            total, count = float(sums[0]), float(sums[1])
-        scores = evaluate_batches(model, val_batches, config.loss)
-        if not math.isfinite(scores["loss"]):
-            raise diverged("validation loss", scores["loss"], epoch, config)
-        row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
-               **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
-               **({"frozen": backbone.frozen} if config.recipe == "gradual" else {}),
-               "seconds": time.perf_counter() - t0}
-        history.rows.append(row)
-        if scores["loss"] < history.best_val_loss:
-            history.best_val_loss, history.best_epoch = scores["loss"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_mae")})
-        if ckpt_path is not None and rank == 0:
-            save_checkpoint(ckpt_path, epoch, model, opt, best_state, history, description)
-        last_phase = config.recipe != "gradual" or backbone.frozen == floor  # gradual: patience in its last phase
-        if config.early_stopping and last_phase and epoch - history.best_epoch >= config.early_stopping:
-            break
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = config.lr_at(epoch) * group.get("scale", 1.0)  # checkpoints before recipes: no scale
+            level = recipes.frozen_at(epoch, config.epochs, n_conv, floor) if config.recipe == "gradual" else backbone.frozen
+            if level != backbone.frozen or train_batches is None:
+                if config.recipe == "gradual":
+                    recipes.set_frozen(backbone, level)
+                # the frozen prefix's atom vectors, computed once per frozen level
+                train_batches = Batches(model, train, config.batch_size, config.device, train=True, prefixes=prefixes)
+                val_batches = Batches(model, val, 256, config.device, prefixes=prefixes)
+            model.train()
+            order = shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
+            total, count = train_epoch(model, train_batches(order), train_batches.start, opt, params, reference, config,
+                                       epoch, world)
+            if world > 1:
+                for b in model.buffers():
+                    dist.broadcast(b, 0)
+                sums = torch.tensor([total, count], dtype=torch.float64)
+                dist.all_reduce(sums)
+                total, count = float(sums[0]), float(sums[1])
+            scores = evaluate_batches(model, val_batches, config.loss)
+            if not math.isfinite(scores["loss"]):
+                raise diverged("validation loss", scores["loss"], epoch, config)
+            row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
+                   **{f"val_{k}": v for k, v in scores.items() if k != "loss"},
+                   **({"frozen": backbone.frozen} if config.recipe == "gradual" else {}),
+                   "seconds": time.perf_counter() - t0}
+            history.rows.append(row)
+            if scores["loss"] < history.best_val_loss:
+                history.best_val_loss, history.best_epoch = scores["loss"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_mae")})
+            if ckpt_path is not None and rank == 0:
+                save_checkpoint(ckpt_path, epoch, model, opt, best_state, history, description)
+            last_phase = config.recipe != "gradual" or backbone.frozen == floor  # gradual: patience in its last phase
+            if config.early_stopping and last_phase and epoch - history.best_epoch >= config.early_stopping:
+                break
+    except RunError as exc:  # diverged: the model is left as it was best, never with the weights that diverged
+        bar.close()
+        if config.recipe == "linear-probe":
+            recipes.set_frozen(backbone, floor)
+        model.load_state_dict(best_state)
+        model.eval()
+        kept = (f"the model holds the weights of its best epoch, {history.best_epoch}" if history.best_epoch
+                else "the model holds its weights from before the run")
+        raise RunError(f"{exc} ({kept})") from None
     bar.close()
     if config.recipe == "linear-probe":  # the probe's freezing was for this run: the model is as it was given
         recipes.set_frozen(backbone, floor)

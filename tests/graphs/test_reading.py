@@ -283,3 +283,40 @@ def test_a_vasp4_poscar_without_species_is_refused(tmp_path, formation):
     lines = Poscar(kcl).get_str().splitlines()
     path.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
     assert formation.predict([path]) == pytest.approx(formation.predict([kcl]), abs=1e-5)
+
+
+def test_a_poscar_with_more_coordinate_lines_than_atoms_is_refused(tmp_path, formation):
+    """Counts '1 1' and three coordinate lines (no blank line, so no velocities): the third atom was
+    dropped, and the file predicted NaCl."""
+    first, _ = _two_crystals()
+    text = first.to(fmt="poscar").rstrip("\n") + "\n0.25 0.25 0.25\n"
+    path = tmp_path / "extra.vasp"
+    path.write_text(text)
+    with pytest.raises(StructureError, match=f"declares {len(first)} atoms, but {len(first) + 1} coordinate lines"):
+        formation.predict([path])
+
+
+def test_a_cssr_listing_fewer_atoms_than_its_header_is_refused(tmp_path, formation):
+    first, _ = _two_crystals()
+    lines = first.to(fmt="cssr").rstrip("\n").split("\n")
+    path = tmp_path / "short.cssr"
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(StructureError, match=f"declares {len(first)} atoms but {len(first) - 1} are listed"):
+        formation.predict([path])
+
+
+def test_json_files_of_entries_records_and_molecules_say_what_they_hold(tmp_path, formation):
+    """All three failed with "cannot be read as a json structure file ('lattice')"."""
+    from pymatgen.core import Molecule
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    first, _ = _two_crystals()
+    files = {"entry": (ComputedStructureEntry(first, -10.0).as_dict(), "a ComputedStructureEntry with a 'structure'"),
+             "record": ({"material_id": "mp-1", "structure": first.as_dict()}, "a record with a 'structure' inside"),
+             "molecule": (Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]]).as_dict(), "a molecule"),
+             "other": ({"formula": "NaCl"}, r"a JSON object with the keys \['formula'\]")}
+    for name, (data, held) in files.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(StructureError, match=f"{name}.json: holds {held}.*Structure.to\\(filename="):
+            formation.predict([path])

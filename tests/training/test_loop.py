@@ -518,3 +518,26 @@ def test_a_bundled_data_sets_units_go_with_the_model(tmp_path):
     assert r.model.head.columns() == ["band_gap (eV)"]
     assert load_model(tmp_path / "bg").head.units == ["eV"]
     assert finetune("bundled:mp-band-gap", "efermi", units=["meV"], **kwargs).model.head.units == ["meV"]
+
+
+def test_a_diverged_run_leaves_the_model_as_it_was_best(mp_dataset, tmp_path):
+    """After the RunError of a diverged train_model, the model predicted NaN without a word, and
+    save_pretrained wrote those weights over a good folder (they were finite, so load_model took
+    them). The model is now left with its best weights, and a model whose predictions are not
+    finite is refused at predict."""
+    from crystalzoo import load_model, save_pretrained
+    from crystalzoo.errors import RunError, WeightsError
+
+    train, val = mp_dataset.split(60, 20, seed=0)[:2]
+    model = make_model("formation", train, freeze=None)
+    before = model.predict(val)
+    with pytest.raises(RunError, match="not finite.*holds its weights from before the run"):
+        train_model(model, train, val, TrainConfig(epochs=2, lr=1e8, optimizer="sgd", batch_size=16,
+                                                   progress=False))
+    assert np.array_equal(model.predict(val), before)
+    good = save_pretrained(model, tmp_path / "good")
+    broken = load_model(str(good))
+    with torch.no_grad():
+        broken.backbone.convs[0].bn1.running_var.fill_(float("nan"))
+    with pytest.raises(WeightsError, match=f"not finite for {len(val)} of {len(val)} crystals"):
+        broken.predict(val)
