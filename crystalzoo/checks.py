@@ -58,6 +58,19 @@ def check_jobs(n_jobs: Any) -> int:
     return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
 
 
+def check_finite_predictions(out: np.ndarray) -> None:
+    """Predictions ``out`` (members, crystals, …) all finite, else :class:`WeightsError` naming
+    how many crystals and the first: a NaN is never handed on as a prediction."""
+    bad = ~np.isfinite(out).reshape(out.shape[0], out.shape[1], -1).all(axis=(0, 2))
+    if bad.any():
+        from .errors import WeightsError
+
+        raise WeightsError(f"the model predicts a value that is not finite for {int(bad.sum())} of {len(bad)} "
+                           f"crystals (the first: crystal {int(np.argmax(bad)) + 1}): its weights are broken, e.g. by "
+                           "a training that diverged, or overflow in half precision. Use the weights as they were "
+                           "saved (load_model), or train again with a lower learning rate")
+
+
 def plain(value: Any) -> Any:
     """``value`` as a Python number where it is a numpy one (JSON cannot hold those); anything
     else as it is."""

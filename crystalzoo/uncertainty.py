@@ -198,3 +198,29 @@ def calibration_from(mean: np.ndarray, std: np.ndarray | None, labels: np.ndarra
         counts.append(int(have.sum()))
         scores.append([_round_up(v) for v in _thin(np.sort(err))])  # as config.json keeps them
     return Calibration(list(targets), counts, scores, floor if std is not None else None, split)
+
+
+def weights_digest(model: Any) -> str | None:
+    """A digest of every weight and buffer of the torch module ``model``, by value: the same
+    after ``model.to(device)`` or ``model.double()``, another after any training step,
+    ``load_state_dict`` or edit; ``None`` while it is on the meta device (being built). A
+    calibration holds for the weights it was made with only
+    (:meth:`~crystalzoo.models.predictor.Predictor.check_own_calibration`).
+
+    Example::
+
+        >>> from crystalzoo import load_model
+        >>> weights_digest(load_model("formation")) == weights_digest(load_model("formation").double())
+        True
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        if tensor.is_meta:
+            return None
+        value = tensor.detach().cpu()
+        value = value.double() if value.is_floating_point() else value
+        digest.update(name.encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    return digest.hexdigest()

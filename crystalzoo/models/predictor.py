@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checks import check_count
-from ..errors import ConfigError, DataError, WeightsError
+from ..checks import check_count, check_finite_predictions
+from ..errors import ConfigError, DataError
 from ..graphs.building import collate, crystal_batches
 from ..graphs.crystal_graph import CrystalGraph
 from ..graphs.neighbors import GraphArrays
 from ..graphs.reading import crystal_list, structure_path
 from ..graphs.settings import GraphSettings
-from ..uncertainty import Calibration, calibration_from, check_coverage
+from ..uncertainty import Calibration, calibration_from, check_coverage, weights_digest
 from .builder import LOAD_OPTIONS, check_options, load_with, with_revision
 
 if TYPE_CHECKING:
@@ -96,24 +96,7 @@ class Predictor(nn.Module):
     @calibration.setter
     def calibration(self, value: Calibration | None) -> None:
         self.__dict__["_calibration"] = check_calibration(value, self.head, ensemble=len(self.member_models()) > 1)
-        self.__dict__["_calibrated_weights"] = None if value is None else self.weights_digest()
-
-    def weights_digest(self) -> str | None:
-        """A digest of every weight and buffer (an ensemble's: all its members'), by value: the
-        same after ``model.to(device)`` or ``model.double()``, another after any training step,
-        ``load_state_dict`` or edit. ``None`` while the model is on the meta device (being built).
-        A calibration holds for the weights it was made with only (:meth:`check_own_calibration`)."""
-        import hashlib
-
-        digest = hashlib.blake2b(digest_size=16)
-        for name, tensor in self.state_dict().items():
-            if tensor.is_meta:
-                return None
-            value = tensor.detach().cpu()
-            value = value.double() if value.is_floating_point() else value
-            digest.update(name.encode())
-            digest.update(value.contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        self.__dict__["_calibrated_weights"] = None if value is None else weights_digest(self)
 
     def member_models(self) -> list["Predictor"]:
         raise NotImplementedError
@@ -209,7 +192,7 @@ class Predictor(nn.Module):
         used or saved."""
         check_calibration(self.calibration, self.head, ensemble=len(self.member_models()) > 1)
         made_for = self.__dict__.get("_calibrated_weights")
-        if weights and self.calibration is not None and made_for is not None and made_for != self.weights_digest():
+        if weights and self.calibration is not None and made_for is not None and made_for != weights_digest(self):
             raise ConfigError("the model's calibration was made for other weights: they changed since it was calibrated "
                               "(training, e.g. of an ensemble's members one by one, load_state_dict or an edit), so its "
                               "intervals would not hold their coverage. Calibrate it again on crystals it was not "
@@ -412,10 +395,5 @@ class Predictor(nn.Module):
         if not outs:
             return np.zeros((len(members), 0, len(self.head.columns())), np.float32)
         out = torch.cat(outs, 1).numpy()
-        bad = ~np.isfinite(out).reshape(len(members), out.shape[1], -1).all(axis=(0, 2))
-        if bad.any():  # never a NaN or infinite prediction handed on as a number
-            raise WeightsError(f"the model predicts a value that is not finite for {int(bad.sum())} of {len(bad)} "
-                               f"crystals (the first: crystal {int(np.argmax(bad)) + 1}): its weights are broken, e.g. "
-                               "by a training that diverged, or overflow in half precision. Use the weights as they "
-                               "were saved (load_model), or train again with a lower learning rate")
+        check_finite_predictions(out)
         return out

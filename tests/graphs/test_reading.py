@@ -71,7 +71,7 @@ def test_broken_files_name_the_file_and_format(formation, tmp_path):
     with pytest.raises(StructureError, match="POSCAR: cannot be read as a POSCAR structure file"):
         formation.predict([bad])
     (tmp_path / "x.json").write_text('{"not": "a structure"}')
-    with pytest.raises(StructureError, match="x.json: cannot be read as a json structure file"):
+    with pytest.raises(StructureError, match=r"x.json: holds a JSON object with the keys \[.not.\], not a pymatgen Structure"):
         formation.predict([tmp_path / "x.json"])
 
 
