@@ -43,7 +43,8 @@ def test_pooled_and_atom_vectors_agree_with_the_layers(formation, mp200_structur
         np.testing.assert_allclose(pooled, np.stack([a.mean(axis=0) for a in atoms]), rtol=1e-4, atol=1e-6)
 
 
-def test_embeddings_do_not_depend_on_batches_jobs_or_atom_order(formation, mp200_structures):
+def test_embeddings_do_not_depend_on_batches_jobs_or_atom_order(formation, mp200_structures, monkeypatch):
+    monkeypatch.setattr("crystalzoo.graphs.building.MIN_PARALLEL", 16)  # n_jobs=2 in worker processes
     structures = mp200_structures[:80]
     reference = formation.embed(structures)
     np.testing.assert_allclose(formation.embed(structures, batch_size=7, n_jobs=2), reference, rtol=1e-5, atol=1e-6)

@@ -753,7 +753,8 @@ def test_more_wrong_kinds_of_input(formation, tmp_path):
     np.testing.assert_array_equal(formation.predict_arrays(a for a in arrays), formation.predict(CIFS[:2]))
 
 
-def test_a_bad_crystal_in_a_data_set_is_named_by_its_id(tmp_path, mp200):
+def test_a_bad_crystal_in_a_data_set_is_named_by_its_id(tmp_path, mp200, monkeypatch):
+    monkeypatch.setattr("crystalzoo.graphs.building.MIN_PARALLEL", 16)  # n_jobs=2 in worker processes
     rows = [dict(r) for r in mp200[:80]]
     rows[7]["cif"] = rows[7]["cif"].replace("_cell_length_a", "_cell_length_a 0 #")
     path = tmp_path / "one-bad.jsonl"

@@ -119,7 +119,7 @@ def cmd_predict(args) -> None:
     if args.interval is not None:
         model.check_interval_coverage(args.interval)
     if args.data:
-        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
+        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings, n_jobs=args.jobs,
                             **({"id_column": args.id_column} if args.id_column else {}))
         if args.output is not None:
             check_not_a_structure_file("--output", args.output, data)
@@ -154,7 +154,7 @@ def cmd_embed(args) -> None:
     model = load_model(args.model)
     model.embed([], kind=args.kind, layer=args.layer)  # --layer and --kind checked before any graph is built
     if args.data:
-        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings,
+        data = read_dataset(args.data, [], progress=not args.quiet, settings=model.graph_settings, n_jobs=args.jobs,
                             **({"id_column": args.id_column} if args.id_column else {}))
         check_not_a_structure_file("--out", args.out, data)
         ids = data.ids

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(needs pyarrow); default: CSV on standard output")
     s.add_argument("--overwrite", action="store_true", help="replace --output if it exists (default: refuse)")
     s.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or cuda:N (default: cpu)")
-    s.add_argument("--jobs", type=int, default=1, help="processes for graph building (default 1; -1: all cores)")
+    s.add_argument("--jobs", type=int, default=-1, help="processes that read the files and build the graphs "
+                   "(default -1: one per core; reading costs more than the rest, docs/results/performance.md)")
     s.add_argument("--std", action="store_true", help="an ensemble: also the standard deviation over its members")
     s.add_argument("--interval", type=float, default=None, metavar="COVERAGE",
                    help="also calibrated bounds that hold this fraction of crystals, e.g. 0.9 (docs/uncertainty.md)")
@@ -151,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden: the crystal vector the head sees; pooled: the mean of the atom vectors")
     s.add_argument("--layer", type=int, default=None,
                    help="for --kind pooled: after this many convolutions (default: after all of them)")
-    s.add_argument("--jobs", type=int, default=1, help="processes for graph building (-1: all cores)")
+    s.add_argument("--jobs", type=int, default=-1, help="processes that read the files and build the graphs "
+                   "(default -1: one per core)")
     s.add_argument("--out", required=True, help="the table: .csv, .npz (ids, vectors) or .parquet (needs pyarrow)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.add_argument("--quiet", action="store_true", help="no progress bars")

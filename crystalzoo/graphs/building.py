@@ -15,6 +15,11 @@ from .reading import StructureLike, crystal_list, structure_list
 from .settings import DEFAULT_SETTINGS, GraphSettings, check_settings
 
 
+#: fewer crystals than this are built in the calling process whatever ``n_jobs`` is: starting worker
+#: processes costs more than they save on a few batches (benchmarks/inference.py --quick: 0.7× with 100)
+MIN_PARALLEL = 256
+
+
 def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n_jobs: int = 1,
                     progress: bool = False, what: str = "predict") -> Iterator[CrystalGraph]:
     """Batched graphs for ``predict`` / ``embed``: of a data set's cached graphs (a
@@ -133,12 +138,11 @@ def iter_batches(
     n_jobs: int = 1,
     progress: bool = False,
 ) -> Iterator[CrystalGraph]:
-    """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. A worker
-    process builds (and reads, for files) the next batches while the caller uses this one:
-    ``n_jobs`` worker processes, one by default, where there is more than one batch of 64
-    crystals or more (and where processes start by ``fork``, as on Linux up to Python 3.13).
-    A model's ``predict`` and ``embed`` use this: on 2 cores the model runs on one while the
-    graphs are built on the other.
+    """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. With
+    ``n_jobs > 1`` worker processes read and build the next batches while the caller uses this
+    one (at most two batches per worker ahead: memory stays bounded). That pays for files and
+    CIF texts, whose parsing costs more than the rest; for structures in memory one process is
+    as fast on 2 cores (docs/results/performance.md).
 
     Example::
 
@@ -147,7 +151,7 @@ def iter_batches(
         [2, 1]
     """
     check_count(batch_size, "batch_size")
-    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size, ahead=True):
+    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
         yield collate(part, settings)
 
 
@@ -158,13 +162,11 @@ def _iter_arrays(
     n_jobs: int = 1,
     chunk: int | None = None,
     names: Sequence[str] | None = None,
-    ahead: bool = False,
 ) -> Iterator[list[GraphArrays]]:
     """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
-    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one; with
-    ``ahead``, one worker process does so even for ``n_jobs=1`` (where there is more than one
-    chunk). A :class:`StructureError` says which crystal failed (``names[i]``, or its position)
-    where there are several."""
+    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one. A
+    :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
+    there are several."""
     from ..progress import progress_bar
 
     n_jobs = check_jobs(n_jobs)
@@ -174,8 +176,7 @@ def _iter_arrays(
                               or not all(isinstance(n, str) for n in names)):
         raise ConfigError(f"names must be a list of {len(structures)} strings, one per crystal, got "
                           f"{str(names)[:60]}")
-    workers = n_jobs if n_jobs > 1 else int(ahead and _forks())
-    parallel = workers > 0 and len(structures) >= 64
+    parallel = n_jobs > 1 and len(structures) >= MIN_PARALLEL
     if chunk is None:
         chunk = max(16, len(structures) // (8 * n_jobs)) if parallel else max(1, len(structures))
     chunks = [structures[i : i + chunk] for i in range(0, len(structures), chunk)]
@@ -191,7 +192,7 @@ def _iter_arrays(
                         bar.update()
                     yield out
                 return
-            for part in _in_workers(chunks, chunk, settings, min(workers, len(chunks))):
+            for part in _in_workers(chunks, chunk, settings, min(n_jobs, len(chunks))):
                 bar.update(len(part))
                 yield part
     except StructureError as exc:
@@ -221,14 +222,6 @@ def _in_workers(chunks: list, chunk: int, settings: GraphSettings, workers: int)
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _forks() -> bool:
-    """Whether worker processes start by ``fork`` here (in milliseconds; a spawned worker first
-    imports crystalzoo and pymatgen, which costs more than a few batches' graphs)."""
-    import multiprocessing
-
-    return multiprocessing.get_start_method() == "fork"
 
 
 def _at(i: int, build, *args):

@@ -60,7 +60,8 @@ def test_inputs_cif_path_text_and_structure_agree():
         assert torch.equal(a.src, g.src) and torch.equal(a.dst, g.dst)
 
 
-def test_batch_building_matches_single(mp200_structures):
+def test_batch_building_matches_single(mp200_structures, monkeypatch):
+    monkeypatch.setattr("crystalzoo.graphs.building.MIN_PARALLEL", 16)  # in worker processes, though only 80 crystals
     graphs = build_graphs(mp200_structures[:80], progress=False, n_jobs=2)
     single = [build_graph(s) for s in mp200_structures[:80]]
     for g, h in zip(graphs, single):
@@ -244,3 +245,34 @@ def test_neighbours_are_the_nearest_of_a_search_of_the_whole_radius(mp200_struct
         for key, (total, moment) in want.items():
             assert have[key][0] == pytest.approx(total, rel=1e-6), (s.formula, key)
             assert have[key][1] / have[key][0] == pytest.approx(moment / total, rel=1e-5), (s.formula, key)
+
+
+def test_workers_keep_the_order_and_stay_few_batches_ahead(mp200_structures, monkeypatch):
+    """iter_batches with n_jobs=2 gives the batches in order, with at most two per worker in flight
+    (the pool was handed every chunk at once: memory grew with the input), and stopping early
+    submits no more."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import crystalzoo.graphs.building as building
+    from crystalzoo.graphs import iter_batches
+
+    monkeypatch.setattr(building, "MIN_PARALLEL", 16)
+    submitted = []
+    real = ProcessPoolExecutor.submit
+
+    def counted(self, fn, *args, **kwargs):
+        submitted.append(args[2])  # the chunk's first crystal
+        return real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", counted)
+    structures = mp200_structures[:160]
+    serial = [g.distance for g in iter_batches(structures, batch_size=16)]
+    assert submitted == []  # one process
+    batches = iter_batches(structures, batch_size=16, n_jobs=2)
+    assert torch.equal(next(batches).distance, serial[0])
+    assert len(submitted) == 5  # of 10 chunks: 2 per worker ahead, and the one given
+    batches.close()
+    assert len(submitted) == 5
+    submitted.clear()
+    assert all(torch.equal(g.distance, d) for g, d in zip(iter_batches(structures, batch_size=16, n_jobs=2), serial))
+    assert submitted == list(range(0, 160, 16))
