@@ -33,6 +33,7 @@ def _best(fn, repeats: int) -> float:
 
 FULL_BUILD = """
 import json, resource, sys, time
+from pathlib import Path
 from crystalzoo.data import CrystalDataset
 t0 = time.perf_counter()
 ds = CrystalDataset.from_jsonl(sys.argv[1], targets=["band_gap"], progress=False, cache_dir=sys.argv[2], n_jobs=1)

@@ -47,6 +47,7 @@ _EXPORTS = {
     "TrainConfig": "training.config",
     "push_to_hub": "hub",
     "embed": "embeddings",
+    "rank_backbones": "transfer",
     "CrystalFeaturizer": "featurizer",
     "CrystalZooError": "errors",
 }

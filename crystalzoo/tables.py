@@ -26,7 +26,8 @@ def check_table_path(path: str | os.PathLike, overwrite: bool = False, formats: 
                      example: str = "table") -> Path:
     """The path of a table to write, checked before any work: one of ``formats``, not a
     folder, not an existing file unless ``overwrite``, pyarrow there for Parquet."""
-    names = ", ".join(f"{example}{f}" for f in formats[:-1]) + f" or {example}{formats[-1]}"
+    names = (", ".join(f"{example}{f}" for f in formats[:-1]) + " or " if len(formats) > 1 else "") + \
+        f"{example}{formats[-1]}"
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ConfigError(f"the table's file name is empty ({path!r}); give one such as {names}")
     path = Path(path)

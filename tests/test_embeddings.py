@@ -47,7 +47,8 @@ def test_embeddings_do_not_depend_on_batches_jobs_or_atom_order(formation, mp200
     monkeypatch.setattr("crystalzoo.graphs.building.MIN_PARALLEL", 16)  # n_jobs=2 in worker processes
     structures = mp200_structures[:80]
     reference = formation.embed(structures)
-    np.testing.assert_allclose(formation.embed(structures, batch_size=7, n_jobs=2), reference, rtol=1e-5, atol=1e-6)
+    texts = [s.to(fmt="cif") for s in structures]  # read by the worker processes
+    np.testing.assert_allclose(formation.embed(texts, batch_size=7, n_jobs=2), reference, rtol=1e-5, atol=1e-6)
     shuffled = []
     for s in structures[:10]:
         order = np.random.default_rng(0).permutation(len(s))

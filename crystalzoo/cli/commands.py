@@ -167,6 +167,21 @@ def cmd_embed(args) -> None:
     print(f"{args.out}: {len(ids)} crystals × {vectors.shape[1]} values ({args.kind} vectors of {args.model})")
 
 
+def cmd_rank(args) -> None:
+    from ..transfer import rank_backbones
+
+    if args.output is not None:
+        from ..tables import check_table_path
+
+        check_table_path(args.output, False, formats=(".csv",), example="ranking")
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()] if args.backbones else None
+    ranking = rank_backbones(args.data, args.target, backbones=names, task=args.task, limit=args.limit,
+                             progress=not args.quiet)
+    print(ranking)
+    if args.output is not None:
+        ranking.to_frame().to_csv(args.output, index=False)
+
+
 def cmd_finetune(args) -> None:
     from ..training import check_not_backbone_folder, check_run_options, finetune
 

@@ -17,6 +17,7 @@ from .commands import (
     cmd_predict,
     cmd_pretrain,
     cmd_push,
+    cmd_rank,
 )
 
 
@@ -159,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("files", nargs="*", help="CIF files")
     s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("rank", help="which backbone for my data: transferability scores of every registered "
+                       "backbone and freeze depth, before any training (docs/which_backbone.md)")
+    s.add_argument("--data", required=True, help="labelled crystals: JSON lines, CSV with a 'cif' column, a CGCNN "
+                   "folder, or bundled:mp-band-gap")
+    s.add_argument("--target", required=True, help="the label to rank for (a column or key of --data)")
+    s.add_argument("--task", choices=["regression", "classification"], default="regression",
+                   help="regression: LogME; classification: H-score (default: regression)")
+    s.add_argument("--backbones", default=None, help="comma-separated registered names (default: every CGCNN one)")
+    s.add_argument("--limit", type=int, default=None, help="the first N crystals only (default: all)")
+    s.add_argument("--output", default=None, help="also write the table as CSV here")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_rank)
 
     s = sub.add_parser("finetune", help="fine-tune a pretrained backbone on your data")
     s.add_argument("--backbone", default="formation", help="registered name, hf-hub:…, folder, or 'none' (from scratch)")

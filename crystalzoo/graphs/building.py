@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -139,10 +140,11 @@ def iter_batches(
     progress: bool = False,
 ) -> Iterator[CrystalGraph]:
     """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. With
-    ``n_jobs > 1`` worker processes read and build the next batches while the caller uses this
-    one (at most two batches per worker ahead: memory stays bounded). That pays for files and
-    CIF texts, whose parsing costs more than the rest; for structures in memory one process is
-    as fast on 2 cores (docs/results/performance.md).
+    ``n_jobs > 1`` worker processes read and build the next batches of files and CIF texts
+    while the caller uses this one (at most two batches per worker ahead: memory stays
+    bounded); reading costs more than the rest. Structures already in memory are built in the
+    calling process whatever ``n_jobs`` is: beside a model running on the same cores, workers
+    made ``predict`` slower (0.82× on 2 cores, docs/results/performance.md).
 
     Example::
 
@@ -151,6 +153,10 @@ def iter_batches(
         [2, 1]
     """
     check_count(batch_size, "batch_size")
+    n_jobs = check_jobs(n_jobs)
+    structures = structure_list(structures)
+    if not any(isinstance(s, (str, os.PathLike)) for s in structures):  # nothing for the workers to read
+        n_jobs = 1
     for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
         yield collate(part, settings)
 

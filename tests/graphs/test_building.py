@@ -248,9 +248,9 @@ def test_neighbours_are_the_nearest_of_a_search_of_the_whole_radius(mp200_struct
 
 
 def test_workers_keep_the_order_and_stay_few_batches_ahead(mp200_structures, monkeypatch):
-    """iter_batches with n_jobs=2 gives the batches in order, with at most two per worker in flight
-    (the pool was handed every chunk at once: memory grew with the input), and stopping early
-    submits no more."""
+    """iter_batches with n_jobs=2 gives the batches of CIF texts in order, with at most two per
+    worker in flight (the pool was handed every chunk at once: memory grew with the input), and
+    stopping early submits no more; structures in memory are built in the calling process."""
     from concurrent.futures import ProcessPoolExecutor
 
     import crystalzoo.graphs.building as building
@@ -265,9 +265,11 @@ def test_workers_keep_the_order_and_stay_few_batches_ahead(mp200_structures, mon
         return real(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(ProcessPoolExecutor, "submit", counted)
-    structures = mp200_structures[:160]
+    structures = [s.to(fmt="cif") for s in mp200_structures[:160]]  # CIF texts, which the workers read
     serial = [g.distance for g in iter_batches(structures, batch_size=16)]
     assert submitted == []  # one process
+    in_memory = [g.distance for g in iter_batches(mp200_structures[:160], batch_size=16, n_jobs=2)]
+    assert submitted == [] and all(torch.equal(a, b) for a, b in zip(in_memory, serial))  # nothing to read: here
     batches = iter_batches(structures, batch_size=16, n_jobs=2)
     assert torch.equal(next(batches).distance, serial[0])
     assert len(submitted) == 5  # of 10 chunks: 2 per worker ahead, and the one given

@@ -1,0 +1,350 @@
+"""The small-data benchmark suite: which backbone, depth and recipe for a user's few hundred or
+thousand labelled crystals, against training from scratch and against what a user would pip
+install instead, with the transfer advisor's ranking checked on the same cells.
+
+    python benchmarks/small_data.py --data ../shared/data/mp_crystals.jsonl.gz            # run (resumes)
+    python benchmarks/small_data.py --data ... --tasks band_gap --sizes 1000 --seeds 0 1 2 3 4
+    python benchmarks/small_data.py --report                                             # tables, plots
+    python benchmarks/small_data.py --quick                                              # CI: tiny
+
+Tasks (from the shared Materials Project data): band gap, Fermi energy, metal / non-metal
+(classification: band gap 0), log10 K and log10 G (the crystals with moduli) and formation
+energy. Each task has a fixed test set (``--test`` crystals, seed 7); each (size, seed) draws its
+training and validation crystals (a quarter of the size, at least 50) from the rest.
+
+Methods, all with the same budget (``--epochs``, the default schedule, no tuning of the networks):
+- ``scratch``: a CGCNN of the original shape trained from random weights;
+- ``BACKBONE/freeze=K`` for each registered backbone and recipe in ``--recipes`` (``full``: every
+  layer trains; ``freeze1``: the embedding and first convolution frozen);
+- external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
+  ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
+  ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features).
+The leakage rule holds: a backbone is never scored on a target of its pretraining
+(``crystalzoo.transfer.leakage``). The advisor (``rank_backbones``) is run on each training
+split and its ranking compared with the fine-tuned test scores.
+
+Each finished run is one JSON line in ``--out``/small_data_runs.jsonl (with the sha256 of its
+backbone's weights); the same command resumes. ``--report`` writes ``--out``/small_data.md and
+the plots from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from transfer_band_gap import _paired, read_runs, weights_of
+
+ROOT = Path(__file__).resolve().parents[1]
+#: task → (the data set's target, task kind, units, the shared data's key it comes from)
+TASKS = {
+    "band_gap": ("band_gap", "regression", "eV"),
+    "efermi": ("efermi", "regression", "eV"),
+    "is_metal": ("is_metal", "classification", ""),
+    "log10_k_vrh": ("log10_k_vrh", "regression", "log10(GPa)"),
+    "log10_g_vrh": ("log10_g_vrh", "regression", "log10(GPa)"),
+    "formation_energy_per_atom": ("formation_energy_per_atom", "regression", "eV/atom"),
+}
+RECIPES = {"full": None, "freeze1": 1}
+
+
+def labelled_rows(path: Path, task: str) -> list[dict]:
+    """The shared data's crystals with a label for ``task``, the label under the task's name."""
+    with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
+        rows = [json.loads(line) for line in f]
+    out = []
+    for r in rows:
+        if task == "is_metal":
+            value = None if r.get("band_gap") is None else float(r["band_gap"] == 0)
+        elif task.startswith("log10_"):
+            raw = r.get(task.removeprefix("log10_"))
+            value = float(np.log10(raw)) if raw is not None and raw > 0 else None
+        else:
+            value = r.get(task)
+        if value is not None and np.isfinite(value):
+            out.append({"mp_id": r["mp_id"], "cif": r["cif"], task: value})
+    return out
+
+
+def splits(n_rows: int, size: int, seed: int, test: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) positions: the test set fixed per task (seed 7), the rest drawn per seed."""
+    order = np.random.default_rng(7).permutation(n_rows)
+    fixed, pool = order[:test], order[test:]
+    pool = pool[np.random.default_rng(seed).permutation(len(pool))]
+    n_val = max(50, size // 4)
+    return pool[:size], pool[size : size + n_val], fixed
+
+
+def methods(task: str, recipes: list[str], externals: bool, backbones: list[str] | None = None) -> list[str]:
+    from crystalzoo.registry import get_backbone_info, list_backbones
+    from crystalzoo.transfer import leakage
+
+    kind = TASKS[task][1]
+    names = [n for n in (backbones or list_backbones())
+             if get_backbone_info(n).config.get("architecture", "cgcnn") == "cgcnn" and leakage(n, task) is None]
+    out = ["scratch"] + [f"{n}/{r}" for n in names for r in recipes]
+    if externals:
+        out += ["magpie+lgbm"]
+        if _has("chgnet"):
+            out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
+    return out
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def score_network(method: str, task: str, train, val, test, epochs: int, seed: int) -> dict:
+    from crystalzoo import TrainConfig, evaluate, make_model, train_model
+    from crystalzoo.transfer import check_no_leakage
+
+    kind = TASKS[task][1]
+    backbone, freeze = (None, None) if method == "scratch" else (method.split("/")[0],
+                                                                 RECIPES[method.split("/")[1]])
+    if backbone is not None:
+        check_no_leakage(backbone, task)  # the rule, where a run starts
+    model = make_model(backbone, train, freeze=freeze, task=kind, seed=seed)
+    history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False))
+    scores = evaluate(model, test)
+    metric = "mae" if kind == "regression" else "accuracy"
+    return {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
+            "best_epoch": history.best_epoch}
+
+
+def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
+    """Magpie (+ density) or CHGNet crystal features of ``rows``, cached by mp_id in ``cache``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    file = cache / f"{kind}.npz"
+    known = dict(np.load(file, allow_pickle=False)) if file.exists() else {}
+    missing = [r for r in rows if r["mp_id"] not in known]
+    if missing:
+        from pymatgen.core import Structure
+
+        structures = [Structure.from_str(r["cif"], "cif") for r in missing]
+        if kind == "magpie":
+            from matminer.featurizers.composition import ElementProperty
+            from matminer.featurizers.structure import DensityFeatures
+
+            magpie, density = ElementProperty.from_preset("magpie", impute_nan=True), DensityFeatures()
+            values = [np.r_[magpie.featurize(s.composition), density.featurize(s)] for s in structures]
+        else:
+            from chgnet.model import CHGNet
+
+            net = CHGNet.load(verbose=False)
+            values = [net.predict_structure(s, return_crystal_feas=True)["crystal_fea"] for s in structures]
+        known.update({r["mp_id"]: np.asarray(v, np.float64) for r, v in zip(missing, values)})
+        np.savez(file, **known)
+    return np.stack([known[r["mp_id"]] for r in rows])
+
+
+def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache: Path, seed: int) -> dict:
+    kind = TASKS[task][1]
+    y = np.array([r[task] for r in rows])
+    blocks = [features("magpie", rows, cache)] if "magpie" in method else []
+    if "chgnet" in method:
+        blocks.append(features("chgnet", rows, cache))
+    x = np.concatenate(blocks, axis=1)
+    train, val, test = parts
+    if method == "chgnet+mlp":
+        from sklearn.neural_network import MLPRegressor
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        grid = [dict(hidden_layer_sizes=h, alpha=a) for h in ((64,), (128, 64)) for a in (1e-4, 1e-2)]
+        make = lambda s: make_pipeline(StandardScaler(), MLPRegressor(max_iter=500, random_state=seed, **s))  # noqa: E731
+    else:
+        import lightgbm as lgb
+
+        grid = [dict(num_leaves=l, learning_rate=r, n_estimators=n) for l in (15, 31) for r in (0.03, 0.1)
+                for n in (300, 1000)]
+        cls = lgb.LGBMClassifier if kind == "classification" else lgb.LGBMRegressor
+        make = lambda s: cls(random_state=seed, verbose=-1, **s)  # noqa: E731
+
+    def score(model, part):
+        p = model.predict(x[part])
+        return float(np.mean(p == y[part])) if kind == "classification" else float(np.mean(np.abs(p - y[part])))
+
+    fitted = [(s, make(s).fit(x[train], y[train])) for s in grid]
+    better = max if kind == "classification" else min
+    setting, model = better(fitted, key=lambda sm: score(sm[1], val))
+    return {"test": score(model, test), "val": score(model, val), "setting": setting}
+
+
+def advise(task: str, train, seed: int, backbones: list[str] | None = None) -> dict:
+    """The advisor's scores on the training split: {backbone: best score over depths, and the depth}."""
+    from crystalzoo import rank_backbones
+
+    t0 = time.perf_counter()
+    ranking = rank_backbones(train, TASKS[task][0], backbones=backbones, task=TASKS[task][1], seed=seed)
+    best: dict = {}
+    for r in ranking.rows:
+        if r["backbone"] not in best:
+            best[r["backbone"]] = {"score": r["score"], "freeze": r["freeze"]}
+    return {"scores": best, "baseline": ranking.baseline, "seconds": time.perf_counter() - t0}
+
+
+def run(args) -> None:
+    import pandas as pd
+    import torch
+
+    from crystalzoo import CrystalDataset
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_file = out / "small_data_runs.jsonl"
+    for task in args.tasks:
+        rows = labelled_rows(Path(args.data), task)
+        if args.limit:
+            rows = rows[: args.limit]
+        ds = CrystalDataset.from_dataframe(pd.DataFrame(rows), targets=[task], id_column="mp_id",
+                                           progress=not args.quick)
+        for size in args.sizes:
+            for seed in args.seeds:
+                parts = splits(len(rows), size, seed, min(args.test, len(rows) // 3))
+                if len(parts[0]) < size:
+                    print(f"{task}: {len(rows)} crystals, too few for {size} training crystals: skipped", flush=True)
+                    continue
+                train, val, test = (ds.subset(p.tolist()) for p in parts)
+                cell = f"{task}|{size}|{seed}"
+                done = read_runs(runs_file)[0]
+                if args.advisor and f"{cell}|advisor" not in done:
+                    _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,
+                                        "task": task, "size": size, "seed": seed, "method": "advisor",
+                                        **advise(task, train, seed, args.backbones)})
+                for method in methods(task, args.recipes, args.externals, args.backbones):
+                    key = f"{cell}|{method}"
+                    if key in read_runs(runs_file)[0]:
+                        continue
+                    backbone = method.split("/")[0] if "/" in method else "baseline"
+                    weights = weights_of(backbone)
+                    t0 = time.perf_counter()
+                    if "lgbm" in method or "mlp" in method:
+                        scores = score_external(method, task, rows, parts, out / "features", seed)
+                    else:
+                        scores = score_network(method, task, train, val, test, args.epochs, seed)
+                    r = {"key": key, "backbone": backbone, "weights": weights, "task": task, "size": size,
+                         "seed": seed, "method": method, **scores, "seconds": time.perf_counter() - t0}
+                    _append(runs_file, r)
+                    print(f"{key}: test {r['test']:.4f} ({r['seconds']:.0f} s)", flush=True)
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:  # one short append per run: parallel processes may share the file
+        f.write(json.dumps(row) + "\n")
+
+
+def report(out: Path) -> Path:
+    """small_data.md (a table per task and size: mean ± std over seeds, paired tests against scratch
+    and against the best external baseline; the advisor's rank correlation), learning curves and
+    the transfer matrix, from the runs file."""
+    from scipy import stats
+
+    done = read_runs(out / "small_data_runs.jsonl")[0]
+    runs = [r for r in done.values() if r["method"] != "advisor"]
+    advice = {(r["task"], r["size"], r["seed"]): r for r in done.values() if r["method"] == "advisor"}
+    cells = sorted({(r["task"], r["size"]) for r in runs}, key=lambda c: (list(TASKS).index(c[0]), c[1]))
+    lines = ["# Small-data benchmark", "",
+             "Written by `python benchmarks/small_data.py --report` from `small_data_runs.jsonl` (the runs of "
+             "`python benchmarks/small_data.py --data ../shared/data/mp_crystals.jsonl.gz …`). Test MAE (regression) "
+             "or accuracy (is_metal) on a fixed test set per task; mean ± std over seeds; Δ: the mean paired "
+             "difference, with wins / pairs and the paired t-test's p. External baselines are tuned on the "
+             "validation split, the networks are not (same epochs and schedule for all).", ""]
+    correlations = []
+    for task, size in cells:
+        kind = TASKS[task][1]
+        sign = 1 if kind == "regression" else -1  # lower is better for MAE
+        by_method: dict[str, dict[int, float]] = {}
+        for r in runs:
+            if (r["task"], r["size"]) == (task, size):
+                by_method.setdefault(r["method"], {})[r["seed"]] = r["test"]
+        base = by_method.get("scratch", {})
+        externals = {m: v for m, v in by_method.items() if "lgbm" in m or "mlp" in m}
+        best_ext = min(externals, key=lambda m: sign * np.mean(list(externals[m].values()))) if externals else None
+        lines += [f"## {task}, {size} training crystals", "",
+                  f"| method | test {'MAE' if kind == 'regression' else 'accuracy'} | Δ vs scratch | Δ vs "
+                  f"{best_ext or 'an external baseline (none run)'} |",
+                  "|---|---|---|---|"]
+        order = sorted(by_method, key=lambda m: sign * np.mean(list(by_method[m].values())))
+        for m in order:
+            v = by_method[m]
+            cols = [f"{np.mean(list(v.values())):.4f} ± {np.std(list(v.values())):.4f} ({len(v)})"]
+            for ref in (base, externals.get(best_ext, {})):
+                if ref and ref is not v and len(set(v) & set(ref)) > 1:
+                    d, wins, pairs, p, _ = _paired({s: sign * x for s, x in v.items()}, {s: sign * x for s, x in
+                                                                                       ref.items()})
+                    cols.append(f"{sign * d:+.4f} ({wins}/{pairs}, p {p:.3f})")
+                else:
+                    cols.append("")
+            lines.append(f"| {m} | " + " | ".join(cols) + " |")
+        rho = []
+        for seed in {r["seed"] for r in runs if (r["task"], r["size"]) == (task, size)}:
+            a = advice.get((task, size, seed))
+            if a is None:
+                continue
+            tuned = {m.split("/")[0]: by_method[m][seed] for m in by_method if "/" in m and seed in by_method[m]}
+            best = {}
+            for m, v in tuned.items():
+                best[m] = v if m not in best else (min if kind == "regression" else max)(best[m], v)
+            names = [b for b in best if b in a["scores"]]
+            if len(names) > 2:
+                rho.append(stats.spearmanr([a["scores"][b]["score"] for b in names],
+                                           [-sign * best[b] for b in names]).statistic)
+        if rho:
+            correlations.append(float(np.mean(rho)))
+            lines += ["", f"advisor: Spearman correlation of its scores with the fine-tuned test scores over the "
+                          f"backbones, {np.mean(rho):.2f} (mean over {len(rho)} seeds)"]
+        lines.append("")
+    if correlations:
+        lines.append(f"Advisor over all cells: mean Spearman correlation {np.mean(correlations):.2f} (goal ≥ 0.6).")
+    path = out / "small_data.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_crystals.jsonl.gz"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000, 3000])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--backbones", nargs="+", default=None, help="registered backbones (default: every CGCNN one)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--test", type=int, default=2000, help="crystals in each task's fixed test set")
+    p.add_argument("--limit", type=int, default=None, help="the first N labelled crystals of each task only")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-externals", dest="externals", action="store_false")
+    p.add_argument("--no-advisor", dest="advisor", action="store_false")
+    p.add_argument("--report", action="store_true", help="write the tables and plots from the runs file, run nothing")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        import tempfile
+
+        from crystalzoo.data import bundled_dataset
+
+        args.data, args.out = str(bundled_dataset("mp-band-gap")), tempfile.mkdtemp()
+        args.tasks, args.sizes, args.seeds, args.epochs, args.limit, args.test = (["band_gap"], [40], [0, 1], 2,
+                                                                                   300, 100)
+        args.recipes, args.externals, args.backbones = ["freeze1"], _has("lightgbm") and _has("matminer"), \
+            ["formation", "bulk", "shear"]
+    if not args.report:
+        run(args)
+    print(f"wrote {report(Path(args.out))}")
+    if args.quick:
+        print("(--quick: goal not checked)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The transfer advisor: LogME against a direct computation of the evidence, the H-score, the
+leakage rule, and rank_backbones / crystalzoo rank on real Materials Project crystals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from crystalzoo import CrystalDataset, list_backbones, rank_backbones
+from crystalzoo.errors import ConfigError
+from crystalzoo.transfer import _evidence, check_no_leakage, h_score, leakage, logme
+
+from .conftest import DATA
+
+
+def _direct_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    """log N(y; 0, I/β + F Fᵀ/α) per sample: the marginal likelihood written out."""
+    n = len(y)
+    cov = np.eye(n) / beta + f @ f.T / alpha
+    _, log_det = np.linalg.slogdet(cov)
+    return -0.5 * (n * math.log(2 * math.pi) + log_det + y @ np.linalg.solve(cov, y)) / n
+
+
+@pytest.mark.parametrize("n, d", [(60, 5), (20, 40)])  # more crystals than features, and fewer
+def test_logme_is_the_marginal_likelihood_at_its_maximum(n, d):
+    rng = np.random.default_rng(n)
+    f = rng.normal(size=(n, d))
+    y = f @ rng.normal(size=d) / math.sqrt(d) + 0.5 * rng.normal(size=n)  # a signal, so the optimum is inside
+    y = (y - y.mean()) / y.std()
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    evidence, alpha, beta = _evidence(u, s**2, y, n, d, 20000, 1e-12)  # converged (slowly where d > n)
+    assert evidence == pytest.approx(_direct_evidence(f, y, alpha, beta), rel=1e-8, abs=1e-10)
+    for a, b in ((alpha * 1.2, beta), (alpha / 1.2, beta), (alpha, beta * 1.2), (alpha, beta / 1.2)):
+        assert _direct_evidence(f, y, a, b) < evidence  # the fixed point is the maximum
+    assert logme(f, y) == pytest.approx(evidence, rel=1e-3)  # its default 100 iterations: near enough to rank
+
+
+def test_the_scores_rank_a_planted_informative_feature_above_noise():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=300)
+    noise = rng.normal(size=(300, 16))
+    planted = noise.copy()
+    planted[:, 3] = y + 0.5 * rng.normal(size=300)
+    assert logme(planted, y) > logme(noise, y) + 0.1
+    classes = (y > 0).astype(int)
+    assert h_score(planted, classes) > 2 * h_score(noise, classes)
+    assert logme(planted, np.c_[y, -y]) == pytest.approx(logme(planted, y))  # the mean over targets
+
+
+def test_a_backbone_is_never_scored_on_its_own_pretraining_target():
+    assert "band_gap" in leakage("band-gap", "band_gap")
+    assert "same quantity" in leakage("metal-classifier", "band_gap")  # a metal is a band gap of 0
+    assert "same quantity" in leakage("bulk", "log10_k_vrh")  # one modulus under two names
+    assert "same quantity" in leakage("combined", "log10:k_vrh")
+    assert "computed" in leakage("combined", "poisson_ratio")  # ν from K and G, both pretrained
+    assert leakage("formation", "band_gap") is None and leakage("bulk", "poisson_ratio") is None
+    with pytest.raises(ConfigError, match="pretrained on \\['band_gap'\\].*not be a test of transfer"):
+        check_no_leakage("band-gap", "band_gap")
+
+
+@pytest.fixture(scope="module")
+def band_gaps(tmp_path_factory):
+    return CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap", "formation_energy_per_atom"],
+                                     progress=False, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_rank_backbones_scores_every_backbone_and_depth_but_the_leaking_ones(band_gaps):
+    ranking = rank_backbones(band_gaps, "band_gap")
+    assert set(ranking.excluded) == {"band-gap", "metal-classifier"}
+    ranked = {r["backbone"] for r in ranking.rows}
+    assert ranked == set(list_backbones()) - {"band-gap", "metal-classifier"}
+    assert {r["freeze"] for r in ranking.rows} == {0, 1, 2, 3, 4}
+    scores = [r["score"] for r in ranking.rows]
+    assert scores == sorted(scores, reverse=True) and np.isfinite(scores).all() and math.isfinite(ranking.baseline)
+    best = ranking.best
+    assert ranking.recommendation == f"finetune(data, 'band_gap', backbone={best['backbone']!r}, freeze={best['freeze']})"
+    assert (ranking.warning is None) == (best["score"] > ranking.baseline)
+    text = str(ranking)
+    assert "recommended: finetune(" in text and "(random weights)" in text
+    # formation energy: the formation backbones were pretrained on it and are left out
+    assert "formation" in rank_backbones(band_gaps, "formation_energy_per_atom", backbones=["formation", "bulk"]
+                                         ).excluded
+
+
+def test_rank_refuses_what_it_cannot_score(band_gaps):
+    with pytest.raises(ConfigError, match="every backbone given was pretrained on band_gap"):
+        rank_backbones(band_gaps, "band_gap", backbones=["band-gap"])
+    with pytest.raises(ConfigError, match="task = 'ordinal'"):
+        rank_backbones(band_gaps, "band_gap", task="ordinal")
+
+
+def test_cli_rank_prints_the_table_and_writes_csv(tmp_path, capsys):
+    import pandas as pd
+
+    from crystalzoo.cli import main
+
+    out = tmp_path / "ranking.csv"
+    main(["rank", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--backbones", "bulk,shear",
+          "--limit", "60", "--output", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "60 crystals, target band_gap" in printed and "recommended: finetune(data, 'band_gap'" in printed
+    table = pd.read_csv(out)
+    assert set(table["backbone"]) == {"bulk", "shear"} and len(table) == 10
