@@ -305,9 +305,68 @@ def report(out: Path) -> Path:
         lines.append("")
     if correlations:
         lines.append(f"Advisor over all cells: mean Spearman correlation {np.mean(correlations):.2f} (goal ≥ 0.6).")
+    if runs:
+        _plots(out, runs)
+        lines += ["", "![learning curves](small_data_curves.png)", "", "![transfer matrix](small_data_matrix.png)"]
     path = out / "small_data.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _plots(out: Path, runs: list[dict]) -> None:
+    """small_data_curves.png (test score against training size, per task, for scratch, the best
+    backbone and the external baselines) and small_data_matrix.png (backbone × task: the mean
+    relative gain over scratch at the largest size run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
+    mean: dict = {}
+    for r in runs:
+        mean.setdefault((r["task"], r["method"], r["size"]), []).append(r["test"])
+    mean = {k: float(np.mean(v)) for k, v in mean.items()}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        methods = sorted({m for t, m, _ in mean if t == task})
+        for m in methods:
+            sizes = sorted(n for t, mm, n in mean if t == task and mm == m)
+            style = "-" if "/" not in m else ":"
+            ax.plot(sizes, [mean[(task, m, n)] for n in sizes], style, marker="o", label=m, lw=1.5 if "/" not in m
+                    else 0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training crystals")
+        ax.set_ylabel("test MAE" if TASKS[task][1] == "regression" else "test accuracy")
+        ax.set_title(task)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "small_data_curves.png", dpi=120)
+    plt.close(fig)
+    backbones = sorted({m.split("/")[0] for _, m, _ in mean if "/" in m})
+    gain = np.full((len(backbones), len(tasks)), np.nan)
+    for j, task in enumerate(tasks):
+        size = max(n for t, _, n in mean if t == task)
+        base = mean.get((task, "scratch", size))
+        sign = 1 if TASKS[task][1] == "regression" else -1
+        for i, b in enumerate(backbones):
+            scores = [v for (t, m, n), v in mean.items() if t == task and n == size and m.split("/")[0] == b]
+            if scores and base:
+                best = min(scores) if sign > 0 else max(scores)
+                gain[i, j] = sign * (base - best) / abs(base) * 100
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 0.4 * len(backbones) + 1.5))
+    limit = np.nanmax(np.abs(gain)) if np.isfinite(gain).any() else 1
+    image = ax.imshow(gain, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_yticks(range(len(backbones)), backbones)
+    for i in range(len(backbones)):
+        for j in range(len(tasks)):
+            ax.text(j, i, "left out" if np.isnan(gain[i, j]) else f"{gain[i, j]:+.0f}%", ha="center", va="center",
+                    fontsize=7)
+    fig.colorbar(image, label="gain over scratch, %")
+    fig.tight_layout()
+    fig.savefig(out / "small_data_matrix.png", dpi=120)
+    plt.close(fig)
 
 
 def main() -> int:

@@ -58,17 +58,18 @@ def check_jobs(n_jobs: Any) -> int:
     return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
 
 
-def check_finite_predictions(out: np.ndarray) -> None:
+def check_finite_predictions(out: np.ndarray, what: str = "predicts a value", offset: int = 0) -> None:
     """Predictions ``out`` (members, crystals, …) all finite, else :class:`WeightsError` naming
-    how many crystals and the first: a NaN is never handed on as a prediction."""
+    how many crystals and the first (numbered from ``offset`` + 1): a NaN is never handed on
+    as a prediction (``what``: what the model gives, for the message)."""
     bad = ~np.isfinite(out).reshape(out.shape[0], out.shape[1], -1).all(axis=(0, 2))
     if bad.any():
         from .errors import WeightsError
 
-        raise WeightsError(f"the model predicts a value that is not finite for {int(bad.sum())} of {len(bad)} "
-                           f"crystals (the first: crystal {int(np.argmax(bad)) + 1}): its weights are broken, e.g. by "
-                           "a training that diverged, or overflow in half precision. Use the weights as they were "
-                           "saved (load_model), or train again with a lower learning rate")
+        raise WeightsError(f"the model {what} that is not finite for {int(bad.sum())} of {len(bad)} crystals (the "
+                           f"first: crystal {offset + int(np.argmax(bad)) + 1}): its weights are broken, e.g. by a "
+                           "training that diverged, or overflow in half precision. Use the weights as they were saved "
+                           "(load_model), or train again with a lower learning rate")
 
 
 def plain(value: Any) -> Any:

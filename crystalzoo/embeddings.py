@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .checks import check_finite_predictions
 from .errors import ConfigError
 from .graphs.building import crystal_batches
 from .graphs.crystal_graph import mean_per_crystal
@@ -104,7 +105,11 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
     if out and out[0].dtype == torch.bfloat16:  # numpy has no bfloat16
         out = [o.float() for o in out]
     if kind == "atoms":
+        finite = np.array([bool(torch.isfinite(a).all()) for a in out])  # per crystal
+        check_finite_predictions(np.where(finite, 0.0, np.nan)[None], "gives an atom vector")
         return [a.numpy() for a in out]
+    if out:
+        check_finite_predictions(torch.cat(out).numpy()[None], "gives a crystal vector")
     if not out:  # no crystal: the width of one, from a one-atom crystal
         from pymatgen.core import Lattice, Structure
 

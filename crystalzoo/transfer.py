@@ -33,30 +33,40 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 
-#: quantities that are one label under several names (the manifest's pretraining targets and the
-#: data's columns); a target is leaked to a backbone pretrained on any name of its group
+#: quantities that are one label under several names (the manifest's pretraining targets, the
+#: shared data's columns, Matbench's), written as :func:`normal_name` writes them; a target is
+#: leaked to a backbone pretrained on any name of its group
 SAME_QUANTITY = (
-    {"band_gap", "is_metal"},  # a metal is a crystal of band gap 0
+    {"band_gap", "is_metal", "gap_pbe", "gap", "bandgap"},  # a metal is a crystal of band gap 0
     {"log10_bulk_modulus", "log10_k_vrh", "k_vrh", "bulk_modulus"},
     {"log10_shear_modulus", "log10_g_vrh", "g_vrh", "shear_modulus"},
-    {"efermi", "fermi_energy"},
-    {"formation_energy_per_atom"},
-    {"energy_per_atom", "total_energy_per_atom"},
+    {"efermi", "fermi_energy", "e_fermi"},
+    {"formation_energy_per_atom", "formation_energy", "e_form"},
+    {"energy_per_atom", "total_energy_per_atom", "total_energy"},
     {"poisson_ratio"},
 )
 
 #: a target computed from other labels: leaked to a backbone pretrained on all of them
-DERIVED = {"poisson_ratio": ({"k_vrh", "log10_k_vrh", "log10_bulk_modulus"},
-                             {"g_vrh", "log10_g_vrh", "log10_shear_modulus"})}
+DERIVED = {"poisson_ratio": (SAME_QUANTITY[1], SAME_QUANTITY[2])}
 
 
-def _names(target: str) -> set[str]:
-    bare = target.removeprefix("log10:").strip().lower()
-    names = {bare, f"log10_{bare}"} if ":" in target else {bare}
-    for group in SAME_QUANTITY:
-        if names & group:
-            return names | group
-    return names
+def normal_name(name: str) -> str:
+    """A label's name as the leakage rule compares names: lower case, ``log10:X`` and
+    ``log10(X)`` as ``log10_x``, any other run of signs or spaces as one ``_``.
+
+    Example::
+
+        >>> normal_name("log10(K_VRH)"), normal_name("LOG10:k_vrh"), normal_name("gap pbe")
+        ('log10_k_vrh', 'log10_k_vrh', 'gap_pbe')
+    """
+    import re
+
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+
+
+def _group(name: str) -> set[str]:
+    name = normal_name(name)
+    return next((g for g in SAME_QUANTITY if name in g), {name})
 
 
 def leakage(backbone: str, target: str) -> str | None:
@@ -73,12 +83,14 @@ def leakage(backbone: str, target: str) -> str | None:
     """
     from .registry import get_backbone_info
 
-    trained = [t.lower() for t in get_backbone_info(backbone).targets]
-    names = _names(target)
-    if names & set(trained):
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"target = {target!r}: the name of a label, e.g. 'band_gap'")
+    trained = list(get_backbone_info(backbone).targets)
+    known = {normal_name(t) for t in trained}
+    if _group(target) & known:
         return f"{backbone} was pretrained on {trained}, the same quantity as {target}"
-    derived = DERIVED.get(target.removeprefix("log10:").lower())
-    if derived and all(part & set(trained) for part in derived):
+    derived = DERIVED.get(normal_name(target))
+    if derived and all(part & known for part in derived):
         return f"{backbone} was pretrained on {trained}, from which {target} is computed"
     return None
 
@@ -112,11 +124,16 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 100, tol: 
     if not (np.isfinite(f).all() and np.isfinite(y).all()):
         raise DataError("logme needs finite features and labels (drop the crystals without a label first)")
     n, d = f.shape
+    scale = float(np.sqrt(np.mean(f**2)))
+    if scale > 0:  # the evidence does not depend on the features' scale (α takes it): one bound for all
+        f = f / scale
     u, s, _ = np.linalg.svd(f, full_matrices=False)
     sigma2 = s**2
     scores = []
     for column in y.T:
         std = column.std()
+        if not np.isfinite(std):
+            raise DataError("logme needs labels within float64's range: their spread overflows; rescale them")
         if std == 0:
             raise DataError("logme needs labels that vary: every label is the same")
         column = (column - column.mean()) / std
@@ -171,8 +188,14 @@ def h_score(features: np.ndarray, labels: np.ndarray, ridge: float = 1e-3) -> fl
     """
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
-    if f.ndim != 2 or len(f) != len(y) or len(np.unique(y)) < 2:
-        raise DataError(f"h_score needs (n, d) features and n labels of at least two classes; got {f.shape}")
+    if f.ndim != 2 or y.ndim != 1 or len(f) != len(y) or len(np.unique(y)) < 2:
+        raise DataError(f"h_score needs (n, d) features and n class labels (one per crystal) of two classes or "
+                        f"more; got features {f.shape} and labels {y.shape}")
+    if not np.isfinite(f).all():
+        raise DataError("h_score needs finite features")
+    scale = float(np.sqrt(np.mean(f**2)))
+    if scale > 0:  # the score does not depend on the features' scale: computed at scale 1, nothing overflows
+        f = f / scale
     f = f - f.mean(0)
     cov = f.T @ f / len(f)
     cov += ridge * max(float(np.trace(cov)) / len(cov), 1e-12) * np.eye(len(cov))
@@ -197,6 +220,7 @@ class Ranking:
     excluded: dict[str, str] = field(default_factory=dict)
     crystals: int = 0
     seconds: float = 0.0
+    baseline_freeze: int = 0
 
     @property
     def best(self) -> dict[str, Any]:
@@ -219,16 +243,18 @@ class Ranking:
         return f"finetune(data, {self.target!r}, backbone={best['backbone']!r}, freeze={best['freeze']})"
 
     def to_frame(self):
+        """The rows, then the random-weight baseline's (backbone ``(random weights)``), as a DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows)
+        return pd.DataFrame([*self.rows, {"backbone": "(random weights)", "freeze": self.baseline_freeze,
+                                          "score": self.baseline}])
 
     def __str__(self) -> str:
         lines = [f"{self.crystals} crystals, target {self.target} ({self.task}); {self.score_name} of the frozen "
                  f"vectors after k convolutions (higher is better), {self.seconds:.1f} s", "",
                  f"{'backbone':22s} {'freeze':>6s} {self.score_name:>9s}"]
         lines += [f"{r['backbone']:22s} {r['freeze']:6d} {r['score']:9.3f}" for r in self.rows]
-        lines += [f"{'(random weights)':22s} {'best':>6s} {self.baseline:9.3f}", "",
+        lines += [f"{'(random weights)':22s} {self.baseline_freeze:6d} {self.baseline:9.3f}", "",
                   f"recommended: {self.recommendation}"]
         if self.excluded:
             lines.append("left out: " + "; ".join(self.excluded.values()))
@@ -246,10 +272,14 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
     1,000 crystals on 2 CPU cores: the graphs are built once, and each backbone runs over them
     once per depth. Crystals without a label are left out. Returns a :class:`Ranking`."""
     import time
+    from pathlib import Path
 
     import torch
 
+    from .checks import check_count
+    from .data.bundled import BUNDLED_PREFIX
     from .data.dataset import CrystalDataset, read_dataset
+    from .data.targets import split_target
     from .embeddings import embed
     from .models.cgcnn import CGCNNBackbone
     from .models.factory import load_backbone
@@ -257,25 +287,50 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
 
     if task not in ("regression", "classification"):
         raise ConfigError(f"task = {task!r}: 'regression' (LogME) or 'classification' (H-score)")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"target = {target!r}: the name of one label, e.g. 'band_gap' (or 'log10:k_vrh')")
+    label = split_target(target)[0]  # log10:k_vrh is read as the label log10_k_vrh
     t0 = time.perf_counter()
-    names = list(backbones) if backbones is not None else [
-        n for n in list_backbones() if get_backbone_info(n).config.get("architecture", "cgcnn") == "cgcnn"]
-    excluded = {n: why for n in names if (why := leakage(n, target))}
+    if isinstance(backbones, str):
+        backbones = [backbones]
+    registered = list_backbones()
+    names = list(dict.fromkeys(backbones)) if backbones is not None else [
+        n for n in registered if get_backbone_info(n).config.get("architecture", "cgcnn") == "cgcnn"]
+    if not names:
+        raise ConfigError("backbones is empty: name registered backbones (crystalzoo list), or leave it out for all")
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise ConfigError(f"rank scores registered backbones (their manifest says what they were pretrained on, for "
+                          f"the leakage rule); not registered: {unknown}. Registered: {registered}")
+    excluded = {n: why for n in names if (why := leakage(n, label))}
     names = [n for n in names if n not in excluded]
     if not names:
         raise ConfigError(f"every backbone given was pretrained on {target}: {list(excluded.values())}")
-    kwargs = {"progress": progress, **({"limit": limit} if limit is not None else {})}
-    ds = data if isinstance(data, CrystalDataset) else read_dataset(data, [target], **kwargs)
-    if target not in ds.targets:
+    if limit is not None:
+        check_count(limit, "limit")
+    if isinstance(data, CrystalDataset):
+        ds = data
+    else:  # JSON lines read the first crystals only; other formats are cut after reading
+        jsonl = str(data).startswith(BUNDLED_PREFIX) or Path(str(data)).suffix.lower() in (".jsonl", ".json", ".gz")
+        ds = read_dataset(data, [target], progress=progress, **({"limit": limit} if limit and jsonl else {}))
+    if limit is not None and len(ds) > limit:
+        ds = ds.subset(range(limit))
+    if label not in ds.targets:
         raise DataError(f"the data has the targets {ds.targets}, not {target!r}")
-    ds = ds.select_targets([target])
+    ds = ds.select_targets([label])
     labelled = np.flatnonzero(~np.isnan(ds.labels[:, 0]))
     if len(labelled) < 10:
         raise DataError(f"{len(labelled)} crystals have a {target} label: ranking needs at least 10")
     ds = ds.subset(labelled)
     labels = ds.labels[:, 0]
     if task == "classification":
+        if not np.array_equal(labels, np.round(labels)):
+            example = labels[np.flatnonzero(labels != np.round(labels))[0]]
+            raise DataError(f"task='classification' needs class labels (0, 1, …); {target} has values such as "
+                            f"{example:g}: rank it with task='regression'")
         labels = labels.astype(np.int64)
+        if len(np.unique(labels)) < 2:
+            raise DataError(f"every crystal has the {target} class {labels[0]}: the H-score needs two classes or more")
 
     def score(vectors: np.ndarray) -> float:
         return h_score(vectors, labels) if task == "classification" else logme(vectors, labels)
@@ -290,7 +345,7 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
         rows += [{"backbone": name, "freeze": k, "score": s} for k, s in depths(backbone)]
     torch.manual_seed(seed)
     untrained = CGCNNBackbone(graph_settings=ds.settings).eval()
-    baseline = max(s for _, s in depths(untrained))
+    baseline_freeze, baseline = max(depths(untrained), key=lambda ks: ks[1])
     rows.sort(key=lambda r: -r["score"])
     return Ranking(target, task, "LogME" if task == "regression" else "H-score", rows, baseline, excluded, len(ds),
-                   time.perf_counter() - t0)
+                   time.perf_counter() - t0, baseline_freeze)

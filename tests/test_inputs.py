@@ -1392,3 +1392,16 @@ def test_table_columns_ids_and_exports_that_lost_or_changed_data(tmp_path):
     with pytest.raises(CrystalZooError, match="export a float32 model \\(model.float\\(\\)\\)"):
         export_onnx(load_model("formation").half(), tmp_path / "half.onnx")
     assert not (tmp_path / "half.onnx").exists()
+
+
+def test_an_occupancy_of_0_999_is_full(formation):
+    """1 - 0.999 is 0.0010000000000000009 in floating point: the site was refused as disordered."""
+    text = Path(CIFS[0]).read_text()
+    assert formation.predict([text.replace(" 1. 0 d", " 0.999 0 d")]).tolist() == formation.predict([text]).tolist()
+
+
+def test_a_json_file_nested_too_deep_names_the_file(tmp_path, formation):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(StructureError, match="deep.json: holds JSON nested too deep"):
+        formation.predict([path])

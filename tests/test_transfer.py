@@ -97,9 +97,66 @@ def test_cli_rank_prints_the_table_and_writes_csv(tmp_path, capsys):
     from crystalzoo.cli import main
 
     out = tmp_path / "ranking.csv"
-    main(["rank", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--backbones", "bulk,shear",
-          "--limit", "60", "--output", str(out), "--quiet"])
+    assert main(["rank", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--backbones", "bulk,shear",
+                 "--limit", "60", "--output", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "60 crystals, target band_gap" in printed and "recommended: finetune(data, 'band_gap'" in printed
     table = pd.read_csv(out)
-    assert set(table["backbone"]) == {"bulk", "shear"} and len(table) == 10
+    assert set(table["backbone"]) == {"bulk", "shear", "(random weights)"} and len(table) == 11
+    # refused before any scoring: an existing file (unless --overwrite), a folder that does not exist
+    assert main(["rank", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--output", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["rank", "--data", str(DATA / "mp200.jsonl.gz"), "--target", "band_gap", "--output",
+                 str(tmp_path / "missing" / "r.csv")]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err
+
+
+def test_classification_needs_class_labels(band_gaps):
+    """Band gaps ranked as classes were cut to integers without a word."""
+    from crystalzoo.errors import DataError
+
+    with pytest.raises(DataError, match="task='classification' needs class labels.*task='regression'"):
+        rank_backbones(band_gaps, "band_gap", backbones=["bulk"], task="classification")
+
+
+def test_classes_are_ranked_by_the_h_score(band_gaps):
+    metal = (band_gaps.select_targets(["band_gap"]).labels == 0).astype(float)
+    ds = CrystalDataset(band_gaps.ids, band_gaps.graphs, metal, ["is_metal"], band_gaps.settings)
+    ranking = rank_backbones(ds, "is_metal", task="classification")
+    assert ranking.score_name == "H-score" and set(ranking.excluded) == {"band-gap", "metal-classifier"}
+    assert all(r["score"] >= 0 for r in ranking.rows)  # a share of variance
+
+
+def test_leakage_knows_the_names_of_other_tables():
+    """Matbench's column names (log10(K_VRH), e_form, gap pbe) were not matched."""
+    assert leakage("bulk", "log10(K_VRH)") and leakage("formation", "e_form") and leakage("band-gap", "gap pbe")
+    assert leakage("combined", "LOG10:k_vrh") and leakage("total-energy", "total_energy")
+    assert leakage("formation", "log10(G_VRH)") is None
+
+
+def test_rank_takes_what_the_readers_take_and_refuses_the_rest(band_gaps, tmp_path):
+    from crystalzoo.errors import DataError
+
+    moduli = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["log10:k_vrh"], progress=False,
+                                       cache_dir=False)
+    ranking = rank_backbones(moduli, "log10:k_vrh", backbones="formation")  # one name; the reader's syntax
+    assert {r["backbone"] for r in ranking.rows} == {"formation"} and ranking.crystals == 68
+    assert rank_backbones(band_gaps, "band_gap", backbones=["bulk", "bulk"], limit=40).crystals == 40
+    assert len(rank_backbones(band_gaps, "band_gap", backbones=["bulk", "bulk"]).rows) == 5  # scored once
+    for bad, message in ((dict(target=None), "target = None"), (dict(target="band_gap", backbones=[]), "empty"),
+                         (dict(target="band_gap", backbones=[str(tmp_path)]), "rank scores registered backbones")):
+        with pytest.raises(ConfigError, match=message):
+            rank_backbones(band_gaps, **bad)
+    with pytest.raises(DataError, match="overflows"):
+        logme(np.eye(5, 3), np.array([1e300, -1e300, 0.0, 1.0, 2.0]))
+    with pytest.raises(DataError, match="finite features"):
+        h_score(np.array([[np.nan], [1.0], [2.0]]), np.array([0, 1, 1]))
+
+
+def test_the_scores_do_not_depend_on_the_features_scale():
+    rng = np.random.default_rng(1)
+    f, y = rng.normal(size=(100, 8)), rng.normal(size=100)
+    for scale in (1e-6, 1e6, 1e12):
+        assert logme(f * scale, y) == pytest.approx(logme(f, y), rel=1e-6)
+        classes = (y > 0).astype(int)
+        assert h_score(f * scale, classes) == pytest.approx(h_score(f, classes), rel=1e-6)

@@ -173,13 +173,17 @@ def cmd_rank(args) -> None:
     if args.output is not None:
         from ..tables import check_table_path
 
-        check_table_path(args.output, False, formats=(".csv",), example="ranking")
+        check_table_path(args.output, args.overwrite, formats=(".csv",), example="ranking")
+        if not Path(args.output).resolve().parent.is_dir():
+            raise ConfigError(f"--output {args.output}: its folder does not exist; create it first")
     names = [n.strip() for n in args.backbones.split(",") if n.strip()] if args.backbones else None
     ranking = rank_backbones(args.data, args.target, backbones=names, task=args.task, limit=args.limit,
                              progress=not args.quiet)
     print(ranking)
     if args.output is not None:
-        ranking.to_frame().to_csv(args.output, index=False)
+        from ..tables import write_frame
+
+        write_frame(ranking.to_frame(), args.output, overwrite=args.overwrite)
 
 
 def cmd_finetune(args) -> None:

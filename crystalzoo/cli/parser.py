@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regression: LogME; classification: H-score (default: regression)")
     s.add_argument("--backbones", default=None, help="comma-separated registered names (default: every CGCNN one)")
     s.add_argument("--limit", type=int, default=None, help="the first N crystals only (default: all)")
-    s.add_argument("--output", default=None, help="also write the table as CSV here")
+    s.add_argument("--output", default=None, help="also write the table as CSV here (default: print only)")
+    s.add_argument("--overwrite", action="store_true", help="replace --output if it exists (default: refuse)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_rank)
 

@@ -75,9 +75,10 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
     weighted = any(a.weight is not None for a in arrays)
     weight = (torch.from_numpy(np.concatenate([a.weight if a.weight is not None else np.ones(len(a.src), np.float32)
                                                for a in arrays])) if weighted else None)
+    bond_fea = torch.from_numpy(_gaussian(lengths, settings)[of_edge])
     return CrystalGraph(
         atom_fea=torch.from_numpy(settings.atom_table()[z]),
-        bond_fea=torch.from_numpy(_gaussian(lengths, settings)[of_edge]),
+        bond_fea=bond_fea,
         src=torch.from_numpy(src),
         dst=dst_t,
         crystal=torch.from_numpy(np.repeat(np.arange(len(arrays), dtype=np.int64), n_atoms)),
@@ -91,6 +92,7 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
         settings=settings,
         distinct_bonds=torch.from_numpy(first.astype(np.int64, copy=False)),
         bond_of_edge=torch.from_numpy(of_edge.astype(np.int64, copy=False).reshape(-1)),
+        bonds_made=(bond_fea, bond_fea._version),
     )
 
 

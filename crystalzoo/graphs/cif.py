@@ -126,7 +126,7 @@ def _check_cif_block(parser: Any, text: str, name: str) -> None:
                 raise StructureError(f"{name}: site {label} has occupancy {value}: not an atom (a vacancy or an "
                                      "unknown occupancy; pymatgen would drop the atom); give it its occupancy (1 for "
                                      "an ordered site) or remove the site")
-            if occupancy > 1 + OCCUPANCY_TOLERANCE:
+            if occupancy > 1 + OCCUPANCY_TOLERANCE + 1e-9:
                 raise StructureError(f"{name}: site {label} has occupancy {value}, more than 1: a site holds at most one "
                                      "atom; correct its occupancy (1 for an ordered site)")
         symbols = data.get("_atom_site_type_symbol")

@@ -82,6 +82,24 @@ class CrystalGraph:
     settings: Any = None  # the GraphSettings it was built with (None: unknown, e.g. from DGL)
     distinct_bonds: torch.Tensor | None = None
     bond_of_edge: torch.Tensor | None = None
+    #: the ``bond_fea`` tensor (and its version) that ``distinct_bonds`` describes: a graph whose
+    #: bond features were replaced or edited since computes them edge by edge (:meth:`shares_bonds`)
+    bonds_made: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def shares_bonds(self, bond_fea: torch.Tensor) -> bool:
+        """Whether ``bond_fea`` is the tensor ``collate`` made for this graph, unedited (so that
+        edges of one bond length have equal rows) and not asked for its gradient (each edge
+        then gets its own): the condition of :func:`per_bond`."""
+        made = self.bonds_made
+        return (made is not None and self.distinct_bonds is not None and self.bond_of_edge is not None
+                and bond_fea is made[0] and bond_fea._version == made[1] and not bond_fea.requires_grad
+                and len(self.bond_of_edge) == len(bond_fea))
+
+    def _rebound(self, moved: "CrystalGraph") -> "CrystalGraph":
+        """``moved`` (this graph's tensors converted) still sharing bonds where this one did."""
+        if self.shares_bonds(self.bond_fea):
+            moved.bonds_made = (moved.bond_fea, moved.bond_fea._version)
+        return moved
 
     @property
     def n_crystals(self) -> int:
@@ -121,14 +139,14 @@ class CrystalGraph:
 
     def to(self, device: Any) -> "CrystalGraph":
         """The same graph with every tensor on ``device`` (a no-op where they are already)."""
-        return dataclasses.replace(self, **{k: None if getattr(self, k) is None else getattr(self, k).to(device)
-                                            for k in _TENSORS})
+        return self._rebound(dataclasses.replace(self, **{k: None if getattr(self, k) is None
+                                                          else getattr(self, k).to(device) for k in _TENSORS}))
 
     def to_float(self, dtype: torch.dtype) -> "CrystalGraph":
         """The same graph with its floating-point tensors (features, distances, edge weights) in
         ``dtype``, e.g. for a model converted with ``model.double()``."""
-        return dataclasses.replace(self, **{k: getattr(self, k).to(dtype) for k in _TENSORS
-                                            if getattr(self, k) is not None and getattr(self, k).is_floating_point()})
+        return self._rebound(dataclasses.replace(self, **{k: getattr(self, k).to(dtype) for k in _TENSORS if getattr(
+            self, k) is not None and getattr(self, k).is_floating_point()}))
 
     def to_dgl(self):
         """A ``dgl.DGLGraph`` of this batch, with ``ndata`` ``atom_fea``, ``z``, ``extended`` and
@@ -187,7 +205,9 @@ def per_bond(g: CrystalGraph, fn: Any, bond_fea: torch.Tensor) -> torch.Tensor:
     """``fn(bond_fea)`` for a function ``fn`` of each edge's bond features alone (row by row,
     e.g. a linear map): computed once per distinct bond length where the graph knows them
     (``g.distinct_bonds``, set by :func:`~crystalzoo.graphs.collate`), then gathered per edge.
-    The same numbers as ``fn(bond_fea)``, with about a sixth of the work on real crystals.
+    The same numbers as ``fn(bond_fea)``, with about a sixth of the work on real crystals; a
+    graph whose ``bond_fea`` was replaced or edited since, or that is asked for the gradient of
+    its bond features, gets ``fn(bond_fea)`` (:meth:`CrystalGraph.shares_bonds`).
 
     Example::
 
@@ -197,7 +217,7 @@ def per_bond(g: CrystalGraph, fn: Any, bond_fea: torch.Tensor) -> torch.Tensor:
         >>> torch.allclose(per_bond(g, lambda b: b @ w, g.bond_fea), g.bond_fea @ w)
         True
     """
-    if g.distinct_bonds is None or g.bond_of_edge is None:
+    if not g.shares_bonds(bond_fea):  # bond features replaced or edited since collate, or asked for a gradient
         return fn(bond_fea)
     return fn(bond_fea.index_select(0, g.distinct_bonds)).index_select(0, g.bond_of_edge)
 

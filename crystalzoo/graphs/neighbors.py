@@ -64,7 +64,7 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     species = []
     for site in structure:  # as pymatgen's ``site.specie``, without its second pass through the composition
         occupancy = list(site.species.items())  # (species, occupancy) pairs
-        if len(occupancy) != 1 or abs(occupancy[0][1] - 1) > OCCUPANCY_TOLERANCE:
+        if len(occupancy) != 1 or abs(occupancy[0][1] - 1) > OCCUPANCY_TOLERANCE + 1e-9:  # 0.999 in float: 1e-3 + ε
             raise StructureError(
                 f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
                 "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."

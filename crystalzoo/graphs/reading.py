@@ -229,6 +229,8 @@ def _json_holds(text: str) -> str | None:
 
     try:
         data = json.loads(text)
+    except RecursionError:
+        return "JSON nested too deep to be a structure"
     except ValueError:
         return None
     if not isinstance(data, dict):

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..errors import ConfigError, GraphSettingsMismatchError
+from ..errors import ConfigError, CrystalZooError, GraphSettingsMismatchError
 from ..graphs.crystal_graph import CrystalGraph, as_crystal_graph
 from ..graphs.settings import GraphSettings
 
@@ -153,6 +153,13 @@ def check_graph_input(backbone: Any, g: CrystalGraph, n_atom: int, n_bond: int) 
     # graphs made by collate know their settings (checked eagerly: torch.compile cannot trace the comparison)
     if g.settings is not None and g.settings is not backbone.graph_settings and not compiling():
         backbone.graph_settings.check_same(g.settings, "this model")
+    edges = g.src.shape[0]
+    if not compiling() and (g.dst.shape[0] != edges or g.bond_fea.shape[0] != edges
+                            or (g.edge_weight is not None and g.edge_weight.shape[0] != edges)):
+        raise CrystalZooError(f"the graph's edges disagree: {edges} in src, {g.dst.shape[0]} in dst, "
+                              f"{g.bond_fea.shape[0]} rows of bond_fea"
+                              + (f", {g.edge_weight.shape[0]} edge weights" if g.edge_weight is not None else "")
+                              + ": change them together (or build the graph again with build_graph / collate)")
     a, b = g.atom_fea.shape[1], g.bond_fea.shape[1]
     if (a, b) != (n_atom, n_bond):
         raise GraphSettingsMismatchError(

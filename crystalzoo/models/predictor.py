@@ -194,9 +194,10 @@ class Predictor(nn.Module):
         made_for = self.__dict__.get("_calibrated_weights")
         if weights and self.calibration is not None and made_for is not None and made_for != weights_digest(self):
             raise ConfigError("the model's calibration was made for other weights: they changed since it was calibrated "
-                              "(training, e.g. of an ensemble's members one by one, load_state_dict or an edit), so its "
-                              "intervals would not hold their coverage. Calibrate it again on crystals it was not "
-                              "trained on, model.calibrate(dataset), or drop it: model.calibration = None")
+                              "(training, e.g. of an ensemble's members one by one, load_state_dict, an edit, or a "
+                              "lower precision such as .half()), so its intervals would not hold their coverage. "
+                              "Calibrate it again on crystals it was not trained on, model.calibrate(dataset), or drop "
+                              "it: model.calibration = None")
 
     def _bounds(self, out: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper), shaped (n, columns), from the members' predictions ``out``."""

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..checks import check_count
+from ..checks import check_count, check_finite_predictions
 from ..data.dataset import CrystalDataset
 from ..errors import ConfigError, DataError
 from ..graphs.building import collate
@@ -69,9 +69,11 @@ def forward_from(model: CrystalModel, g, h, start: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_batches(model: Predictor, batches: Batches, loss: str = "mse") -> dict[str, float]:
+def evaluate_batches(model: Predictor, batches: Batches, loss: str = "mse", finite: bool = False) -> dict[str, float]:
     """The loss (of kind ``loss``, :class:`~crystalzoo.training.config.TrainConfig`'s) and the head's scores (MAE per
-    target, or accuracy) of ``model`` on a dataset (an ensemble: of its mean prediction)."""
+    target, or accuracy) of ``model`` on a dataset (an ensemble: of its mean prediction). With ``finite``, a
+    prediction that is not finite is a :class:`~crystalzoo.errors.WeightsError` (a training run tells a diverged
+    model by its loss instead)."""
     model.eval()
     members = model.member_models()
     losses, errors, weights = [], [], []
@@ -81,7 +83,10 @@ def evaluate_batches(model: Predictor, batches: Batches, loss: str = "mse") -> d
         labels = int((~torch.isnan(y)).sum())  # the loss is a mean over the batch's labels
         losses.append(model.head.loss(out, y, loss).item() * labels)
         weights.append(labels)
-        errors.append(model.head.errors(model.output_in_units(out), y))
+        units = model.output_in_units(out)
+        if finite:  # never a score that leaves out the crystals predicted NaN
+            check_finite_predictions(units.detach().cpu().float().numpy()[None], offset=sum(len(e) for e in errors))
+        errors.append(model.head.errors(units, y))
     return {"loss": float(np.sum(losses) / max(1, np.sum(weights))), **model.head.scores(np.concatenate(errors))}
 
 
@@ -133,4 +138,4 @@ def evaluate(model: Predictor, dataset: CrystalDataset, batch_size: int = 256, l
     model.graph_settings.check_same(dataset.settings, "this model")
     check_classes(model, dataset, "the data set")
     device = next(model.parameters()).device
-    return evaluate_batches(model, Batches(model, dataset, batch_size, str(device)), loss)
+    return evaluate_batches(model, Batches(model, dataset, batch_size, str(device)), loss, finite=True)

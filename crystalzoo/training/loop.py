@@ -226,7 +226,7 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
                 break
     except RunError as exc:  # diverged: the model is left as it was best, never with the weights that diverged
         bar.close()
-        if config.recipe == "linear-probe":
+        if config.recipe in ("linear-probe", "gradual"):  # the freezing the run was given
             recipes.set_frozen(backbone, floor)
         model.load_state_dict(best_state)
         model.eval()

@@ -278,3 +278,38 @@ def test_workers_keep_the_order_and_stay_few_batches_ahead(mp200_structures, mon
     submitted.clear()
     assert all(torch.equal(g.distance, d) for g, d in zip(iter_batches(structures, batch_size=16, n_jobs=2), serial))
     assert submitted == list(range(0, 160, 16))
+
+
+def test_bond_features_replaced_or_edited_are_the_ones_used():
+    """per_bond computed one row per distinct bond length of the graph collate made: bond features
+    replaced (dataclasses.replace) or edited in place were read at 2 rows of 72, and a gradient
+    reached 2 edges of 72."""
+    import dataclasses
+
+    from crystalzoo import example_structures, load_model
+    from crystalzoo.errors import CrystalZooError
+
+    model = load_model("formation").eval()
+    g = build_graph(example_structures()[0])
+    assert g.shares_bonds(g.bond_fea) and len(g.distinct_bonds) < g.total_edges
+
+    def edge_by_edge(graph):
+        return dataclasses.replace(graph, distinct_bonds=None, bond_of_edge=None)
+
+    torch.manual_seed(0)
+    replaced = dataclasses.replace(g, bond_fea=g.bond_fea + 0.3 * torch.rand_like(g.bond_fea))
+    edited = build_graph(example_structures()[0])
+    edited.bond_fea[5] = 0.0
+    with torch.no_grad():
+        for graph in (replaced, edited):
+            assert not graph.shares_bonds(graph.bond_fea)
+            assert model(graph).item() == model(edge_by_edge(graph)).item()
+        assert model(replaced).item() != model(g).item()
+    asked = g.bond_fea.clone().requires_grad_()
+    model(dataclasses.replace(g, bond_fea=asked)).sum().backward()
+    assert int((asked.grad.abs().sum(1) > 0).sum()) == g.total_edges
+    moved = g.to("cpu").to_float(torch.float64)  # converted, the rows of one length stay equal
+    assert moved.shares_bonds(moved.bond_fea)
+    fewer = dataclasses.replace(g, src=g.src[:60], dst=g.dst[:60])
+    with pytest.raises(CrystalZooError, match="edges disagree: 60 in src, 60 in dst, 72 rows of bond_fea"):
+        model(fewer)

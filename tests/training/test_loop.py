@@ -541,3 +541,36 @@ def test_a_diverged_run_leaves_the_model_as_it_was_best(mp_dataset, tmp_path):
         broken.backbone.convs[0].bn1.running_var.fill_(float("nan"))
     with pytest.raises(WeightsError, match=f"not finite for {len(val)} of {len(val)} crystals"):
         broken.predict(val)
+
+
+def test_a_diverged_gradual_run_gives_back_the_freezing_it_was_given(mp_dataset):
+    """A gradual run that diverged left more layers frozen than it was given (frozen 4 of freeze=3)."""
+    from crystalzoo.errors import RunError
+
+    train, val = mp_dataset.split(60, 20, seed=0)[:2]
+    model = make_model("formation", train, freeze=3)
+    trainable = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(RunError, match="not finite"):
+        train_model(model, train, val, TrainConfig(epochs=2, lr=1e30, recipe="gradual", progress=False))
+    assert model.backbone.frozen == 3 and [p.requires_grad for p in model.parameters()] == trainable
+
+
+def test_evaluate_and_embed_refuse_what_is_not_finite(mp_dataset):
+    """evaluate gave a finite MAE while 15 of 120 crystals were predicted NaN (they were left out as if
+    unlabelled), and embed returned the NaN vectors."""
+    from crystalzoo import embed, evaluate, load_model
+    from crystalzoo.errors import WeightsError
+
+    ds = mp_dataset.select_targets(["formation_energy_per_atom"])
+    model = load_model("formation")
+    with torch.no_grad():
+        model.backbone.embedding.weight[:, 4] = 3e38  # an atom feature that a few elements have
+    with pytest.raises(WeightsError, match=r"not finite for (\d+) of 200 crystals") as caught:
+        model.predict(ds)
+    assert 0 < int(str(caught.value).split("for ")[1].split(" of")[0]) < 200  # some crystals, not all
+    with pytest.raises(WeightsError, match="predicts a value that is not finite"):
+        evaluate(model, ds)
+    with pytest.raises(WeightsError, match="gives a crystal vector that is not finite"):
+        embed(model, ds, kind="pooled")
+    with pytest.raises(WeightsError, match="gives an atom vector that is not finite"):
+        embed(model, ds, kind="atoms")
