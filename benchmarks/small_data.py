@@ -134,7 +134,14 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
             from matminer.featurizers.structure import DensityFeatures
 
             magpie, density = ElementProperty.from_preset("magpie", impute_nan=True), DensityFeatures()
-            values = [np.r_[magpie.featurize(s.composition), density.featurize(s)] for s in structures]
+
+            def dense(s):  # an element without an atomic radius (noble gases): missing, which LightGBM takes
+                try:
+                    return density.featurize(s)
+                except TypeError:
+                    return [np.nan] * len(density.feature_labels())
+
+            values = [np.r_[magpie.featurize(s.composition), dense(s)] for s in structures]
         else:
             from chgnet.model import CHGNet
 
@@ -147,12 +154,15 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
 
 def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache: Path, seed: int) -> dict:
     kind = TASKS[task][1]
+    used = np.concatenate(parts)  # the crystals of this cell only, featurised once (cached by id)
+    rows = [rows[i] for i in used]
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    train, val, test = (np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
     y = np.array([r[task] for r in rows])
     blocks = [features("magpie", rows, cache)] if "magpie" in method else []
     if "chgnet" in method:
         blocks.append(features("chgnet", rows, cache))
     x = np.concatenate(blocks, axis=1)
-    train, val, test = parts
     if method == "chgnet+mlp":
         from sklearn.neural_network import MLPRegressor
         from sklearn.pipeline import make_pipeline

@@ -62,6 +62,8 @@ def check_finite_predictions(out: np.ndarray, what: str = "predicts a value", of
     """Predictions ``out`` (members, crystals, …) all finite, else :class:`WeightsError` naming
     how many crystals and the first (numbered from ``offset`` + 1): a NaN is never handed on
     as a prediction (``what``: what the model gives, for the message)."""
+    if out.size == 0:
+        return
     bad = ~np.isfinite(out).reshape(out.shape[0], out.shape[1], -1).all(axis=(0, 2))
     if bad.any():
         from .errors import WeightsError

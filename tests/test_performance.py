@@ -87,7 +87,7 @@ def test_import_is_lazy():
 
 @pytest.mark.parametrize("script", ["graph_building.py", "training_throughput.py", "inference.py",
                                     "finetune_frozen.py", "scaling.py", "backends.py", "versus.py",
-                                    "embedding.py", "uncertainty.py", "gpu.py", "small_data.py"])
+                                    "embedding.py", "uncertainty.py", "gpu.py", "small_data.py", "dcdft_bulk.py"])
 @pytest.mark.slow
 def test_benchmark_smoke_runs_to_the_end_in_quick_mode(script, tmp_path):
     """A smoke test: each benchmark runs end to end on tiny inputs (its goal is checked by the
