@@ -18,7 +18,9 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
   layer trains; ``freeze1``: the embedding and first convolution frozen);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
-  ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features).
+  ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
+- ``combined-pooled+magpie+lgbm``: the same tuned LightGBM on Magpie features beside the frozen
+  pooled vectors of the ``combined`` backbone.
 The leakage rule holds: a backbone is never scored on a target of its pretraining
 (``crystalzoo.transfer.leakage``). The advisor (``rank_backbones``) is run on each training
 split and its ranking compared with the fine-tuned test scores.
@@ -90,7 +92,7 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
              if get_backbone_info(n).config.get("architecture", "cgcnn") == "cgcnn" and leakage(n, task) is None]
     out = ["scratch"] + [f"{n}/{r}" for n in names for r in recipes]
     if externals:
-        out += ["magpie+lgbm"]
+        out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]
         if _has("chgnet"):
             out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
     return out
@@ -152,7 +154,10 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
     return np.stack([known[r["mp_id"]] for r in rows])
 
 
-def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache: Path, seed: int) -> dict:
+def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache: Path, seed: int,
+                   graphs: tuple = ()) -> dict:
+    """A tuned booster (or MLP) on features: Magpie, CHGNet's, and for ``BACKBONE-pooled+…`` a
+    registered backbone's frozen pooled vectors of the cell's ``graphs`` (train, val, test)."""
     kind = TASKS[task][1]
     used = np.concatenate(parts)  # the crystals of this cell only, featurised once (cached by id)
     rows = [rows[i] for i in used]
@@ -162,6 +167,11 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
     blocks = [features("magpie", rows, cache)] if "magpie" in method else []
     if "chgnet" in method:
         blocks.append(features("chgnet", rows, cache))
+    if "-pooled" in method:  # crystalzoo's frozen vectors beside the composition: issue 31's mixture
+        from crystalzoo import embed, load_backbone
+
+        backbone = load_backbone(method.split("-pooled")[0])
+        blocks.append(np.concatenate([embed(backbone, part, kind="pooled") for part in graphs]))
     x = np.concatenate(blocks, axis=1)
     if method == "chgnet+mlp":
         from sklearn.neural_network import MLPRegressor
@@ -234,11 +244,13 @@ def run(args) -> None:
                     key = f"{cell}|{method}"
                     if key in read_runs(runs_file)[0]:
                         continue
-                    backbone = method.split("/")[0] if "/" in method else "baseline"
+                    backbone = method.split("/")[0] if "/" in method else method.split("-pooled")[0] \
+                        if "-pooled" in method else "baseline"
                     weights = weights_of(backbone)
                     t0 = time.perf_counter()
                     if "lgbm" in method or "mlp" in method:
-                        scores = score_external(method, task, rows, parts, out / "features", seed)
+                        scores = score_external(method, task, rows, parts, out / "features", seed,
+                                                (train, val, test))
                     else:
                         scores = score_network(method, task, train, val, test, args.epochs, seed)
                     r = {"key": key, "backbone": backbone, "weights": weights, "task": task, "size": size,
