@@ -56,6 +56,14 @@ def _machine() -> str:
             f"torch {torch.__version__}, numpy {numpy.__version__}; {datetime.date.today().isoformat()}")
 
 
+def _sections(page: Path) -> dict[str, str]:
+    """The ``## name`` sections of an existing performance page, by name (for ``--only``)."""
+    if not page.exists():
+        return {}
+    parts = page.read_text().split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in parts}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_crystals.jsonl.gz"),
@@ -63,11 +71,21 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     p.add_argument("--dgl-python", default=str(ROOT / ".venv-dgl" / "bin" / "python"),
                    help="python of an environment with crystalzoo[dgl] (for backends.py)")
+    p.add_argument("--only", nargs="+", default=None, metavar="SCRIPT",
+                   help="run these scripts only (e.g. inference.py) and replace their sections of the page, keeping "
+                        "the others as they are")
     args = p.parse_args()
     out = Path(args.out)
     machine = _machine()
     sections, failed = [], []
+    kept = _sections(out / "performance.md") if args.only else {}
     for script, extra, goal in BENCHMARKS:
+        if args.only and script not in args.only:
+            name = script.removesuffix(".py").replace("_", " ")
+            if name in kept:
+                sections.append(kept[name])
+                failed += [script] if "— **missed**" in kept[name] or "— **failed" in kept[name] else []
+            continue
         argv = [{"DATA": args.data, "DGL_PYTHON": args.dgl_python}.get(a, a) for a in extra]
         shown = " ".join(["python", f"benchmarks/{script}",
                           *[{args.data: "../shared/data/mp_crystals.jsonl.gz", args.dgl_python: ".venv-dgl/bin/python"}
@@ -94,8 +112,10 @@ def main() -> int:
               "Written by `python benchmarks/run_all.py`: the latest output of the scripts in `benchmarks/`, run one "
               f"after the other on an otherwise idle machine: {machine}. Each script measures its baseline in the "
               "same run (alternating where it can) and exits non-zero when it misses its goal; CI runs every script "
-              "with `--quick` (`tests/test_performance.py`).\n\n"
-              "Graph building in detail: [graph_building.md](graph_building.md).\n")
+              "with `--quick` (`tests/test_performance.py`)."
+              + (f" The sections of {', '.join(args.only)} were run again later, alone "
+                 f"(`python benchmarks/run_all.py --only {' '.join(args.only)}`)." if args.only else "")
+              + "\n\nGraph building in detail: [graph_building.md](graph_building.md).\n")
     (out / "performance.md").write_text(header + "\n" + "\n".join(sections))
     print(f"\nwrote {out / 'performance.md'}" + (f"; goals missed: {failed}" if failed else "; all goals met"))
     return 1 if failed else 0

@@ -37,36 +37,49 @@ from .errors import ConfigError, DataError
 #: shared data's columns, Matbench's), written as :func:`normal_name` writes them; a target is
 #: leaked to a backbone pretrained on any name of its group
 SAME_QUANTITY = (
-    {"band_gap", "is_metal", "gap_pbe", "gap", "bandgap"},  # a metal is a crystal of band gap 0
-    {"log10_bulk_modulus", "log10_k_vrh", "k_vrh", "bulk_modulus"},
-    {"log10_shear_modulus", "log10_g_vrh", "g_vrh", "shear_modulus"},
+    # a metal is a crystal of band gap 0; JARVIS's gaps are band gaps too
+    {"band_gap", "is_metal", "gap_pbe", "gap", "bandgap", "optb88vdw_bandgap", "mbj_bandgap", "hse_gap"},
+    {"log10_bulk_modulus", "log10_k_vrh", "k_vrh", "bulk_modulus", "bulk_modulus_kv"},
+    {"log10_shear_modulus", "log10_g_vrh", "g_vrh", "shear_modulus", "shear_modulus_gv"},
     {"efermi", "fermi_energy", "e_fermi"},
-    {"formation_energy_per_atom", "formation_energy", "e_form"},
-    {"energy_per_atom", "total_energy_per_atom", "total_energy"},
+    {"formation_energy_per_atom", "formation_energy", "e_form", "formation_energy_peratom"},
+    {"energy_per_atom", "total_energy_per_atom", "total_energy", "optb88vdw_total_energy"},
     {"poisson_ratio"},
 )
 
 #: a target computed from other labels: leaked to a backbone pretrained on all of them
 DERIVED = {"poisson_ratio": (SAME_QUANTITY[1], SAME_QUANTITY[2])}
 
+#: words a label's name may end with that give its unit, not its quantity (band_gap_eV, e_form_eV_per_atom)
+UNIT_WORDS = {"ev", "mev", "gpa", "atom", "per", "peratom"}
+
 
 def normal_name(name: str) -> str:
     """A label's name as the leakage rule compares names: lower case, ``log10:X`` and
-    ``log10(X)`` as ``log10_x``, any other run of signs or spaces as one ``_``.
+    ``log10(X)`` as ``log10_x``, units left out (``(eV)``, ``[GPa]``, a trailing ``_eV`` or
+    ``_per_atom``), any other run of signs or spaces as one ``_``.
 
     Example::
 
-        >>> normal_name("log10(K_VRH)"), normal_name("LOG10:k_vrh"), normal_name("gap pbe")
-        ('log10_k_vrh', 'log10_k_vrh', 'gap_pbe')
+        >>> normal_name("log10(K_VRH)"), normal_name("LOG10:k_vrh"), normal_name("band_gap (eV)")
+        ('log10_k_vrh', 'log10_k_vrh', 'band_gap')
     """
     import re
 
-    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
+    text = re.sub(r"^\s*log10\s*[:(]\s*([^)]*)\)?", r"log10_\1", name.strip().lower())
+    text = re.sub(r"[(\[][^)\]]*[)\]]", " ", text)  # a unit in brackets
+    parts = [p for p in re.split(r"[^0-9a-z]+", text) if p]
+    while len(parts) > 1 and parts[-1] in UNIT_WORDS:
+        parts.pop()
+    return "_".join(parts)
 
 
 def _group(name: str) -> set[str]:
     name = normal_name(name)
-    return next((g for g in SAME_QUANTITY if name in g), {name})
+    return next((g for g in _NORMAL_GROUPS if name in g), {name})
+
+
+_NORMAL_GROUPS = [{normal_name(n) for n in group} for group in SAME_QUANTITY]
 
 
 def leakage(backbone: str, target: str) -> str | None:
@@ -90,7 +103,7 @@ def leakage(backbone: str, target: str) -> str | None:
     if _group(target) & known:
         return f"{backbone} was pretrained on {trained}, the same quantity as {target}"
     derived = DERIVED.get(normal_name(target))
-    if derived and all(part & known for part in derived):
+    if derived and all({normal_name(n) for n in part} & known for part in derived):
         return f"{backbone} was pretrained on {trained}, from which {target} is computed"
     return None
 

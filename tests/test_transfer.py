@@ -91,6 +91,24 @@ def test_rank_refuses_what_it_cannot_score(band_gaps):
         rank_backbones(band_gaps, "band_gap", task="ordinal")
 
 
+def test_cli_rank_never_writes_over_the_data_it_ranks(tmp_path, capsys):
+    """--output data.csv --overwrite replaced the data set with the ranking."""
+    import shutil
+
+    from crystalzoo.cli import main
+
+    data = tmp_path / "data.jsonl.gz"
+    shutil.copy(DATA / "mp200.jsonl.gz", data)
+    before = data.read_bytes()
+    assert main(["rank", "--data", str(data), "--target", "band_gap", "--output", str(tmp_path / "data.jsonl.gz"),
+                 "--overwrite"]) == 2
+    assert "ranking.csv" in capsys.readouterr().err and data.read_bytes() == before  # not a table name: refused
+    table = tmp_path / "data.csv"
+    table.write_text("mp_id,cif,band_gap\n")
+    assert main(["rank", "--data", str(table), "--target", "band_gap", "--output", str(table), "--overwrite"]) == 2
+    assert "the data being ranked" in capsys.readouterr().err and table.read_text() == "mp_id,cif,band_gap\n"
+
+
 def test_cli_rank_prints_the_table_and_writes_csv(tmp_path, capsys):
     import pandas as pd
 
@@ -132,6 +150,10 @@ def test_leakage_knows_the_names_of_other_tables():
     assert leakage("bulk", "log10(K_VRH)") and leakage("formation", "e_form") and leakage("band-gap", "gap pbe")
     assert leakage("combined", "LOG10:k_vrh") and leakage("total-energy", "total_energy")
     assert leakage("formation", "log10(G_VRH)") is None
+    # names with their unit, as prediction tables write them, and JARVIS's (a third attack)
+    assert leakage("band-gap", "band_gap (eV)") and leakage("band-gap", "band_gap_eV")
+    assert leakage("bulk", "K_VRH (GPa)") and leakage("formation", "formation_energy_peratom")
+    assert leakage("formation", "energy_per_atom") is None  # total energy is another quantity
 
 
 def test_rank_takes_what_the_readers_take_and_refuses_the_rest(band_gaps, tmp_path):

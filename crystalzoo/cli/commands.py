@@ -84,7 +84,7 @@ def check_output_elsewhere(option: str, output: str, args, doing: str) -> None:
     if any(out == p or (p.is_dir() and p in out.parents) for p in inputs):
         raise ConfigError(f"{option} {output} is {'inside ' if out not in inputs else ''}the data being {doing}: "
                           "choose another file for the table")
-    if source_kind(args.model) == "folder":
+    if getattr(args, "model", None) is not None and source_kind(args.model) == "folder":
         folder = Path(args.model).resolve()
         if out == folder or folder in out.parents:
             raise ConfigError(f"{option} {output} is inside the folder of --model {args.model}, whose files it would "
@@ -174,6 +174,7 @@ def cmd_rank(args) -> None:
         from ..tables import check_table_path
 
         check_table_path(args.output, args.overwrite, formats=(".csv",), example="ranking")
+        check_output_elsewhere("--output", args.output, args, "ranked")
         if not Path(args.output).resolve().parent.is_dir():
             raise ConfigError(f"--output {args.output}: its folder does not exist; create it first")
     names = [n.strip() for n in args.backbones.split(",") if n.strip()] if args.backbones else None

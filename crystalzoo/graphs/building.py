@@ -10,7 +10,7 @@ import numpy as np
 
 from ..checks import check_count, check_jobs
 from ..errors import ConfigError, CrystalZooError, StructureError
-from .crystal_graph import CrystalGraph, uniform_degree
+from .crystal_graph import CrystalGraph, made_bonds, uniform_degree
 from .neighbors import Cell, GraphArrays, cell_arrays, structure_arrays, to_cell
 from .reading import StructureLike, crystal_list, structure_list
 from .settings import DEFAULT_SETTINGS, GraphSettings, check_settings
@@ -92,7 +92,7 @@ def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SET
         settings=settings,
         distinct_bonds=torch.from_numpy(first.astype(np.int64, copy=False)),
         bond_of_edge=torch.from_numpy(of_edge.astype(np.int64, copy=False).reshape(-1)),
-        bonds_made=(bond_fea, bond_fea._version),
+        bonds_made=made_bonds(bond_fea),
     )
 
 

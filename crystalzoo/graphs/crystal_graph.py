@@ -82,8 +82,8 @@ class CrystalGraph:
     settings: Any = None  # the GraphSettings it was built with (None: unknown, e.g. from DGL)
     distinct_bonds: torch.Tensor | None = None
     bond_of_edge: torch.Tensor | None = None
-    #: the ``bond_fea`` tensor (and its version) that ``distinct_bonds`` describes: a graph whose
-    #: bond features were replaced or edited since computes them edge by edge (:meth:`shares_bonds`)
+    #: the ``bond_fea`` tensor (its version and its sum) that ``distinct_bonds`` describes: a graph
+    #: whose bond features were replaced or edited since computes them edge by edge (:meth:`shares_bonds`)
     bonds_made: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def shares_bonds(self, bond_fea: torch.Tensor) -> bool:
@@ -93,12 +93,12 @@ class CrystalGraph:
         made = self.bonds_made
         return (made is not None and self.distinct_bonds is not None and self.bond_of_edge is not None
                 and bond_fea is made[0] and bond_fea._version == made[1] and not bond_fea.requires_grad
-                and len(self.bond_of_edge) == len(bond_fea))
+                and len(self.bond_of_edge) == len(bond_fea) and bond_sum(bond_fea) == made[2])
 
     def _rebound(self, moved: "CrystalGraph") -> "CrystalGraph":
         """``moved`` (this graph's tensors converted) still sharing bonds where this one did."""
         if self.shares_bonds(self.bond_fea):
-            moved.bonds_made = (moved.bond_fea, moved.bond_fea._version)
+            moved.bonds_made = made_bonds(moved.bond_fea)
         return moved
 
     @property
@@ -155,6 +155,17 @@ class CrystalGraph:
         from .dgl_adapter import to_dgl
 
         return to_dgl(self)
+
+
+def bond_sum(bond_fea: torch.Tensor) -> float:
+    """The sum of the bond features in float64: an edit that torch's version counter misses
+    (a write through ``.numpy()`` or ``.data``) changes it."""
+    return float(bond_fea.sum(dtype=torch.float64))
+
+
+def made_bonds(bond_fea: torch.Tensor) -> tuple:
+    """What :attr:`CrystalGraph.bonds_made` holds for ``bond_fea``: the tensor, its version and its sum."""
+    return (bond_fea, bond_fea._version, bond_sum(bond_fea))
 
 
 def as_crystal_graph(g: Any) -> CrystalGraph:

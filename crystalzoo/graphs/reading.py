@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from ..errors import StructureError
 from .cif import parse_cif
+from .file_checks import JSON_FIX, check_one_crystal, declared_atoms, json_holds
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.core import Structure
@@ -124,127 +125,6 @@ def _from_ase(atoms: Any, name: str) -> "Structure":
             from None
 
 
-def _one_per_file(path: Path, what: str) -> StructureError:
-    return StructureError(f"{path}: holds {what}; crystalzoo reads one crystal per file (it would otherwise predict "
-                          "for one of them, or for all of them merged): split it into one file per crystal")
-
-
-def _poscar_rest(lines: list[str]) -> tuple[list[str], int]:
-    """(The lines after the first structure of a POSCAR text (its header, lattice, species and
-    counts, selective dynamics, coordinate type and one line per atom), [] when it ends there;
-    the atoms its counts line declares)."""
-    i = 5
-    if not all(tok.lstrip("+-").isdigit() for tok in lines[i].split()):  # a line of species names
-        i += 1
-    n = sum(int(tok) for tok in lines[i].split())
-    i += 1
-    if lines[i].strip()[:1] in ("s", "S"):  # selective dynamics
-        i += 1
-    return lines[i + 1 + n:], n
-
-
-def _yaml_aliases(text: str) -> bool:
-    """Whether the YAML ``text`` has an anchor or an alias (its tokens, read without building
-    anything: linear in the text's length)."""
-    from ruamel.yaml import YAML
-
-    try:
-        return any(type(t).__name__ in ("AnchorToken", "AliasToken") for t in YAML(typ="safe").scan(text))
-    except Exception:  # not YAML at all: the parser says what is wrong
-        return False
-
-
-def _numbers(line: str) -> bool:
-    """Whether every field of ``line`` is a number."""
-    try:
-        [float(tok) for tok in line.split()]
-    except ValueError:
-        return False
-    return True
-
-
-def check_one_crystal(text: str, fmt: str, path: Path) -> None:
-    """:class:`StructureError` for a structure file that holds more than one crystal, which
-    pymatgen reads as its first (POSCAR), its last (res) or all of them merged into one (CSSR),
-    and for a YAML file with anchors or aliases, which pymatgen would expand without bound (a
-    file of a few hundred bytes can become gigabytes). What this cannot decide is left to the
-    parser, which says what is wrong."""
-    lines = text.splitlines()
-    if fmt == "res":
-        titles = sum(1 for line in lines if line.strip().upper().startswith("TITL"))
-        if titles > 1:
-            raise _one_per_file(path, f"{titles} structures (TITL blocks)")
-    elif fmt == "cssr":
-        rows = [line for line in lines if line.strip()]
-        try:
-            atoms = int(rows[2].split()[0])
-        except (IndexError, ValueError):
-            return
-        if len(rows) > 4 + atoms:
-            raise _one_per_file(path, f"{len(rows) - 4} atom lines where its header declares {atoms} atoms (a second "
-                                      "structure?)")
-        if len(rows) < 4 + atoms:  # pymatgen reads the atoms listed: a crystal with atoms missing
-            raise StructureError(f"{path}: its header declares {atoms} atoms but {max(len(rows) - 4, 0)} are listed: "
-                                 "complete the file, or correct the count in its third line")
-    elif fmt == "poscar":
-        from pymatgen.core import IStructure
-
-        try:
-            rest, atoms = _poscar_rest(lines)
-        except (IndexError, ValueError):
-            return
-        if rest and rest[0].strip() and _numbers(rest[0]) and len(rest[0].split()) >= 3:
-            # VASP puts a blank line before velocities: a line of coordinates right after the atoms is one atom more
-            extra = next((k for k, line in enumerate(rest) if not (line.strip() and _numbers(line))), len(rest))
-            raise StructureError(f"{path}: its counts line declares {atoms} atoms, but {atoms + extra} coordinate lines "
-                                 f"follow (only the first {atoms} would be read): correct the counts, or remove the "
-                                 "extra lines")
-        rest = [line for line in rest if line.strip()]
-        if not rest:
-            return
-        try:  # a second structure reads as one; velocities and predictor-corrector data do not
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                IStructure.from_str("\n".join(rest), fmt="poscar")
-        except Exception:
-            if all(_numbers(line) for line in rest):  # a CONTCAR's velocities and predictor-corrector data
-                return
-            raise _one_per_file(path, "lines after its atoms that are neither velocities nor predictor-corrector "
-                                      "data (a second structure?)") from None
-        raise _one_per_file(path, "more than one POSCAR structure")
-    elif fmt == "yaml" and _yaml_aliases(text):
-        raise StructureError(f"{path}: uses YAML anchors or aliases (&name, *name), which crystalzoo does not expand "
-                             "(a small file can expand to gigabytes); write the structure without them, e.g. "
-                             "Structure.to(filename='crystal.yaml') or as CIF")
-
-
-JSON_FIX = ("write the structure itself, Structure.to(filename='crystal.json') (for an entry or a record: "
-            "Structure.from_dict(record['structure']).to(filename='crystal.json')), or give a CIF")
-
-
-def _json_holds(text: str) -> str | None:
-    """What a JSON file that pymatgen cannot read as a structure holds, in words (None: no
-    JSON object, or one that looks like a structure: the parser's own message says more)."""
-    import json
-
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        return "JSON nested too deep to be a structure"
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return f"a JSON {type(data).__name__}"
-    kind = data.get("@class")
-    if kind in ("Molecule", "IMolecule") or ("sites" in data and "lattice" not in data):
-        return "a molecule (sites without a lattice)"
-    if "structure" in data:
-        return f"a {kind or 'record'} with a 'structure' inside (an entry or a database record)"
-    if "lattice" not in data:
-        return f"a JSON object with the keys {sorted(map(str, data))[:8]}"
-    return None
-
-
 def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
     """A structure file in a format other than CIF (:func:`file_format`)."""
     if fmt == "extxyz":
@@ -273,11 +153,16 @@ def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
             warnings.simplefilter("always")
             structure = IStructure.from_str(text, fmt=fmt)
     except Exception as exc:  # pymatgen raises many types for broken files
-        held = _json_holds(text) if fmt == "json" else None
+        held = json_holds(text) if fmt == "json" else None
         if held:
             raise StructureError(f"{path}: holds {held}, not a pymatgen Structure: {JSON_FIX}") from None
         raise StructureError(f"{path}: cannot be read as a {fmt.upper() if fmt == 'poscar' else fmt} structure file "
                              f"({' '.join(str(exc).split())[:200]})") from None
+    declared = declared_atoms(text, fmt)
+    if declared is not None and len(structure) != declared:  # a line the reader skipped, or a short list
+        raise StructureError(f"{path}: its header declares {declared} atoms, but {len(structure)} were read (a line "
+                             f"the {fmt} reader could not read, such as a label like 'Ba2+' or a number like 1.0E-05, "
+                             "or atoms missing): correct the file, or give a CIF")
     if any("cannot be determined" in str(w.message) for w in caught):  # pymatgen's stand-ins: H, He, Li, …
         raise StructureError(f"{path}: names no elements (a VASP 4 POSCAR without its species line, and no POTCAR is "
                              "read): add the line of element symbols above the counts (VASP 5), or give a CIF")

@@ -320,3 +320,28 @@ def test_json_files_of_entries_records_and_molecules_say_what_they_hold(tmp_path
         path.write_text(json.dumps(data))
         with pytest.raises(StructureError, match=f"{name}.json: holds {held}.*Structure.to\\(filename="):
             formation.predict([path])
+
+
+def test_files_whose_header_and_atoms_disagree_are_refused(tmp_path, formation):
+    """A CSSR atom line pymatgen does not match (a label Ba2+, a coordinate 1.0E-05) was skipped,
+    and the crystal predicted without it; an XSF PRIMCOORD count above the atoms listed, a POSCAR
+    species line longer than its counts (K dropped) or counts above its coordinate lines were read
+    as they came or failed with "list index out of range"."""
+    cssr = "5.0132 5.0132 5.0132\n60.00 60.00 60.00 SPGR =  1 P 1    OPT = 1\n2 0\n0 Ba1 Te1\n{ba}\n2 Te 0.5 0.5 0.5\n"
+    xsf = ("CRYSTAL\nPRIMVEC\n 4.3416 0.0 2.5066\n 1.4472 4.0933 2.5066\n 0.0 0.0 5.0132\nPRIMCOORD\n {n} 1\n"
+           "Ba 0.0 0.0 0.0\nTe 2.8944 2.0466 5.0132\n")
+    poscar = "NaCl\n1.0\n5.64 0 0\n0 5.64 0\n0 0 5.64\n{species}\n{counts}\nDirect\n0 0 0\n0.5 0.5 0.5\n"
+    good = {"ok.cssr": cssr.format(ba="1 Ba 0.0 0.0 0.0"), "ok.xsf": xsf.format(n=2),
+            "POSCAR": poscar.format(species="Na Cl", counts="1 1")}
+    for name, text in good.items():
+        (tmp_path / name).write_text(text)
+        assert np.isfinite(formation.predict([tmp_path / name])).all()
+    bad = {"label.cssr": (cssr.format(ba="1 Ba2+ 0.0 0.0 0.0"), "declares 2 atoms, but 1 were read"),
+           "number.cssr": (cssr.format(ba="1 Ba 1.0E-05 0.0 0.0"), "declares 2 atoms, but 1 were read"),
+           "more.xsf": (xsf.format(n=3), "declares 3 atoms, but 2 were read"),
+           "species.vasp": (poscar.format(species="Na Cl K", counts="1 1"), "names 3 elements .* gives 2 counts"),
+           "counts.vasp": (poscar.format(species="Na Cl", counts="1 2"), "declares 3 atoms, but 2 coordinate lines")}
+    for name, (text, message) in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(StructureError, match=message):
+            formation.predict([tmp_path / name])
