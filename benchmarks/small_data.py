@@ -122,7 +122,8 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
 
 
 def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
-    """Magpie (+ density) or CHGNet crystal features of ``rows``, cached by mp_id in ``cache``."""
+    """Magpie (+ density) or CHGNet crystal features of ``rows``, cached by mp_id in ``cache``
+    (the graph cache's folder, ``$CRYSTALZOO_CACHE``: not the results')."""
     cache.mkdir(parents=True, exist_ok=True)
     file = cache / f"{kind}.npz"
     known = dict(np.load(file, allow_pickle=False)) if file.exists() else {}
@@ -216,6 +217,7 @@ def run(args) -> None:
     import torch
 
     from crystalzoo import CrystalDataset
+    from crystalzoo.data.cache import default_cache_dir
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -249,8 +251,8 @@ def run(args) -> None:
                     weights = weights_of(backbone)
                     t0 = time.perf_counter()
                     if "lgbm" in method or "mlp" in method:
-                        scores = score_external(method, task, rows, parts, out / "features", seed,
-                                                (train, val, test))
+                        scores = score_external(method, task, rows, parts, default_cache_dir() / "benchmark-features",
+                                                seed, (train, val, test))
                     else:
                         scores = score_network(method, task, train, val, test, args.epochs, seed)
                     r = {"key": key, "backbone": backbone, "weights": weights, "task": task, "size": size,
@@ -289,7 +291,7 @@ def report(out: Path) -> Path:
             if (r["task"], r["size"]) == (task, size):
                 by_method.setdefault(r["method"], {})[r["seed"]] = r["test"]
         base = by_method.get("scratch", {})
-        externals = {m: v for m, v in by_method.items() if "lgbm" in m or "mlp" in m}
+        externals = {m: v for m, v in by_method.items() if ("lgbm" in m or "mlp" in m) and "-pooled" not in m}
         best_ext = min(externals, key=lambda m: sign * np.mean(list(externals[m].values()))) if externals else None
         lines += [f"## {task}, {size} training crystals", "",
                   f"| method | test {'MAE' if kind == 'regression' else 'accuracy'} | Δ vs scratch | Δ vs "
@@ -303,7 +305,8 @@ def report(out: Path) -> Path:
                 if ref and ref is not v and len(set(v) & set(ref)) > 1:
                     d, wins, pairs, p, _ = _paired({s: sign * x for s, x in v.items()}, {s: sign * x for s, x in
                                                                                        ref.items()})
-                    cols.append(f"{sign * d:+.4f} ({wins}/{pairs}, p {p:.3f})")
+                    relative = 100 * sign * d / np.mean([ref[k] for k in set(v) & set(ref)])
+                    cols.append(f"{sign * d:+.4f} ({relative:+.1f} %; {wins}/{pairs}, p {p:.3f})")
                 else:
                     cols.append("")
             lines.append(f"| {m} | " + " | ".join(cols) + " |")
