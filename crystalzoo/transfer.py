@@ -356,8 +356,9 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
     for name in names:
         backbone = load_backbone(name)
         rows += [{"backbone": name, "freeze": k, "score": s} for k, s in depths(backbone)]
-    torch.manual_seed(seed)
-    untrained = CGCNNBackbone(graph_settings=ds.settings).eval()
+    with torch.random.fork_rng():  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        untrained = CGCNNBackbone(graph_settings=ds.settings).eval()
     baseline_freeze, baseline = max(depths(untrained), key=lambda ks: ks[1])
     rows.sort(key=lambda r: -r["score"])
     return Ranking(target, task, "LogME" if task == "regression" else "H-score", rows, baseline, excluded, len(ds),
