@@ -48,9 +48,9 @@ Example::
 from ..checks import MAX_JOBS, check_count, check_jobs, plain, python_numbers
 from .building import build_arrays, build_graph, build_graphs, collate, crystal_batches, iter_batches
 from .crystal_graph import CrystalGraph
-from .neighbors import (MIN_DISTANCE, MIN_VOLUME_PER_ATOM, OCCUPANCY_TOLERANCE, SEARCH_BUDGET, TIE_TOLERANCE,
-                        GraphArrays, known_elements, search_cost)
-from .cif import MAX_CIF_POSITIONS
+from .neighbors import (MIN_DISTANCE, MIN_VOLUME_PER_ATOM, SEARCH_BUDGET, TIE_TOLERANCE, GraphArrays, known_elements,
+                        search_cost)
+from .cif import MAX_CIF_POSITIONS, OCCUPANCY_TOLERANCE
 from .reading import (ASE_INSTALL, FILE_FORMATS, MAX_STRUCTURE_FILE_BYTES, StructureLike,
                       crystal_list, file_format, is_ase_atoms, load_structure, read_structure_file, structure_path)
 from .settings import (DEFAULT_SETTINGS, MAX_BOND_FEATURES, MAX_NEIGHBOR_FEATURES, MAX_NEIGHBORS, MAX_RADIUS,

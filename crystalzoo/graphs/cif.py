@@ -19,6 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
 OCCUPANCY_TOLERANCE = 1e-3
 
 
+def full_occupancy(occupancy: float) -> bool:
+    """Whether ``occupancy`` is 1 within :data:`OCCUPANCY_TOLERANCE` (and float rounding: 1 - 0.999
+    is 0.0010000000000000009): the one rule for a fully occupied site."""
+    return abs(occupancy - 1) <= OCCUPANCY_TOLERANCE + 1e-9
+
+
 def parse_cif(text: str, name: str) -> "Structure":
     from pymatgen.io.cif import CifParser
 
@@ -126,7 +132,7 @@ def _check_cif_block(parser: Any, text: str, name: str) -> None:
                 raise StructureError(f"{name}: site {label} has occupancy {value}: not an atom (a vacancy or an "
                                      "unknown occupancy; pymatgen would drop the atom); give it its occupancy (1 for "
                                      "an ordered site) or remove the site")
-            if occupancy > 1 + OCCUPANCY_TOLERANCE + 1e-9:
+            if occupancy > 1 and not full_occupancy(occupancy):
                 raise StructureError(f"{name}: site {label} has occupancy {value}, more than 1: a site holds at most one "
                                      "atom; correct its occupancy (1 for an ordered site)")
         symbols = data.get("_atom_site_type_symbol")

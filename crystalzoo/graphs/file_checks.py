@@ -31,14 +31,6 @@ def _poscar_layout(lines: list[str]) -> tuple[int, int, list[str], int]:
     return i + 1, n, species, len(counts)
 
 
-def _poscar_rest(lines: list[str]) -> tuple[list[str], int]:
-    """(The lines after the first structure of a POSCAR text (its header, lattice, species and
-    counts, selective dynamics, coordinate type and one line per atom), [] when it ends there;
-    the atoms its counts line declares)."""
-    start, n, _, _ = _poscar_layout(lines)
-    return lines[start + n:], n
-
-
 def declared_atoms(text: str, fmt: str) -> int | None:
     """The number of atoms a POSCAR, CSSR or XSF file's header declares (None: not said, or
     not readable: the parser says what is wrong)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import StructureError
-from .cif import OCCUPANCY_TOLERANCE
+from .cif import full_occupancy
 from .reading import StructureLike, load_structure, structure_path
 from .settings import GraphSettings, atom_table
 
@@ -64,7 +64,7 @@ def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
     species = []
     for site in structure:  # as pymatgen's ``site.specie``, without its second pass through the composition
         occupancy = list(site.species.items())  # (species, occupancy) pairs
-        if len(occupancy) != 1 or abs(occupancy[0][1] - 1) > OCCUPANCY_TOLERANCE + 1e-9:  # 0.999 in float: 1e-3 + ε
+        if len(occupancy) != 1 or not full_occupancy(occupancy[0][1]):
             raise StructureError(
                 f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
                 "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."

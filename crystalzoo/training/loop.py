@@ -225,17 +225,18 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
             if config.early_stopping and last_phase and epoch - history.best_epoch >= config.early_stopping:
                 break
     except RunError as exc:  # diverged: the model is left as it was best, never with the weights that diverged
-        bar.close()
-        if config.recipe in ("linear-probe", "gradual"):  # the freezing the run was given
-            recipes.set_frozen(backbone, floor)
-        model.load_state_dict(best_state)
-        model.eval()
         kept = (f"the model holds the weights of its best epoch, {history.best_epoch}" if history.best_epoch
                 else "the model holds its weights from before the run")
-        raise RunError(f"{exc} ({kept})") from None
+        failed = RunError(f"{exc} ({kept})")
+    else:
+        failed = None
     bar.close()
-    if config.recipe == "linear-probe":  # the probe's freezing was for this run: the model is as it was given
+    # the probe's freezing was for this run, and a diverged gradual run stopped before its last phase: the
+    # model keeps the freezing it was given
+    if config.recipe == "linear-probe" or (failed is not None and config.recipe == "gradual"):
         recipes.set_frozen(backbone, floor)
     model.load_state_dict(best_state)
     model.eval()
+    if failed is not None:
+        raise failed from None
     return history
