@@ -84,12 +84,14 @@ def splits(n_rows: int, size: int, seed: int, test: int) -> tuple[np.ndarray, np
 
 
 def methods(task: str, recipes: list[str], externals: bool, backbones: list[str] | None = None) -> list[str]:
+    from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
     from crystalzoo.registry import get_backbone_info, list_backbones
     from crystalzoo.transfer import leakage
 
     kind = TASKS[task][1]
     names = [n for n in (backbones or list_backbones())
-             if get_backbone_info(n).config.get("architecture", "cgcnn") == "cgcnn" and leakage(n, task) is None]
+             if get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE) == DEFAULT_ARCHITECTURE
+             and leakage(n, task) is None]
     out = ["scratch"] + [f"{n}/{r}" for n in names for r in recipes]
     if externals:
         out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]

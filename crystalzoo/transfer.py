@@ -294,7 +294,7 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
     from .data.dataset import CrystalDataset, read_dataset
     from .data.targets import split_target
     from .embeddings import embed
-    from .models.cgcnn import CGCNNBackbone
+    from .models.architectures import DEFAULT_ARCHITECTURE, get_architecture
     from .models.factory import load_backbone
     from .registry import get_backbone_info, list_backbones
 
@@ -308,7 +308,8 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
         backbones = [backbones]
     registered = list_backbones()
     names = list(dict.fromkeys(backbones)) if backbones is not None else [
-        n for n in registered if get_backbone_info(n).config.get("architecture", "cgcnn") == "cgcnn"]
+        n for n in registered if get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE)
+        == DEFAULT_ARCHITECTURE]
     if not names:
         raise ConfigError("backbones is empty: name registered backbones (crystalzoo list), or leave it out for all")
     unknown = [n for n in names if n not in registered]
@@ -358,7 +359,7 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
         rows += [{"backbone": name, "freeze": k, "score": s} for k, s in depths(backbone)]
     with torch.random.fork_rng():  # the caller's random state is left as it was
         torch.manual_seed(seed)
-        untrained = CGCNNBackbone(graph_settings=ds.settings).eval()
+        untrained = get_architecture(DEFAULT_ARCHITECTURE).from_config({}, ds.settings).eval()  # the default shape
     baseline_freeze, baseline = max(depths(untrained), key=lambda ks: ks[1])
     rows.sort(key=lambda r: -r["score"])
     return Ranking(target, task, "LogME" if task == "regression" else "H-score", rows, baseline, excluded, len(ds),
