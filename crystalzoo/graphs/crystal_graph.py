@@ -150,7 +150,8 @@ class CrystalGraph:
 
     def to_dgl(self):
         """A ``dgl.DGLGraph`` of this batch, with ``ndata`` ``atom_fea``, ``z``, ``extended`` and
-        ``edata`` ``bond_fea``, ``distance`` (and ``edge_weight`` when set), batched per crystal.
+        ``edata`` ``bond_fea``, ``distance`` (and ``edge_weight`` when set, ``bond_of_edge`` when
+        the bond features are as :func:`~crystalzoo.graphs.collate` made them), batched per crystal.
         Needs the ``[dgl]`` extra: ``pip install "crystalzoo[dgl]"``."""
         from .dgl_adapter import to_dgl
 
@@ -177,7 +178,8 @@ def as_crystal_graph(g: Any) -> CrystalGraph:
         from .dgl_adapter import dgl_fields
 
         fields = dgl_fields(g)
-        return CrystalGraph(**fields, degree=uniform_degree(fields["dst"], g.num_nodes()))
+        made = made_bonds(fields["bond_fea"]) if fields["distinct_bonds"] is not None else None
+        return CrystalGraph(**fields, degree=uniform_degree(fields["dst"], g.num_nodes()), bonds_made=made)
     from ..errors import CrystalZooError
 
     raise CrystalZooError(

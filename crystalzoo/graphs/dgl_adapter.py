@@ -4,7 +4,8 @@
 DGL's last release (2.1.0) runs only with torch 2.0–2.2.1 and numpy < 2, so it is an extra:
 ``pip install "crystalzoo[dgl]"`` installs it with those pins. The DGL graph has the node data
 ``atom_fea``, ``z``, ``extended`` and the edge data ``bond_fea``, ``distance`` (and
-``edge_weight`` when the graph has edge weights), batched per crystal, so ``dgl.unbatch``,
+``edge_weight`` when the graph has edge weights, ``bond_of_edge`` when edges of one bond length
+share one row of features), batched per crystal, so ``dgl.unbatch``,
 ``dgl.mean_nodes`` and your own DGL layers work on it; every crystalzoo model also takes it
 as input and gives the same outputs as for the ``CrystalGraph``.
 
@@ -70,6 +71,8 @@ def to_dgl(g: Any) -> "dgl.DGLGraph":
     for name in ("distance", "edge_weight"):
         if getattr(g, name) is not None:
             out.edata[name] = getattr(g, name)
+    if g.shares_bonds(g.bond_fea):  # the model then projects each distinct bond length once, as for g itself
+        out.edata["bond_of_edge"] = g.bond_of_edge
     n_edges = g.n_edges if g.n_edges is not None else torch.bincount(g.crystal[g.dst], minlength=g.n_crystals)
     out.set_batch_num_nodes(g.n_atoms)
     out.set_batch_num_edges(n_edges)
@@ -88,6 +91,8 @@ def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
         )
     src, dst = g.edges()
     n_atoms = g.batch_num_nodes()
+    distinct, of_edge = (_distinct_bonds(g.edata["bond_fea"], g.edata["bond_of_edge"]) if "bond_of_edge" in g.edata
+                         else (None, None))
     crystal = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
     return dict(
         atom_fea=g.ndata["atom_fea"],
@@ -101,4 +106,20 @@ def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
         z=g.ndata["z"] if "z" in g.ndata else None,
         extended=g.ndata["extended"] if "extended" in g.ndata else None,
         edge_weight=g.edata["edge_weight"] if "edge_weight" in g.edata else None,
+        distinct_bonds=distinct,
+        bond_of_edge=of_edge,
     )
+
+
+def _distinct_bonds(bond_fea: torch.Tensor, labels: torch.Tensor) -> tuple:
+    """``(distinct_bonds, bond_of_edge)`` of a :class:`~crystalzoo.graphs.crystal_graph.CrystalGraph`
+    from the ``bond_of_edge`` edge data that :func:`to_dgl` writes, or ``(None, None)`` where edges
+    of one label do not all hold the same bond features: the graph was batched, sliced or edited
+    in DGL since, and the model then projects every edge's features itself."""
+    _, of_edge = torch.unique(labels, return_inverse=True)
+    n = len(of_edge)
+    first = torch.full((int(of_edge.max()) + 1 if n else 0,), n, dtype=torch.int64, device=of_edge.device)
+    first.scatter_reduce_(0, of_edge, torch.arange(n, device=of_edge.device), "amin")
+    if not torch.equal(bond_fea.index_select(0, first).index_select(0, of_edge), bond_fea):
+        return None, None
+    return first, of_edge

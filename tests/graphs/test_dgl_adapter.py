@@ -26,15 +26,17 @@ def test_dgl_graph_has_the_data_names_and_edge_order(batch, cif_paths):
     src, dst = g.edges()
     assert torch.equal(src, batch.src) and torch.equal(dst, batch.dst)
     assert batch.edge_weight is not None  # some of these crystals have split shells
-    assert set(g.ndata) == {"atom_fea", "z", "extended"} and set(g.edata) == {"bond_fea", "distance", "edge_weight"}
+    assert set(g.ndata) == {"atom_fea", "z", "extended"} and set(g.edata) == {"bond_fea", "distance", "edge_weight",
+                                                                              "bond_of_edge"}
     assert torch.equal(g.batch_num_nodes(), batch.n_atoms) and torch.equal(g.batch_num_edges(), batch.n_edges)
     single = build_graph(cif_paths[0], backend="dgl")
     assert isinstance(single, dgl.DGLGraph) and single.ndata["atom_fea"].shape[1] == 92
     # and back: the same CrystalGraph
     back = as_crystal_graph(g)
     for name in ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
-                 "edge_weight"):
+                 "edge_weight", "distinct_bonds", "bond_of_edge"):
         assert torch.equal(getattr(back, name), getattr(batch, name)), name
+    assert back.shares_bonds(back.bond_fea)
 
 
 @pytest.mark.parametrize("name", list_backbones())
@@ -42,6 +44,24 @@ def test_every_model_gives_identical_outputs_on_dgl_input(name, batch):
     model = load_model(name)
     with torch.no_grad():
         assert torch.equal(model(batch), model(batch.to_dgl()))
+
+
+def test_dgl_graphs_batched_or_edited_in_dgl_project_their_own_bond_features(batch, mp200_structures):
+    """dgl.batch of two graphs repeats bond labels with other features, and an edit in DGL changes
+    rows: the model then projects each edge's features, and its outputs follow them."""
+    model = load_model("formation")
+    parts = [collate(build_arrays(mp200_structures[i:j], progress=False)) for i, j in ((0, 30), (30, 64))]
+    batched = dgl.batch([p.to_dgl() for p in parts])
+    assert as_crystal_graph(batched).distinct_bonds is None  # labels 0, 1, … of the two parts name other lengths
+    with torch.no_grad():
+        torch.testing.assert_close(model(batched), model(batch), rtol=0, atol=1e-5)
+        edited = batch.to_dgl()
+        edited.edata["bond_fea"] = edited.edata["bond_fea"].clone()
+        edited.edata["bond_fea"][0] += 0.5
+        assert as_crystal_graph(edited).distinct_bonds is None
+        changed = model(edited) - model(batch)
+    own = batch.crystal[batch.dst[0]]
+    assert changed[own].abs().item() > 1e-4 and changed[torch.arange(64) != own].abs().max() == 0
 
 
 def test_training_on_dgl_input_gives_the_same_gradients(batch):
