@@ -15,12 +15,19 @@ training and validation crystals (a quarter of the size, at least 50) from the r
 Methods, all with the same budget (``--epochs``, the default schedule, no tuning of the networks):
 - ``scratch``: a CGCNN of the original shape trained from random weights;
 - ``BACKBONE/freeze=K`` for each registered backbone and recipe in ``--recipes`` (``full``: every
-  layer trains; ``freeze1``: the embedding and first convolution frozen);
+  layer trains; ``freeze1``: the embedding and first convolution frozen; ``full+ema``: every layer
+  trains with a 2-epoch warm-up, cosine decay and an average of the weights, ``EMA``, and then
+  ``scratch+ema`` runs with the same);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
   ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
 - ``combined-pooled+magpie+lgbm``: the same tuned LightGBM on Magpie features beside the frozen
-  pooled vectors of the ``combined`` backbone.
+  pooled vectors of the ``combined`` backbone;
+- crystalzoo alone: ``composition+lgbm`` (the descriptors of ``crystalzoo.composition``) and
+  ``combined-pooled+composition+lgbm`` / ``+hgb`` (``CrystalFeaturizer("combined", kind="pooled",
+  composition=True)`` with LightGBM, or scikit-learn's HistGradientBoosting, tuned the same way);
+  ``zoo-pooled+composition+hgb``: the pooled vectors of every backbone the task may use, side by
+  side, with the composition (a mixture of the zoo's extractors in a booster).
 The leakage rule holds: a backbone is never scored on a target of its pretraining
 (``crystalzoo.transfer.leakage``). The advisor (``rank_backbones``) is run on each training
 split and its ranking compared with the fine-tuned test scores.
@@ -53,7 +60,10 @@ TASKS = {
     "log10_g_vrh": ("log10_g_vrh", "regression", "log10(GPa)"),
     "formation_energy_per_atom": ("formation_energy_per_atom", "regression", "eV/atom"),
 }
-RECIPES = {"full": None, "freeze1": 1}
+RECIPES = {"full": None, "freeze1": 1, "full+ema": None}
+#: the training of a recipe named ``…+ema`` (and of ``scratch+ema``, the same budget from scratch): warm-up,
+#: cosine decay and an average of the weights (TrainConfig.warmup, .schedule, .ema)
+EMA = {"schedule": "cosine", "warmup": 2, "ema": 0.99}
 
 
 def labelled_rows(path: Path, task: str) -> list[dict]:
@@ -84,20 +94,31 @@ def splits(n_rows: int, size: int, seed: int, test: int) -> tuple[np.ndarray, np
 
 
 def methods(task: str, recipes: list[str], externals: bool, backbones: list[str] | None = None) -> list[str]:
+    from crystalzoo.registry import list_backbones
+
+    kind = TASKS[task][1]
+    allowed = zoo(task)
+    names = [n for n in (backbones or list_backbones()) if n in allowed]
+    out = ["scratch"] + (["scratch+ema"] if any(r.endswith("+ema") for r in recipes) else [])
+    out += [f"{n}/{r}" for n in names for r in recipes]
+    if externals:
+        out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]
+        # crystalzoo alone (its own composition descriptors, no matminer)
+        out += ["composition+lgbm"] + [f"{n}-pooled+composition+{b}" for n in ("combined",) if n in names
+                                       for b in ("lgbm", "hgb")] + ["zoo-pooled+composition+hgb"]
+        if _has("chgnet"):
+            out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
+    return out
+
+
+def zoo(task: str) -> list[str]:
+    """Every registered CGCNN backbone that ``task`` may use (the leakage rule), by name."""
     from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
     from crystalzoo.registry import get_backbone_info, list_backbones
     from crystalzoo.transfer import leakage
 
-    kind = TASKS[task][1]
-    names = [n for n in (backbones or list_backbones())
-             if get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE) == DEFAULT_ARCHITECTURE
-             and leakage(n, task) is None]
-    out = ["scratch"] + [f"{n}/{r}" for n in names for r in recipes]
-    if externals:
-        out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]
-        if _has("chgnet"):
-            out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
-    return out
+    return [n for n in list_backbones() if leakage(n, task) is None
+            and get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE) == DEFAULT_ARCHITECTURE]
 
 
 def _has(module: str) -> bool:
@@ -111,12 +132,13 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
     from crystalzoo.transfer import check_no_leakage
 
     kind = TASKS[task][1]
-    backbone, freeze = (None, None) if method == "scratch" else (method.split("/")[0],
-                                                                 RECIPES[method.split("/")[1]])
+    backbone, freeze = (None, None) if method.startswith("scratch") else (method.split("/")[0],
+                                                                          RECIPES[method.split("/")[1]])
     if backbone is not None:
         check_no_leakage(backbone, task)  # the rule, where a run starts
     model = make_model(backbone, train, freeze=freeze, task=kind, seed=seed)
-    history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False))
+    extra = EMA if method.endswith("+ema") else {}
+    history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False, **extra))
     scores = evaluate(model, test)
     metric = "mae" if kind == "regression" else "accuracy"
     return {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
@@ -129,7 +151,7 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
     cache.mkdir(parents=True, exist_ok=True)
     file = cache / f"{kind}.npz"
     known = dict(np.load(file, allow_pickle=False)) if file.exists() else {}
-    missing = [r for r in rows if r["mp_id"] not in known]
+    missing = list({r["mp_id"]: r for r in rows if r["mp_id"] not in known}.values())
     if missing:
         from pymatgen.core import Structure
 
@@ -147,13 +169,18 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
                     return [np.nan] * len(density.feature_labels())
 
             values = [np.r_[magpie.featurize(s.composition), dense(s)] for s in structures]
-        else:
+            known.update({r["mp_id"]: np.asarray(v, np.float64) for r, v in zip(missing, values)})
+            np.savez(file, **known)
+        else:  # about 10 crystals/s on one core: saved every 256, so that an interrupted run keeps them
             from chgnet.model import CHGNet
 
             net = CHGNet.load(verbose=False)
-            values = [net.predict_structure(s, return_crystal_feas=True)["crystal_fea"] for s in structures]
-        known.update({r["mp_id"]: np.asarray(v, np.float64) for r, v in zip(missing, values)})
-        np.savez(file, **known)
+            for i in range(0, len(missing), 256):
+                chunk = net.predict_structure(structures[i:i + 256], return_crystal_feas=True, batch_size=32)
+                known.update({r["mp_id"]: np.asarray(c["crystal_fea"], np.float64)
+                              for r, c in zip(missing[i:i + 256], chunk)})
+                np.savez(file, **known)
+                print(f"CHGNet features: {len(known)} crystals", flush=True)
     return np.stack([known[r["mp_id"]] for r in rows])
 
 
@@ -167,14 +194,27 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
     bounds = np.cumsum([0] + [len(p) for p in parts])
     train, val, test = (np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
     y = np.array([r[task] for r in rows])
-    blocks = [features("magpie", rows, cache)] if "magpie" in method else []
-    if "chgnet" in method:
+    words = method.split("+")
+    blocks = [features("magpie", rows, cache)] if "magpie" in words else []
+    if "chgnet" in words:
         blocks.append(features("chgnet", rows, cache))
     if "-pooled" in method:  # crystalzoo's frozen vectors beside the composition: issue 31's mixture
         from crystalzoo import embed, load_backbone
 
-        backbone = load_backbone(method.split("-pooled")[0])
-        blocks.append(np.concatenate([embed(backbone, part, kind="pooled") for part in graphs]))
+        source = method.split("-pooled")[0]
+        names = zoo(task) if source == "zoo" else [source]  # "zoo": every backbone the task may use, side by side
+        for i, name in enumerate(names):
+            backbone = load_backbone(name)
+            blocks.append(np.concatenate([embed(backbone, part, kind="pooled",
+                                                composition="composition" in words and i == 0) for part in graphs]))
+    elif "composition" in words:
+        from crystalzoo.composition import element_statistics
+
+        for part in graphs:
+            z = np.concatenate([a.z for a in part.graphs])
+            crystal = np.repeat(np.arange(len(part)), [a.n_atoms for a in part.graphs])
+            blocks.append(element_statistics(z, crystal, len(part)))
+        blocks = [np.concatenate(blocks)]
     x = np.concatenate(blocks, axis=1)
     if method == "chgnet+mlp":
         from sklearn.neural_network import MLPRegressor
@@ -183,6 +223,13 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
 
         grid = [dict(hidden_layer_sizes=h, alpha=a) for h in ((64,), (128, 64)) for a in (1e-4, 1e-2)]
         make = lambda s: make_pipeline(StandardScaler(), MLPRegressor(max_iter=500, random_state=seed, **s))  # noqa: E731
+    elif words[-1] == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        grid = [dict(max_leaf_nodes=l, learning_rate=r, max_iter=n) for l in (15, 31) for r in (0.03, 0.1)
+                for n in (300, 1000)]
+        cls = HistGradientBoostingClassifier if kind == "classification" else HistGradientBoostingRegressor
+        make = lambda s: cls(random_state=seed, early_stopping=False, **s)  # noqa: E731
     else:
         import lightgbm as lgb
 
@@ -252,7 +299,7 @@ def run(args) -> None:
                         if "-pooled" in method else "baseline"
                     weights = weights_of(backbone)
                     t0 = time.perf_counter()
-                    if "lgbm" in method or "mlp" in method:
+                    if method.split("+")[-1] in ("lgbm", "hgb", "mlp"):
                         scores = score_external(method, task, rows, parts, default_cache_dir() / "benchmark-features",
                                                 seed, (train, val, test))
                     else:
@@ -293,7 +340,9 @@ def report(out: Path) -> Path:
             if (r["task"], r["size"]) == (task, size):
                 by_method.setdefault(r["method"], {})[r["seed"]] = r["test"]
         base = by_method.get("scratch", {})
-        externals = {m: v for m, v in by_method.items() if ("lgbm" in m or "mlp" in m) and "-pooled" not in m}
+        # what a user would pip install instead: none of crystalzoo's vectors or descriptors
+        externals = {m: v for m, v in by_method.items() if m.split("+")[-1] in ("lgbm", "mlp")
+                     and "-pooled" not in m and "composition" not in m}
         best_ext = min(externals, key=lambda m: sign * np.mean(list(externals[m].values()))) if externals else None
         lines += [f"## {task}, {size} training crystals", "",
                   f"| method | test {'MAE' if kind == 'regression' else 'accuracy'} | Δ vs scratch | Δ vs "
@@ -317,10 +366,11 @@ def report(out: Path) -> Path:
             a = advice.get((task, size, seed))
             if a is None:
                 continue
-            tuned = {m.split("/")[0]: by_method[m][seed] for m in by_method if "/" in m and seed in by_method[m]}
-            best = {}
-            for m, v in tuned.items():
-                best[m] = v if m not in best else (min if kind == "regression" else max)(best[m], v)
+            best: dict = {}  # each backbone's best recipe (the suite's own recipes, not +ema)
+            for m in by_method:
+                if "/" in m and not m.endswith("+ema") and seed in by_method[m]:
+                    b, v = m.split("/")[0], by_method[m][seed]
+                    best[b] = v if b not in best else (min if kind == "regression" else max)(best[b], v)
             names = [b for b in best if b in a["scores"]]
             if len(names) > 2:
                 rho.append(stats.spearmanr([a["scores"][b]["score"] for b in names],

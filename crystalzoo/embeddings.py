@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .checks import check_finite_predictions
+from .composition import element_statistics
 from .errors import ConfigError
 from .graphs.building import crystal_batches
 from .graphs.crystal_graph import mean_per_crystal
@@ -56,7 +57,8 @@ def _backbone(model: Any):
 
 
 def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
-          batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:
+          batch_size: int | None = None, n_jobs: int = 1, progress: bool = False,
+          composition: bool = False) -> np.ndarray | list[np.ndarray]:
     """Vectors of ``structures`` (pymatgen structures, CIF paths or CIF texts; a list of them,
     or one; or a :class:`~crystalzoo.data.CrystalDataset`, whose cached graphs are used) from
     the backbone of ``model`` (a model or a backbone, in any state: the backbone runs in eval
@@ -66,7 +68,14 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
     the number of convolutions the atom vectors have been through, 0 … n_conv, for
     ``"pooled"`` and ``"atoms"`` (default: all). Returns float32 arrays: (n, width) for crystal
     vectors; for ``"atoms"`` a list of (n_atoms_i, width) arrays. ``batch_size`` and ``n_jobs``
-    as for ``predict``.
+    as for ``predict``. ``composition=True`` appends the composition descriptors of
+    :mod:`crystalzoo.composition` to each crystal vector (columns ``COMPOSITION_NAMES``).
+
+    Example::
+
+        >>> from crystalzoo import example_structures, load_backbone
+        >>> embed(load_backbone("formation"), example_structures()[:2], kind="pooled", composition=True).shape
+        (2, 196)
     """
     backbone = _backbone(model)
     if kind not in KINDS:
@@ -80,6 +89,9 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
             raise ConfigError(f"layer = {layer!r}: this backbone has {n_conv} convolutions, so layer is an integer "
                               f"from 0 (the embedding alone) to {n_conv} (after every convolution)")
         layer = int(layer)
+    if not isinstance(composition, bool) or (composition and kind == "atoms"):
+        raise ConfigError(f"composition = {composition!r}: True appends a crystal's composition descriptors to its "
+                          "vector (kind 'hidden' or 'pooled'), False (the default) leaves them out")
     try:
         device = next(backbone.parameters()).device
     except StopIteration:
@@ -100,6 +112,9 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
                     out.append(mean_per_crystal(g, atoms).cpu())
                 else:
                     out.append(backbone.readout(g, atoms).cpu())
+                if composition:
+                    described = element_statistics(g.z.cpu().numpy(), g.crystal.cpu().numpy(), g.n_crystals)
+                    out[-1] = torch.cat([out[-1].float(), torch.from_numpy(described)], dim=1)
     finally:
         backbone.train(was_training)
     if out and out[0].dtype == torch.bfloat16:  # numpy has no bfloat16
@@ -113,7 +128,8 @@ def embed(model: Any, structures: Sequence[Any], *, kind: str = "hidden", layer:
     if not out:  # no crystal: the width of one, from a one-atom crystal
         from pymatgen.core import Lattice, Structure
 
-        one = embed(backbone, [Structure(Lattice.cubic(3.0), ["Na"], [[0, 0, 0]])], kind=kind, layer=layer)
+        one = embed(backbone, [Structure(Lattice.cubic(3.0), ["Na"], [[0, 0, 0]])], kind=kind, layer=layer,
+                    composition=composition)
         return np.zeros((0, one.shape[1]), one.dtype)
     return torch.cat(out).numpy()
 
@@ -131,10 +147,11 @@ def check_vector_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 
 def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray, prefix: str = "hidden",
-                overwrite: bool = False) -> Path:
-    """Write crystal vectors with their ids: CSV (a column ``id``, then ``{prefix}_0`` …),
-    NPZ (arrays ``ids`` and ``vectors``) or Parquet (the CSV's columns; needs pyarrow).
-    Written whole or not at all.
+                overwrite: bool = False, names: Sequence[str] = ()) -> Path:
+    """Write crystal vectors with their ids: CSV (a column ``id``, then ``{prefix}_0`` …, and
+    the last columns named by ``names``, e.g. the composition descriptors'), NPZ (arrays
+    ``ids`` and ``vectors``) or Parquet (the CSV's columns; needs pyarrow). Written whole or
+    not at all.
 
     Example::
 
@@ -164,6 +181,9 @@ def write_table(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray
                 np.savez(f, ids=np.array(ids, dtype=str), vectors=vectors)
         atomic_write(path, write)
         return path
-    table = pd.DataFrame(vectors, columns=[f"{prefix}_{i}" for i in range(vectors.shape[1])])
+    names = list(names)
+    if len(names) > vectors.shape[1]:
+        raise ConfigError(f"write_table: {len(names)} column names for {vectors.shape[1]} values per crystal")
+    table = pd.DataFrame(vectors, columns=[f"{prefix}_{i}" for i in range(vectors.shape[1] - len(names))] + names)
     table.insert(0, "id", list(ids))
     return write_frame(table, path, overwrite=True)  # checked above

@@ -60,12 +60,14 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
 
     ``backbone``: a registered name, ``hf-hub:ORG/NAME`` or a model folder, loaded at ``fit``
     (nothing is learnt: the backbone stays as it was pretrained). ``kind``, ``layer``,
-    ``batch_size`` and ``n_jobs`` as for ``embed``. Rows of ``X`` are crystals: pymatgen
-    structures, CIF paths or CIF texts.
+    ``batch_size`` and ``n_jobs`` as for ``embed``; ``composition=True`` appends the
+    composition descriptors of :mod:`crystalzoo.composition` (for a booster, the pooled
+    vectors with the composition do best: docs/which_backbone.md). Rows of ``X`` are crystals:
+    pymatgen structures, CIF paths or CIF texts.
     """
 
     def __init__(self, backbone: str = "formation", kind: str = "hidden", layer: int | None = None,
-                 batch_size: int | None = None, n_jobs: int = 1):
+                 batch_size: int | None = None, n_jobs: int = 1, composition: bool = False):
         if _MISSING:
             raise MissingExtraError(_MISSING)
         self.backbone = backbone
@@ -73,6 +75,7 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
         self.layer = layer
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.composition = composition
 
     def fit(self, X: Any, y: Any = None) -> "CrystalFeaturizer":
         """Load the backbone (``X`` and ``y`` are not used: the features are pretrained)."""
@@ -101,7 +104,7 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
 
         self._check_fitted()
         return embed(self.backbone_, crystals, kind=self.kind, layer=self.layer, batch_size=self.batch_size,
-                     n_jobs=self.n_jobs)
+                     n_jobs=self.n_jobs, composition=self.composition)
 
     def _check_kind(self) -> None:
         if self.kind not in ("hidden", "pooled"):
@@ -117,9 +120,14 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
         self._check_kind()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``crystal_0``, ``crystal_1``, … (one per vector component, for the current ``kind``)."""
+        """``crystal_0``, ``crystal_1``, … (one per vector component, for the current ``kind``),
+        then with ``composition`` the names of :data:`crystalzoo.composition.COMPOSITION_NAMES`."""
+        from .composition import COMPOSITION_NAMES
         from .embeddings import embed
 
         self._check_fitted()
         width = embed(self.backbone_, [], kind=self.kind, layer=self.layer).shape[1]  # a one-atom crystal's width
-        return np.array([f"crystal_{i}" for i in range(width)], dtype=object)
+        extra = COMPOSITION_NAMES if self.composition is True else []
+        if not isinstance(self.composition, bool):
+            raise ConfigError(f"composition = {self.composition!r}: True or False")
+        return np.array([f"crystal_{i}" for i in range(width)] + extra, dtype=object)

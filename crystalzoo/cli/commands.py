@@ -162,9 +162,13 @@ def cmd_embed(args) -> None:
         data = [Path(f) for f in args.files]  # file names, never CIF text
         ids = [str(f) for f in args.files]
     vectors = model.embed(data, kind=args.kind, layer=args.layer, n_jobs=args.jobs,
-                          progress=not args.quiet and len(ids) > 100)
-    write_table(args.out, ids, vectors, overwrite=args.overwrite, prefix=args.kind)
-    print(f"{args.out}: {len(ids)} crystals × {vectors.shape[1]} values ({args.kind} vectors of {args.model})")
+                          progress=not args.quiet and len(ids) > 100, composition=args.composition)
+    from ..composition import COMPOSITION_NAMES
+
+    write_table(args.out, ids, vectors, overwrite=args.overwrite, prefix=args.kind,
+                names=COMPOSITION_NAMES if args.composition else ())
+    print(f"{args.out}: {len(ids)} crystals × {vectors.shape[1]} values ({args.kind} vectors of {args.model}"
+          f"{', then the composition descriptors' if args.composition else ''})")
 
 
 def cmd_rank(args) -> None:

@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden: the crystal vector the head sees; pooled: the mean of the atom vectors")
     s.add_argument("--layer", type=int, default=None,
                    help="for --kind pooled: after this many convolutions (default: after all of them)")
+    s.add_argument("--composition", action="store_true", help="append the composition descriptors of "
+                   "crystalzoo.composition (Magpie-style element statistics) to each vector")
     s.add_argument("--jobs", type=int, default=-1, help="processes that read the files and build the graphs "
                    "(default -1: one per core)")
     s.add_argument("--out", required=True, help="the table: .csv, .npz (ids, vectors) or .parquet (needs pyarrow)")

@@ -105,9 +105,11 @@ class CrystalModel(Predictor):
         return self.head(crystal_vectors, mean_per_crystal(g, g.atom_fea.to(crystal_vectors.dtype)))
 
     def embed(self, structures: Sequence[Any], *, kind: str = "hidden", layer: int | None = None,
-              batch_size: int | None = None, n_jobs: int = 1, progress: bool = False) -> np.ndarray | list[np.ndarray]:
+              batch_size: int | None = None, n_jobs: int = 1, progress: bool = False,
+              composition: bool = False) -> np.ndarray | list[np.ndarray]:
         """Crystal vectors (``kind="hidden"``, the head's input; ``"pooled"``) or atom vectors
-        (``"atoms"``) of ``structures`` from this model's backbone: :func:`crystalzoo.embeddings.embed`.
+        (``"atoms"``) of ``structures`` from this model's backbone, with ``composition=True``
+        followed by the composition descriptors: :func:`crystalzoo.embeddings.embed`.
 
         Example::
 
@@ -119,7 +121,7 @@ class CrystalModel(Predictor):
         from ..embeddings import embed
 
         return embed(self, structures, kind=kind, layer=layer, batch_size=batch_size, n_jobs=n_jobs,
-                     progress=progress)
+                     progress=progress, composition=composition)
 
     def to_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model around its state dict."""

@@ -17,7 +17,7 @@ from ..errors import RunError, WeightsError
 from ..files import atomic_write
 from ..models.crystal_model import CrystalModel
 from ..serialization import load_into
-from . import recipes
+from . import averaging, recipes
 from .config import TrainConfig
 from .history import History
 from .run_folder import CHECKPOINT
@@ -51,6 +51,8 @@ def run_description(model: CrystalModel, train: CrystalDataset, val: CrystalData
            else {}),  # runs before the option existed: the default
         # a cosine schedule's rates depend on the number of epochs: extending such a run changes it
         **({"epochs (cosine schedule)": config.epochs} if config.schedule == "cosine" else {}),
+        **({"warmup": config.warmup} if config.warmup else {}),  # runs before the options existed: none
+        **({"ema": config.ema} if config.ema is not None else {}),
         **({"epochs (gradual unfreezing)": config.epochs} if config.recipe == "gradual" else {}),  # its phases
         "training data": _data_digest(train), "validation data": _data_digest(val),
         **({"ensemble members": members} if members > 1 else {}),  # resuming with another N replaces no model
@@ -88,9 +90,10 @@ def _corrupt(path: Path, exc: BaseException) -> WeightsError:
 
 
 def resume_from(path: Path, description: dict, model: CrystalModel, opt: torch.optim.Optimizer, device: str,
-                epochs: int) -> tuple[History, dict, int]:
-    """Load the checkpoint at ``path`` into ``model`` and ``opt`` after checking that it
-    belongs to the run ``description`` describes; returns (history, best state, next epoch)."""
+                epochs: int, average: dict | None = None) -> tuple[History, dict, int]:
+    """Load the checkpoint at ``path`` into ``model``, ``opt`` (and the weight average
+    ``average``) after checking that it belongs to the run ``description`` describes; returns
+    (history, best state, next epoch)."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a truncated zip, another file format, objects weights_only refuses
@@ -113,6 +116,8 @@ def resume_from(path: Path, description: dict, model: CrystalModel, opt: torch.o
         load_into(model, ckpt["best_state"], f"checkpoint {path}")  # both checked strictly, tensor by tensor
         load_into(model, ckpt["model"], f"checkpoint {path}")
         opt.load_state_dict(ckpt["optimizer"])
+        if average is not None:
+            averaging.restore(average, ckpt.get("ema"), f"checkpoint {path}")
         torch.set_rng_state(ckpt["rng"].cpu())
         history = History(list(ckpt["history"]), int(ckpt["best_epoch"]), float(ckpt["best_val_loss"]))
         done = int(ckpt["epoch"])
@@ -132,12 +137,13 @@ def member_checkpoint(i: int) -> str:
 
 
 def save_checkpoint(path: Path, epoch: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    best_state: dict, history: Any, description: dict) -> None:
+                    best_state: dict, history: Any, description: dict, average: dict | None = None) -> None:
     """Write the checkpoint of a run after ``epoch`` (atomically): the weights, the optimiser,
-    the best weights so far, the history, the random state and the run's description, which
-    :func:`resume_from` checks before it continues."""
+    the best weights so far, the weight average (with ``ema``), the history, the random state
+    and the run's description, which :func:`resume_from` checks before it continues."""
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
              "best_state": best_state, "history": history.rows, "best_epoch": history.best_epoch,
              "best_val_loss": history.best_val_loss, "rng": torch.get_rng_state(),
-             "run": json.dumps(description, sort_keys=True)}
+             "run": json.dumps(description, sort_keys=True),
+             **({"ema": averaging.state(average)} if average is not None else {})}
     atomic_write(path, lambda tmp: torch.save(state, tmp))

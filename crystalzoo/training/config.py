@@ -63,8 +63,14 @@ class TrainConfig:
     early_stopping: int | None = _option(None, "stop after this many epochs (>= 1) without a better validation "
                                          "loss", int, metavar="EPOCHS")
     progress: bool = _option(True, "progress bars (the CLI's --quiet turns them off)", bool)
-    schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs "
-                            "(lr (1 + cos(pi (epoch - 1) / epochs)) / 2)", choices=SCHEDULES)
+    schedule: str = _option("constant", "learning rate: constant, or cosine decay to 0 over the epochs after the "
+                            "warm-up (lr (1 + cos(pi (epoch - 1 - warmup) / (epochs - warmup))) / 2)",
+                            choices=SCHEDULES)
+    warmup: int = _option(0, "epochs of linear learning-rate warm-up before the schedule: epoch e <= warmup trains at "
+                          "lr e / (warmup + 1)", int, metavar="EPOCHS")
+    ema: float | None = _option(None, "decay per optimiser step of an exponential moving average of the weights "
+                                "(e.g. 0.99): validation, the best epoch and the trained model use the averaged "
+                                "weights; None: no average", float, metavar="DECAY")
     recipe: str = _option("freeze", "how the pretrained layers train (crystalzoo.training.recipes, docs/finetuning.md): "
                           "freeze, discriminative, gradual, l2sp, linear-probe", choices=RECIPES)
     l2sp_alpha: float | None = _option(None, "strength of the l2sp recipe's pull towards the pretrained weights "
@@ -94,10 +100,18 @@ class TrainConfig:
         return L2SP_ALPHA if self.l2sp_alpha is None else self.l2sp_alpha
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state."""
+        """Learning rate of ``epoch`` (1-based); a function of the epoch alone, so resuming needs no state.
+
+        Example::
+
+            >>> [round(TrainConfig(epochs=6, warmup=2, schedule="cosine").lr_at(e) * 1e3, 3) for e in range(1, 7)]
+            [0.333, 0.667, 1.0, 0.854, 0.5, 0.146]
+        """
+        if epoch <= self.warmup:
+            return self.lr * epoch / (self.warmup + 1)
         if self.schedule == "constant":
             return self.lr
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1 - self.warmup) / (self.epochs - self.warmup)))
 
     def __post_init__(self) -> None:
         """Every setting is checked here, so the API and the CLI refuse the same values with
@@ -119,6 +133,12 @@ class TrainConfig:
         if self.early_stopping is not None and (not _is_integer(self.early_stopping) or self.early_stopping < 1):
             raise ConfigError(f"early_stopping = {self.early_stopping!r}: the patience is a number of epochs >= 1 "
                               "(leave it out for no early stopping)")
+        if not _is_integer(self.warmup) or not 0 <= self.warmup < self.epochs:
+            raise ConfigError(f"warmup = {self.warmup!r}: the warm-up is a number of epochs from 0 to epochs - 1 "
+                              f"({self.epochs - 1}), e.g. --warmup 2")
+        if self.ema is not None and (not _is_real(self.ema) or not 0 < self.ema < 1):
+            raise ConfigError(f"ema = {self.ema!r}: the average's decay per step is a number between 0 and 1, e.g. "
+                              "--ema 0.99 (leave it out for no average)")
         if not isinstance(self.progress, bool):
             raise ConfigError(f"progress = {self.progress!r}: True (progress bars) or False")
         if self.optimizer not in OPTIMIZERS:
@@ -137,7 +157,9 @@ class TrainConfig:
         check_device(self.device)
         # plain Python numbers from here on (numpy scalars are accepted above): they go into JSON
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
-        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
+        self.lr, self.weight_decay, self.warmup = float(self.lr), float(self.weight_decay), int(self.warmup)
+        if self.ema is not None:
+            self.ema = float(self.ema)
         if self.l2sp_alpha is not None:
             self.l2sp_alpha = float(self.l2sp_alpha)
         if self.early_stopping is not None:

@@ -18,7 +18,7 @@ import torch
 from ..data.dataset import CrystalDataset
 from ..errors import ConfigError, DataError, RunError
 from ..models.crystal_model import CrystalModel
-from . import recipes
+from . import averaging, recipes
 from .batches import (
     Batches,
     check_classes,
@@ -113,11 +113,12 @@ def check_splits(model: CrystalModel, train: CrystalDataset, val: CrystalDataset
 
 def train_epoch(model: CrystalModel, batches: Iterator, start: int, opt: torch.optim.Optimizer,
                 params: list[torch.nn.Parameter], reference: dict | None, config: TrainConfig, epoch: int,
-                world: int = 1) -> tuple[float, int]:
+                world: int = 1, average: dict | None = None) -> tuple[float, int]:
     """One epoch's optimiser steps over ``batches`` (graph, frozen-prefix atom vectors after
     ``start`` convolutions or None, labels); returns (sum of the loss × batch size, crystals).
     A non-finite loss stops the run on every rank (:class:`RunError`); under torchrun the
-    gradients are averaged across the ``world`` processes."""
+    gradients are averaged across the ``world`` processes; ``average``: the weight average
+    (:mod:`~crystalzoo.training.averaging`) that each step updates."""
     import torch.distributed as dist
 
     total, count = 0.0, 0
@@ -140,6 +141,8 @@ def train_epoch(model: CrystalModel, batches: Iterator, start: int, opt: torch.o
                     dist.all_reduce(p.grad)
                     p.grad /= world
         opt.step()
+        if average is not None:
+            averaging.update(average, config.ema)
         total, count = total + value * len(y), count + len(y)
     return total, count
 
@@ -173,13 +176,14 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
            else torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay))
     reference = ({n: p.detach().clone() for n, p in backbone.named_parameters() if p.requires_grad}
                  if config.recipe == "l2sp" else None)
+    average = averaging.start(model, params, config.ema) if config.ema is not None else None
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     first = 1
     ckpt_path = Path(out_dir) / checkpoint if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         history, best_state, first = resume_from(ckpt_path, description, model, opt, config.device,
-                                            config.epochs)
+                                                 config.epochs, average)
         if config.early_stopping and history.rows and first - 1 - history.best_epoch >= config.early_stopping:
             first = config.epochs + 1  # the run had stopped early: resuming writes its results, it trains no more
     train_batches = val_batches = None
@@ -200,14 +204,18 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
             model.train()
             order = shard(np.random.default_rng([config.seed, epoch]).permutation(len(train)), world, rank)
             total, count = train_epoch(model, train_batches(order), train_batches.start, opt, params, reference, config,
-                                       epoch, world)
+                                       epoch, world, average)
             if world > 1:
                 for b in model.buffers():
                     dist.broadcast(b, 0)
                 sums = torch.tensor([total, count], dtype=torch.float64)
                 dist.all_reduce(sums)
                 total, count = float(sums[0]), float(sums[1])
-            scores = evaluate_batches(model, val_batches, config.loss)
+            with averaging.averaged(model, average):  # validated, and kept if best, with the averaged weights
+                scores = evaluate_batches(model, val_batches, config.loss)
+                better = scores["loss"] < history.best_val_loss
+                if better:
+                    best_state = copy.deepcopy(model.state_dict())
             if not math.isfinite(scores["loss"]):
                 raise diverged("validation loss", scores["loss"], epoch, config)
             row = {"epoch": epoch, "lr": config.lr_at(epoch), "train_loss": total / count, "val_loss": scores["loss"],
@@ -215,12 +223,11 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
                    **({"frozen": backbone.frozen} if config.recipe == "gradual" else {}),
                    "seconds": time.perf_counter() - t0}
             history.rows.append(row)
-            if scores["loss"] < history.best_val_loss:
+            if better:
                 history.best_val_loss, history.best_epoch = scores["loss"], epoch
-                best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_mae")})
             if ckpt_path is not None and rank == 0:
-                save_checkpoint(ckpt_path, epoch, model, opt, best_state, history, description)
+                save_checkpoint(ckpt_path, epoch, model, opt, best_state, history, description, average)
             last_phase = config.recipe != "gradual" or backbone.frozen == floor  # gradual: patience in its last phase
             if config.early_stopping and last_phase and epoch - history.best_epoch >= config.early_stopping:
                 break
