@@ -61,10 +61,9 @@ def _valence(element) -> list[float]:
 
 def _number(value) -> float:
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
-    return number
 
 
 @functools.lru_cache(maxsize=1)

@@ -127,7 +127,7 @@ class CrystalFeaturizer(TransformerMixin, BaseEstimator):
 
         self._check_fitted()
         width = embed(self.backbone_, [], kind=self.kind, layer=self.layer).shape[1]  # a one-atom crystal's width
-        extra = COMPOSITION_NAMES if self.composition is True else []
         if not isinstance(self.composition, bool):
             raise ConfigError(f"composition = {self.composition!r}: True or False")
-        return np.array([f"crystal_{i}" for i in range(width)] + extra, dtype=object)
+        return np.array([f"crystal_{i}" for i in range(width)] + (COMPOSITION_NAMES if self.composition else []),
+                        dtype=object)

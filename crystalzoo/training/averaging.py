@@ -8,11 +8,11 @@ Example::
 
     >>> import torch
     >>> layer = torch.nn.Linear(2, 1)
-    >>> average = start(layer, list(layer.parameters()), 0.9)
+    >>> average = start(layer, list(layer.parameters()))
     >>> with torch.no_grad():
     ...     _ = layer.bias.fill_(1.0)
     >>> update(average, 0.9)
-    >>> with averaged(layer, average):
+    >>> with averaged(average):
     ...     bool(layer.bias < 1.0)
     True
 """
@@ -25,11 +25,11 @@ from typing import Any, Iterator
 import torch
 
 
-def start(model: torch.nn.Module, params: list[torch.nn.Parameter], decay: float) -> dict[str, Any]:
+def start(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> dict[str, Any]:
     """The average of ``params`` (those of ``model`` that train), starting at their values."""
     ids = {id(p) for p in params}
     named = {n: p for n, p in model.named_parameters() if id(p) in ids}
-    return {"decay": decay, "steps": 0, "live": named, "mean": {n: p.detach().clone() for n, p in named.items()}}
+    return {"steps": 0, "live": named, "mean": {n: p.detach().clone() for n, p in named.items()}}
 
 
 @torch.no_grad()
@@ -44,9 +44,9 @@ def update(average: dict[str, Any], decay: float) -> None:
 
 
 @contextmanager
-def averaged(model: torch.nn.Module, average: dict[str, Any] | None) -> Iterator[None]:
-    """``model`` with the averaged weights inside the block, its own weights again after it
-    (``average`` None: the model as it is)."""
+def averaged(average: dict[str, Any] | None) -> Iterator[None]:
+    """The model of ``average`` with the averaged weights inside the block, its own weights
+    again after it (``average`` None: nothing changes)."""
     if average is None:
         yield
         return

@@ -176,7 +176,7 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
            else torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay))
     reference = ({n: p.detach().clone() for n, p in backbone.named_parameters() if p.requires_grad}
                  if config.recipe == "l2sp" else None)
-    average = averaging.start(model, params, config.ema) if config.ema is not None else None
+    average = averaging.start(model, params) if config.ema is not None else None
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     first = 1
@@ -211,7 +211,7 @@ def train_loop(model: CrystalModel, train: CrystalDataset, val: CrystalDataset, 
                 sums = torch.tensor([total, count], dtype=torch.float64)
                 dist.all_reduce(sums)
                 total, count = float(sums[0]), float(sums[1])
-            with averaging.averaged(model, average):  # validated, and kept if best, with the averaged weights
+            with averaging.averaged(average):  # validated, and kept if best, with the averaged weights
                 scores = evaluate_batches(model, val_batches, config.loss)
                 better = scores["loss"] < history.best_val_loss
                 if better:

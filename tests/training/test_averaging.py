@@ -40,7 +40,7 @@ def test_warmup_ramps_the_rate_then_the_schedule_runs_over_the_other_epochs(spli
 def test_the_average_follows_its_formula():
     layer = torch.nn.Linear(3, 2)
     before = {n: p.detach().clone() for n, p in layer.named_parameters()}
-    average = averaging.start(layer, [layer.weight], 0.99)  # the bias does not train
+    average = averaging.start(layer, [layer.weight])  # the bias does not train
     with torch.no_grad():
         layer.weight.add_(1.0)
         layer.bias.add_(1.0)
@@ -49,7 +49,7 @@ def test_the_average_follows_its_formula():
     torch.testing.assert_close(average["mean"]["weight"], expected)
     assert set(average["mean"]) == {"weight"}
     live = layer.weight.detach().clone()
-    with averaging.averaged(layer, average):
+    with averaging.averaged(average):
         torch.testing.assert_close(layer.weight.detach(), expected)
     assert torch.equal(layer.weight.detach(), live)
 
