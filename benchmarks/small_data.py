@@ -24,8 +24,9 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
 - ``combined-pooled+magpie+lgbm``: the same tuned LightGBM on Magpie features beside the frozen
   pooled vectors of the ``combined`` backbone;
 - crystalzoo alone: ``composition+lgbm`` (the descriptors of ``crystalzoo.composition``) and
-  ``combined-pooled+composition+lgbm`` / ``+hgb`` (``CrystalFeaturizer("combined", kind="pooled",
-  composition=True)`` with LightGBM, or scikit-learn's HistGradientBoosting, tuned the same way);
+  ``combined-pooled+composition+lgbm`` (``CrystalFeaturizer("combined", kind="pooled",
+  composition=True)`` with LightGBM, tuned the same way) and ``…+hgb`` (``crystalzoo.boosting.fit_booster``:
+  scikit-learn's HistGradientBoosting on the same features, over the same grid);
   ``zoo-pooled+composition+hgb``: the pooled vectors of every backbone the task may use, side by
   side, with the composition (a mixture of the zoo's extractors in a booster).
 The leakage rule holds: a backbone is never scored on a target of its pretraining
@@ -93,7 +94,10 @@ def splits(n_rows: int, size: int, seed: int, test: int) -> tuple[np.ndarray, np
     return pool[:size], pool[size : size + n_val], fixed
 
 
-def methods(task: str, recipes: list[str], externals: bool, backbones: list[str] | None = None) -> list[str]:
+def methods(task: str, recipes: list[str], externals: bool, backbones: list[str] | None = None,
+            chgnet: bool = True) -> list[str]:
+    """The methods of a cell; ``chgnet=False`` leaves out the CHGNet baselines (``--quick``: the
+    teacher featurises about 10 crystals/s)."""
     from crystalzoo.registry import list_backbones
 
     kind = TASKS[task][1]
@@ -106,19 +110,20 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
         # crystalzoo alone (its own composition descriptors, no matminer)
         out += ["composition+lgbm"] + [f"{n}-pooled+composition+{b}" for n in ("combined",) if n in names
                                        for b in ("lgbm", "hgb")] + ["zoo-pooled+composition+hgb"]
-        if _has("chgnet"):
+        if chgnet and _has("chgnet"):
             out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
     return out
 
 
-def zoo(task: str) -> list[str]:
-    """Every registered CGCNN backbone that ``task`` may use (the leakage rule), by name."""
+def zoo(task: str, family: str | None = None) -> list[str]:
+    """Every registered backbone that ``task`` may use (the leakage rule), by name; ``family``: of
+    that family only (``zoo-pooled…`` reads the CGCNN ones)."""
     from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
     from crystalzoo.registry import get_backbone_info, list_backbones
     from crystalzoo.transfer import leakage
 
-    return [n for n in list_backbones() if leakage(n, task) is None
-            and get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE) == DEFAULT_ARCHITECTURE]
+    return [n for n in list_backbones() if leakage(n, task) is None and family in (
+        None, get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE))]
 
 
 def _has(module: str) -> bool:
@@ -136,6 +141,10 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
                                                                           RECIPES[method.split("/")[1]])
     if backbone is not None:
         check_no_leakage(backbone, task)  # the rule, where a run starts
+    if backbone is not None:  # the graphs with the atom features its family reads
+        from crystalzoo.training.runs import backbone_atom_features
+
+        train, val, test = (d.with_atom_features(backbone_atom_features(backbone)) for d in (train, val, test))
     model = make_model(backbone, train, freeze=freeze, task=kind, seed=seed)
     extra = EMA if method.endswith("+ema") else {}
     history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False, **extra))
@@ -171,17 +180,24 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
             values = [np.r_[magpie.featurize(s.composition), dense(s)] for s in structures]
             known.update({r["mp_id"]: np.asarray(v, np.float64) for r, v in zip(missing, values)})
             np.savez(file, **known)
-        else:  # about 10 crystals/s on one core: saved every 256, so that an interrupted run keeps them
+        else:  # about 10 crystals/s on one core: saved every 64, so that an interrupted run keeps them
             from chgnet.model import CHGNet
 
             net = CHGNet.load(verbose=False)
-            for i in range(0, len(missing), 256):
-                chunk = net.predict_structure(structures[i:i + 256], return_crystal_feas=True, batch_size=32)
+            for i in range(0, len(missing), 64):
+                # task "e": the crystal vector comes before the heads, and without forces and stresses the
+                # autograd graph of a batch is not kept (batches of 32 with them ran out of 24 GiB)
+                chunk = net.predict_structure(structures[i:i + 64], task="e", return_crystal_feas=True, batch_size=8)
                 known.update({r["mp_id"]: np.asarray(c["crystal_fea"], np.float64)
-                              for r, c in zip(missing[i:i + 256], chunk)})
+                              for r, c in zip(missing[i:i + 64], chunk)})
                 np.savez(file, **known)
                 print(f"CHGNet features: {len(known)} crystals", flush=True)
     return np.stack([known[r["mp_id"]] for r in rows])
+
+
+def error(predicted: np.ndarray, y: np.ndarray, kind: str) -> float:
+    """Test MAE (regression) or accuracy (classification)."""
+    return float(np.mean(predicted == y)) if kind == "classification" else float(np.mean(np.abs(predicted - y)))
 
 
 def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache: Path, seed: int,
@@ -200,9 +216,18 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
         blocks.append(features("chgnet", rows, cache))
     if "-pooled" in method:  # crystalzoo's frozen vectors beside the composition: issue 31's mixture
         from crystalzoo import embed, load_backbone
+        from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
 
         source = method.split("-pooled")[0]
-        names = zoo(task) if source == "zoo" else [source]  # "zoo": every backbone the task may use, side by side
+        # "zoo": every CGCNN backbone the task may use, side by side
+        names = zoo(task, DEFAULT_ARCHITECTURE) if source == "zoo" else [source]
+        if words[-1] == "hgb" and not blocks:  # crystalzoo's own booster path, as a user calls it
+            from crystalzoo.boosting import fit_booster
+
+            booster = fit_booster(graphs[0], graphs[1], backbones=names, composition="composition" in words,
+                                  task=kind, seed=seed)
+            return {"test": error(booster.predict(graphs[2]), y[test], kind), "val": booster.val_score,
+                    "setting": booster.setting}
         for i, name in enumerate(names):
             backbone = load_backbone(name)
             blocks.append(np.concatenate([embed(backbone, part, kind="pooled",
@@ -223,14 +248,7 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
 
         grid = [dict(hidden_layer_sizes=h, alpha=a) for h in ((64,), (128, 64)) for a in (1e-4, 1e-2)]
         make = lambda s: make_pipeline(StandardScaler(), MLPRegressor(max_iter=500, random_state=seed, **s))  # noqa: E731
-    elif words[-1] == "hgb":
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-        grid = [dict(max_leaf_nodes=l, learning_rate=r, max_iter=n) for l in (15, 31) for r in (0.03, 0.1)
-                for n in (300, 1000)]
-        cls = HistGradientBoostingClassifier if kind == "classification" else HistGradientBoostingRegressor
-        make = lambda s: cls(random_state=seed, early_stopping=False, **s)  # noqa: E731
-    else:
+    else:  # the settings of crystalzoo.boosting.GRID, in LightGBM's words
         import lightgbm as lgb
 
         grid = [dict(num_leaves=l, learning_rate=r, n_estimators=n) for l in (15, 31) for r in (0.03, 0.1)
@@ -239,8 +257,7 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
         make = lambda s: cls(random_state=seed, verbose=-1, **s)  # noqa: E731
 
     def score(model, part):
-        p = model.predict(x[part])
-        return float(np.mean(p == y[part])) if kind == "classification" else float(np.mean(np.abs(p - y[part])))
+        return error(model.predict(x[part]), y[part], kind)
 
     fitted = [(s, make(s).fit(x[train], y[train])) for s in grid]
     better = max if kind == "classification" else min
@@ -291,7 +308,7 @@ def run(args) -> None:
                     _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,
                                         "task": task, "size": size, "seed": seed, "method": "advisor",
                                         **advise(task, train, seed, args.backbones)})
-                for method in methods(task, args.recipes, args.externals, args.backbones):
+                for method in methods(task, args.recipes, args.externals, args.backbones, not args.quick):
                     key = f"{cell}|{method}"
                     if key in read_runs(runs_file)[0]:
                         continue
@@ -465,7 +482,7 @@ def main() -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000, 3000])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    p.add_argument("--backbones", nargs="+", default=None, help="registered backbones (default: every CGCNN one)")
+    p.add_argument("--backbones", nargs="+", default=None, help="registered backbones (default: every one)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--test", type=int, default=2000, help="crystals in each task's fixed test set")
     p.add_argument("--limit", type=int, default=None, help="the first N labelled crystals of each task only")

@@ -49,6 +49,7 @@ _EXPORTS = {
     "embed": "embeddings",
     "rank_backbones": "transfer",
     "CrystalFeaturizer": "featurizer",
+    "fit_booster": "boosting",
     "CrystalZooError": "errors",
 }
 

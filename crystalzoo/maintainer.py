@@ -33,12 +33,14 @@ def write_manifest(manifest: dict[str, Any]) -> None:
     atomic_write(_manifest.manifest_path(), lambda tmp: Path(tmp).write_text(text))
 
 
-def family_of(config: dict[str, Any]) -> str:
-    """The backbone family of a model config (configs before families were named: ``cgcnn``); it
-    names the bundled weights file and the Hub repo (``cgcnn-formation``, ``schnet-…``)."""
+def weights_stem(config: dict[str, Any], name: str) -> str:
+    """The name of the weights ``name`` of a model config on disk and on the Hub: its family, then
+    its name (``cgcnn-formation``; a name that starts with the family keeps it once:
+    ``schnet-combined``). Configs before families were named are ``cgcnn``."""
     from .models.architectures import DEFAULT_ARCHITECTURE
 
-    return str(config.get("architecture", DEFAULT_ARCHITECTURE))
+    family = str(config.get("architecture", DEFAULT_ARCHITECTURE))
+    return name if name.startswith(f"{family}-") else f"{family}-{name}"
 
 
 def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path, *, bundled: bool,
@@ -66,7 +68,7 @@ def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path,
             "bundled": bundled,
         },
         "hub": {
-            "repo_id": repo_id or old.get("hub", {}).get("repo_id") or f"{DEFAULT_HUB_ORG}/{family_of(config)}-{name}",
+            "repo_id": repo_id or old.get("hub", {}).get("repo_id") or f"{DEFAULT_HUB_ORG}/{weights_stem(config, name)}",
             "revision": revision if revision is not None else old_hub.get("revision"),
         },
     }
@@ -180,7 +182,7 @@ def register_weights(name: str, folder: str | Path, *, description: str, trainin
         if len(units) != len(model.targets):
             raise ConfigError(f"{len(model.targets)} targets {model.targets} but {len(units)} units")
         model.head.units = list(units)
-    target = bundled_path(f"{family_of(model.to_config())}-{name}.safetensors")
+    target = bundled_path(f"{weights_stem(model.to_config(), name)}.safetensors")
     shutil.copyfile(Path(folder) / "model.safetensors", target)
     manifest = read_manifest()
     entry = update_entry(manifest, name, model, target, bundled=True, description=description,
@@ -215,13 +217,13 @@ def rename_registered(old: str, new: str, description: str | None = None) -> dic
     if old not in entries or new in entries:
         raise ConfigError(f"cannot rename {old!r} to {new!r}: registered are {sorted(entries)}")
     entry = entries[old]
-    family = family_of(entry["config"])
-    filename = f"{family}-{new}.safetensors"
+    stem = weights_stem(entry["config"], new)
+    filename = f"{stem}.safetensors"
     if entry["file"]["bundled"]:
         shutil.move(bundled_path(entry["file"]["filename"]), bundled_path(filename))
     entry["file"]["filename"] = filename
     if entry["hub"].get("revision") is None:
-        entry["hub"]["repo_id"] = f"{DEFAULT_HUB_ORG}/{family}-{new}"
+        entry["hub"]["repo_id"] = f"{DEFAULT_HUB_ORG}/{stem}"
     if description is not None:
         entry["description"] = description
     manifest["weights"] = {new if k == old else k: v for k, v in entries.items()}

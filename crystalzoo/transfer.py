@@ -278,7 +278,7 @@ class Ranking:
 
 def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = None, task: str = "regression",
                    limit: int | None = None, seed: int = 0, progress: bool = False) -> Ranking:
-    """Score the registered ``backbones`` (default: all of the CGCNN family) at every freeze depth
+    """Score the registered ``backbones`` (default: every registered one, of every family) at every freeze depth
     on the labelled crystals of ``data`` (a ``CrystalDataset``, or anything
     :func:`~crystalzoo.data.dataset.read_dataset` reads: a JSON-lines or CSV file, a CGCNN
     folder, ``bundled:NAME``) for ``target``; ``limit``: the first crystals only. Seconds for
@@ -296,7 +296,7 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
     from .embeddings import embed
     from .models.architectures import DEFAULT_ARCHITECTURE, get_architecture
     from .models.factory import load_backbone
-    from .registry import get_backbone_info, list_backbones
+    from .registry import list_backbones
 
     if task not in ("regression", "classification"):
         raise ConfigError(f"task = {task!r}: 'regression' (LogME) or 'classification' (H-score)")
@@ -307,9 +307,7 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
     if isinstance(backbones, str):
         backbones = [backbones]
     registered = list_backbones()
-    names = list(dict.fromkeys(backbones)) if backbones is not None else [
-        n for n in registered if get_backbone_info(n).config.get("architecture", DEFAULT_ARCHITECTURE)
-        == DEFAULT_ARCHITECTURE]
+    names = list(dict.fromkeys(backbones)) if backbones is not None else registered
     if not names:
         raise ConfigError("backbones is empty: name registered backbones (crystalzoo list), or leave it out for all")
     unknown = [n for n in names if n not in registered]
@@ -351,7 +349,8 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
 
     def depths(backbone) -> list[tuple[int, float]]:
         n_conv = len(backbone.stages()) - 1
-        return [(k, score(embed(backbone, ds, kind="pooled", layer=k))) for k in range(n_conv + 1)]
+        graphs = ds.with_atom_features(backbone.graph_settings.atom_features)  # each family reads its own
+        return [(k, score(embed(backbone, graphs, kind="pooled", layer=k))) for k in range(n_conv + 1)]
 
     rows = []
     for name in names:
@@ -359,7 +358,8 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
         rows += [{"backbone": name, "freeze": k, "score": s} for k, s in depths(backbone)]
     with torch.random.fork_rng():  # the caller's random state is left as it was
         torch.manual_seed(seed)
-        untrained = get_architecture(DEFAULT_ARCHITECTURE).from_config({}, ds.settings).eval()  # the default shape
+        family = get_architecture(DEFAULT_ARCHITECTURE)  # the default family and shape
+        untrained = family.from_config({}, ds.with_atom_features(family.atom_feature_set).settings).eval()
     baseline_freeze, baseline = max(depths(untrained), key=lambda ks: ks[1])
     rows.sort(key=lambda r: -r["score"])
     return Ranking(target, task, "LogME" if task == "regression" else "H-score", rows, baseline, excluded, len(ds),

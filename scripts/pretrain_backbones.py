@@ -68,6 +68,9 @@ UNITS = {"formation_energy_per_atom": "eV/atom", "energy_per_atom": "eV/atom", "
 MP_CITATION = ("T. Xie and J. C. Grossman, Phys. Rev. Lett. 120, 145301 (2018) (CGCNN); S. Deng, J. Park, A. Sy, "
                "Transfer Learning and Representations for Material Properties (combined backbone, attention); "
                "data: A. Jain et al., APL Materials 1, 011002 (2013); M. de Jong et al., Sci. Data 2, 150009 (2015)")
+SCHNET_CITATION = ("K. T. Schütt et al., SchNet: a continuous-filter convolutional neural network for modeling "
+                   "quantum interactions, NeurIPS 2017; data: A. Jain et al., APL Materials 1, 011002 (2013); "
+                   "M. de Jong et al., Sci. Data 2, 150009 (2015)")
 
 
 def select(path: Path, crystals: str) -> list[dict]:
@@ -162,7 +165,7 @@ def main() -> None:
                       "dataset": f"Materials Project, {len(ds):,} crystals", "split": split_name}
                      for split, split_name in (("val", "validation"), ("test", "test")) for t in names],
             source="pretrained by crystalzoo, scripts/pretrain_backbones.py", license="MIT (weights: crystalzoo)",
-            citation=MP_CITATION, units=[UNITS[t] for t in names])
+            citation=SCHNET_CITATION if conv == "schnet" else MP_CITATION, units=[UNITS[t] for t in names])
         print(f"registered {name}: test {metrics['test']}", flush=True)
     if args.train_only:
         return

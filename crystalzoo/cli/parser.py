@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, help="the label to rank for (a column or key of --data)")
     s.add_argument("--task", choices=["regression", "classification"], default="regression",
                    help="regression: LogME; classification: H-score (default: regression)")
-    s.add_argument("--backbones", default=None, help="comma-separated registered names (default: every CGCNN one)")
+    s.add_argument("--backbones", default=None, help="comma-separated registered names (default: every one)")
     s.add_argument("--limit", type=int, default=None, help="the first N crystals only (default: all)")
     s.add_argument("--output", default=None, help="also write the table as CSV here (default: print only)")
     s.add_argument("--overwrite", action="store_true", help="replace --output if it exists (default: refuse)")
