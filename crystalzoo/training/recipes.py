@@ -17,8 +17,9 @@
   vectors of the pretrained network.
 
 Gradient boosting on frozen crystal vectors is not a recipe of the network: use
-:class:`crystalzoo.featurizer.CrystalFeaturizer` with scikit-learn's
-``HistGradientBoostingRegressor`` (docs/finetuning.md).
+:func:`crystalzoo.boosting.fit_booster` (frozen pooled vectors and composition descriptors,
+tuned on the validation split; docs/which_backbone.md), or
+:class:`crystalzoo.featurizer.CrystalFeaturizer` in a scikit-learn pipeline of your own.
 
 Example::
 
