@@ -188,6 +188,7 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
                 # task "e": the crystal vector comes before the heads, and without forces and stresses the
                 # autograd graph of a batch is not kept (batches of 32 with them ran out of 24 GiB)
                 chunk = net.predict_structure(structures[i:i + 64], task="e", return_crystal_feas=True, batch_size=8)
+                chunk = [chunk] if isinstance(chunk, dict) else chunk  # CHGNet answers one structure with a dict
                 known.update({r["mp_id"]: np.asarray(c["crystal_fea"], np.float64)
                               for r, c in zip(missing[i:i + 64], chunk)})
                 np.savez(file, **known)
@@ -211,6 +212,10 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
     train, val, test = (np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
     y = np.array([r[task] for r in rows])
     words = method.split("+")
+    if words[-1] not in ("lgbm", "hgb", "mlp") or (words[-1] == "hgb" and ("-pooled" not in method or
+                                                                         {"magpie", "chgnet"} & set(words))):
+        raise ValueError(f"{method}: the learner is lgbm, mlp or hgb (crystalzoo's fit_booster, on backbones' "
+                         "pooled vectors with or without composition only)")
     blocks = [features("magpie", rows, cache)] if "magpie" in words else []
     if "chgnet" in words:
         blocks.append(features("chgnet", rows, cache))
@@ -221,7 +226,7 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
         source = method.split("-pooled")[0]
         # "zoo": every CGCNN backbone the task may use, side by side
         names = zoo(task, DEFAULT_ARCHITECTURE) if source == "zoo" else [source]
-        if words[-1] == "hgb" and not blocks:  # crystalzoo's own booster path, as a user calls it
+        if words[-1] == "hgb":  # crystalzoo's own booster path, as a user calls it
             from crystalzoo.boosting import fit_booster
 
             booster = fit_booster(graphs[0], graphs[1], backbones=names, composition="composition" in words,
@@ -251,8 +256,10 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
     else:  # the settings of crystalzoo.boosting.GRID, in LightGBM's words
         import lightgbm as lgb
 
-        grid = [dict(num_leaves=l, learning_rate=r, n_estimators=n) for l in (15, 31) for r in (0.03, 0.1)
-                for n in (300, 1000)]
+        from crystalzoo.boosting import GRID
+
+        grid = [dict(num_leaves=s["max_leaf_nodes"], learning_rate=s["learning_rate"], n_estimators=s["max_iter"])
+                for s in GRID]
         cls = lgb.LGBMClassifier if kind == "classification" else lgb.LGBMRegressor
         make = lambda s: cls(random_state=seed, verbose=-1, **s)  # noqa: E731
 
@@ -333,8 +340,8 @@ def _append(path: Path, row: dict) -> None:
 
 
 def report(out: Path) -> Path:
-    """small_data.md (a table per task and size: mean ± std over seeds, paired tests against scratch
-    and against the best external baseline; the advisor's rank correlation), learning curves and
+    """small_data.md (a table per task and size: mean ± std over seeds, paired tests against scratch,
+    the best external baseline and the best fine-tuned backbone; the advisor's rank correlation), learning curves and
     the transfer matrix, from the runs file."""
     from scipy import stats
 
@@ -361,15 +368,17 @@ def report(out: Path) -> Path:
         externals = {m: v for m, v in by_method.items() if m.split("+")[-1] in ("lgbm", "mlp")
                      and "-pooled" not in m and "composition" not in m}
         best_ext = min(externals, key=lambda m: sign * np.mean(list(externals[m].values()))) if externals else None
+        tuned = [m for m in by_method if "/" in m]  # the fine-tuned backbones, every recipe
+        best_tuned = min(tuned, key=lambda m: sign * np.mean(list(by_method[m].values()))) if tuned else None
         lines += [f"## {task}, {size} training crystals", "",
                   f"| method | test {'MAE' if kind == 'regression' else 'accuracy'} | Δ vs scratch | Δ vs "
-                  f"{best_ext or 'an external baseline (none run)'} |",
-                  "|---|---|---|---|"]
+                  f"{best_ext or 'an external baseline (none run)'} | Δ vs {best_tuned or 'a fine-tuned backbone'} |",
+                  "|---|---|---|---|---|"]
         order = sorted(by_method, key=lambda m: sign * np.mean(list(by_method[m].values())))
         for m in order:
             v = by_method[m]
             cols = [f"{np.mean(list(v.values())):.4f} ± {np.std(list(v.values())):.4f} ({len(v)})"]
-            for ref in (base, externals.get(best_ext, {})):
+            for ref in (base, externals.get(best_ext, {}), by_method.get(best_tuned, {})):
                 if ref and ref is not v and len(set(v) & set(ref)) > 1:
                     d, wins, pairs, p, _ = _paired({s: sign * x for s, x in v.items()}, {s: sign * x for s, x in
                                                                                        ref.items()})

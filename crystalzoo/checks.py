@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 
 def real_number(value: Any, name: str) -> float:
@@ -85,6 +85,26 @@ def python_numbers(settings: Any) -> None:
     numbers, in place: what its ``__post_init__`` calls first."""
     for f in dataclasses.fields(settings):
         object.__setattr__(settings, f.name, plain(getattr(settings, f.name)))
+
+
+def class_labels(labels: np.ndarray, target: str, needs: str, least: int = 2) -> np.ndarray:
+    """The finite ``labels`` of ``target`` as integer classes, for ``needs`` (what uses them,
+    e.g. ``"the H-score"``): :class:`DataError` unless they are whole numbers of ``least``
+    classes or more.
+
+    Example::
+
+        >>> class_labels(np.array([0.0, 1.0, 1.0]), "is_metal", "a classifier").tolist()
+        [0, 1, 1]
+    """
+    whole = labels == np.round(labels)
+    if not whole.all():
+        raise DataError(f"task='classification' needs class labels (0, 1, …); {target} has values such as "
+                        f"{labels[np.flatnonzero(~whole)[0]]:g}: use task='regression'")
+    labels = labels.astype(np.int64)
+    if len(np.unique(labels)) < least:
+        raise DataError(f"every crystal has the {target} class {labels[0]}: {needs} needs {least} classes or more")
+    return labels
 
 
 def short(value: Any, limit: int = 60) -> str:

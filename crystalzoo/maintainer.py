@@ -43,6 +43,21 @@ def weights_stem(config: dict[str, Any], name: str) -> str:
     return name if name.startswith(f"{family}-") else f"{family}-{name}"
 
 
+def check_free(manifest: dict[str, Any], name: str, filename: str, repo_id: str | None = None) -> None:
+    """:class:`ConfigError` when another entry than ``name`` already stores its weights as
+    ``filename`` or on the Hub as ``repo_id``: names ``x`` and ``schnet-x`` of a SchNet model
+    map to one file (:func:`weights_stem`), and the second would overwrite the first."""
+    for other, entry in manifest.get("weights", {}).items():
+        if other == name:
+            continue
+        if entry.get("file", {}).get("filename") == filename:
+            raise ConfigError(f"the registered weights {other!r} are stored as {filename}, the file {name!r} would "
+                              f"be written to: pick another name")
+        if repo_id is not None and entry.get("hub", {}).get("repo_id") == repo_id:
+            raise ConfigError(f"the registered weights {other!r} are published as {repo_id}, the Hub repo of "
+                              f"{name!r}: pick another name or repo_id")
+
+
 def update_entry(manifest: dict[str, Any], name: str, model, weights_file: Path, *, bundled: bool,
                  repo_id: str | None = None, revision: str | None = None, **info: Any) -> dict[str, Any]:
     """Add or refresh the entry ``name`` for ``model`` whose weights are in ``weights_file``
@@ -182,9 +197,12 @@ def register_weights(name: str, folder: str | Path, *, description: str, trainin
         if len(units) != len(model.targets):
             raise ConfigError(f"{len(model.targets)} targets {model.targets} but {len(units)} units")
         model.head.units = list(units)
-    target = bundled_path(f"{weights_stem(model.to_config(), name)}.safetensors")
-    shutil.copyfile(Path(folder) / "model.safetensors", target)
+    stem = weights_stem(model.to_config(), name)
+    target = bundled_path(f"{stem}.safetensors")
     manifest = read_manifest()
+    check_free(manifest, name, target.name,
+               manifest["weights"].get(name, {}).get("hub", {}).get("repo_id") or f"{DEFAULT_HUB_ORG}/{stem}")
+    shutil.copyfile(Path(folder) / "model.safetensors", target)
     entry = update_entry(manifest, name, model, target, bundled=True, description=description,
                          training_data=training_data, metrics=metrics, source=source, license=license,
                          citation=citation)
@@ -219,6 +237,7 @@ def rename_registered(old: str, new: str, description: str | None = None) -> dic
     entry = entries[old]
     stem = weights_stem(entry["config"], new)
     filename = f"{stem}.safetensors"
+    check_free(manifest, old, filename, f"{DEFAULT_HUB_ORG}/{stem}" if entry["hub"].get("revision") is None else None)
     if entry["file"]["bundled"]:
         shutil.move(bundled_path(entry["file"]["filename"]), bundled_path(filename))
     entry["file"]["filename"] = filename

@@ -289,7 +289,7 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
 
     import torch
 
-    from .checks import check_count
+    from .checks import check_count, class_labels
     from .data.bundled import BUNDLED_PREFIX
     from .data.dataset import CrystalDataset, read_dataset
     from .data.targets import split_target
@@ -336,21 +336,14 @@ def rank_backbones(data: Any, target: str, *, backbones: Sequence[str] | None = 
     ds = ds.subset(labelled)
     labels = ds.labels[:, 0]
     if task == "classification":
-        if not np.array_equal(labels, np.round(labels)):
-            example = labels[np.flatnonzero(labels != np.round(labels))[0]]
-            raise DataError(f"task='classification' needs class labels (0, 1, …); {target} has values such as "
-                            f"{example:g}: rank it with task='regression'")
-        labels = labels.astype(np.int64)
-        if len(np.unique(labels)) < 2:
-            raise DataError(f"every crystal has the {target} class {labels[0]}: the H-score needs two classes or more")
+        labels = class_labels(labels, target, "the H-score")
 
     def score(vectors: np.ndarray) -> float:
         return h_score(vectors, labels) if task == "classification" else logme(vectors, labels)
 
     def depths(backbone) -> list[tuple[int, float]]:
         n_conv = len(backbone.stages()) - 1
-        graphs = ds.with_atom_features(backbone.graph_settings.atom_features)  # each family reads its own
-        return [(k, score(embed(backbone, graphs, kind="pooled", layer=k))) for k in range(n_conv + 1)]
+        return [(k, score(embed(backbone, ds, kind="pooled", layer=k))) for k in range(n_conv + 1)]
 
     rows = []
     for name in names:

@@ -84,6 +84,15 @@ def test_rank_backbones_scores_every_backbone_and_depth_but_the_leaking_ones(ban
                                          ).excluded
 
 
+def test_rank_reads_a_data_set_of_any_family(band_gaps):
+    """A data set built with SchNet's one-hot atom features ranks as the same crystals with CGCNN's."""
+    names = ["bulk", "schnet-combined"]
+    one_hot = rank_backbones(band_gaps.with_atom_features("one-hot-100"), "band_gap", backbones=names, limit=60)
+    cgcnn = rank_backbones(band_gaps, "band_gap", backbones=names, limit=60)
+    assert one_hot.rows == cgcnn.rows and one_hot.baseline == cgcnn.baseline
+    assert {r["backbone"] for r in cgcnn.rows} == set(names)
+
+
 def test_rank_refuses_what_it_cannot_score(band_gaps):
     with pytest.raises(ConfigError, match="every backbone given was pretrained on band_gap"):
         rank_backbones(band_gaps, "band_gap", backbones=["band-gap"])

@@ -24,12 +24,14 @@ MIN_PARALLEL = 256
 def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n_jobs: int = 1,
                     progress: bool = False, what: str = "predict") -> Iterator[CrystalGraph]:
     """Batched graphs for ``predict`` / ``embed``: of a data set's cached graphs (a
-    ``CrystalDataset``, checked against ``settings``), or built here from crystals
+    ``CrystalDataset`` whose graphs are those of ``settings``; the atom features, looked up
+    from the atomic numbers, are those of ``settings``), or built here from crystals
     (:func:`crystal_list`, :func:`iter_batches`)."""
     if hasattr(structures, "graphs") and hasattr(structures, "settings"):  # a CrystalDataset: graphs built already
         check_count(batch_size, "batch_size")
         check_jobs(n_jobs)  # checked as for crystals, though a data set's graphs need no worker
-        settings.check_same(structures.settings, "this model")
+        if not settings.same_graphs(structures.settings):
+            settings.check_same(structures.settings, "this model")
         graphs = structures.graphs
         return (collate(graphs[i : i + batch_size], settings) for i in range(0, len(graphs), batch_size))
     return iter_batches(crystal_list(structures, what), settings, batch_size, n_jobs, progress)

@@ -107,6 +107,12 @@ class GraphSettings:
                               f"{[f.name for f in dataclasses.fields(cls)]}")
         return cls(**d)
 
+    def same_graphs(self, other: "GraphSettings") -> bool:
+        """Whether graphs built with ``other`` are those of ``self`` but for the atom features,
+        which a batch looks up from the atomic numbers with the reading model's settings (so a
+        data set built for one family serves every family)."""
+        return isinstance(other, GraphSettings) and dataclasses.replace(other, atom_features=self.atom_features) == self
+
     def check_same(self, other: "GraphSettings", what: str = "these weights") -> None:
         """Raise :class:`GraphSettingsMismatchError` unless ``other`` equals ``self``."""
         if other != self:
@@ -116,11 +122,12 @@ class GraphSettings:
                 if getattr(self, f.name) != getattr(other, f.name)
             }
             lines = ", ".join(f"{k}: expected {a!r}, got {b!r}" for k, (a, b) in diff.items())
-            raise GraphSettingsMismatchError(
-                f"graph settings differ from those {what} were trained with ({lines}). "
-                "Build graphs with the model's own settings (model.graph_settings), "
-                "or train new weights for the new settings."
-            )
+            fix = (f"For a CrystalDataset, dataset.with_atom_features({self.atom_features!r}) gives the same crystals "
+                   "with this model's atom features" if set(diff) == {"atom_features"} else
+                   "Build graphs with the model's own settings (model.graph_settings), or train new weights for the "
+                   "new settings")
+            raise GraphSettingsMismatchError(f"graph settings differ from those {what} were trained with ({lines}). "
+                                             f"{fix}.")
 
 
 
