@@ -17,7 +17,9 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
 - ``BACKBONE/freeze=K`` for each registered backbone and recipe in ``--recipes`` (``full``: every
   layer trains; ``freeze1``: the embedding and first convolution frozen; ``full+ema``: every layer
   trains with a 2-epoch warm-up, cosine decay and an average of the weights, ``EMA``, and then
-  ``scratch+ema`` runs with the same);
+  ``scratch+ema`` runs with the same; ``full+blend`` (regression): the ``full`` network's
+  predictions averaged half and half with those of ``fit_booster`` on the same backbone's pooled
+  vectors and the composition, untuned);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
   ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
@@ -61,7 +63,7 @@ TASKS = {
     "log10_g_vrh": ("log10_g_vrh", "regression", "log10(GPa)"),
     "formation_energy_per_atom": ("formation_energy_per_atom", "regression", "eV/atom"),
 }
-RECIPES = {"full": None, "freeze1": 1, "full+ema": None}
+RECIPES = {"full": None, "freeze1": 1, "full+ema": None, "full+blend": None}
 #: the training of a recipe named ``…+ema`` (and of ``scratch+ema``, the same budget from scratch): warm-up,
 #: cosine decay and an average of the weights (TrainConfig.warmup, .schedule, .ema)
 EMA = {"schedule": "cosine", "warmup": 2, "ema": 0.99}
@@ -104,7 +106,7 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
     allowed = zoo(task)
     names = [n for n in (backbones or list_backbones()) if n in allowed]
     out = ["scratch"] + (["scratch+ema"] if any(r.endswith("+ema") for r in recipes) else [])
-    out += [f"{n}/{r}" for n in names for r in recipes]
+    out += [f"{n}/{r}" for n in names for r in recipes if not (r.endswith("+blend") and kind != "regression")]
     if externals:
         out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]
         # crystalzoo alone (its own composition descriptors, no matminer)
@@ -150,8 +152,19 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
     history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False, **extra))
     scores = evaluate(model, test)
     metric = "mae" if kind == "regression" else "accuracy"
-    return {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
-            "best_epoch": history.best_epoch}
+    out = {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
+           "best_epoch": history.best_epoch}
+    if method.endswith("+blend"):  # the mean of this network's and fit_booster's predictions, half each, untuned
+        from crystalzoo import fit_booster
+
+        if kind != "regression":
+            raise ValueError(f"{method}: a blend of predicted values is for regression tasks")
+        booster = fit_booster(train, val, backbones=backbone, seed=seed)
+        y = test.labels[:, 0]
+        blend = 0.5 * np.ravel(model.predict(test)) + 0.5 * booster.predict(test)
+        out = {"test": float(np.mean(np.abs(blend - y))), "val": None, "network": out["test"],
+               "booster": float(np.mean(np.abs(booster.predict(test) - y))), "best_epoch": history.best_epoch}
+    return out
 
 
 def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
@@ -368,7 +381,7 @@ def report(out: Path) -> Path:
         externals = {m: v for m, v in by_method.items() if m.split("+")[-1] in ("lgbm", "mlp")
                      and "-pooled" not in m and "composition" not in m}
         best_ext = min(externals, key=lambda m: sign * np.mean(list(externals[m].values()))) if externals else None
-        tuned = [m for m in by_method if "/" in m]  # the fine-tuned backbones, every recipe
+        tuned = [m for m in by_method if "/" in m and not m.endswith("+blend")]  # fine-tuned backbones, every recipe
         best_tuned = min(tuned, key=lambda m: sign * np.mean(list(by_method[m].values()))) if tuned else None
         lines += [f"## {task}, {size} training crystals", "",
                   f"| method | test {'MAE' if kind == 'regression' else 'accuracy'} | Δ vs scratch | Δ vs "
@@ -392,9 +405,9 @@ def report(out: Path) -> Path:
             a = advice.get((task, size, seed))
             if a is None:
                 continue
-            best: dict = {}  # each backbone's best recipe (the suite's own recipes, not +ema)
+            best: dict = {}  # each backbone's best recipe (the suite's own recipes, not +ema or +blend)
             for m in by_method:
-                if "/" in m and not m.endswith("+ema") and seed in by_method[m]:
+                if "/" in m and not m.endswith(("+ema", "+blend")) and seed in by_method[m]:
                     b, v = m.split("/")[0], by_method[m][seed]
                     best[b] = v if b not in best else (min if kind == "regression" else max)(best[b], v)
             names = [b for b in best if b in a["scores"]]
@@ -509,8 +522,8 @@ def main() -> int:
         args.data, args.out = str(bundled_dataset("mp-band-gap")), tempfile.mkdtemp()
         args.tasks, args.sizes, args.seeds, args.epochs, args.limit, args.test = (["band_gap"], [40], [0, 1], 2,
                                                                                    300, 100)
-        args.recipes, args.externals, args.backbones = ["freeze1"], _has("lightgbm") and _has("matminer"), \
-            ["formation", "bulk", "shear"]
+        args.recipes, args.backbones = ["full+blend"], ["formation", "bulk", "shear"]  # the network and the booster
+        args.externals = _has("lightgbm") and _has("matminer")
     if not args.report:
         run(args)
     print(f"wrote {report(Path(args.out))}")

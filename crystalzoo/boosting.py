@@ -172,9 +172,18 @@ def fit_booster(train: Any, val: Any, *, backbones: str | Sequence[str] = "combi
         raise ConfigError(f"train has the target {train.targets[0]!r}, val {val.targets[0]!r}: give both the same")
     models = [load_backbone(n).eval() for n in names]
     x_train, x_val = (_features(models, d, kind, composition) for d in (train, val))
+    unseen = sorted(set(y_val.tolist()) - set(y_train.tolist())) if task == "classification" else []
+    if unseen:
+        raise DataError(f"val has the {train.targets[0]} classes {unseen}, which train has not: a classifier learns "
+                        f"only the classes of its training split ({sorted(set(y_train.tolist()))})")
     scored = []
     for setting, estimator in estimators:
-        predicted = estimator.fit(x_train, y_train).predict(x_val)
+        try:  # options whose shape follows the features (monotonic_cst, categorical_features, …) fail only here
+            estimator.fit(x_train, y_train)
+        except ValueError as exc:
+            raise ConfigError(f"grid setting {setting} does not suit these {x_train.shape[1]} features: {exc}; see "
+                              f"scikit-learn's {make.__name__}") from None
+        predicted = estimator.predict(x_val)
         scored.append((float(np.mean(predicted == y_val) if task == "classification" else
                              np.mean(np.abs(predicted - y_val))), setting, estimator))
     val_score, setting, estimator = better(scored, key=lambda t: t[0])

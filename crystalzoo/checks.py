@@ -97,7 +97,7 @@ def class_labels(labels: np.ndarray, target: str, needs: str, least: int = 2) ->
         >>> class_labels(np.array([0.0, 1.0, 1.0]), "is_metal", "a classifier").tolist()
         [0, 1, 1]
     """
-    whole = labels == np.round(labels)
+    whole = np.isfinite(labels) & (labels == np.round(labels)) & (np.abs(labels) < 2**31)
     if not whole.all():
         raise DataError(f"task='classification' needs class labels (0, 1, …); {target} has values such as "
                         f"{labels[np.flatnonzero(~whole)[0]]:g}: use task='regression'")

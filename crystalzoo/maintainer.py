@@ -50,10 +50,11 @@ def check_free(manifest: dict[str, Any], name: str, filename: str, repo_id: str 
     for other, entry in manifest.get("weights", {}).items():
         if other == name:
             continue
-        if entry.get("file", {}).get("filename") == filename:
+        # compared without case: Hub repo ids, and the file systems of macOS and Windows, ignore it
+        if str(entry.get("file", {}).get("filename", "")).lower() == filename.lower():
             raise ConfigError(f"the registered weights {other!r} are stored as {filename}, the file {name!r} would "
                               f"be written to: pick another name")
-        if repo_id is not None and entry.get("hub", {}).get("repo_id") == repo_id:
+        if repo_id is not None and str(entry.get("hub", {}).get("repo_id", "")).lower() == repo_id.lower():
             raise ConfigError(f"the registered weights {other!r} are published as {repo_id}, the Hub repo of "
                               f"{name!r}: pick another name or repo_id")
 

@@ -84,8 +84,13 @@ def test_a_model_reads_a_data_set_built_for_another_family(crystals):
     from crystalzoo.errors import GraphSettingsMismatchError
     from crystalzoo.graphs import GraphSettings
 
-    # training still wants the data set's own settings to be the model's, and the message names the fix
-    with pytest.raises(GraphSettingsMismatchError, match=r"dataset\.with_atom_features\('one-hot-100'\)"):
+    # training and evaluation still want the data set's own settings to be the model's; the message names the fix
+    from crystalzoo import evaluate, load_model
+
+    one_hot = train.select_targets(["formation_energy_per_atom"]).with_atom_features("one-hot-100")
+    with pytest.raises(GraphSettingsMismatchError, match=r"dataset\.with_atom_features\('cgcnn-92'\)"):
+        evaluate(load_model("formation"), one_hot)
+    with pytest.raises(GraphSettingsMismatchError, match=r"model's own settings \(model\.graph_settings\)"):
         GraphSettings(atom_features="one-hot-100").check_same(GraphSettings(), "this model")
 
 
@@ -108,9 +113,19 @@ def test_it_classifies_by_accuracy(crystals):
     # band gaps are not classes, and one class is nothing to learn
     with pytest.raises(DataError, match="needs class labels"):
         fit_booster(train, val, task="classification", grid=GRID[:1])
-    one_class = CrystalDataset(train.ids, train.graphs, np.zeros_like(train.labels), ["is_metal"], train.settings, {})
+    one_class = CrystalDataset(train.ids, train.graphs, np.zeros_like(train.labels), ["low_formation"], train.settings,
+                               {})
     with pytest.raises(DataError, match="a classifier needs 2 classes"):
         fit_booster(one_class, low(val), task="classification", grid=GRID[:1])
+    huge = low(train).labels.copy()
+    huge[0] = np.inf
+    with pytest.raises(DataError, match="values such as inf"):
+        fit_booster(CrystalDataset(train.ids, train.graphs, huge, ["low_formation"], train.settings, {}), low(val),
+                    task="classification", grid=GRID[:1])
+    unseen = low(val).labels + 2  # classes 2 and 3, which train has not
+    with pytest.raises(DataError, match=r"val has the low_formation classes \[2, 3\], which train has not"):
+        fit_booster(low(train), CrystalDataset(val.ids, val.graphs, unseen, ["low_formation"], val.settings, {}),
+                    task="classification", grid=GRID[:1])
 
 
 def test_crystals_without_a_label_are_left_out(crystals):
@@ -138,6 +153,9 @@ def test_it_refuses_what_it_cannot_fit(crystals):
         fit_booster(unlabelled, one_val, grid=[{"learning_rate": -1.0}])
     with pytest.raises(ConfigError, match=r"grid = \{'max_iter': 50\}"):
         fit_booster(one, one_val, grid={"max_iter": 50})
+    with pytest.raises(ConfigError, match=r"grid setting \{'max_iter': 5, 'monotonic_cst': \[1\]\} does not suit "
+                                          r"these 196 features"):  # known to be wrong only once the features are
+        fit_booster(one, one_val, grid=[{"max_iter": 5, "monotonic_cst": [1]}])
     with pytest.raises(ConfigError, match="give both the same"):
         fit_booster(one, val.select_targets(["formation_energy_per_atom"]), grid=GRID[:1])
     with pytest.raises(DataError, match="train has no labels"):

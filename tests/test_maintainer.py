@@ -63,6 +63,8 @@ def test_two_names_of_one_file_are_refused(registry, tmp_path):
     save_pretrained(load_model("schnet-combined"), folder)
     with pytest.raises(ConfigError, match="'schnet-combined' are stored as schnet-combined.safetensors"):
         maintainer.register_weights("combined", folder, **INFO)
+    with pytest.raises(ConfigError, match="'schnet-combined' are stored as"):  # one file where case is ignored
+        maintainer.register_weights("Combined", folder, **INFO)
     assert sha256_file(weights / "schnet-combined.safetensors") == before
     assert "cgcnn-combined.safetensors" == read_manifest()["weights"]["combined"]["file"]["filename"]
     with pytest.raises(ConfigError, match="'bulk' are stored as cgcnn-bulk.safetensors"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from crystalzoo import CrystalDataset, list_backbones, rank_backbones
-from crystalzoo.errors import ConfigError
+from crystalzoo.errors import ConfigError, DataError
 from crystalzoo.transfer import _evidence, check_no_leakage, h_score, leakage, logme
 
 from .conftest import DATA
@@ -140,8 +140,6 @@ def test_cli_rank_prints_the_table_and_writes_csv(tmp_path, capsys):
 
 def test_classification_needs_class_labels(band_gaps):
     """Band gaps ranked as classes were cut to integers without a word."""
-    from crystalzoo.errors import DataError
-
     with pytest.raises(DataError, match="task='classification' needs class labels.*task='regression'"):
         rank_backbones(band_gaps, "band_gap", backbones=["bulk"], task="classification")
 
@@ -152,6 +150,9 @@ def test_classes_are_ranked_by_the_h_score(band_gaps):
     ranking = rank_backbones(ds, "is_metal", task="classification")
     assert ranking.score_name == "H-score" and set(ranking.excluded) == {"band-gap", "metal-classifier"}
     assert all(r["score"] >= 0 for r in ranking.rows)  # a share of variance
+    one = CrystalDataset(band_gaps.ids, band_gaps.graphs, np.ones_like(metal), ["is_metal"], band_gaps.settings)
+    with pytest.raises(DataError, match="every crystal has the is_metal class 1: the H-score needs 2 classes"):
+        rank_backbones(one, "is_metal", task="classification")
 
 
 def test_leakage_knows_the_names_of_other_tables():

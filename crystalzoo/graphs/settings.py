@@ -122,10 +122,11 @@ class GraphSettings:
                 if getattr(self, f.name) != getattr(other, f.name)
             }
             lines = ", ".join(f"{k}: expected {a!r}, got {b!r}" for k, (a, b) in diff.items())
-            fix = (f"For a CrystalDataset, dataset.with_atom_features({self.atom_features!r}) gives the same crystals "
-                   "with this model's atom features" if set(diff) == {"atom_features"} else
-                   "Build graphs with the model's own settings (model.graph_settings), or train new weights for the "
-                   "new settings")
+            fix = "Build graphs with the model's own settings (model.graph_settings), or train new weights for the " \
+                  "new settings"
+            if set(diff) == {"atom_features"}:
+                fix += (f"; for a CrystalDataset, dataset.with_atom_features({self.atom_features!r}) gives the same "
+                        "crystals with this model's atom features")
             raise GraphSettingsMismatchError(f"graph settings differ from those {what} were trained with ({lines}). "
                                              f"{fix}.")
 
