@@ -17,9 +17,9 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
 - ``BACKBONE/freeze=K`` for each registered backbone and recipe in ``--recipes`` (``full``: every
   layer trains; ``freeze1``: the embedding and first convolution frozen; ``full+ema``: every layer
   trains with a 2-epoch warm-up, cosine decay and an average of the weights, ``EMA``, and then
-  ``scratch+ema`` runs with the same; ``full+blend`` (regression): the ``full`` network's
-  predictions averaged half and half with those of ``fit_booster`` on the same backbone's pooled
-  vectors and the composition, untuned);
+  ``scratch+ema`` runs with the same; ``full+blend`` (regression): ``crystalzoo.Blend`` of the
+  ``full`` network and ``fit_booster`` on the same backbone's pooled vectors and the composition,
+  half each, untuned);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
   ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
@@ -67,6 +67,12 @@ RECIPES = {"full": None, "freeze1": 1, "full+ema": None, "full+blend": None}
 #: the training of a recipe named ``…+ema`` (and of ``scratch+ema``, the same budget from scratch): warm-up,
 #: cosine decay and an average of the weights (TrainConfig.warmup, .schedule, .ema)
 EMA = {"schedule": "cosine", "warmup": 2, "ema": 0.99}
+
+
+#: the methods of the learning curves: scratch, two fine-tuned backbones, crystalzoo's booster and
+#: blend, and the external baselines
+CURVES = ("scratch", "combined/full", "formation/full", "combined-pooled+composition+hgb", "combined/full+blend",
+          "magpie+lgbm", "magpie+chgnet+lgbm", "chgnet+mlp")
 
 
 def labelled_rows(path: Path, task: str) -> list[dict]:
@@ -155,15 +161,15 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
     out = {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
            "best_epoch": history.best_epoch}
     if method.endswith("+blend"):  # the mean of this network's and fit_booster's predictions, half each, untuned
-        from crystalzoo import fit_booster
+        from crystalzoo import Blend, fit_booster
 
         if kind != "regression":
             raise ValueError(f"{method}: a blend of predicted values is for regression tasks")
         booster = fit_booster(train, val, backbones=backbone, seed=seed)
         y = test.labels[:, 0]
-        blend = 0.5 * np.ravel(model.predict(test)) + 0.5 * booster.predict(test)
-        out = {"test": float(np.mean(np.abs(blend - y))), "val": None, "network": out["test"],
-               "booster": float(np.mean(np.abs(booster.predict(test) - y))), "best_epoch": history.best_epoch}
+        out = {"test": float(np.mean(np.abs(Blend([model, booster]).predict(test) - y))), "val": None,
+               "network": out["test"], "booster": float(np.mean(np.abs(booster.predict(test) - y))),
+               "best_epoch": history.best_epoch}
     return out
 
 
@@ -454,21 +460,19 @@ def _plots(out: Path, runs: list[dict]) -> None:
     for r in runs:
         mean.setdefault((r["task"], r["method"], r["size"]), []).append(r["test"])
     mean = {k: float(np.mean(v)) for k, v in mean.items()}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        methods = sorted({m for t, m, _ in mean if t == task})
-        for m in methods:
+        for m in CURVES:  # the same methods in every task (picking each task's best would flatter the networks)
             sizes = sorted(n for t, mm, n in mean if t == task and mm == m)
-            style = "-" if "/" not in m else ":"
-            ax.plot(sizes, [mean[(task, m, n)] for n in sizes], style, marker="o", label=m, lw=1.5 if "/" not in m
-                    else 0.8)
+            if sizes:
+                ax.plot(sizes, [mean[(task, m, n)] for n in sizes], ":" if "/" in m else "-", marker="o", label=m)
         ax.set_xscale("log")
         ax.set_xlabel("training crystals")
         ax.set_ylabel("test MAE" if TASKS[task][1] == "regression" else "test accuracy")
         ax.set_title(task)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "small_data_curves.png", dpi=120)
+    fig.savefig(out / "small_data_curves.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     backbones = sorted({m.split("/")[0] for _, m, _ in mean if "/" in m})
     gain = np.full((len(backbones), len(tasks)), np.nan)
@@ -477,7 +481,8 @@ def _plots(out: Path, runs: list[dict]) -> None:
         base = mean.get((task, "scratch", size))
         sign = 1 if TASKS[task][1] == "regression" else -1
         for i, b in enumerate(backbones):
-            scores = [v for (t, m, n), v in mean.items() if t == task and n == size and m.split("/")[0] == b]
+            scores = [v for (t, m, n), v in mean.items() if t == task and n == size and m.split("/")[0] == b
+                      and not m.endswith("+blend")]  # fine-tuned alone
             if scores and base:
                 best = min(scores) if sign > 0 else max(scores)
                 gain[i, j] = sign * (base - best) / abs(base) * 100
@@ -492,7 +497,7 @@ def _plots(out: Path, runs: list[dict]) -> None:
                     fontsize=7)
     fig.colorbar(image, label="gain over scratch, %")
     fig.tight_layout()
-    fig.savefig(out / "small_data_matrix.png", dpi=120)
+    fig.savefig(out / "small_data_matrix.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -50,6 +50,7 @@ _EXPORTS = {
     "rank_backbones": "transfer",
     "CrystalFeaturizer": "featurizer",
     "fit_booster": "boosting",
+    "Blend": "boosting",
     "CrystalZooError": "errors",
 }
 

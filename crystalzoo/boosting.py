@@ -1,11 +1,10 @@
 """Gradient boosting on frozen crystal vectors and composition descriptors, tuned on a
 validation split (``pip install "crystalzoo[sklearn]"``).
 
-On 1,000 band gaps this has the lowest error the small-data suite has measured: the pooled
-vectors of ``combined`` with the composition descriptors of :mod:`crystalzoo.composition` in
-scikit-learn's ``HistGradientBoostingRegressor``, 2 % below the best fine-tuned ``combined``,
-which is within the spread of the seeds (docs/which_backbone.md, from
-``benchmarks/small_data.py``). The backbones stay as they were pretrained; only the booster
+On 1,000 band gaps the pooled vectors of ``combined`` with the composition descriptors of
+:mod:`crystalzoo.composition` in scikit-learn's ``HistGradientBoostingRegressor`` tie the best
+fine-tuned ``combined``, and :class:`Blend`, the mean of the two, has the lowest error the
+small-data suite has measured (docs/which_backbone.md, from ``benchmarks/small_data.py``). The backbones stay as they were pretrained; only the booster
 learns, so a fit takes seconds once the vectors are computed.
 
 Example::
@@ -65,17 +64,103 @@ class Booster:
                                                                     np.float64)
 
 
-def _features(models: list[Any], crystals: Any, kind: str, composition: bool) -> np.ndarray:
+@dataclass
+class Blend:
+    """The mean of the predictions of fitted regressors of one target, e.g. a fine-tuned network
+    and a :class:`Booster` on frozen vectors, ``weights`` (default: equal) summing to 1.
+
+    On 1,000 band gaps, fine-tuned ``combined`` and ``fit_booster`` on its frozen vectors, half
+    each, have the lowest error the small-data suite has measured (docs/which_backbone.md): their
+    errors differ enough that the mean is better than either.
+
+    Example::
+
+        >>> import pytest; _ = pytest.importorskip("sklearn")
+        >>> from crystalzoo import CrystalDataset, TrainConfig, make_model, train_model
+        >>> from crystalzoo.data import bundled_dataset
+        >>> ds = CrystalDataset.from_jsonl(bundled_dataset("mp-band-gap"), targets=["band_gap"], limit=60,
+        ...                                progress=False)
+        >>> train, val = ds.subset(range(40)), ds.subset(range(40, 60))
+        >>> network = make_model("combined", train)
+        >>> _ = train_model(network, train, val, TrainConfig(epochs=1, progress=False))
+        >>> blend = Blend([network, fit_booster(train, val, grid=[{"max_iter": 20}])])
+        >>> blend.predict(ds.subset(range(3))).shape
+        (3,)
+    """
+
+    members: list[Any]
+    weights: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        members = self.members
+        if isinstance(members, (str, bytes, dict)) or not hasattr(members, "__iter__") or len(
+                members := list(members)) < 2:
+            raise ConfigError(f"Blend takes a list of two or more fitted regressors (a fine-tuned model, a Booster), "
+                              f"got {self.members!r}")
+        self.members = members
+        targets = [_target_of(m, i) for i, m in enumerate(self.members)]
+        if len(set(targets)) > 1:
+            raise ConfigError(f"the members predict different targets {targets}: a blend averages one quantity")
+        n = len(self.members)
+        weights = [1 / n] * n if self.weights is None else list(self.weights)
+        if len(weights) != n or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= 1
+                                        for w in weights) or abs(sum(weights) - 1) > 1e-9:
+            raise ConfigError(f"weights = {self.weights!r}: one number in [0, 1] per member ({n}), summing to 1")
+        self.weights = [float(w) for w in weights]
+
+    @property
+    def target(self) -> str:
+        return _target_of(self.members[0], 0)
+
+    def predict(self, crystals: Any) -> np.ndarray:
+        """One prediction per crystal of ``crystals`` (a ``CrystalDataset``, or structures, CIF
+        paths or CIF texts): the weighted mean of the members'."""
+        crystals = _read_once(crystals, [_settings_of(m) for m in self.members], "the blend")
+        return sum(w * np.ravel(m.predict(crystals)).astype(np.float64) for w, m in zip(self.weights, self.members))
+
+
+def _target_of(member: Any, i: int) -> str:
+    """The one target of a blend's member ``i`` (a Booster or a model), checked to be a regression."""
+    if isinstance(member, Booster):
+        task, targets = member.task, [member.target]
+    elif hasattr(member, "head") and hasattr(member, "graph_settings"):  # a CrystalModel or CrystalEnsemble
+        task, targets = member.head.task, list(member.targets)
+    else:
+        raise ConfigError(f"member {i} of the blend is a {type(member).__name__}: give fitted crystalzoo regressors "
+                          "(a fine-tuned model, a Booster from fit_booster)")
+    if task != "regression":
+        raise ConfigError(f"member {i} of the blend is a classifier: a blend averages predicted values of a "
+                          "regression")
+    if len(targets) != 1:
+        raise ConfigError(f"member {i} of the blend predicts {targets}: a blend averages one target "
+                          "(fine-tune a model of that target alone)")
+    return targets[0]
+
+
+def _settings_of(member: Any) -> Any:
+    return member.models[0].graph_settings if isinstance(member, Booster) else member.graph_settings
+
+
+def _read_once(crystals: Any, settings: list[Any], what: str) -> Any:
+    """``crystals`` ready for several models with graph ``settings``: a ``CrystalDataset`` as it
+    is; other inputs read once (a generator serves every model), and where the models' graphs are
+    the same but for the atom features, built once (not cached: each model reads its own atom
+    features from them)."""
     from .data.dataset import CrystalDataset
-    from .embeddings import embed
     from .graphs.reading import crystal_list
 
-    first = models[0].graph_settings
-    if not isinstance(crystals, CrystalDataset):
-        crystals = crystal_list(crystals, "the booster")  # read once: a generator serves every backbone
-        if crystals and len(models) > 1 and all(first.same_graphs(m.graph_settings) for m in models):
-            # the graphs once for all backbones (each reads its own atom features from them); not cached
-            crystals = CrystalDataset.from_structures(crystals, settings=first, cache_dir=False, progress=False)
+    if isinstance(crystals, CrystalDataset):
+        return crystals
+    crystals = crystal_list(crystals, what)
+    if crystals and len(settings) > 1 and all(settings[0].same_graphs(s) for s in settings):
+        crystals = CrystalDataset.from_structures(crystals, settings=settings[0], cache_dir=False, progress=False)
+    return crystals
+
+
+def _features(models: list[Any], crystals: Any, kind: str, composition: bool) -> np.ndarray:
+    from .embeddings import embed
+
+    crystals = _read_once(crystals, [m.graph_settings for m in models], "the booster")
     return np.concatenate([embed(m, crystals, kind=kind, composition=composition and i == 0)
                            for i, m in enumerate(models)], axis=1)
 

@@ -160,3 +160,39 @@ def test_it_refuses_what_it_cannot_fit(crystals):
         fit_booster(one, val.select_targets(["formation_energy_per_atom"]), grid=GRID[:1])
     with pytest.raises(DataError, match="train has no labels"):
         fit_booster(unlabelled, one_val)
+
+
+def test_a_blend_is_the_weighted_mean_of_its_members(crystals):
+    from crystalzoo import Blend, TrainConfig, load_model, make_model, train_model
+
+    train, val, test = (d.select_targets(["formation_energy_per_atom"]) for d in crystals)
+    network = make_model("combined", train, seed=0)
+    train_model(network, train, val, TrainConfig(epochs=2, progress=False, seed=0))
+    booster = fit_booster(train, val, grid=GRID[:1])
+    a, b = network.predict(test), booster.predict(test)
+    np.testing.assert_allclose(Blend([network, booster]).predict(test), 0.5 * a + 0.5 * b, rtol=1e-6)
+    blend = Blend([network, booster], weights=[0.25, 0.75])
+    np.testing.assert_allclose(blend.predict(test), 0.25 * a + 0.75 * b, rtol=1e-6)
+    assert blend.target == "formation_energy_per_atom"
+    # structures given as a generator are read once for both members
+    from pymatgen.core import Structure
+    import gzip
+    import json
+
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        cifs = [json.loads(line)["cif"] for line in f][160:163]
+    np.testing.assert_allclose(blend.predict(Structure.from_str(c, "cif") for c in cifs), blend.predict(test)[:3],
+                               atol=1e-5)
+    # what cannot be averaged
+    with pytest.raises(ConfigError, match="two or more"):
+        Blend([network])
+    with pytest.raises(ConfigError, match="member 1 of the blend predicts"):
+        Blend([network, load_model("combined")])  # four targets
+    gaps = fit_booster(*(d.select_targets(["band_gap"]) for d in crystals[:2]), grid=GRID[:1])
+    with pytest.raises(ConfigError, match="different targets"):
+        Blend([network, gaps])
+    with pytest.raises(ConfigError, match="member 1 of the blend is a str"):
+        Blend([network, "combined"])
+    for weights in ([0.5, 0.6], [1.0], [True, False]):
+        with pytest.raises(ConfigError, match="weights = "):
+            Blend([network, booster], weights=weights)
