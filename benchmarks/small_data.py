@@ -371,7 +371,8 @@ def report(out: Path) -> Path:
     lines = ["# Small-data benchmark", "",
              "Written by `python benchmarks/small_data.py --report` from `small_data_runs.jsonl` (the runs of "
              "`python benchmarks/small_data.py --data ../shared/data/mp_crystals.jsonl.gz …`). Test MAE (regression) "
-             "or accuracy (is_metal) on a fixed test set per task; mean ± std over seeds; Δ: the mean paired "
+             "or accuracy (is_metal) on a fixed test set per task; mean ± std over seeds (the population std, "
+             "ddof 0); Δ: the mean paired "
              "difference, with wins / pairs and the paired t-test's p. External baselines are tuned on the "
              "validation split, the networks are not (same epochs and schedule for all).", ""]
     correlations, cells_near = [], []
@@ -406,6 +407,19 @@ def report(out: Path) -> Path:
                 else:
                     cols.append("")
             lines.append(f"| {m} | " + " | ".join(cols) + " |")
+        parts = []  # each blend against its own two members, seed by seed (the runs keep their test scores)
+        for r_m in (m for m in order if m.endswith("+blend")):
+            rows_m = [r for r in runs if (r["task"], r["size"], r["method"]) == (task, size, r_m)]
+            for part in ("network", "booster"):
+                mine = {r["seed"]: sign * r["test"] for r in rows_m}
+                theirs = {r["seed"]: sign * r[part] for r in rows_m}
+                if len(mine) > 1:
+                    d, wins, pairs, p, _ = _paired(mine, theirs)
+                    parts.append(f"{r_m} against its {part} alone: {sign * d:+.4f} "
+                                 f"({100 * sign * d / np.mean([abs(x) for x in theirs.values()]):+.1f} %; "
+                                 f"{wins}/{pairs}, p {p:.3f})")
+        if parts:
+            lines += [""] + [f"- {line}" for line in parts]
         rho, picks, seconds = [], [], []
         for seed in sorted({r["seed"] for r in runs if (r["task"], r["size"]) == (task, size)}):
             a = advice.get((task, size, seed))

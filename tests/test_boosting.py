@@ -193,6 +193,20 @@ def test_a_blend_is_the_weighted_mean_of_its_members(crystals):
         Blend([network, gaps])
     with pytest.raises(ConfigError, match="member 1 of the blend is a str"):
         Blend([network, "combined"])
-    for weights in ([0.5, 0.6], [1.0], [True, False]):
+    for weights in ([0.5, 0.6], [1.0], [True, False], {0: 0.5, 1: 0.5}, {0.5}, 0.5):
         with pytest.raises(ConfigError, match="weights = "):
             Blend([network, booster], weights=weights)
+    np.testing.assert_allclose(Blend([network, booster], weights=np.array([0.25, 0.75], np.float32)).predict(test),
+                               blend.predict(test), rtol=1e-6)
+    blend.weights = [3, -2]
+    with pytest.raises(ConfigError, match="weights = "):
+        blend.predict(test)
+    # a member reading graphs of other settings than a data set's
+    from crystalzoo.graphs import GraphSettings
+
+    near = CrystalDataset.from_structures(cifs, [0.0, 1.0, 2.0], targets=["formation_energy_per_atom"],
+                                          settings=GraphSettings(radius=6.0), cache_dir=False, progress=False)
+    wide = make_model(None, near, architecture={"nbr_fea_len": 31}, seed=0)  # radius 6 Å: 31 Gaussians
+    with pytest.raises(ConfigError, match="member 0 of the blend reads graphs of other settings"):
+        Blend([wide, booster]).predict(test)
+    assert Blend([wide, booster]).predict(cifs).shape == (3,)  # structures: each member builds its own graphs
