@@ -17,7 +17,7 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
 - ``BACKBONE/freeze=K`` for each registered backbone and recipe in ``--recipes`` (``full``: every
   layer trains; ``freeze1``: the embedding and first convolution frozen; ``full+ema``: every layer
   trains with a 2-epoch warm-up, cosine decay and an average of the weights, ``EMA``, and then
-  ``scratch+ema`` runs with the same; ``full+blend`` (regression): ``crystalzoo.Blend`` of the
+  ``scratch+ema`` runs with the same; ``full+blend`` (regression): ``crystalzoo.fit_blend``, the
   ``full`` network and ``fit_booster`` on the same backbone's pooled vectors and the composition,
   half each, untuned);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
@@ -153,24 +153,27 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
         from crystalzoo.training.runs import backbone_atom_features
 
         train, val, test = (d.with_atom_features(backbone_atom_features(backbone)) for d in (train, val, test))
+    if method.endswith("+blend"):  # crystalzoo's fit_blend: this network and fit_booster, half each, untuned
+        from crystalzoo import fit_blend
+
+        if kind != "regression":
+            raise ValueError(f"{method}: a blend of predicted values is for regression tasks")
+        blend = fit_blend(train, val, backbone=backbone, seed=seed,
+                          config=TrainConfig(epochs=epochs, seed=seed, progress=False))
+        y = test.labels[:, 0]
+
+        def mae(m) -> float:
+            return float(np.mean(np.abs(np.ravel(m.predict(test)) - y)))
+
+        return {"test": mae(blend), "val": blend.val_scores["blend"], "network": mae(blend.members[0]),
+                "booster": mae(blend.members[1])}
     model = make_model(backbone, train, freeze=freeze, task=kind, seed=seed)
     extra = EMA if method.endswith("+ema") else {}
     history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False, **extra))
     scores = evaluate(model, test)
     metric = "mae" if kind == "regression" else "accuracy"
-    out = {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
-           "best_epoch": history.best_epoch}
-    if method.endswith("+blend"):  # the mean of this network's and fit_booster's predictions, half each, untuned
-        from crystalzoo import Blend, fit_booster
-
-        if kind != "regression":
-            raise ValueError(f"{method}: a blend of predicted values is for regression tasks")
-        booster = fit_booster(train, val, backbones=backbone, seed=seed)
-        y = test.labels[:, 0]
-        out = {"test": float(np.mean(np.abs(Blend([model, booster]).predict(test) - y))), "val": None,
-               "network": out["test"], "booster": float(np.mean(np.abs(booster.predict(test) - y))),
-               "best_epoch": history.best_epoch}
-    return out
+    return {"test": float(scores[metric]), "val": float(history.rows[history.best_epoch - 1][f"val_{metric}"]),
+            "best_epoch": history.best_epoch}
 
 
 def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:

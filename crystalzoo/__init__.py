@@ -51,6 +51,7 @@ _EXPORTS = {
     "CrystalFeaturizer": "featurizer",
     "fit_booster": "boosting",
     "Blend": "boosting",
+    "fit_blend": "boosting",
     "CrystalZooError": "errors",
 }
 

@@ -210,3 +210,23 @@ def test_a_blend_is_the_weighted_mean_of_its_members(crystals):
     with pytest.raises(ConfigError, match="member 0 of the blend reads graphs of other settings"):
         Blend([wide, booster]).predict(test)
     assert Blend([wide, booster]).predict(cifs).shape == (3,)  # structures: each member builds its own graphs
+
+
+def test_fit_blend_is_the_network_and_the_booster_half_each(crystals):
+    from crystalzoo import TrainConfig, fit_blend, make_model, train_model
+
+    train, val, test = (d.select_targets(["formation_energy_per_atom"]) for d in crystals)
+    config = TrainConfig(epochs=2, progress=False, seed=3)
+    blend = fit_blend(train, val, config=config, seed=3, grid=GRID[:1])
+    network, booster = blend.members
+    alone = make_model("combined", train, seed=3)
+    train_model(alone, train, val, config)
+    np.testing.assert_array_equal(network.predict(test), alone.predict(test))  # the same fine-tuning
+    np.testing.assert_array_equal(booster.predict(test), fit_booster(train, val, grid=GRID[:1], seed=3).predict(test))
+    y = val.labels[:, 0]
+    assert blend.val_scores["blend"] == pytest.approx(np.mean(np.abs(blend.predict(val) - y)))
+    assert blend.val_scores["network"] == pytest.approx(np.mean(np.abs(network.predict(val) - y)), rel=1e-5)
+    with pytest.raises(ConfigError, match="select_targets"):
+        fit_blend(crystals[0], crystals[1])
+    with pytest.raises(ConfigError, match="config = "):
+        fit_blend(train, val, config={"epochs": 2})
