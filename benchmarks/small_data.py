@@ -19,7 +19,7 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
   trains with a 2-epoch warm-up, cosine decay and an average of the weights, ``EMA``, and then
   ``scratch+ema`` runs with the same; ``full+blend`` (regression): ``crystalzoo.fit_blend``, the
   ``full`` network and ``fit_booster`` on the same backbone's pooled vectors and the composition,
-  half each, untuned);
+  half each, untuned; ``full+blend3`` the same with an ensemble of 3 such networks);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
   ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
@@ -63,7 +63,7 @@ TASKS = {
     "log10_g_vrh": ("log10_g_vrh", "regression", "log10(GPa)"),
     "formation_energy_per_atom": ("formation_energy_per_atom", "regression", "eV/atom"),
 }
-RECIPES = {"full": None, "freeze1": 1, "full+ema": None, "full+blend": None}
+RECIPES = {"full": None, "freeze1": 1, "full+ema": None, "full+blend": None, "full+blend3": None}
 #: the training of a recipe named ``…+ema`` (and of ``scratch+ema``, the same budget from scratch): warm-up,
 #: cosine decay and an average of the weights (TrainConfig.warmup, .schedule, .ema)
 EMA = {"schedule": "cosine", "warmup": 2, "ema": 0.99}
@@ -112,7 +112,7 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
     allowed = zoo(task)
     names = [n for n in (backbones or list_backbones()) if n in allowed]
     out = ["scratch"] + (["scratch+ema"] if any(r.endswith("+ema") for r in recipes) else [])
-    out += [f"{n}/{r}" for n in names for r in recipes if not (r.endswith("+blend") and kind != "regression")]
+    out += [f"{n}/{r}" for n in names for r in recipes if not ("+blend" in r and kind != "regression")]
     if externals:
         out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]
         # crystalzoo alone (its own composition descriptors, no matminer)
@@ -153,12 +153,12 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
         from crystalzoo.training.runs import backbone_atom_features
 
         train, val, test = (d.with_atom_features(backbone_atom_features(backbone)) for d in (train, val, test))
-    if method.endswith("+blend"):  # crystalzoo's fit_blend: this network and fit_booster, half each, untuned
+    if "+blend" in method:  # crystalzoo's fit_blend: this network (+blend3: 3 of them) and fit_booster, half each
         from crystalzoo import fit_blend
 
         if kind != "regression":
             raise ValueError(f"{method}: a blend of predicted values is for regression tasks")
-        blend = fit_blend(train, val, backbone=backbone, seed=seed,
+        blend = fit_blend(train, val, backbone=backbone, seed=seed, ensemble=int(method.split("+blend")[1] or 1),
                           config=TrainConfig(epochs=epochs, seed=seed, progress=False))
         y = test.labels[:, 0]
 
@@ -391,7 +391,7 @@ def report(out: Path) -> Path:
         externals = {m: v for m, v in by_method.items() if m.split("+")[-1] in ("lgbm", "mlp")
                      and "-pooled" not in m and "composition" not in m}
         best_ext = min(externals, key=lambda m: sign * np.mean(list(externals[m].values()))) if externals else None
-        tuned = [m for m in by_method if "/" in m and not m.endswith("+blend")]  # fine-tuned backbones, every recipe
+        tuned = [m for m in by_method if "/" in m and "+blend" not in m]  # fine-tuned backbones, every recipe
         best_tuned = min(tuned, key=lambda m: sign * np.mean(list(by_method[m].values()))) if tuned else None
         lines += [f"## {task}, {size} training crystals", "",
                   f"| method | test {'MAE' if kind == 'regression' else 'accuracy'} | Δ vs scratch | Δ vs "
@@ -411,7 +411,7 @@ def report(out: Path) -> Path:
                     cols.append("")
             lines.append(f"| {m} | " + " | ".join(cols) + " |")
         parts = []  # each blend against its own two members, seed by seed (the runs keep their test scores)
-        for r_m in (m for m in order if m.endswith("+blend")):
+        for r_m in (m for m in order if "+blend" in m):
             rows_m = [r for r in runs if (r["task"], r["size"], r["method"]) == (task, size, r_m)]
             for part in ("network", "booster"):
                 mine = {r["seed"]: sign * r["test"] for r in rows_m}
@@ -430,7 +430,7 @@ def report(out: Path) -> Path:
                 continue
             best: dict = {}  # each backbone's best recipe (the suite's own recipes, not +ema or +blend)
             for m in by_method:
-                if "/" in m and not m.endswith(("+ema", "+blend")) and seed in by_method[m]:
+                if "/" in m and not m.endswith("+ema") and "+blend" not in m and seed in by_method[m]:
                     b, v = m.split("/")[0], by_method[m][seed]
                     best[b] = v if b not in best else (min if kind == "regression" else max)(best[b], v)
             names = [b for b in best if b in a["scores"]]
@@ -499,7 +499,7 @@ def _plots(out: Path, runs: list[dict]) -> None:
         sign = 1 if TASKS[task][1] == "regression" else -1
         for i, b in enumerate(backbones):
             scores = [v for (t, m, n), v in mean.items() if t == task and n == size and m.split("/")[0] == b
-                      and not m.endswith("+blend")]  # fine-tuned alone
+                      and "+blend" not in m]  # fine-tuned alone
             if scores and base:
                 best = min(scores) if sign > 0 else max(scores)
                 gain[i, j] = sign * (base - best) / abs(base) * 100

@@ -305,12 +305,15 @@ def fit_booster(train: Any, val: Any, *, backbones: str | Sequence[str] = "combi
 
 
 def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any = None, seed: int = 0,
-              grid: Sequence[dict[str, Any]] = GRID) -> Blend:
+              grid: Sequence[dict[str, Any]] = GRID, ensemble: int = 1) -> Blend:
     """The small-data suite's best path in one call: fine-tune every layer of ``backbone`` on
     ``train`` (``make_model`` + ``train_model`` with ``config``, a
     :class:`~crystalzoo.training.config.TrainConfig`, default its defaults: 30 epochs, the best
     validation epoch kept), fit :func:`fit_booster` on the same backbone's frozen pooled vectors
     and the composition, tuned on ``val``, and blend the two half each. One regression target.
+    ``ensemble=N`` (N ≥ 2) fine-tunes N networks (member i with ``config.seed + i`` and head seed
+    ``seed + i``), and their :class:`~crystalzoo.models.ensembles.CrystalEnsemble` is the blend's
+    network half.
 
     The validation MAEs of the network, the booster and the blend are in ``blend.val_scores``:
     keep the blend only where it is the lowest (the booster's is optimistic, its setting was
@@ -337,14 +340,23 @@ def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any =
     if not isinstance(backbone, str):
         raise ConfigError(f"backbone = {backbone!r}: the name of a registered backbone (crystalzoo list), a "
                           "hf-hub:… id or a model folder")
+    import dataclasses
+
+    from .checks import check_count
+    from .models.ensembles import MAX_MEMBERS, CrystalEnsemble
+
     config = TrainConfig(seed=seed) if config is None else config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config = {config!r}: a crystalzoo TrainConfig (or None for its defaults)")
+    check_count(ensemble, "ensemble", 1, MAX_MEMBERS)
     booster = fit_booster(train, val, backbones=backbone, grid=grid, seed=seed)  # checks the splits and the grid
     features = backbone_atom_features(backbone)  # the graphs with the atom features its family reads
     train_net, val_net = (d.select_targets([booster.target]).with_atom_features(features) for d in (train, val))
-    network = make_model(backbone, train_net, task="regression", seed=seed)
-    train_model(network, train_net, val_net, config)
+    networks = []
+    for i in range(ensemble):
+        networks.append(make_model(backbone, train_net, task="regression", seed=seed + i))
+        train_model(networks[-1], train_net, val_net, dataclasses.replace(config, seed=config.seed + i))
+    network = networks[0] if ensemble == 1 else CrystalEnsemble(networks)
     blend = Blend([network, booster])
     y = val_net.labels[:, 0]
     labelled = ~np.isnan(y)

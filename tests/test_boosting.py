@@ -230,3 +230,8 @@ def test_fit_blend_is_the_network_and_the_booster_half_each(crystals):
         fit_blend(crystals[0], crystals[1])
     with pytest.raises(ConfigError, match="config = "):
         fit_blend(train, val, config={"epochs": 2})
+    three = fit_blend(train, val, config=config, seed=3, grid=GRID[:1], ensemble=2)
+    from crystalzoo.models.ensembles import CrystalEnsemble
+
+    assert isinstance(three.members[0], CrystalEnsemble) and len(three.members[0].members) == 2
+    np.testing.assert_allclose(three.members[0].members[0].predict(test), alone.predict(test), rtol=1e-6)
