@@ -122,12 +122,13 @@ class Blend:
         weights = _blend_weights(self.weights, len(self.members))  # checked again: they may have been changed
         settings = [_settings_of(m) for m in self.members]
         if isinstance(crystals, CrystalDataset):
-            other = next((i for i, s in enumerate(settings) if not s.same_graphs(crystals.settings)), None)
+            other = next((i for i, s in enumerate(settings) if not all(x.same_graphs(crystals.settings) for x in s)),
+                         None)
             if other is not None:
                 raise ConfigError(f"member {other} of the blend reads graphs of other settings than the data set's "
                                   f"({settings[other]} against {crystals.settings}): give the blend structures, CIF "
                                   "paths or CIF texts, and each member builds its own graphs")
-        crystals = _read_once(crystals, settings, "the blend")
+        crystals = _read_once(crystals, [x for s in settings for x in s], "the blend")
         return sum(w * np.ravel(m.predict(crystals)).astype(np.float64) for w, m in zip(weights, self.members))
 
 
@@ -166,8 +167,9 @@ def _target_of(member: Any, i: int) -> str:
     return targets[0]
 
 
-def _settings_of(member: Any) -> Any:
-    return member.models[0].graph_settings if isinstance(member, Booster) else member.graph_settings
+def _settings_of(member: Any) -> list[Any]:
+    """The graph settings a blend's member reads (each backbone's, for a Booster)."""
+    return [m.graph_settings for m in member.models] if isinstance(member, Booster) else [member.graph_settings]
 
 
 def _read_once(crystals: Any, settings: list[Any], what: str) -> Any:
@@ -187,8 +189,15 @@ def _read_once(crystals: Any, settings: list[Any], what: str) -> Any:
 
 
 def _features(models: list[Any], crystals: Any, kind: str, composition: bool) -> np.ndarray:
+    from .data.dataset import CrystalDataset
     from .embeddings import embed
 
+    if isinstance(crystals, CrystalDataset):
+        other = next((m for m in models if not m.graph_settings.same_graphs(crystals.settings)), None)
+        if other is not None:
+            raise ConfigError(f"a backbone of the booster reads graphs of other settings ({other.graph_settings}) than "
+                              f"the data set's ({crystals.settings}): give structures, CIF paths or CIF texts (each "
+                              "backbone builds its own graphs), or a data set built with those settings")
     crystals = _read_once(crystals, [m.graph_settings for m in models], "the booster")
     return np.concatenate([embed(m, crystals, kind=kind, composition=composition and i == 0)
                            for i, m in enumerate(models)], axis=1)

@@ -162,7 +162,7 @@ def test_it_refuses_what_it_cannot_fit(crystals):
         fit_booster(unlabelled, one_val)
 
 
-def test_a_blend_is_the_weighted_mean_of_its_members(crystals):
+def test_a_blend_is_the_weighted_mean_of_its_members(crystals, tmp_path):
     from crystalzoo import Blend, TrainConfig, load_model, make_model, train_model
 
     train, val, test = (d.select_targets(["formation_energy_per_atom"]) for d in crystals)
@@ -210,6 +210,11 @@ def test_a_blend_is_the_weighted_mean_of_its_members(crystals):
     with pytest.raises(ConfigError, match="member 0 of the blend reads graphs of other settings"):
         Blend([wide, booster]).predict(test)
     assert Blend([wide, booster]).predict(cifs).shape == (3,)  # structures: each member builds its own graphs
+    from crystalzoo import save_pretrained
+
+    folder = save_pretrained(wide, tmp_path / "wide")
+    with pytest.raises(ConfigError, match="a backbone of the booster reads graphs of other settings"):
+        fit_booster(train, val, backbones=["combined", str(folder)], grid=GRID[:1])
 
 
 def test_fit_blend_is_the_network_and_the_booster_half_each(crystals):

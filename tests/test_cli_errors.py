@@ -308,6 +308,11 @@ def test_an_output_inside_the_model_folder_is_refused(tmp_path, capsys):
         assert "inside the folder of --model" in capsys.readouterr().err
     assert (folder / "config.json").read_bytes() == before and load_model(str(folder)).targets
     assert main(["predict", "--model", str(folder), "--output", str(tmp_path / "p.csv"), cif]) == 0
+    # the files of another saved model than the one predicting (a fresh attack)
+    assert main(["predict", "--model", "formation", "--output", str(folder / "config.json"), "--overwrite", cif]) == 2
+    assert "is a file of the saved model in" in capsys.readouterr().err
+    assert (folder / "config.json").read_bytes() == before
+    assert main(["predict", "--model", "formation", "--output", str(folder / "new.csv"), cif]) == 0  # a new file
 
 
 def test_an_output_that_is_a_structure_file_of_the_data_is_refused(tmp_path, capsys):

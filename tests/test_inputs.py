@@ -1405,3 +1405,45 @@ def test_a_json_file_nested_too_deep_names_the_file(tmp_path, formation):
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(StructureError, match="deep.json: holds JSON nested too deep"):
         formation.predict([path])
+
+
+def test_log10_targets_of_a_cgcnn_folder_and_of_structures_are_log10(tmp_path):
+    """from_cif_folder and from_structures kept the raw labels of "log10:k_vrh" under that literal
+    name (a fresh attack): a model was trained on raw GPa and labelled as log10."""
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f][:8]
+    folder = tmp_path / "cg"
+    folder.mkdir()
+    for r in rows:
+        (folder / f"{r['mp_id']}.cif").write_text(r["cif"])
+    k = [r["k_vrh"] if r["k_vrh"] is not None else "" for r in rows]
+    k[0] = 0.0  # not positive: missing under log10
+    (folder / "id_prop.csv").write_text("".join(f"{r['mp_id']},{v}\n" for r, v in zip(rows, k)))
+    from_folder = CrystalDataset.from_cif_folder(folder, targets=["log10:k_vrh"], progress=False, cache_dir=False)
+    from_structures = CrystalDataset.from_structures([r["cif"] for r in rows], [np.nan if v == "" else v for v in k],
+                                                     targets=["log10:k_vrh"], progress=False, cache_dir=False)
+    expected = [np.nan] + [np.log10(v) if v not in ("", None) and v > 0 else np.nan for v in k[1:]]
+    for ds in (from_folder, from_structures):
+        assert ds.targets == ["log10_k_vrh"]
+        np.testing.assert_allclose(ds.labels[:, 0], expected, rtol=1e-6)
+
+
+def test_subset_takes_slices_and_refuses_a_position_twice(tmp_path):
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=6, progress=False,
+                                   cache_dir=tmp_path)
+    assert ds.subset(slice(1, 4)).ids == ds.ids[1:4]
+    with pytest.raises(DataError, match=r"positions \[0\] are given more than once"):
+        ds.subset([0, 1, -6])
+    with pytest.raises(DataError, match="subset takes positions"):
+        ds.subset(3)
+
+
+def test_a_new_cgcnn_on_graphs_of_another_radius_names_the_option():
+    from crystalzoo import make_model
+    from crystalzoo.errors import GraphSettingsMismatchError
+
+    ds = CrystalDataset.from_jsonl(DATA / "mp200.jsonl.gz", targets=["band_gap"], limit=4, progress=False,
+                                   settings=GraphSettings(radius=6.0), cache_dir=False)
+    with pytest.raises(GraphSettingsMismatchError, match=r"architecture=\{'nbr_fea_len': 31\}"):
+        make_model(None, ds)
+    assert make_model(None, ds, architecture={"nbr_fea_len": 31}).backbone.graph_settings.radius == 6.0

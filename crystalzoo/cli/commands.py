@@ -75,7 +75,8 @@ def cmd_download(args) -> None:
 def check_output_elsewhere(option: str, output: str, args, doing: str) -> None:
     """:class:`ConfigError` when the table ``output`` would be (or be inside) what the command
     reads: the data (``--data`` or the structure files) or the model's folder (``--model``), whose
-    files ``--overwrite`` would replace (a prediction table written over its config.json)."""
+    files ``--overwrite`` would replace (a prediction table written over its config.json), or a
+    file of any other saved model's folder."""
     from ..data.dataset import dataset_path
     from ..registry import source_kind
 
@@ -89,6 +90,9 @@ def check_output_elsewhere(option: str, output: str, args, doing: str) -> None:
         if out == folder or folder in out.parents:
             raise ConfigError(f"{option} {output} is inside the folder of --model {args.model}, whose files it would "
                               "replace: choose a file outside the model's folder")
+    if out.exists() and (out.parent / "config.json").is_file() and any(out.parent.glob("*.safetensors")):
+        raise ConfigError(f"{option} {output} is a file of the saved model in {out.parent}: the table would replace "
+                          "it and the folder would no longer load; choose a file outside the model's folder")
 
 
 def check_not_a_structure_file(option: str, output: str, data) -> None:

@@ -124,20 +124,22 @@ class CrystalDataset:
                         n_jobs: int = 1, transforms: Sequence[str | None] | None = None) -> "CrystalDataset":
         """From structures (pymatgen, CIF paths or CIF texts) and a labels array (n,) or
         (n, n_targets); ``labels=None`` for prediction-only data. Graphs are cached in
-        ``cache_dir`` (default :func:`~crystalzoo.data.cache.default_cache_dir`; ``False`` for no cache). The
-        file/DataFrame constructors also take targets like ``"log10:k_vrh"`` (label
-        ``log10_k_vrh``; values <= 0 count as missing)."""
+        ``cache_dir`` (default :func:`~crystalzoo.data.cache.default_cache_dir`; ``False`` for no cache). Targets
+        like ``"log10:k_vrh"`` (here, and in the file/DataFrame constructors) are the log10 of the
+        labels given, named ``log10_k_vrh``; values <= 0 count as missing."""
         structures = structure_list(structures)
         n = len(structures)
         if n == 0:
             raise DataError("no crystals: a data set needs at least one structure")
+        targets = target_list(targets)
+        if transforms is None and any(":" in t for t in targets):  # "log10:COLUMN": its label name and transform
+            targets, _, transforms = (list(parts) for parts in zip(*map(split_target, targets)))
         ids = [str(i) for i in (ids if ids is not None else range(n))]
         if len(ids) != n:
             raise DataError(f"{len(ids)} ids for {n} structures")
         if len(set(ids)) != n:
             dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
             raise DataError(f"duplicate ids {dup}: every crystal needs its own id")
-        targets = target_list(targets)
         if len(set(targets)) != len(targets):
             dup = sorted({t for t in targets if targets.count(t) > 1})
             raise DataError(f"targets {dup} are given more than once: name each target once")
@@ -269,11 +271,21 @@ class CrystalDataset:
 
     # ------------------------------------------------------------------ views
     def subset(self, index: Iterable[int]) -> "CrystalDataset":
-        """The crystals at the positions ``index`` (in that order)."""
+        """The crystals at the positions ``index`` (in that order; a slice such as ``slice(0, 10)``
+        too). A position given twice is refused: ids stay unique, as every constructor keeps them."""
+        if isinstance(index, slice):
+            index = range(len(self))[index]
+        if isinstance(index, (str, bytes)) or not hasattr(index, "__iter__"):
+            raise DataError(f"subset takes positions (a list, range, array or slice), not {index!r}")
         index = list(index)
         bad = [i for i in index if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -len(self) <= i < len(self)]
         if bad:
             raise DataError(f"positions {bad[:5]} are not positions of this data set of {len(self)} crystals")
+        positions, counts = np.unique(np.asarray(index, dtype=np.int64) % max(len(self), 1), return_counts=True)
+        twice = positions[counts > 1].tolist()
+        if twice:
+            raise DataError(f"positions {twice[:5]} are given more than once: a data set holds each crystal once (its "
+                            "ids are unique); for a bootstrap sample build a data set whose copies have their own ids")
         return CrystalDataset([self.ids[i] for i in index], [self.graphs[i] for i in index],
                               self.labels[index], list(self.targets), self.settings, dict(self.info))
 

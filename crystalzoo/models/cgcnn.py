@@ -96,7 +96,8 @@ class CGCNNBackbone(nn.Module):
         if graph_settings.n_bond_features != config.n_bond_features:
             raise GraphSettingsMismatchError(
                 f"graph settings give {graph_settings.n_bond_features} bond features, the "
-                f"backbone takes {config.n_bond_features} (nbr_fea_len)"
+                f"backbone takes {config.n_bond_features} (nbr_fea_len): for a new CGCNN on these graphs pass "
+                f"architecture={{'nbr_fea_len': {graph_settings.n_bond_features}}} (make_model, finetune, pretrain)"
             )
         self.config = config
         self.graph_settings = graph_settings
