@@ -34,11 +34,12 @@ def parse_cif(text: str, name: str) -> "Structure":
     if "data_" not in text:
         raise StructureError(f"{name}: not a CIF (no 'data_' block)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             parser = CifParser.from_str(text, occupancy_tolerance=1 + OCCUPANCY_TOLERANCE)
             _check_cif_block(parser, text, name)
             structures = parser.parse_structures(primitive=False, on_error="raise")
+        _check_symmetry_read(caught, text, name)
     except StructureError:
         raise
     except Exception as exc:  # pymatgen raises many types for broken CIFs
@@ -51,6 +52,65 @@ def parse_cif(text: str, name: str) -> "Structure":
             f"{name}: holds {len(structures)} data blocks; split it into one CIF per crystal"
         )
     return structures[0]
+
+
+#: the names under which a CIF declares its space group (CIF 1 and CIF 2 / DDLm spellings)
+_SPACE_GROUP_WORDS = ("_space_group", "_symmetry_space_group", "_symmetry_int_tables", "_symmetry_equiv_pos",
+                      "_space_group_symop", "_space_group.")
+
+
+def _check_symmetry_read(caught: list, text: str, name: str) -> None:
+    """:class:`StructureError` when pymatgen read no symmetry and fell back to P1 although the
+    CIF declares a space group (operations under names it does not know, such as CIF 2's
+    ``_space_group_symop.operation_xyz``, or a name it cannot parse, such as ``'F d -3 m S'``):
+    the listed sites alone would be taken for the whole crystal."""
+    messages = [str(w.message) for w in caught]
+    lowered = text.lower()
+    if any("No _symmetry_equiv_pos_as_xyz type key found" in m for m in messages) and any(
+            word in lowered for word in ("_space_group_symop", "_symmetry_equiv_pos")):
+        raise StructureError(f"{name}: lists symmetry operations under a name pymatgen does not read (such as CIF 2's "
+                             "_space_group_symop.operation_xyz), so they would be ignored. Write them under "
+                             "_symmetry_equiv_pos_as_xyz, or write the CIF in P1 with every atom listed")
+    if not any("Defaulting to P1" in m for m in messages):
+        return
+    if any(word in lowered for word in _SPACE_GROUP_WORDS):
+        raise StructureError(f"{name}: declares a space group whose symmetry operations could not be read (pymatgen "
+                             "would take the listed sites alone, as P1). Write the operations under "
+                             "_symmetry_equiv_pos_as_xyz, or write the CIF in P1 with every atom listed")
+
+
+#: the space groups the International Tables give in two origin choices (centrosymmetric groups
+#: with an origin at -1 and another at a site of higher symmetry)
+TWO_ORIGIN_GROUPS = frozenset({48, 50, 59, 68, 70, 85, 86, 88, 125, 126, 129, 130, 133, 134, 137, 138, 141, 142, 201,
+                               203, 222, 224, 227, 228})
+
+
+def _check_origin_choice(data: dict, name: str) -> None:
+    """:class:`StructureError` for a CIF block that names a space group of two origin choices
+    but lists no symmetry operations: which origin its coordinates use is not said, and pymatgen
+    takes the first (Si at 1/8, 1/8, 1/8 in F d -3 m, origin choice 2, became 16 atoms)."""
+    if any("symop" in k.lower() or "equiv_pos" in k.lower() for k in data):
+        return  # the operations are listed: no origin to guess
+    number = None
+    for key, value in data.items():
+        low = key.lower().replace(".", "_")
+        if low in ("_space_group_it_number", "_symmetry_int_tables_number"):
+            try:
+                number = int(str(_listed(value)[0]).strip())
+            except ValueError:
+                pass
+        elif number is None and "name_h-m" in low:
+            from pymatgen.symmetry.groups import SpaceGroup
+
+            symbol = str(_listed(value)[0]).strip().strip("'\"")
+            try:
+                number = SpaceGroup(symbol).int_number
+            except Exception:  # a symbol pymatgen cannot read: _check_symmetry_read says so
+                pass
+    if number in TWO_ORIGIN_GROUPS:
+        raise StructureError(f"{name}: names space group {number}, which has two origin choices, without listing its "
+                             "symmetry operations, so which origin the coordinates use is unclear. List the "
+                             "operations under _symmetry_equiv_pos_as_xyz, or write the CIF in P1")
 
 
 #: most positions a CIF's symmetry operations may generate (sites listed × operations) before
@@ -122,6 +182,7 @@ def _check_cif_block(parser: Any, text: str, name: str) -> None:
         blocks = CifFile.from_str(text).data
     for block in blocks.values():
         data = block.data
+        _check_origin_choice(data, name)
         labels = _listed(data.get("_atom_site_label", data.get("_atom_site_fract_x", [])))
         for label, value in zip(labels, _listed(data.get("_atom_site_occupancy", []))):
             try:

@@ -345,3 +345,41 @@ def test_files_whose_header_and_atoms_disagree_are_refused(tmp_path, formation):
         (tmp_path / name).write_text(text)
         with pytest.raises(StructureError, match=message):
             formation.predict([tmp_path / name])
+
+
+def _si_cif(symmetry: str, site: str = "Si1 Si 0 0 0") -> str:
+    return ("data_Si\n_cell_length_a 5.43\n_cell_length_b 5.43\n_cell_length_c 5.43\n_cell_angle_alpha 90\n"
+            f"_cell_angle_beta 90\n_cell_angle_gamma 90\n{symmetry}\nloop_\n_atom_site_label\n_atom_site_type_symbol\n"
+            f"_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\n{site}\n")
+
+
+def test_symmetry_that_cannot_be_read_is_refused_not_taken_as_p1():
+    """Diamond Si, one site listed: with its operations under CIF 2's dotted name, or a space-group
+    name pymatgen cannot parse, pymatgen fell back to P1 and the crystal was read as 1 Si atom
+    (0.836 eV/atom predicted against 0.091); with F d -3 m named but no operations, the origin
+    choice 2 coordinates 1/8, 1/8, 1/8 became 16 atoms (a fresh attack)."""
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifWriter
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    from crystalzoo.graphs.cif import parse_cif
+
+    ops = "\n".join(op.as_xyz_str() for op in SpaceGroup("Fd-3m").symmetry_ops)
+    cases = {
+        f"_symmetry_space_group_name_H-M 'F d -3 m'\nloop_\n_space_group_symop.operation_xyz\n{ops}":
+            "under a name pymatgen does not read",
+        "_symmetry_space_group_name_H-M 'F d -3 m S'": "could not be read",
+        "_space_group_name_Hall '-F 4vw 2vw 3'": "could not be read",
+        "_space_group_IT_number 227": "two origin choices",
+        "_symmetry_space_group_name_H-M 'F d -3 m'": "two origin choices",
+    }
+    for symmetry, message in cases.items():
+        with pytest.raises(StructureError, match=message):
+            parse_cif(_si_cif(symmetry), "si.cif")
+    # what reads as before: every atom listed without any symmetry key, a group of one origin, the
+    # operations listed (pymatgen's own symmetrised CIF)
+    two = _si_cif("", "Si1 Si 0 0 0\nSi2 Si 0.25 0.25 0.25")
+    assert len(parse_cif(two, "p1.cif")) == 2
+    assert len(parse_cif(_si_cif("_symmetry_space_group_name_H-M 'F m -3 m'"), "fcc.cif")) == 4
+    silicon = Structure.from_spacegroup("Fd-3m", [[5.43, 0, 0], [0, 5.43, 0], [0, 0, 5.43]], ["Si"], [[0, 0, 0]])
+    assert len(parse_cif(str(CifWriter(silicon, symprec=0.01)), "symmetrised.cif")) == 8
