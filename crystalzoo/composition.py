@@ -52,7 +52,9 @@ _SHELL_SIZE = {"s": 2, "p": 6, "d": 10, "f": 14}
 def _valence(element) -> list[float]:
     """Valence electrons per orbital kind and their unfilled places (Magpie's way of counting)."""
     shells = element.full_electronic_structure
-    outer = max(n for n, _, _ in shells)
+    # the outer shell is the period's: palladium ([Kr] 4d10, no 5s) has none of its electrons there,
+    # and taking its highest occupied n (4) counted the core 4s2 4p6 as valence
+    outer = next(period for period, last in enumerate((2, 10, 18, 36, 54, 86, 118), 1) if element.Z <= last)
     below = {"s": outer, "p": outer, "d": outer - 1, "f": outer - 2}
     count = {k: float(sum(e for n, l, e in shells if l == k and n == below[k])) for k in "spdf"}
     unfilled = {k: (_SHELL_SIZE[k] - count[k] if count[k] else 0.0) for k in "spdf"}

@@ -106,3 +106,15 @@ def test_cli_embed_writes_the_descriptors_under_their_names(tmp_path, cif_paths)
         COMPOSITION_NAMES
     expected = embed(load_backbone("formation"), cif_paths[:3], kind="pooled", composition=True)
     np.testing.assert_allclose(table.iloc[:, 1:].to_numpy(), expected, rtol=1e-6)
+
+
+def test_palladium_counts_its_4d_shell_alone():
+    """Pd ([Kr] 4d10) has no 5s electrons: its core 4s2 4p6 were counted as valence (18 against
+    Magpie's 10), which skewed the valence columns of every Pd compound (a fresh attack)."""
+    from crystalzoo.composition import PROPERTIES, element_table
+
+    row = dict(zip(PROPERTIES, element_table()[46]))
+    assert (row["s valence"], row["p valence"], row["d valence"], row["f valence"], row["valence"]) == (0, 0, 10, 0, 10)
+    nickel, platinum = (dict(zip(PROPERTIES, element_table()[z])) for z in (28, 78))
+    assert nickel["valence"] == 10 and nickel["s valence"] == 2  # [Ar] 3d8 4s2
+    assert platinum["s valence"] == 1 and platinum["d valence"] == 9  # [Xe] 4f14 5d9 6s1
