@@ -247,13 +247,20 @@ class Ranking:
             return None
         return (f"no backbone scores above random-weight features ({self.score_name} {self.baseline:.3f}): "
                 "pretraining is unlikely to help on this target (negative transfer is likely); compare with "
-                "training from scratch, finetune(data, target, backbone=None)")
+                f"training from scratch, finetune(data, target, backbone=None{self._task_argument})")
 
     @property
     def recommendation(self) -> str:
         """The call that fine-tunes the best-scoring backbone from its best depth."""
         best = self.best
-        return f"finetune(data, {self.target!r}, backbone={best['backbone']!r}, freeze={best['freeze']})"
+        return (f"finetune(data, {self.target!r}, backbone={best['backbone']!r}, freeze={best['freeze']}"
+                f"{self._task_argument})")
+
+    @property
+    def _task_argument(self) -> str:
+        """``, task='classification'`` for a ranking of classes (the call would otherwise train a
+        regression on the class labels), else nothing."""
+        return ", task='classification'" if self.task == "classification" else ""
 
     def to_frame(self):
         """The rows, then the random-weight baseline's (backbone ``(random weights)``), as a DataFrame."""

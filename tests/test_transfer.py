@@ -150,6 +150,8 @@ def test_classes_are_ranked_by_the_h_score(band_gaps):
     ranking = rank_backbones(ds, "is_metal", task="classification")
     assert ranking.score_name == "H-score" and set(ranking.excluded) == {"band-gap", "metal-classifier"}
     assert all(r["score"] >= 0 for r in ranking.rows)  # a share of variance
+    # the call it recommends trains classes (it read as a regression on 0 and 1; a fresh attack)
+    assert ranking.recommendation.endswith(", task='classification')")
     one = CrystalDataset(band_gaps.ids, band_gaps.graphs, np.ones_like(metal), ["is_metal"], band_gaps.settings)
     with pytest.raises(DataError, match="every crystal has the is_metal class 1: the H-score needs 2 classes"):
         rank_backbones(one, "is_metal", task="classification")

@@ -211,7 +211,7 @@ def cmd_finetune(args) -> None:
         raise ConfigError(f"{stale} holds the baseline of the run --overwrite replaces; pass --baseline to replace "
                           "it too, or move it away (it would be left beside a run it does not belong to)")
     def options(out):  # the baseline from scratch trains every layer: the freeze recipe; an ensemble as the model
-        extra = {"ensemble": args.ensemble, "reference": args.reference}
+        extra = {"ensemble": args.ensemble, "reference": args.reference, "task": args.task}
         if out is stale:  # the baseline added above (the user's own run may be from scratch too: left as typed)
             return {**common, "recipe": "freeze", "l2sp_alpha": None, "architecture": baseline_architecture(backbone),
                     **extra}
@@ -232,11 +232,12 @@ def cmd_finetune(args) -> None:
     sizes = results[0][1].metrics["sizes"]
     print(f"\n{args.target}: {sizes['train']} train / {sizes['val']} validation / {sizes['test']} test crystals, "
           f"seed {args.seed}")
-    print(f"{'model':34s} {'test MAE':>10s} {'val MAE':>10s} {'best epoch':>11s} {'seconds':>8s}")
+    metric, name = ("accuracy", "accuracy") if args.task == "classification" else ("mae", "MAE")
+    print(f"{'model':34s} {'test ' + name:>14s} {'val ' + name:>14s} {'best epoch':>11s} {'seconds':>8s}")
     for label, r in results:
         m = r.metrics
-        test = m.get("test", {}).get("mae", float("nan"))
-        print(f"{label:34s} {test:10.4f} {m['val']['mae']:10.4f} {m['best_epoch']:11d} {m['train_seconds']:8.1f}")
+        test = m.get("test", {}).get(metric, float("nan"))
+        print(f"{label:34s} {test:14.4f} {m['val'][metric]:14.4f} {m['best_epoch']:11d} {m['train_seconds']:8.1f}")
     print(f"\nmodel, metrics.json, history.json and learning_curve.png in {args.out}")
 
 

@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="JSON lines (.jsonl/.jsonl.gz), CSV with a 'cif' column, a CGCNN "
                    "folder, or bundled:mp-band-gap")
     s.add_argument("--target", required=True, help="label column / key")
+    s.add_argument("--task", choices=["regression", "classification"], default="regression",
+                   help="classification: the labels are classes (0, 1, …), the head predicts their probabilities "
+                        "(default: regression)")
     _add_training_args(s, epochs=30)
     s.add_argument("--ensemble", type=int, default=1, metavar="N",
                    help="train N models with seeds seed … seed+N-1 that predict together, with their spread and "

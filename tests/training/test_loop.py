@@ -189,6 +189,26 @@ def test_cli_finetune_and_predict(tmp_path, capsys):
     assert lines[0] == "file,band_gap" and lines[1].startswith(str(DATA / "cifs" / "1000041.cif"))
 
 
+def test_cli_finetune_trains_classes(tmp_path, capsys):
+    """crystalzoo finetune had no --task: the CLI could not train a classifier (a fresh attack)."""
+    from crystalzoo import load_model
+    from crystalzoo.cli import main
+
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f][:60]
+    data = tmp_path / "metals.jsonl"
+    data.write_text("".join(json.dumps({"mp_id": r["mp_id"], "cif": r["cif"], "metal": int(r["band_gap"] == 0)}) + "\n"
+                            for r in rows))
+    out = tmp_path / "run"
+    assert main(["finetune", "--backbone", "formation", "--data", str(data), "--target", "metal", "--task",
+                 "classification", "--epochs", "1", "--train-size", "40", "--val-size", "10", "--test-size", "10",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+    assert load_model(str(out)).head.task == "classification"
+
+
 def test_cli_errors_are_clear(capsys):
     from crystalzoo.cli import main
 
