@@ -1447,3 +1447,25 @@ def test_a_new_cgcnn_on_graphs_of_another_radius_names_the_option():
     with pytest.raises(GraphSettingsMismatchError, match=r"architecture=\{'nbr_fea_len': 31\}"):
         make_model(None, ds)
     assert make_model(None, ds, architecture={"nbr_fea_len": 31}).backbone.graph_settings.radius == 6.0
+
+
+def test_ids_and_labels_read_as_the_file_means_them(tmp_path):
+    """An integer id column with a gap (pandas makes it float) gave ids "1.0", which did not join
+    back to the user's ids; CSV labels "1_000" and other scripts' digits were read by float()
+    (a fresh attack)."""
+    import pandas as pd
+
+    with gzip.open(DATA / "mp200.jsonl.gz", "rt") as f:
+        cifs = [json.loads(line)["cif"] for line in f][:4]
+    df = pd.DataFrame({"cif": cifs, "id": [1, 2, None, 4], "y": [1.0, 2.0, 3.0, 4.0]})
+    ds = CrystalDataset.from_dataframe(df, targets=["y"], id_column="id", progress=False, cache_dir=False)
+    assert ds.ids == ["1", "2", "row 2", "4"]
+    for label in ("1_000", "\u0661\u0662"):
+        table = tmp_path / "labels.csv"
+        table.write_text("id,cif,y\n" + "".join(f'{i},"{c}",{label if i == 0 else 1.5}\n' for i, c in enumerate(cifs)))
+        with pytest.raises(DataError, match="is not a number"):
+            CrystalDataset.from_csv(table, targets=["y"], progress=False, cache_dir=False)
+    table.write_text("id,cif,y\n" + "".join(f'{i},"{c}",{v}\n' for i, (c, v) in enumerate(zip(cifs, ["1e-3", "-2",
+                                                                                                  ".5", "3."]))))
+    assert CrystalDataset.from_csv(table, targets=["y"], progress=False, cache_dir=False).labels[:, 0].tolist() == \
+        pytest.approx([1e-3, -2, 0.5, 3.0])

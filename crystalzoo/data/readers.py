@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,9 +43,20 @@ def ids_of(values: Sequence[Any]) -> list[str]:
     empty) ``row N`` (N its row), or ``row N (no id)`` where a real id is ``row N`` already (a
     generated id never takes a real one's place)."""
     missing = [_missing(v) for v in values]
-    real = {str(v) for v, m in zip(values, missing) if not m}
-    return [str(v) if not m else f"row {i}" + (" (no id)" if f"row {i}" in real else "")
-            for i, (v, m) in enumerate(zip(values, missing))]
+    text = [_id_text(v) for v in values]
+    real = {t for t, m in zip(text, missing) if not m}
+    return [t if not m else f"row {i}" + (" (no id)" if f"row {i}" in real else "")
+            for i, (t, m) in enumerate(zip(text, missing))]
+
+
+def _id_text(value: Any) -> str:
+    """An id as text; a whole number held as a float (pandas makes an integer column with a gap
+    float) as the integer it was: 7.0 → "7", as the same id reads from CSV or JSON."""
+    if isinstance(value, float) and value == value and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return _id_text(value.item())
+    return str(value)
 
 
 def _missing(value: Any) -> bool:
@@ -146,11 +158,17 @@ def read_csv_rows(path: Path, header: bool) -> tuple[list[str], list[tuple[int, 
     return names, rows
 
 
+#: a label as CSV files write numbers: ASCII digits, a point, an exponent (and inf / nan words)
+_NUMBER = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE | re.ASCII)
+
+
 def csv_label(text: str, path: Path, lineno: int) -> float | None:
     """A label field of a CSV file: a number, or None for an empty / NaN / NA field."""
     if text.strip().lower() in MISSING:
         return None
     try:
+        if not _NUMBER.fullmatch(text.strip()):  # float() also reads "1_000" and other scripts' digits
+            raise ValueError(text)
         return float(text)
     except ValueError:
         raise DataError(f"{path}:{lineno}: label {text[:40]!r} is not a number (leave the field empty "
