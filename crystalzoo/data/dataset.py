@@ -34,6 +34,7 @@ from .readers import (
     ID_NAMES,
     beside,
     csv_label,
+    id_text,
     ids_of,
     object_table,
     read_csv_rows,
@@ -134,7 +135,7 @@ class CrystalDataset:
         targets = target_list(targets)
         if transforms is None and any(":" in t for t in targets):  # "log10:COLUMN": its label name and transform
             targets, _, transforms = (list(parts) for parts in zip(*map(split_target, targets)))
-        ids = [str(i) for i in (ids if ids is not None else range(n))]
+        ids = [id_text(i) for i in (ids if ids is not None else range(n))]
         if len(ids) != n:
             raise DataError(f"{len(ids)} ids for {n} structures")
         if len(set(ids)) != n:
@@ -172,7 +173,7 @@ class CrystalDataset:
         missing = [c for c in [structure_column, *columns, *([id_column] if id_column else [])] if c not in df.columns]
         if missing:
             raise DataError(f"columns {missing} not in the data (columns: {list(df.columns)})")
-        ids = ids_of(df[id_column].tolist()) if id_column else [str(i) for i in df.index]
+        ids = ids_of(df[id_column].tolist()) if id_column else [id_text(i) for i in df.index]
         labels = df[list(columns)].astype(object).where(df[list(columns)].notna(), None).to_numpy()
         return cls.from_structures(df[structure_column].tolist(), labels, targets=list(names), ids=ids,
                                    transforms=list(transforms), **kwargs)

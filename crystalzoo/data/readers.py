@@ -43,19 +43,19 @@ def ids_of(values: Sequence[Any]) -> list[str]:
     empty) ``row N`` (N its row), or ``row N (no id)`` where a real id is ``row N`` already (a
     generated id never takes a real one's place)."""
     missing = [_missing(v) for v in values]
-    text = [_id_text(v) for v in values]
+    text = [id_text(v) for v in values]
     real = {t for t, m in zip(text, missing) if not m}
     return [t if not m else f"row {i}" + (" (no id)" if f"row {i}" in real else "")
             for i, (t, m) in enumerate(zip(text, missing))]
 
 
-def _id_text(value: Any) -> str:
+def id_text(value: Any) -> str:
     """An id as text; a whole number held as a float (pandas makes an integer column with a gap
     float) as the integer it was: 7.0 → "7", as the same id reads from CSV or JSON."""
     if isinstance(value, float) and value == value and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        return _id_text(value.item())
+        return id_text(value.item())
     return str(value)
 
 

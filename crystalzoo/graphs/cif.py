@@ -39,7 +39,7 @@ def parse_cif(text: str, name: str) -> "Structure":
             parser = CifParser.from_str(text, occupancy_tolerance=1 + OCCUPANCY_TOLERANCE)
             _check_cif_block(parser, text, name)
             structures = parser.parse_structures(primitive=False, on_error="raise")
-        _check_symmetry_read(caught, text, name)
+        _check_symmetry_read(caught, parser, name)
     except StructureError:
         raise
     except Exception as exc:  # pymatgen raises many types for broken CIFs
@@ -54,29 +54,39 @@ def parse_cif(text: str, name: str) -> "Structure":
     return structures[0]
 
 
-#: the names under which a CIF declares its space group (CIF 1 and CIF 2 / DDLm spellings)
-_SPACE_GROUP_WORDS = ("_space_group", "_symmetry_space_group", "_symmetry_int_tables", "_symmetry_equiv_pos",
-                      "_space_group_symop", "_space_group.")
+def _group_keys(data: dict) -> tuple[bool, bool]:
+    """Whether a CIF block names a space group (an H-M or Hall symbol, an IT number; not the
+    placeholders ``?`` and ``.``), and whether it lists operations as xyz triplets under any name."""
+    named = listed = False
+    for key, value in data.items():
+        low = key.lower().replace(".", "_")
+        if low.endswith(("operation_xyz", "equiv_pos_as_xyz", "operation_xyz_", "equiv_pos_as_xyz_")):
+            listed = True
+        elif any(word in low for word in ("name_h-m", "name_hall", "it_number", "int_tables_number")):
+            named = named or str(_listed(value)[0]).strip().strip("'\"") not in ("", "?", ".")
+    return named, listed
 
 
-def _check_symmetry_read(caught: list, text: str, name: str) -> None:
-    """:class:`StructureError` when pymatgen read no symmetry and fell back to P1 although the
-    CIF declares a space group (operations under names it does not know, such as CIF 2's
-    ``_space_group_symop.operation_xyz``, or a name it cannot parse, such as ``'F d -3 m S'``):
-    the listed sites alone would be taken for the whole crystal."""
+def _check_symmetry_read(caught: list, parser: Any, name: str) -> None:
+    """:class:`StructureError` when pymatgen read no symmetry operations although the CIF lists
+    them under a name it does not know (CIF 2's ``_space_group_symop.operation_xyz``), or fell
+    back to P1 although the CIF names a space group it cannot parse (``'F d -3 m S'``, a Hall
+    symbol alone): the listed sites alone would be taken for the whole crystal."""
     messages = [str(w.message) for w in caught]
-    lowered = text.lower()
-    if any("No _symmetry_equiv_pos_as_xyz type key found" in m for m in messages) and any(
-            word in lowered for word in ("_space_group_symop", "_symmetry_equiv_pos")):
-        raise StructureError(f"{name}: lists symmetry operations under a name pymatgen does not read (such as CIF 2's "
-                             "_space_group_symop.operation_xyz), so they would be ignored. Write them under "
-                             "_symmetry_equiv_pos_as_xyz, or write the CIF in P1 with every atom listed")
-    if not any("Defaulting to P1" in m for m in messages):
+    unread = any("No _symmetry_equiv_pos_as_xyz type key found" in m for m in messages)
+    fallback = any("Defaulting to P1" in m for m in messages)
+    if not (unread or fallback):
         return
-    if any(word in lowered for word in _SPACE_GROUP_WORDS):
-        raise StructureError(f"{name}: declares a space group whose symmetry operations could not be read (pymatgen "
-                             "would take the listed sites alone, as P1). Write the operations under "
-                             "_symmetry_equiv_pos_as_xyz, or write the CIF in P1 with every atom listed")
+    for block in getattr(getattr(parser, "_cif", None), "data", {}).values():
+        named, listed = _group_keys(block.data)
+        if unread and listed:
+            raise StructureError(f"{name}: lists symmetry operations under a name pymatgen does not read (such as "
+                                 "CIF 2's _space_group_symop.operation_xyz), so they would be ignored. Write them "
+                                 "under _symmetry_equiv_pos_as_xyz, or write the CIF in P1 with every atom listed")
+        if fallback and named:
+            raise StructureError(f"{name}: names a space group whose symmetry operations could not be read (pymatgen "
+                                 "would take the listed sites alone, as P1). Write the operations under "
+                                 "_symmetry_equiv_pos_as_xyz, or write the CIF in P1 with every atom listed")
 
 
 #: the space groups the International Tables give in two origin choices (centrosymmetric groups
@@ -89,7 +99,7 @@ def _check_origin_choice(data: dict, name: str) -> None:
     """:class:`StructureError` for a CIF block that names a space group of two origin choices
     but lists no symmetry operations: which origin its coordinates use is not said, and pymatgen
     takes the first (Si at 1/8, 1/8, 1/8 in F d -3 m, origin choice 2, became 16 atoms)."""
-    if any("symop" in k.lower() or "equiv_pos" in k.lower() for k in data):
+    if _group_keys(data)[1]:
         return  # the operations are listed: no origin to guess
     number = None
     for key, value in data.items():
@@ -103,6 +113,8 @@ def _check_origin_choice(data: dict, name: str) -> None:
             from pymatgen.symmetry.groups import SpaceGroup
 
             symbol = str(_listed(value)[0]).strip().strip("'\"")
+            if ":" in symbol:  # the setting is named ('F d -3 m :2'): nothing to guess
+                return
             try:
                 number = SpaceGroup(symbol).int_number
             except Exception:  # a symbol pymatgen cannot read: _check_symmetry_read says so

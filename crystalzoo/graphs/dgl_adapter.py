@@ -100,7 +100,7 @@ def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
         marks = g.ndata["crystal"]
         start = torch.cumsum(n_atoms, 0) - n_atoms
         segment = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
-        if len(marks) and not torch.equal(marks, marks[start][segment]):
+        if len(marks) and bool((n_atoms > 0).all()) and not torch.equal(marks, marks[start][segment]):
             raise CrystalZooError("the DGL graph holds atoms of several crystals in one batch segment: its batch "
                                   "sizes were lost (dgl.save_graphs/load_graphs, add_self_loop, node_subgraph and "
                                   "the like drop them). Batch the graphs of single crystals with dgl.batch, or "

@@ -380,6 +380,9 @@ def test_symmetry_that_cannot_be_read_is_refused_not_taken_as_p1():
     # operations listed (pymatgen's own symmetrised CIF)
     two = _si_cif("", "Si1 Si 0 0 0\nSi2 Si 0.25 0.25 0.25")
     assert len(parse_cif(two, "p1.cif")) == 2
+    for unnamed in ("_symmetry_space_group_name_H-M ?", "_space_group_crystal_system cubic",
+                    "loop_\n_space_group_symop_id\n1"):  # no group named, no operations: P1 as before
+        assert len(parse_cif(_si_cif(unnamed, "Si1 Si 0 0 0\nSi2 Si 0.25 0.25 0.25"), "p1.cif")) == 2
     assert len(parse_cif(_si_cif("_symmetry_space_group_name_H-M 'F m -3 m'"), "fcc.cif")) == 4
     silicon = Structure.from_spacegroup("Fd-3m", [[5.43, 0, 0], [0, 5.43, 0], [0, 0, 5.43]], ["Si"], [[0, 0, 0]])
     assert len(parse_cif(str(CifWriter(silicon, symprec=0.01)), "symmetrised.cif")) == 8
