@@ -175,7 +175,8 @@ def finetune(data: Any, target: str | Sequence[str], *, backbone: str | None = "
         history = histories[0]
         if task == "regression":
             model.calibrate(val, split="validation")
-        seconds = time.perf_counter() - t0
+        # a resumed run counts its epochs before the resume too (their times are in the checkpoint's history)
+        seconds = max(time.perf_counter() - t0, sum(r.get("seconds", 0.0) for h in histories for r in h.rows))
         metrics: dict[str, Any] = {
             "backbone": backbone or "none", "freeze": freeze, "reinit": reinit, "recipe": config.recipe,
             **({"l2sp_alpha": config.alpha()} if config.recipe == "l2sp" else {}),

@@ -152,6 +152,19 @@ def test_resume_reaches_the_same_result(mp_dataset, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_resumed_run_records_its_whole_training_time(tmp_path):
+    """--resume of a finished run rewrote train_seconds with the seconds of the resume alone (a
+    fresh attack): it counts the epochs before the resume too."""
+    from crystalzoo import finetune
+
+    options = dict(backbone="formation", train_size=40, val_size=10, test_size=10, epochs=2, progress=False,
+                   out_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    finetune(str(DATA / "mp200.jsonl.gz"), "band_gap", **options)
+    trained = sum(r["seconds"] for r in json.loads((tmp_path / "run" / "history.json").read_text())["rows"])
+    again = finetune(str(DATA / "mp200.jsonl.gz"), "band_gap", resume=True, **options)
+    assert again.metrics["train_seconds"] >= round(trained, 2) > 0
+
+
 def test_cosine_schedule_sets_the_learning_rate_of_each_epoch(mp_dataset):
     ds = mp_dataset.select_targets(["band_gap"])
     train, val, _ = ds.split(80, 40, 0, seed=2)
