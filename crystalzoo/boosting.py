@@ -117,18 +117,9 @@ class Blend:
     def predict(self, crystals: Any) -> np.ndarray:
         """One prediction per crystal of ``crystals`` (a ``CrystalDataset``, or structures, CIF
         paths or CIF texts): the weighted mean of the members'."""
-        from .data.dataset import CrystalDataset
-
         weights = _blend_weights(self.weights, len(self.members))  # checked again: they may have been changed
-        settings = [_settings_of(m) for m in self.members]
-        if isinstance(crystals, CrystalDataset):
-            other = next((i for i, s in enumerate(settings) if not all(x.same_graphs(crystals.settings) for x in s)),
-                         None)
-            if other is not None:
-                raise ConfigError(f"member {other} of the blend reads graphs of other settings than the data set's "
-                                  f"({settings[other]} against {crystals.settings}): give the blend structures, CIF "
-                                  "paths or CIF texts, and each member builds its own graphs")
-        crystals = _read_once(crystals, [x for s in settings for x in s], "the blend")
+        readers = [(f"member {i} of the blend", s) for i, m in enumerate(self.members) for s in _settings_of(m)]
+        crystals = _read_once(crystals, readers, "the blend")
         return sum(w * np.ravel(m.predict(crystals)).astype(np.float64) for w, m in zip(weights, self.members))
 
 
@@ -172,15 +163,22 @@ def _settings_of(member: Any) -> list[Any]:
     return [m.graph_settings for m in member.models] if isinstance(member, Booster) else [member.graph_settings]
 
 
-def _read_once(crystals: Any, settings: list[Any], what: str) -> Any:
-    """``crystals`` ready for several models with graph ``settings``: a ``CrystalDataset`` as it
-    is; other inputs read once (a generator serves every model), and where the models' graphs are
-    the same but for the atom features, built once (not cached: each model reads its own atom
-    features from them)."""
+def _read_once(crystals: Any, readers: list[tuple[str, Any]], what: str) -> Any:
+    """``crystals`` ready for several models, ``readers`` (who, graph settings) pairs: a
+    ``CrystalDataset`` as it is, once every reader can read its graphs (:class:`ConfigError`
+    naming the one that cannot); other inputs read once (a generator serves every model), and
+    where the models' graphs are the same but for the atom features, built once (not cached: each
+    model reads its own atom features from them)."""
     from .data.dataset import CrystalDataset
     from .graphs.reading import crystal_list
 
+    settings = [s for _, s in readers]
     if isinstance(crystals, CrystalDataset):
+        other = next(((who, s) for who, s in readers if not s.same_graphs(crystals.settings)), None)
+        if other is not None:
+            raise ConfigError(f"{other[0]} reads graphs of other settings ({other[1]}) than the data set's "
+                              f"({crystals.settings}): give structures, CIF paths or CIF texts (each model builds "
+                              "its own graphs), or a data set built with those settings")
         return crystals
     crystals = crystal_list(crystals, what)
     if crystals and len(settings) > 1 and all(settings[0].same_graphs(s) for s in settings):
@@ -189,22 +187,16 @@ def _read_once(crystals: Any, settings: list[Any], what: str) -> Any:
 
 
 def _features(models: list[Any], crystals: Any, kind: str, composition: bool) -> np.ndarray:
-    from .data.dataset import CrystalDataset
     from .embeddings import embed
 
-    if isinstance(crystals, CrystalDataset):
-        other = next((m for m in models if not m.graph_settings.same_graphs(crystals.settings)), None)
-        if other is not None:
-            raise ConfigError(f"a backbone of the booster reads graphs of other settings ({other.graph_settings}) than "
-                              f"the data set's ({crystals.settings}): give structures, CIF paths or CIF texts (each "
-                              "backbone builds its own graphs), or a data set built with those settings")
-    crystals = _read_once(crystals, [m.graph_settings for m in models], "the booster")
+    crystals = _read_once(crystals, [("a backbone of the booster", m.graph_settings) for m in models], "the booster")
     return np.concatenate([embed(m, crystals, kind=kind, composition=composition and i == 0)
                            for i, m in enumerate(models)], axis=1)
 
 
-def _labels(dataset: Any, what: str, task: str) -> tuple[Any, np.ndarray]:
-    """The labelled crystals of ``dataset`` (one target) and their labels (classes for a classifier)."""
+def _labels(dataset: Any, what: str, task: str, least: int = 1) -> tuple[Any, np.ndarray]:
+    """The labelled crystals of ``dataset`` (one target) and their labels (classes for a
+    classifier, ``least`` of them at the least)."""
     from .checks import class_labels
     from .training.batches import check_dataset
 
@@ -218,18 +210,14 @@ def _labels(dataset: Any, what: str, task: str) -> tuple[Any, np.ndarray]:
                         "at least 2")
     labels = dataset.labels[labelled, 0].astype(np.float64)
     if task == "classification":
-        # a classifier learns two classes or more; its validation split may hold one
-        labels = class_labels(labels, f"{what}'s {dataset.targets[0]}", "a classifier", 2 if what == "train" else 1)
+        labels = class_labels(labels, f"{what}'s {dataset.targets[0]}", "a classifier", least)
     return dataset.subset(labelled), labels
 
 
 def _estimators(make: Any, grid: Any, seed: int) -> list[tuple[dict[str, Any], Any]]:
     """One unfitted estimator per setting of ``grid``, each checked by scikit-learn before any
     crystal is embedded."""
-    if isinstance(grid, (dict, str, bytes)) or not hasattr(grid, "__iter__"):
-        raise ConfigError(f"grid = {grid!r}: a list of settings (dicts of {make.__name__} options), e.g. "
-                          "crystalzoo.boosting.GRID or [{'max_iter': 300}]")
-    settings = list(grid)
+    settings = [] if isinstance(grid, (dict, str, bytes)) or not hasattr(grid, "__iter__") else list(grid)
     if not settings or not all(isinstance(s, dict) for s in settings):
         raise ConfigError(f"grid = {grid!r}: a list of settings (dicts of {make.__name__} options), e.g. "
                           "crystalzoo.boosting.GRID or [{'max_iter': 300}]")
@@ -289,8 +277,8 @@ def fit_booster(train: Any, val: Any, *, backbones: str | Sequence[str] = "combi
     else:
         make, better = HistGradientBoostingRegressor, min
     estimators = _estimators(make, grid, seed)
-    train, y_train = _labels(train, "train", task)
-    val, y_val = _labels(val, "val", task)
+    train, y_train = _labels(train, "train", task, least=2)  # a classifier learns two classes or more
+    val, y_val = _labels(val, "val", task)  # its validation split may hold one
     if val.targets != train.targets:
         raise ConfigError(f"train has the target {train.targets[0]!r}, val {val.targets[0]!r}: give both the same")
     models = [load_backbone(n).eval() for n in names]
@@ -340,6 +328,10 @@ def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any =
         >>> sorted(blend.val_scores)
         ['blend', 'booster', 'network']
     """
+    import dataclasses
+
+    from .checks import check_count
+    from .models.ensembles import MAX_MEMBERS, CrystalEnsemble
     from .training.batches import evaluate
     from .training.config import TrainConfig
     from .training.heads import make_model
@@ -349,10 +341,6 @@ def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any =
     if not isinstance(backbone, str):
         raise ConfigError(f"backbone = {backbone!r}: the name of a registered backbone (crystalzoo list), a "
                           "hf-hub:… id or a model folder")
-    import dataclasses
-
-    from .checks import check_count
-    from .models.ensembles import MAX_MEMBERS, CrystalEnsemble
 
     config = TrainConfig(seed=seed) if config is None else config
     if not isinstance(config, TrainConfig):

@@ -54,6 +54,11 @@ def parse_cif(text: str, name: str) -> "Structure":
     return structures[0]
 
 
+def _first_text(value: Any) -> str:
+    """The first value of a CIF item (a loop's first row), as text without quotes or spaces."""
+    return str(_listed(value)[0]).strip().strip("'\"")
+
+
 def _group_keys(data: dict) -> tuple[bool, bool]:
     """Whether a CIF block names a space group (an H-M or Hall symbol, an IT number; not the
     placeholders ``?`` and ``.``), and whether it lists operations as xyz triplets under any name."""
@@ -63,7 +68,7 @@ def _group_keys(data: dict) -> tuple[bool, bool]:
         if low.endswith(("operation_xyz", "equiv_pos_as_xyz", "operation_xyz_", "equiv_pos_as_xyz_")):
             listed = True
         elif any(word in low for word in ("name_h-m", "name_hall", "it_number", "int_tables_number")):
-            named = named or str(_listed(value)[0]).strip().strip("'\"") not in ("", "?", ".")
+            named = named or _first_text(value) not in ("", "?", ".")
     return named, listed
 
 
@@ -106,13 +111,13 @@ def _check_origin_choice(data: dict, name: str) -> None:
         low = key.lower().replace(".", "_")
         if low in ("_space_group_it_number", "_symmetry_int_tables_number"):
             try:
-                number = int(str(_listed(value)[0]).strip())
+                number = int(_first_text(value))
             except ValueError:
                 pass
         elif number is None and "name_h-m" in low:
             from pymatgen.symmetry.groups import SpaceGroup
 
-            symbol = str(_listed(value)[0]).strip().strip("'\"")
+            symbol = _first_text(value)
             if ":" in symbol:  # the setting is named ('F d -3 m :2'): nothing to guess
                 return
             try:

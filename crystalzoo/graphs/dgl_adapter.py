@@ -96,11 +96,11 @@ def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
         )
     src, dst = g.edges()
     n_atoms = g.batch_num_nodes()
+    crystal = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
     if "crystal" in g.ndata:  # atoms of several crystals in one segment: the batch sizes were lost
         marks = g.ndata["crystal"]
         start = torch.cumsum(n_atoms, 0) - n_atoms
-        segment = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
-        if len(marks) and bool((n_atoms > 0).all()) and not torch.equal(marks, marks[start][segment]):
+        if len(marks) and bool((n_atoms > 0).all()) and not torch.equal(marks, marks[start][crystal]):
             raise CrystalZooError("the DGL graph holds atoms of several crystals in one batch segment: its batch "
                                   "sizes were lost (dgl.save_graphs/load_graphs, add_self_loop, node_subgraph and "
                                   "the like drop them). Batch the graphs of single crystals with dgl.batch, or "
@@ -110,7 +110,6 @@ def dgl_fields(g: "dgl.DGLGraph") -> dict[str, Any]:
         weight = None  # no tie anywhere: the graph of collate, which holds no weights
     distinct, of_edge = (_distinct_bonds(g.edata["bond_fea"], g.edata["bond_of_edge"]) if "bond_of_edge" in g.edata
                          else (None, None))
-    crystal = torch.repeat_interleave(torch.arange(len(n_atoms), device=n_atoms.device), n_atoms)
     return dict(
         atom_fea=g.ndata["atom_fea"],
         bond_fea=g.edata["bond_fea"],
