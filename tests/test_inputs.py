@@ -221,7 +221,8 @@ def test_neighbour_search_budget_refuses_nearly_empty_huge_cells():
 
 
 def test_search_budget_leaves_real_crystals_alone(mp200_structures):
-    from crystalzoo.graphs.neighbors import SEARCH_BUDGET, search_cost, to_cell
+    from crystalzoo.graphs.cells import to_cell
+    from crystalzoo.graphs.neighbors import SEARCH_BUDGET, search_cost
 
     big = Structure.from_file(CIFS[0]) * (6, 6, 6)  # 1,728 atoms
     for s in [*mp200_structures, big]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import ConfigError, CrystalZooError
 from ..graphs.building import build_arrays
-from ..graphs.neighbors import GRAPH_VERSION, MIN_DISTANCE, TIE_TOLERANCE, GraphArrays, known_elements
+from ..graphs.cells import known_elements
+from ..graphs.neighbors import GRAPH_VERSION, MIN_DISTANCE, TIE_TOLERANCE, GraphArrays
 from ..graphs.reading import load_structure, read_structure_file, structure_path
 from ..graphs.settings import GraphSettings
 

@@ -7,7 +7,8 @@ datasets) → :func:`collate` (a batched :class:`CrystalGraph` of torch tensors)
 
 The modules, by job: :mod:`~crystalzoo.graphs.settings` (radius, neighbours, bond and atom
 features), :mod:`~crystalzoo.graphs.reading` (structures and files, one crystal per input; CIF in
-:mod:`~crystalzoo.graphs.cif`),
+:mod:`~crystalzoo.graphs.cif`, plain P1 CIFs fast in :mod:`~crystalzoo.graphs.plain_cif`),
+:mod:`~crystalzoo.graphs.cells` (a crystal → its checked cell),
 :mod:`~crystalzoo.graphs.neighbors` (the neighbour search under the tie rule),
 :mod:`~crystalzoo.graphs.building` (build, collate, worker processes),
 :mod:`~crystalzoo.graphs.crystal_graph` (the batched graph and its sums) and
@@ -48,8 +49,8 @@ Example::
 from ..checks import MAX_JOBS, check_count, check_jobs, plain, python_numbers
 from .building import build_arrays, build_graph, build_graphs, collate, crystal_batches, iter_batches
 from .crystal_graph import CrystalGraph
-from .neighbors import (MIN_DISTANCE, MIN_VOLUME_PER_ATOM, SEARCH_BUDGET, TIE_TOLERANCE, GraphArrays, known_elements,
-                        search_cost)
+from .cells import MIN_VOLUME_PER_ATOM, known_elements
+from .neighbors import MIN_DISTANCE, SEARCH_BUDGET, TIE_TOLERANCE, GraphArrays, search_cost
 from .cif import MAX_CIF_POSITIONS, OCCUPANCY_TOLERANCE
 from .reading import (ASE_INSTALL, FILE_FORMATS, MAX_STRUCTURE_FILE_BYTES, StructureLike,
                       crystal_list, file_format, is_ase_atoms, load_structure, read_structure_file, structure_path)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -11,7 +12,8 @@ import numpy as np
 from ..checks import check_count, check_jobs
 from ..errors import ConfigError, CrystalZooError, StructureError
 from .crystal_graph import CrystalGraph, made_bonds, uniform_degree
-from .neighbors import Cell, GraphArrays, cell_arrays, structure_arrays, to_cell
+from .cells import Cell, to_cell
+from .neighbors import GraphArrays, cell_arrays, structure_arrays
 from .reading import StructureLike, crystal_list, structure_list
 from .settings import DEFAULT_SETTINGS, GraphSettings, check_settings
 
@@ -19,6 +21,10 @@ from .settings import DEFAULT_SETTINGS, GraphSettings, check_settings
 #: fewer crystals than this are built in the calling process whatever ``n_jobs`` is: starting worker
 #: processes costs more than they save on a few batches (benchmarks/inference.py --quick: 0.7× with 100)
 MIN_PARALLEL = 256
+
+#: Gaussian bond features below this are 0 (e^-46; a bond's largest one is about 1). Each adds less than
+#: TINY × |weight| to a layer's sums, ten orders of magnitude below float32's resolution of a sum near 1e-3
+TINY = 1e-20
 
 
 def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n_jobs: int = 1,
@@ -39,7 +45,11 @@ def crystal_batches(structures: Any, settings: GraphSettings, batch_size: int, n
 
 def _gaussian(distance: np.ndarray, settings: GraphSettings) -> np.ndarray:
     centers = settings.gaussian_centers
-    return np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)
+    out = np.exp(-((distance[:, None] - centers[None, :]) ** 2) / settings.gaussian_width**2).astype(np.float32)
+    # Gaussians below TINY are 0: they and their products with a layer's weights were subnormal numbers, which made
+    # every product with the bond features several times slower on x86 CPUs, and they add nothing a float32 sum holds
+    out[out < TINY] = 0.0
+    return out
 
 
 def collate(arrays: Sequence[GraphArrays], settings: GraphSettings = DEFAULT_SETTINGS) -> CrystalGraph:
@@ -144,11 +154,12 @@ def iter_batches(
     progress: bool = False,
 ) -> Iterator[CrystalGraph]:
     """Batched graphs of ``structures``, ``batch_size`` crystals at a time, in order. With
-    ``n_jobs > 1`` worker processes read and build the next batches of files and CIF texts
-    while the caller uses this one (at most two batches per worker ahead: memory stays
-    bounded); reading costs more than the rest. Structures already in memory are built in the
-    calling process whatever ``n_jobs`` is: beside a model running on the same cores, workers
-    made ``predict`` slower (0.82× on 2 cores, docs/results/performance.md).
+    ``n_jobs > 1`` cores for files and CIF texts, half of them (at least one) are worker
+    processes that read and build the next batches while the caller runs a model on this one
+    with the other half (torch's threads, while the batches are read; at most two batches per
+    worker ahead: memory stays bounded). Structures already in memory are built in the calling
+    process whatever ``n_jobs`` is: beside a model on the same cores, workers made ``predict``
+    slower (docs/results/performance.md).
 
     Example::
 
@@ -161,8 +172,27 @@ def iter_batches(
     structures = structure_list(structures)
     if not any(isinstance(s, (str, os.PathLike)) for s in structures):  # nothing for the workers to read
         n_jobs = 1
-    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size):
-        yield collate(part, settings)
+    workers = max(1, n_jobs // 2)
+    with _threads_at_most(max(1, n_jobs - workers) if n_jobs > 1 else None):
+        for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size, workers=workers):
+            yield collate(part, settings)
+
+
+@contextlib.contextmanager
+def _threads_at_most(n: int | None) -> Iterator[None]:
+    """torch's threads in this process at most ``n`` inside the block (None: as they are): the
+    cores left beside graph-building workers (4 busy threads on 2 cores made predict 0.9× its
+    speed with one process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None and n < before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _iter_arrays(
@@ -172,9 +202,11 @@ def _iter_arrays(
     n_jobs: int = 1,
     chunk: int | None = None,
     names: Sequence[str] | None = None,
+    workers: int | None = None,
 ) -> Iterator[list[GraphArrays]]:
     """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
-    ``n_jobs > 1`` worker processes build the next chunks while the caller uses this one. A
+    ``n_jobs > 1`` worker processes (``workers`` of them, default ``n_jobs``) build the next
+    chunks while the caller uses this one. A
     :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
     there are several."""
     from ..progress import progress_bar
@@ -202,7 +234,7 @@ def _iter_arrays(
                         bar.update()
                     yield out
                 return
-            for part in _in_workers(chunks, chunk, settings, min(n_jobs, len(chunks))):
+            for part in _in_workers(chunks, chunk, settings, min(workers or n_jobs, len(chunks))):
                 bar.update(len(part))
                 yield part
     except StructureError as exc:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 _TENSORS = ("atom_fea", "bond_fea", "src", "dst", "crystal", "n_atoms", "n_edges", "distance", "z", "extended",
             "edge_weight", "distinct_bonds", "bond_of_edge")
@@ -85,6 +86,9 @@ class CrystalGraph:
     #: the ``bond_fea`` tensor (its version and its sum) that ``distinct_bonds`` describes: a graph
     #: whose bond features were replaced or edited since computes them edge by edge (:meth:`shares_bonds`)
     bonds_made: Any = dataclasses.field(default=None, repr=False, compare=False)
+    #: the (E, 3) rows of each edge's terms that :func:`edge_sum` looks up (with the tensors they
+    #: were made from), made on first use
+    edge_rows: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def shares_bonds(self, bond_fea: torch.Tensor) -> bool:
         """Whether ``bond_fea`` is the tensor ``collate`` made for this graph, unedited (so that
@@ -233,6 +237,30 @@ def per_bond(g: CrystalGraph, fn: Any, bond_fea: torch.Tensor) -> torch.Tensor:
     if not g.shares_bonds(bond_fea):  # bond features replaced or edited since collate, or asked for a gradient
         return fn(bond_fea)
     return fn(bond_fea.index_select(0, g.distinct_bonds)).index_select(0, g.bond_of_edge)
+
+
+def edge_sum(g: CrystalGraph, neighbour: torch.Tensor, bonds: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(E, F): ``neighbour[src[e]] + bonds[bond_of_edge[e]] + centre[dst[e]]`` for each edge e, for
+    per-atom rows ``neighbour`` and ``centre`` (N, F) and per-distinct-bond rows ``bonds`` (B, F),
+    in one pass over the edges (an embedding-bag sum over the three tables side by side) instead
+    of three gathers and two adds. For inference (no gradient); the graph must know its distinct
+    bonds (:meth:`CrystalGraph.shares_bonds`).
+
+    Example::
+
+        >>> from crystalzoo import build_graph, example_structures
+        >>> g = build_graph(example_structures()[0])
+        >>> a, c = torch.randn(g.total_atoms, 4), torch.randn(g.total_atoms, 4)
+        >>> b = torch.randn(len(g.distinct_bonds), 4)
+        >>> want = a[g.src] + b[g.bond_of_edge] + c[g.dst]
+        >>> torch.allclose(edge_sum(g, a, b, c), want, atol=1e-6)
+        True
+    """
+    made = g.edge_rows
+    if made is None or made[0] is not g.src or made[1] is not g.dst or made[2] is not g.bond_of_edge:
+        n = g.total_atoms
+        made = g.edge_rows = (g.src, g.dst, g.bond_of_edge, torch.stack([g.src, g.dst + n, g.bond_of_edge + 2 * n], 1))
+    return nn.functional.embedding_bag(made[3], torch.cat([neighbour, centre, bonds]), mode="sum")
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:

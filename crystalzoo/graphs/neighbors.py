@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import StructureError
-from .cif import full_occupancy
-from .reading import StructureLike, load_structure, structure_path
-from .settings import GraphSettings, atom_table
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pymatgen.core import Structure
+from .cells import Cell, to_cell
+from .reading import StructureLike
+from .settings import GraphSettings
 
 
 #: atoms closer than this (Å) are taken as overlapping, which no real crystal has.
 MIN_DISTANCE = 0.1
-
-
-#: less volume per atom (Å³) than this is no real crystal (the densest solids have ≈ 5).
-MIN_VOLUME_PER_ATOM = 1.0
 
 
 #: neighbours whose distances differ by less than this (Å) are tied (docs/graphs.md: measured on
@@ -60,38 +51,6 @@ class GraphArrays:
         return len(self.z)
 
 
-def _atomic_numbers(structure: "Structure", name: str) -> np.ndarray:
-    species = []
-    for site in structure:  # as pymatgen's ``site.specie``, without its second pass through the composition
-        occupancy = list(site.species.items())  # (species, occupancy) pairs
-        if len(occupancy) != 1 or not full_occupancy(occupancy[0][1]):
-            raise StructureError(
-                f"{name}: has partially occupied (disordered) sites; CGCNN needs one element per "
-                "site. Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
-            )
-        species.append(occupancy[0][0])
-    if not species:
-        raise StructureError(f"{name}: has no atoms")
-    z = np.array([getattr(sp, "Z", 0) for sp in species], dtype=np.int64)
-    known = known_elements(z)
-    if not known.all():
-        bad = [str(sp) for sp, ok in zip(species, known) if not ok]
-        raise StructureError(
-            f"{name}: no CGCNN atom features for {sorted(set(bad))} (the table covers "
-            f"elements Z = 1…{len(atom_table()) - 1}); dummy species and heavier elements "
-            "cannot be featurised"
-        )
-    return z
-
-
-def known_elements(z: np.ndarray) -> np.ndarray:
-    """Whether each atomic number in ``z`` has CGCNN atom features (a bool array)."""
-    table = atom_table()
-    known = (z > 0) & (z < len(table))
-    known[known] = ~np.isnan(table[z[known], 0])
-    return known
-
-
 def _nearest(centers: np.ndarray, dists: np.ndarray, n_centers: int, k: int):
     """For each centre, its k nearest neighbours, ties at the k-th place kept symmetrically.
 
@@ -123,65 +82,6 @@ def _nearest(centers: np.ndarray, dists: np.ndarray, n_centers: int, k: int):
     weight = np.ones(len(d))
     weight[tied] = share
     return order[kept], weight[kept], counts
-
-
-@dataclass
-class Cell:
-    """What the neighbour search needs from a validated crystal: a few small arrays, cheap to
-    send to worker processes (pickling a pymatgen ``Structure`` costs more than its graph)."""
-
-    name: str
-    z: np.ndarray  # (N,) int64 atomic numbers
-    lattice: np.ndarray  # (3, 3) Å
-    pbc: np.ndarray  # (3,) int64, all 1: only crystals periodic in all three directions get this far
-    cart: np.ndarray  # (N, 3) Å
-    volume: float  # Å³
-    extent: tuple  # (cartesian min, max, fractional min, max, lattice-plane spacings), each 3 floats
-
-
-_PERIODIC = np.ones(3, dtype=np.int64)
-
-
-def _cell(structure: "Structure", name: str) -> Cell:
-    """Check a structure (elements, finite numbers, density) and take its arrays."""
-    z = _atomic_numbers(structure, name)
-    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
-    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)  # not finite if the fractional ones are not
-    if not (np.isfinite(lattice).all() and np.isfinite(cart).all()):
-        raise StructureError(f"{name}: lattice or coordinates are not finite numbers")
-    # plain arithmetic on 9 numbers (numpy's det and inv cost more than a small crystal's search):
-    # the cross products of the lattice vectors are the reciprocal vectors times the volume
-    a, b, c = lattice.tolist()
-    normals = (_cross(b, c), _cross(c, a), _cross(a, b))
-    signed = a[0] * normals[0][0] + a[1] * normals[0][1] + a[2] * normals[0][2]
-    volume = abs(signed)
-    if not volume / len(z) >= MIN_VOLUME_PER_ATOM:
-        raise StructureError(
-            f"{name}: {volume / len(z):.3g} Å³ per atom is not a physical crystal (solids have about 5 Å³ per "
-            "atom or more): check the lattice parameters and their units (Å)"
-        )
-    spacing = [volume / math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) for v in normals]  # between lattice planes
-    to_frac = np.array(normals).T / signed
-    frac = cart @ to_frac
-    both = np.concatenate([cart, frac], axis=1)
-    lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
-    pbc = structure.lattice.pbc
-    if not all(pbc):
-        raise StructureError(f"{name}: is periodic only along {[bool(p) for p in pbc]} (pbc): CGCNN graphs are for "
-                             "crystals, periodic in all three directions; a molecule or a slab is not one")
-    if min(lo[3:]) < -1 or max(hi[3:]) > 2:
-        # atoms listed cells away (unwrapped coordinates, as from a trajectory): the same crystal
-        # with them moved into the cell, where the search looks at far fewer periodic images
-        frac = frac - np.floor(frac)
-        cart = np.ascontiguousarray(frac @ lattice)
-        both = np.concatenate([cart, frac], axis=1)
-        lo, hi = both.min(axis=0).tolist(), both.max(axis=0).tolist()
-    extent = (lo[:3], hi[:3], lo[3:], hi[3:], spacing)
-    return Cell(name, z, lattice, _PERIODIC, cart, volume, extent)
-
-
-def _cross(u: list, v: list) -> tuple:
-    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
 
 
 def search_cost(cell: Cell, centers: np.ndarray, radius: float) -> dict[str, float]:
@@ -332,13 +232,6 @@ def cell_arrays(cell: Cell, settings: GraphSettings) -> GraphArrays:
         extended=extended,
         weight=None if weight is None else weight.astype(np.float32),
     )
-
-
-def to_cell(source: StructureLike) -> Cell:
-    """Read and check one crystal (a ``Structure``, a CIF path or CIF text)."""
-    path = structure_path(source) if isinstance(source, (str, os.PathLike)) else None
-    structure = load_structure(source)
-    return _cell(structure, str(path) if path is not None else getattr(structure, "formula", "structure"))
 
 
 def structure_arrays(source: StructureLike, settings: GraphSettings) -> GraphArrays:

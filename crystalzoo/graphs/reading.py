@@ -171,6 +171,36 @@ def _parse_other(text: str, fmt: str, path: Path) -> "Structure":
     return structure
 
 
+def read_text(source: str | os.PathLike) -> tuple[str, str, Path | None]:
+    """(text, format, path) of a structure file or CIF text (``path`` None): the file read as
+    :func:`read_structure_file` allows, its format from its name (:func:`file_format`).
+    :class:`StructureError` naming the file where it cannot be read."""
+    path = structure_path(source)
+    if path is None:
+        one_line = isinstance(source, str) and "\n" not in source and "\r" not in source
+        if one_line and source.strip().lower().endswith(".cif"):
+            raise StructureError(f"{source}: no such file (expected a CIF file, CIF text or a Structure)")
+        return str(source), "cif", None
+    try:
+        text = read_structure_file(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise StructureError(f"{path}: not UTF-8 text (a binary file, or text in another encoding such as "
+                             "Latin-1): save the file as UTF-8") from None
+    fmt = file_format(path)
+    if fmt == "cif" and "data_" not in text and text.strip():  # read as CIF by its name, but no CIF inside
+        raise StructureError(f"{path}: not a CIF (no 'data_' block); a structure file of another format is read "
+                             "by its name: POSCAR/CONTCAR or *.vasp, *.xsf, *.cssr, *.res, *.json, *.yaml, "
+                             "*.extxyz (docs/quickstart.md, 'Structure files')")
+    return text, fmt, path
+
+
+def from_text(text: str, fmt: str, path: Path | None) -> "Structure":
+    """The structure in ``text`` (what :func:`read_text` gives)."""
+    if fmt != "cif":
+        return _parse_other(text, fmt, path)
+    return parse_cif(text, "CIF text" if path is None else str(path))
+
+
 def load_structure(source: StructureLike) -> "Structure":
     """A pymatgen ``Structure`` from a ``Structure``, an ASE ``Atoms`` (periodic), a structure
     file, or CIF text (a path and CIF text are told apart by :func:`structure_path`). Files
@@ -188,25 +218,7 @@ def load_structure(source: StructureLike) -> "Structure":
     if is_ase_atoms(source):
         return _from_ase(source, "ase.Atoms")
     if isinstance(source, (str, os.PathLike)):
-        path = structure_path(source)
-        if path is None:
-            one_line = isinstance(source, str) and "\n" not in source and "\r" not in source
-            if one_line and source.strip().lower().endswith(".cif"):
-                raise StructureError(f"{source}: no such file (expected a CIF file, CIF text or a Structure)")
-            return parse_cif(source, "CIF text")
-        try:
-            text = read_structure_file(path).decode("utf-8")
-        except UnicodeDecodeError:
-            raise StructureError(f"{path}: not UTF-8 text (a binary file, or text in another encoding such as "
-                                 "Latin-1): save the file as UTF-8") from None
-        fmt = file_format(path)
-        if fmt != "cif":
-            return _parse_other(text, fmt, path)
-        if "data_" not in text and text.strip():  # read as CIF by its name, but no CIF inside
-            raise StructureError(f"{path}: not a CIF (no 'data_' block); a structure file of another format is read "
-                                 "by its name: POSCAR/CONTCAR or *.vasp, *.xsf, *.cssr, *.res, *.json, *.yaml, "
-                                 "*.extxyz (docs/quickstart.md, 'Structure files')")
-        return parse_cif(text, str(path))
+        return from_text(*read_text(source))
     refuse_molecule(source)
     raise StructureError(
         f"cannot make a crystal structure from a {type(source).__name__}; "

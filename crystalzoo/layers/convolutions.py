@@ -11,11 +11,28 @@ from torch import nn
 from ..graphs.crystal_graph import (
     CrystalGraph,
     add_centre,
+    edge_sum,
     per_bond,
     softmax_over_edges,
     sum_into_atoms,
 )
 from .edge_norm import NormGate, batch_stats, norm_edges
+
+
+def fused_inference(g: CrystalGraph, bond_fea: torch.Tensor, bn: nn.BatchNorm1d) -> bool:
+    """Whether a convolution may take its fused inference path: no autograd, ``bn`` in
+    evaluation (running statistics, folded into the linear map), the graph's bond features as
+    collate made them (one row per distinct bond length), on a CPU or CUDA device, and not
+    being traced or compiled (the export keeps the plain operations)."""
+    return (not torch.is_grad_enabled() and not bn.training and bond_fea.device.type in ("cpu", "cuda")
+            and not _compiling() and not torch.jit.is_tracing() and g.shares_bonds(bond_fea))
+
+
+def _compiling() -> bool:
+    """Whether torch.compile or torch.export is tracing (torch < 2.3 has no such check: its
+    export, which crystalzoo's ONNX export needs, is not supported)."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    return bool(check()) if check is not None else False
 
 
 class GatedConv(nn.Module):
@@ -37,6 +54,8 @@ class GatedConv(nn.Module):
 
     def forward(self, g: CrystalGraph, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
         f = self.atom_fea_len
+        if fused_inference(g, bond_fea, self.bn1):
+            return self._infer(g, atom_fea, bond_fea)
         w = self.fc_full.weight
         centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
         neighbour = atom_fea @ w[:, f : 2 * f].t()
@@ -52,6 +71,22 @@ class GatedConv(nn.Module):
             if g.edge_weight is not None:
                 messages.mul_(g.edge_weight.unsqueeze(1))
         summed = self.bn2(sum_into_atoms(g, messages, weighted=False))  # weighted above, in place
+        return nn.functional.softplus(atom_fea + summed)
+
+    def _infer(self, g: CrystalGraph, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
+        """``forward`` for inference (:func:`fused_inference`): each edge's three terms summed in
+        one pass (:func:`edge_sum`, in the order ``forward`` adds them), the gate in place, no
+        copies of the edge messages. Folding ``bn1`` into ``fc_full`` as well was about 10 % faster
+        but moved registered models' predictions by up to 5e-6."""
+        f = self.atom_fea_len
+        w = self.fc_full.weight
+        centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())
+        bonds = bond_fea.index_select(0, g.distinct_bonds) @ w[:, 2 * f :].t()
+        gated = self.bn1(edge_sum(g, atom_fea @ w[:, f : 2 * f].t(), bonds, centre))
+        messages = torch.sigmoid(gated[:, :f]).mul_(nn.functional.softplus(gated[:, f:]))
+        if g.edge_weight is not None:
+            messages.mul_(g.edge_weight.unsqueeze(1))
+        summed = self.bn2(sum_into_atoms(g, messages, weighted=False))
         return nn.functional.softplus(atom_fea + summed)
 
 
