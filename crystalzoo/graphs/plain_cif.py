@@ -48,8 +48,8 @@ _HEADER = re.compile(r"data_[A-Za-z0-9_.+\-()]*")
 SITE_TOLERANCE = 1e-4
 FRAC_TOLERANCE = 1e-4
 MIN_THICKNESS = 0.01
-#: more sites than this are left to pymatgen (the duplicate check compares every pair)
-MAX_SITES = 2000
+#: more sites than this are left to pymatgen (the duplicate check compares every pair: a few MB at most)
+MAX_SITES = 500
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,8 +91,8 @@ def read_plain_cif(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
         return None  # (a first line of comment alone, as pymatgen writes)
     lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     lines = [line for line in lines if line and not line.startswith("#")]
-    if not lines or not _HEADER.fullmatch(lines[0]):
-        return None
+    if not lines or not _HEADER.fullmatch(lines[0]) or "powder_pattern" in lines[0]:
+        return None  # (pymatgen skips a block of that name)
     tags: dict[str, str] = {}
     i = 1
     while i < len(lines) and lines[i] != "loop_":
@@ -134,19 +134,27 @@ def _arrays(cell: list, sites: list[list[str]]) -> tuple[np.ndarray, np.ndarray,
         return None  # pymatgen's thickness check (or a degenerate cell): its message
     for ideal in (1 / 3, 2 / 3):  # CifParser._sanitize_data
         f[np.abs(f / ideal - 1) <= FRAC_TOLERANCE] = ideal
-    d = f[:, None, :] - f[None, :, :]
-    d -= np.round(d)
-    close = (np.abs(d) < SITE_TOLERANCE).all(axis=2)
-    np.fill_diagonal(close, False)
-    if close.any():
+    if _close_pair(f):
         return None  # pymatgen merges such sites into one (a disordered one)
     f = f + 0.0  # -0.0 as +0.0, as pymatgen's symmetry operation gives it
     f = f - np.floor(f)
+    if _close_pair(f):
+        return None  # pymatgen drops one of two sites that wrapping brought this close (-0.00005 is 0.99995)
     symbols = [symbol for symbol, *_ in sites]
     order = sorted(range(len(z)), key=lambda i: (x[i], symbols[i]))  # stable, as pymatgen's Site.__lt__
     f = f[order]
     cart = np.array([np.dot(row, matrix) for row in f]).reshape(-1, 3)
     return np.array(z, dtype=np.int64)[order], np.ascontiguousarray(matrix, dtype=float), cart
+
+
+def _close_pair(f: np.ndarray) -> bool:
+    """Whether two of the fractional coordinates ``f`` (N, 3) are within ``SITE_TOLERANCE`` on
+    every axis, through the cell's edges (pymatgen's ``find_in_coord_list_pbc``)."""
+    d = f[:, None, :] - f[None, :, :]
+    d -= np.round(d)
+    close = (np.abs(d) < SITE_TOLERANCE).all(axis=2)
+    np.fill_diagonal(close, False)
+    return bool(close.any())
 
 
 def _cross(u: list, v: list) -> list:

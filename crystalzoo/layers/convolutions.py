@@ -39,9 +39,12 @@ class GatedConv(nn.Module):
     """One CGCNN convolution (edges j → i carry messages into i).
 
     The linear layer on z = v_i ⊕ v_j ⊕ u_ij is applied as v_i W_i + v_j W_j + u_ij W_u:
-    atoms are projected once and combined per edge, and bonds once per distinct bond length
-    (:func:`~crystalzoo.graphs.crystal_graph.per_bond`), which gives the same numbers as the
-    concatenation with far less work. The weight is kept as one ``fc_full`` so the original
+    atoms are projected once and combined per edge, which gives the same numbers as the
+    concatenation with far less work. Bonds are projected once per distinct bond length in
+    inference (:func:`~crystalzoo.graphs.crystal_graph.per_bond`, :meth:`_infer`); in training
+    edge by edge, in one ``addmm_`` into the edge sums: faster there than gathering the distinct
+    ones and scattering their gradient back (1.2× for forward + backward on 2 cores,
+    ``benchmarks/backends.py``). The weight is kept as one ``fc_full`` so the original
     checkpoints load as they are.
     """
 
@@ -60,7 +63,7 @@ class GatedConv(nn.Module):
         centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
         neighbour = atom_fea @ w[:, f : 2 * f].t()
         gated = add_centre(g, neighbour.index_select(0, g.src), centre)
-        gated.add_(per_bond(g, lambda b: b @ w[:, 2 * f :].t(), bond_fea))  # in place: no more E × 2F copies
+        gated.addmm_(bond_fea, w[:, 2 * f :].t())  # per edge: see the class's docstring
         if torch.is_grad_enabled():
             bn = self.bn1
             messages = NormGate.apply(gated, *batch_stats(bn, gated, g.edge_weight), bn.weight, bn.bias,

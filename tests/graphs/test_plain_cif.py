@@ -97,6 +97,21 @@ def test_sites_pymatgen_would_merge_are_left_to_it():
     assert read_plain_cif(text) is None
 
 
+def test_sites_wrapping_brings_together_are_left_to_pymatgen():
+    # 1e-4 apart as written (pymatgen keeps both), 0.00005 and 0.99995 after wrapping (it drops one)
+    text = _cif(["Fe", "Fe", "O"], [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]], Lattice.hexagonal(3.1, 5.2))
+    text = text.replace("0.10000000  0.20000000  0.30000000", "0.00005000  0.20000000  0.30000000", 1)
+    text = text.replace("0.10000000  0.20000000  0.30000000", "-0.00005000  0.20000000  0.30000000", 1)
+    assert read_plain_cif(text) is None and len(_pymatgen_cell(text).z) == 2
+
+
+def test_a_block_pymatgen_skips_is_left_to_it(plain):
+    text = plain.replace("data_", "data_powder_pattern_", 1)
+    assert read_plain_cif(text) is None
+    with pytest.raises(StructureError):
+        to_cell(text)
+
+
 def test_an_element_without_electronegativity_is_left_to_pymatgen():
     assert read_plain_cif(_cif(["Ar", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])) is None
     assert read_plain_cif(_cif(["Kr", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])) is not None
