@@ -19,6 +19,14 @@ left out, so that band-gap transfer stays an honest test), split 80/10/10 with s
 - ``schnet-combined``: the same targets and crystals for the SchNet-style family
   (``crystalzoo.models.schnet``, 4 interaction blocks), the zoo's first backbone of another family.
 
+Distillation (issue 31), on the same crystals and split:
+
+- ``chgnet-distilled``: a CGCNN trained to reproduce the 64 crystal features of CHGNet 0.4.2 (its
+  wheel's pretrained weights, BSD-3-Clause; ``pip install chgnet torch==2.13.0``), each feature
+  standardised, MSE. The teacher's features are computed once per crystal and cached by mp_id
+  (``benchmarks/small_data.py``'s ``features``, about 10 crystals/s on one core). Trained only
+  (``--train-only``): its evaluation and registration are not written yet.
+
 Each run checkpoints every epoch under ``--out`` and resumes when run again. Finished runs
 are bundled and registered in the manifest with their validation and test MAE.
 ``docs/results/pretraining.md`` compares the 7,042-crystal backbones with the single-property
@@ -58,6 +66,10 @@ RUNS = {
                         "total energy per atom, log10 bulk and shear modulus, on the same 34,738 crystals as "
                         "`combined` (band gaps left out)", "all"),
 }
+#: the teacher's features, the targets of a distilled student: CHGNet's 64 crystal features
+TEACHER = [f"chgnet_{i}" for i in range(64)]
+RUNS["chgnet-distilled"] = (TEACHER, "gated", "Distilled from CHGNet 0.4.2: trained to reproduce its 64 crystal "
+                            "features (standardised, MSE) on the same 34,738 crystals as `combined`", "all")
 #: the shape of a backbone whose "convolution" names another family
 FAMILIES = {"schnet": {"name": "schnet", "n_interactions": 4}}
 DEFAULT_OUT = (ROOT / "runs" / "pretrain").resolve()
@@ -89,6 +101,17 @@ def select(path: Path, crystals: str) -> list[dict]:
     return sorted(chosen, key=lambda r: r["mp_id"])
 
 
+def with_teacher(rows: list[dict]) -> list[dict]:
+    """``rows`` with the teacher's features as columns ``chgnet_0`` … ``chgnet_63``."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from small_data import features
+
+    from crystalzoo.data.cache import default_cache_dir
+
+    values = features("chgnet", rows, default_cache_dir() / "benchmark-features")
+    return [{**r, **dict(zip(TEACHER, v.tolist()))} for r, v in zip(rows, values)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_crystals.jsonl.gz"))
@@ -117,9 +140,12 @@ def main() -> None:
         targets, conv, description, crystals = RUNS[name]
         if crystals not in data:
             rows = select(Path(args.data), crystals)
+            teacher = crystals == "all" and "chgnet-distilled" in args.only
+            if teacher:
+                rows = with_teacher(rows)
             df = pd.DataFrame(rows)
-            ds = CrystalDataset.from_dataframe(df, targets=sorted({t for t in FOUR}), id_column="mp_id",
-                                               n_jobs=args.threads)
+            ds = CrystalDataset.from_dataframe(df, targets=sorted(FOUR) + (TEACHER if teacher else []),
+                                               id_column="mp_id", n_jobs=args.threads)
             n_elastic = sum(r["k_vrh"] is not None and r["g_vrh"] is not None for r in rows)
             print(f"{len(ds)} crystals ({n_elastic} with elastic moduli)", flush=True)
             data[crystals] = ds, n_elastic
@@ -146,6 +172,9 @@ def main() -> None:
         report[name] = metrics
         if args.train_only:
             continue
+        if targets == TEACHER:
+            sys.exit("chgnet-distilled is trained only (--train-only): its evaluation and registration are not "
+                     "written yet")
         names = metrics["targets"]
         selection = (f"all {len(ds):,} crystals of the data set with a formation energy ({n_elastic:,} with bulk "
                      "and shear moduli; band gaps not used)" if crystals == "all" else
