@@ -23,6 +23,8 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
   ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
+  ``distilled+mlp`` and ``magpie+distilled+lgbm`` the same on the ``chgnet-distilled`` student's
+  reproduction of those features, where it is registered;
 - ``combined-pooled+magpie+lgbm``: the same tuned LightGBM on Magpie features beside the frozen
   pooled vectors of the ``combined`` backbone;
 - crystalzoo alone: ``composition+lgbm`` (the descriptors of ``crystalzoo.composition``) and
@@ -63,6 +65,9 @@ TASKS = {
     "log10_g_vrh": ("log10_g_vrh", "regression", "log10(GPa)"),
     "formation_energy_per_atom": ("formation_energy_per_atom", "regression", "eV/atom"),
 }
+#: the student distilled from CHGNet (scripts/pretrain_backbones.py): ``distilled+mlp`` and
+#: ``magpie+distilled+lgbm`` are ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` on its reproduction of CHGNet's features
+DISTILLED = "chgnet-distilled"
 RECIPES = {"full": None, "freeze1": 1, "full+ema": None, "full+blend": None, "full+blend3": None}
 #: the training of a recipe named ``…+ema`` (and of ``scratch+ema``, the same budget from scratch): warm-up,
 #: cosine decay and an average of the weights (TrainConfig.warmup, .schedule, .ema)
@@ -120,6 +125,8 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
                                        for b in ("lgbm", "hgb")] + ["zoo-pooled+composition+hgb"]
         if chgnet and _has("chgnet"):
             out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
+        if DISTILLED in list_backbones():  # the same heads on the distilled student's features
+            out += ["magpie+distilled+lgbm"] + (["distilled+mlp"] if kind == "regression" else [])
     return out
 
 
@@ -241,6 +248,11 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
     blocks = [features("magpie", rows, cache)] if "magpie" in words else []
     if "chgnet" in words:
         blocks.append(features("chgnet", rows, cache))
+    if "distilled" in words:  # the distilled student's reproduction of the teacher's features, at CGCNN speed
+        from crystalzoo import load_model
+
+        student = load_model(DISTILLED)
+        blocks.append(np.concatenate([student.predict(part) for part in graphs]).reshape(len(rows), -1))
     if "-pooled" in method:  # crystalzoo's frozen vectors beside the composition: issue 31's mixture
         from crystalzoo import embed, load_backbone
         from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
@@ -268,7 +280,7 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
             blocks.append(element_statistics(z, crystal, len(part)))
         blocks = [np.concatenate(blocks)]
     x = np.concatenate(blocks, axis=1)
-    if method == "chgnet+mlp":
+    if method in ("chgnet+mlp", "distilled+mlp"):
         from sklearn.neural_network import MLPRegressor
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
