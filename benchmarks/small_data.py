@@ -183,6 +183,14 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
             "best_epoch": history.best_epoch}
 
 
+def _save(file: Path, known: dict) -> None:
+    """``known`` saved as ``file`` (.npz) whole or not at all: written beside it, then moved over
+    it (a run stopped while writing had left a truncated file that no longer loaded)."""
+    partial = file.with_name(file.stem + ".partial.npz")
+    np.savez(partial, **known)
+    partial.replace(file)
+
+
 def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
     """Magpie (+ density) or CHGNet crystal features of ``rows``, cached by mp_id in ``cache``
     (the graph cache's folder, ``$CRYSTALZOO_CACHE``: not the results')."""
@@ -208,7 +216,7 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
 
             values = [np.r_[magpie.featurize(s.composition), dense(s)] for s in structures]
             known.update({r["mp_id"]: np.asarray(v, np.float64) for r, v in zip(missing, values)})
-            np.savez(file, **known)
+            _save(file, known)
         else:  # about 10 crystals/s on one core: saved every 64, so that an interrupted run keeps them
             from chgnet.model import CHGNet
 
@@ -220,7 +228,7 @@ def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
                 chunk = [chunk] if isinstance(chunk, dict) else chunk  # CHGNet answers one structure with a dict
                 known.update({r["mp_id"]: np.asarray(c["crystal_fea"], np.float64)
                               for r, c in zip(missing[i:i + 64], chunk)})
-                np.savez(file, **known)
+                _save(file, known)
                 print(f"CHGNet features: {len(known)} crystals", flush=True)
     return np.stack([known[r["mp_id"]] for r in rows])
 

@@ -2,7 +2,7 @@
 element per site, as pymatgen's ``CifWriter`` writes them (the Materials Project's CIFs, and
 ``structure.to(filename="x.cif")``). It gives what crystalzoo keeps of a structure (elements,
 lattice, Cartesian coordinates, in pymatgen's order) with the same numbers as pymatgen's
-``CifParser``, about 20 times faster; any other CIF is read by pymatgen, with all its checks
+``CifParser``, about 15 times faster; any other CIF is read by pymatgen, with all its checks
 (:func:`~crystalzoo.graphs.cif.parse_cif`). ``python scripts/check_plain_cif.py`` compares the two on
 every crystal of the shared data; ``tests/graphs/test_plain_cif.py`` on every CIF the tests hold.
 
@@ -11,9 +11,10 @@ The numbers are pymatgen's because its steps are taken in its order: the lattice
 them (``CifParser``'s ``frac_tolerance``); coordinates wrapped into [0, 1) as ``x - floor(x)``; the
 sites sorted, stably, by electronegativity and then symbol (``Structure.get_sorted_structure``);
 Cartesian coordinates as the product of each row with the lattice matrix. Whatever would make
-pymatgen do more (two sites within its ``site_tolerance``, an element without an
-electronegativity, a cell thinner than its ``min_thickness``, any tag, quote, comment or value
-outside the plain form) returns ``None``, and pymatgen reads the file.
+pymatgen do more (two sites within its ``site_tolerance``, as written or once wrapped, an element
+without an electronegativity, a cell thinner than its ``min_thickness``, a block it skips, more
+than ``MAX_SITES`` sites, any tag, quote, comment or value outside the plain form) returns
+``None``, and pymatgen reads the file.
 """
 
 from __future__ import annotations

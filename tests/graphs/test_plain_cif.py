@@ -138,3 +138,10 @@ def test_predictions_from_plain_cif_files_are_those_of_structures(mp200_structur
     from_files = model.predict(paths)
     from_pymatgen = model.predict([Structure.from_file(str(p)) for p in paths])
     assert np.array_equal(from_files, from_pymatgen)
+
+
+def test_a_structure_is_named_by_its_formula_in_messages(mp200_structures):
+    s = mp200_structures[5].copy()
+    s.append(s[0].specie, s[0].frac_coords + 0.001)  # an atom on top of another
+    with pytest.raises(StructureError, match=rf"^{s.formula}: atoms .* closer than"):
+        build_arrays([s], progress=False)
