@@ -172,21 +172,19 @@ def iter_batches(
     structures = structure_list(structures)
     if not any(isinstance(s, (str, os.PathLike)) for s in structures):  # nothing for the workers to read
         n_jobs = 1
-    workers = max(1, n_jobs // 2)
-    with _threads_at_most(max(1, n_jobs - workers) if n_jobs > 1 else None):
-        for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size, workers=workers):
-            yield collate(part, settings)
+    for part in _iter_arrays(structures, settings, progress, n_jobs, chunk=batch_size, workers=max(1, n_jobs // 2)):
+        yield collate(part, settings)
 
 
 @contextlib.contextmanager
-def _threads_at_most(n: int | None) -> Iterator[None]:
-    """torch's threads in this process at most ``n`` inside the block (None: as they are): the
-    cores left beside graph-building workers (4 busy threads on 2 cores made predict 0.9× its
+def _threads_at_most(n: int) -> Iterator[None]:
+    """torch's threads in this process at most ``n`` inside the block: the cores left beside
+    graph-building workers (4 busy threads on 2 cores made predict 0.9× its
     speed with one process)."""
     import torch
 
     before = torch.get_num_threads()
-    if n is not None and n < before:
+    if n < before:
         torch.set_num_threads(n)
     try:
         yield
@@ -206,7 +204,8 @@ def _iter_arrays(
 ) -> Iterator[list[GraphArrays]]:
     """The compact graphs of ``structures`` in order, ``chunk`` crystals at a time. With
     ``n_jobs > 1`` worker processes (``workers`` of them, default ``n_jobs``) build the next
-    chunks while the caller uses this one. A
+    chunks while the caller uses this one, its torch on the ``n_jobs - workers`` cores left (at
+    least one) meanwhile. A
     :class:`StructureError` says which crystal failed (``names[i]``, or its position) where
     there are several."""
     from ..progress import progress_bar
@@ -234,9 +233,11 @@ def _iter_arrays(
                         bar.update()
                     yield out
                 return
-            for part in _in_workers(chunks, chunk, settings, min(workers or n_jobs, len(chunks))):
-                bar.update(len(part))
-                yield part
+            workers = min(workers or n_jobs, len(chunks))
+            with _threads_at_most(max(1, n_jobs - workers)):  # the caller's torch on the cores left
+                for part in _in_workers(chunks, chunk, settings, workers):
+                    bar.update(len(part))
+                    yield part
     except StructureError as exc:
         i = getattr(exc, "position", None)
         if i is None or n == 1:
