@@ -3,6 +3,7 @@ CIFs and the first 40 crystals of the bundled Materials Project band-gap data), 
 of the code can be checked to leave them as they were (tests/models/test_registered_predictions.py).
 
     python scripts/record_predictions.py            # writes tests/data/registered_predictions.json
+    python scripts/record_predictions.py --only chgnet-distilled   # adds one, keeps the others as recorded
 
 Run it only when a registered model's weights change on purpose, and say so in the commit.
 """
@@ -30,15 +31,26 @@ def crystals() -> tuple[list[str], list]:
     return [p.name for p in examples] + [r["mp_id"] for r in rows], [*examples, *(r["cif"] for r in rows)]
 
 
-def predictions() -> dict[str, list]:
+def predictions(names: list[str] | None = None) -> dict[str, list]:
     ids, structures = crystals()
     out = {"ids": ids}
-    for name in list_backbones():
+    for name in names or list_backbones():
         pred = np.asarray(load_model(name).predict(structures), dtype=np.float64)
         out[name] = pred.reshape(len(ids), -1).tolist()
     return out
 
 
 if __name__ == "__main__":
-    OUT.write_text(json.dumps(predictions(), indent=1) + "\n")
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=list_backbones(), help="record these, keep the others as recorded")
+    args = p.parse_args()
+    out = predictions(args.only)
+    if args.only:
+        kept = json.loads(OUT.read_text())
+        if kept["ids"] != out["ids"]:
+            raise SystemExit(f"{OUT} was recorded on other crystals: record every model (no --only)")
+        out = {**kept, **out}
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {OUT}")
