@@ -38,6 +38,15 @@ from .errors import ConfigError
 
 #: scores kept per target; beyond it, every k-th order statistic (intervals stay valid, a bit wider)
 MAX_SCORES = 4000
+#: scores kept over all the targets together, so that config.json stays small (under its 1 MB limit: a
+#: student of 64 targets calibrated on 3,474 crystals wrote 4 MB, which no longer loaded). Up to 10 targets
+#: keep MAX_SCORES each; 64 keep 625 each
+MAX_TOTAL_SCORES = 40_000
+
+
+def max_scores(n_targets: int) -> int:
+    """How many scores each of ``n_targets`` targets keeps at most."""
+    return max(1, min(MAX_SCORES, MAX_TOTAL_SCORES // max(1, n_targets)))
 #: method name recorded in configs and model cards
 METHOD = "split-conformal"
 
@@ -56,7 +65,8 @@ class Calibration:
     """The sorted nonconformity scores of a regression model's calibration crystals, per target.
 
     ``counts[t]``: crystals with a label for target t (n; 0: no interval for it); ``scores[t]``: their sorted scores,
-    or every k-th order statistic of them when there are more than :data:`MAX_SCORES`;
+    or every k-th order statistic of them when there are more than :func:`max_scores` (4,000
+    for up to 10 targets);
     ``floor``: per target, what is added to the ensemble's standard deviation (``None``: a
     single model, constant width); ``split``: where the crystals came from.
     """
@@ -121,12 +131,12 @@ class Calibration:
             raise ConfigError(f"calibration 'counts' must hold one count >= 0 per target, got {str(counts)[:80]}")
         if not (isinstance(scores, list) and len(scores) == t):
             raise ConfigError("calibration 'scores' must hold one list per target")
-        checked = []
+        checked, most = [], max_scores(t)
         for n, col in zip(counts, scores):
-            ok = isinstance(col, list) and len(col) == min(n, MAX_SCORES) and all(_bounded(s) for s in col)
+            ok = isinstance(col, list) and len(col) == min(n, most) and all(_bounded(s) for s in col)
             if not ok or any(a > b for a, b in zip(col, col[1:])):
                 raise ConfigError("calibration 'scores' must be sorted lists of numbers from 0 to float32's largest, "
-                                  f"one per calibration crystal (its 'counts'), or {MAX_SCORES} of them for more "
+                                  f"one per calibration crystal (its 'counts'), or {most} of them for more "
                                   "crystals")
             checked.append([float(s) for s in col])
         if floor is not None and not (isinstance(floor, list) and len(floor) == t and all(
@@ -162,12 +172,12 @@ def _round_up(v: float) -> float:
     return r if r >= v else float(f"{v + 10 ** (math.floor(math.log10(v)) - 5):.6g}")
 
 
-def _thin(sorted_scores: np.ndarray) -> list[float]:
-    """At most :data:`MAX_SCORES` order statistics: ranks ⌈j n / m⌉, j = 1 … m."""
+def _thin(sorted_scores: np.ndarray, m: int = MAX_SCORES) -> list[float]:
+    """At most ``m`` order statistics: ranks ⌈j n / m⌉, j = 1 … m."""
     n = len(sorted_scores)
-    if n <= MAX_SCORES:
+    if n <= m:
         return sorted_scores.tolist()
-    ranks = np.ceil(np.arange(1, MAX_SCORES + 1) * n / MAX_SCORES - 1e-9).astype(int)
+    ranks = np.ceil(np.arange(1, m + 1) * n / m - 1e-9).astype(int)
     return sorted_scores[ranks - 1].tolist()
 
 
@@ -196,7 +206,7 @@ def calibration_from(mean: np.ndarray, std: np.ndarray | None, labels: np.ndarra
         if not np.isfinite(err).all():
             raise ConfigError(f"the model's predictions of {target} on the calibration crystals are not finite")
         counts.append(int(have.sum()))
-        scores.append([_round_up(v) for v in _thin(np.sort(err))])  # as config.json keeps them
+        scores.append([_round_up(v) for v in _thin(np.sort(err), max_scores(len(targets)))])  # as config.json keeps them
     return Calibration(list(targets), counts, scores, floor if std is not None else None, split)
 
 

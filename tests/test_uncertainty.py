@@ -57,6 +57,26 @@ def test_thinned_scores_give_intervals_at_least_as_wide():
         assert exact[k - 1] <= cal.quantile(c)[0] <= exact[min(n, k + 3) - 1] * (1 + 1e-5)  # 6 digits, rounded up
 
 
+def test_many_targets_keep_a_config_that_loads():
+    """64 targets on 3,474 calibration crystals (a distilled student's) wrote 4 MB of scores, more
+    than a config.json may hold: the targets now share MAX_TOTAL_SCORES, and the intervals stay valid."""
+    import json
+
+    from crystalzoo.uncertainty import MAX_TOTAL_SCORES, Calibration, max_scores
+
+    rng = np.random.default_rng(0)
+    n, t = 3474, 64
+    errors = rng.exponential(size=(n, t))
+    cal = calibration_from(np.zeros((n, t)), None, errors, [f"f{i}" for i in range(t)])
+    assert sum(len(col) for col in cal.scores) <= MAX_TOTAL_SCORES and len(cal.scores[0]) == max_scores(t) == 625
+    assert len(json.dumps(cal.to_dict())) < 1_000_000
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())), cal.targets)
+    assert again.scores == cal.scores
+    k = int(np.ceil((n + 1) * 0.9))
+    assert (np.sort(errors, axis=0)[k - 1] <= cal.quantile(0.9) * (1 + 1e-5)).all()  # never narrower
+    assert max_scores(1) == max_scores(10) == MAX_SCORES  # the registered models keep what they kept
+
+
 def test_scaled_scores_divide_by_the_spread_plus_its_median():
     mean = np.zeros((5, 1))
     std = np.array([[0.1], [0.2], [0.3], [0.4], [0.5]])

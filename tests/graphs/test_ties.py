@@ -72,7 +72,8 @@ def test_tie_crystals_predict_the_same_in_any_order_supercell_and_origin(name, t
     for k, s in enumerate(tie_crystals):
         pred = np.asarray(model.predict(_variants(s, k)))
         spread = pred.max(axis=0) - pred.min(axis=0)
-        assert np.all(spread <= 1e-5), (name, s.formula, spread)
+        # float32 rounding: 1e-5, or 1e-5 of the value for outputs above 1 (a distilled student's reach 95)
+        assert np.all(spread <= 1e-5 * np.maximum(1, np.abs(pred).max(axis=0))), (name, s.formula, spread)
 
 
 PROTOTYPES = {

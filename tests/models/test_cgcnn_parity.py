@@ -95,7 +95,7 @@ def test_classifier_gives_probabilities(cif_paths):
 
 #: registered names that changed since 0.1.0 (name now: name then), and weights registered since
 RENAMED_SINCE_0_1_0 = {"combined-7042": "combined"}
-NEW_SINCE_0_1_0 = {"combined", "schnet-combined"}  # full-data multi-task backbones
+NEW_SINCE_0_1_0 = {"combined", "schnet-combined", "chgnet-distilled"}  # full-data backbones
 
 
 def test_every_registered_model_has_0_1_0_predictions_or_is_newer():
