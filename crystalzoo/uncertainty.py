@@ -44,11 +44,13 @@ MAX_SCORES = 4000
 MAX_TOTAL_SCORES = 40_000
 
 
+#: method name recorded in configs and model cards
+METHOD = "split-conformal"
+
+
 def max_scores(n_targets: int) -> int:
     """How many scores each of ``n_targets`` targets keeps at most."""
     return max(1, min(MAX_SCORES, MAX_TOTAL_SCORES // max(1, n_targets)))
-#: method name recorded in configs and model cards
-METHOD = "split-conformal"
 
 
 def check_coverage(coverage: Any) -> float:
@@ -172,7 +174,7 @@ def _round_up(v: float) -> float:
     return r if r >= v else float(f"{v + 10 ** (math.floor(math.log10(v)) - 5):.6g}")
 
 
-def _thin(sorted_scores: np.ndarray, m: int = MAX_SCORES) -> list[float]:
+def _thin(sorted_scores: np.ndarray, m: int) -> list[float]:
     """At most ``m`` order statistics: ranks ⌈j n / m⌉, j = 1 … m."""
     n = len(sorted_scores)
     if n <= m:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,7 @@ class Cell:
     """What the neighbour search needs from a validated crystal: a few small arrays, cheap to
     send to worker processes (pickling a pymatgen ``Structure`` costs more than its graph)."""
 
-    name: str
+    name: Any  # in messages: a path, "CIF text", or the crystal's Formula
     z: np.ndarray  # (N,) int64 atomic numbers
     lattice: np.ndarray  # (3, 3) Å
     pbc: np.ndarray  # (3,) int64, all 1: only crystals periodic in all three directions get this far
@@ -151,13 +152,7 @@ class Formula:
     def __str__(self) -> str:
         from pymatgen.core import Composition, Element
 
-        counts: dict = {}
-        for v in self.z:
-            counts[v] = counts.get(v, 0) + 1
-        return Composition({Element.from_Z(v): n for v, n in counts.items()}).formula
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
+        return Composition({Element.from_Z(v): n for v, n in Counter(self.z).items()}).formula
 
 
 @dataclass(frozen=True)
@@ -168,9 +163,6 @@ class _FormulaOf:
 
     def __str__(self) -> str:
         return self.structure.formula
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
 
 
 def to_cell(source: StructureLike) -> Cell:

@@ -20,10 +20,12 @@ from .edge_norm import NormGate, batch_stats, norm_edges
 
 
 def fused_inference(g: CrystalGraph, bond_fea: torch.Tensor, bn: nn.BatchNorm1d) -> bool:
-    """Whether a convolution may take its fused inference path: no autograd, ``bn`` in
-    evaluation (running statistics, folded into the linear map), the graph's bond features as
-    collate made them (one row per distinct bond length), on a CPU or CUDA device, and not
-    being traced or compiled (the export keeps the plain operations)."""
+    """Whether a convolution may sum each edge's terms in one pass (:func:`edge_sum`), with its
+    bonds projected once per distinct bond length: no autograd, ``bn`` in evaluation (running
+    statistics), the graph's bond features as collate made them, on a CPU or CUDA device, and
+    not being traced or compiled (the export keeps the plain operations). Folding ``bn`` into the
+    linear map as well was about 10 % faster but moved registered models' predictions by up to
+    5e-6."""
     return (not torch.is_grad_enabled() and not bn.training and bond_fea.device.type in ("cpu", "cuda")
             and not _compiling() and not torch.jit.is_tracing() and g.shares_bonds(bond_fea))
 
@@ -41,7 +43,8 @@ class GatedConv(nn.Module):
     The linear layer on z = v_i ⊕ v_j ⊕ u_ij is applied as v_i W_i + v_j W_j + u_ij W_u:
     atoms are projected once and combined per edge, which gives the same numbers as the
     concatenation with far less work. Bonds are projected once per distinct bond length in
-    inference (:func:`~crystalzoo.graphs.crystal_graph.per_bond`, :meth:`_infer`); in training
+    inference (:func:`fused_inference`: the three terms of each edge summed in one pass by
+    :func:`~crystalzoo.graphs.crystal_graph.edge_sum`); in training
     edge by edge, in one ``addmm_`` into the edge sums: faster there than gathering the distinct
     ones and scattering their gradient back (1.2× for forward + backward on 2 cores,
     ``benchmarks/backends.py``). The weight is kept as one ``fc_full`` so the original
@@ -57,39 +60,25 @@ class GatedConv(nn.Module):
 
     def forward(self, g: CrystalGraph, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
         f = self.atom_fea_len
-        if fused_inference(g, bond_fea, self.bn1):
-            return self._infer(g, atom_fea, bond_fea)
         w = self.fc_full.weight
         centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())  # bias once per atom
         neighbour = atom_fea @ w[:, f : 2 * f].t()
-        gated = add_centre(g, neighbour.index_select(0, g.src), centre)
-        gated.addmm_(bond_fea, w[:, 2 * f :].t())  # per edge: see the class's docstring
+        if fused_inference(g, bond_fea, self.bn1):  # each edge's three terms in one pass, in the order below
+            bonds = bond_fea.index_select(0, g.distinct_bonds) @ w[:, 2 * f :].t()
+            gated = edge_sum(g, neighbour, bonds, centre)
+        else:
+            gated = add_centre(g, neighbour.index_select(0, g.src), centre)
+            gated.addmm_(bond_fea, w[:, 2 * f :].t())  # per edge: see the class's docstring
         if torch.is_grad_enabled():
             bn = self.bn1
             messages = NormGate.apply(gated, *batch_stats(bn, gated, g.edge_weight), bn.weight, bn.bias,
                                        g.edge_weight, bn.training)
-        else:  # the same numbers without the autograd function (traceable for export)
+        else:  # the same numbers without the autograd function (traceable for export), the gate in place
             gated = norm_edges(self.bn1, gated, g.edge_weight)
-            messages = torch.sigmoid(gated[:, :f]) * nn.functional.softplus(gated[:, f:])
+            messages = torch.sigmoid(gated[:, :f]).mul_(nn.functional.softplus(gated[:, f:]))
             if g.edge_weight is not None:
                 messages.mul_(g.edge_weight.unsqueeze(1))
         summed = self.bn2(sum_into_atoms(g, messages, weighted=False))  # weighted above, in place
-        return nn.functional.softplus(atom_fea + summed)
-
-    def _infer(self, g: CrystalGraph, atom_fea: torch.Tensor, bond_fea: torch.Tensor) -> torch.Tensor:
-        """``forward`` for inference (:func:`fused_inference`): each edge's three terms summed in
-        one pass (:func:`edge_sum`, in the order ``forward`` adds them), the gate in place, no
-        copies of the edge messages. Folding ``bn1`` into ``fc_full`` as well was about 10 % faster
-        but moved registered models' predictions by up to 5e-6."""
-        f = self.atom_fea_len
-        w = self.fc_full.weight
-        centre = torch.addmm(self.fc_full.bias, atom_fea, w[:, :f].t())
-        bonds = bond_fea.index_select(0, g.distinct_bonds) @ w[:, 2 * f :].t()
-        gated = self.bn1(edge_sum(g, atom_fea @ w[:, f : 2 * f].t(), bonds, centre))
-        messages = torch.sigmoid(gated[:, :f]).mul_(nn.functional.softplus(gated[:, f:]))
-        if g.edge_weight is not None:
-            messages.mul_(g.edge_weight.unsqueeze(1))
-        summed = self.bn2(sum_into_atoms(g, messages, weighted=False))
         return nn.functional.softplus(atom_fea + summed)
 
 
