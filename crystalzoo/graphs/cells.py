@@ -168,7 +168,7 @@ class _FormulaOf:
 def to_cell(source: StructureLike) -> Cell:
     """Read and check one crystal (a ``Structure``, an ASE ``Atoms``, a structure file or CIF
     text). A plain P1 CIF is read by :func:`~crystalzoo.graphs.plain_cif.read_plain_cif`, the
-    same numbers as pymatgen's reader about 15 times faster; any other by pymatgen."""
+    same numbers as pymatgen's reader about 11 times faster (scripts/check_plain_cif.py); any other by pymatgen."""
     if isinstance(source, (str, os.PathLike)):
         text, fmt, path = read_text(source)
         name = "CIF text" if path is None else str(path)

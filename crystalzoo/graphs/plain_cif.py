@@ -2,7 +2,7 @@
 element per site, as pymatgen's ``CifWriter`` writes them (the Materials Project's CIFs, and
 ``structure.to(filename="x.cif")``). It gives what crystalzoo keeps of a structure (elements,
 lattice, Cartesian coordinates, in pymatgen's order) with the same numbers as pymatgen's
-``CifParser``, about 15 times faster; any other CIF is read by pymatgen, with all its checks
+``CifParser``, about 11 times faster; any other CIF is read by pymatgen, with all its checks
 (:func:`~crystalzoo.graphs.cif.parse_cif`). ``python scripts/check_plain_cif.py`` compares the two on
 every crystal of the shared data; ``tests/graphs/test_plain_cif.py`` on every CIF the tests hold.
 
