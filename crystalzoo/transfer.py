@@ -47,8 +47,11 @@ SAME_QUANTITY = (
     {"poisson_ratio"},
 )
 
-#: a target computed from other labels: leaked to a backbone pretrained on all of them
-DERIVED = {"poisson_ratio": (SAME_QUANTITY[1], SAME_QUANTITY[2])}
+#: a target computed from other labels: leaked to a backbone pretrained on all of them. A formation
+#: energy is the total energy less its elements' reference energies (one constant per element), so
+#: each of the two is the other plus a sum over the composition
+DERIVED = {"poisson_ratio": (SAME_QUANTITY[1], SAME_QUANTITY[2]), "formation_energy_per_atom": (SAME_QUANTITY[5],),
+           "energy_per_atom": (SAME_QUANTITY[4],)}
 
 #: words a label's name may end with that give its unit, not its quantity (band_gap_eV, e_form_eV_per_atom)
 UNIT_WORDS = {"ev", "mev", "gpa", "atom", "per", "peratom"}
@@ -84,8 +87,9 @@ _NORMAL_GROUPS = [{normal_name(n) for n in group} for group in SAME_QUANTITY]
 
 def leakage(backbone: str, target: str) -> str | None:
     """Why scoring the registered ``backbone`` on ``target`` would not measure transfer (its
-    manifest's pretraining targets hold the target, the same quantity under another name, or
-    every label the target is computed from), or ``None``.
+    manifest's pretraining targets, with a distilled student's teacher's ``teacher_targets``, hold
+    the target, the same quantity under another name, or every label the target is computed from),
+    or ``None``.
 
     Example::
 
@@ -93,16 +97,19 @@ def leakage(backbone: str, target: str) -> str | None:
         "band-gap was pretrained on ['band_gap'], the same quantity as is_metal"
         >>> leakage("formation", "band_gap") is None
         True
+        >>> leakage("total-energy", "formation_energy_per_atom")
+        "total-energy was pretrained on ['energy_per_atom'], from which formation_energy_per_atom is computed"
     """
     from .registry import get_backbone_info
 
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"target = {target!r}: the name of a label, e.g. 'band_gap'")
-    trained = list(get_backbone_info(backbone).targets)
+    info = get_backbone_info(backbone)
+    trained = list(info.targets) + list(info.training_data.get("teacher_targets", []))
     known = {normal_name(t) for t in trained}
     if _group(target) & known:
         return f"{backbone} was pretrained on {trained}, the same quantity as {target}"
-    derived = DERIVED.get(normal_name(target))
+    derived = next((parts for name, parts in DERIVED.items() if normal_name(name) in _group(target)), None)
     if derived and all({normal_name(n) for n in part} & known for part in derived):
         return f"{backbone} was pretrained on {trained}, from which {target} is computed"
     return None

@@ -102,6 +102,9 @@ def select(path: Path, crystals: str) -> list[dict]:
 
 
 TEACHER_NAME = "CHGNet 0.4.2 (pip install chgnet; its 64 crystal features, CHGNet.predict_structure(task='e'))"
+#: what the teacher was trained on (MPtrj): the leakage rule keeps its student off these targets and
+#: what they give (a formation energy is the total energy less the elements' references)
+TEACHER_TARGETS = ["energy_per_atom", "forces", "stress", "magmom"]
 CHGNET_CITATION = ("B. Deng et al., CHGNet as a pretrained universal neural network potential for charge-informed "
                    "atomistic modelling, Nat. Mach. Intell. 5, 1031 (2023) (teacher); T. Xie and J. C. Grossman, Phys. "
                    "Rev. Lett. 120, 145301 (2018) (CGCNN); data: A. Jain et al., APL Materials 1, 011002 (2013)")
@@ -206,7 +209,7 @@ def main() -> None:
                 training_data={"dataset": "Materials Project (project data set, mp_crystals.jsonl.gz)",
                                "selection": f"all {len(ds):,} crystals of the data set with a formation energy (no "
                                             "labels used); scripts/pretrain_backbones.py",
-                               "teacher": TEACHER_NAME, **metrics["sizes"], "epochs": metrics["epochs"],
+                               "teacher": TEACHER_NAME, "teacher_targets": TEACHER_TARGETS, **metrics["sizes"], "epochs": metrics["epochs"],
                                "best_epoch": metrics["best_epoch"], "lr_schedule": f"Adam 1e-3, {args.schedule}",
                                "loss": f"{args.loss} on the 64 standardised teacher features"},
                 metrics=[{"name": k, "target": "CHGNet crystal features", "value": round(v, 4), "units": "",

@@ -165,7 +165,16 @@ def test_leakage_knows_the_names_of_other_tables():
     # names with their unit, as prediction tables write them, and JARVIS's (a third attack)
     assert leakage("band-gap", "band_gap (eV)") and leakage("band-gap", "band_gap_eV")
     assert leakage("bulk", "K_VRH (GPa)") and leakage("formation", "formation_energy_peratom")
-    assert leakage("formation", "energy_per_atom") is None  # total energy is another quantity
+    assert leakage("formation", "log10_k_vrh") is None and leakage("band-gap", "e_form") is None
+
+
+def test_leakage_knows_formation_from_total_energy_and_a_students_teacher():
+    """A formation energy is the total energy less the elements' references: total-energy was
+    scored on formation energies; a distilled student on what its teacher was trained on."""
+    assert "from which formation_energy_per_atom is computed" in leakage("total-energy", "formation_energy_per_atom")
+    assert leakage("total-energy", "e_form") and leakage("formation", "energy_per_atom")
+    assert "energy_per_atom" in leakage("chgnet-distilled", "total_energy")
+    assert leakage("chgnet-distilled", "formation_energy_per_atom") and leakage("chgnet-distilled", "band_gap") is None
 
 
 def test_rank_takes_what_the_readers_take_and_refuses_the_rest(band_gaps, tmp_path):
