@@ -19,7 +19,9 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
   trains with a 2-epoch warm-up, cosine decay and an average of the weights, ``EMA``, and then
   ``scratch+ema`` runs with the same; ``full+blend`` (regression): ``crystalzoo.fit_blend``, the
   ``full`` network and ``fit_booster`` on the same backbone's pooled vectors and the composition,
-  half each, untuned; ``full+blend3`` the same with an ensemble of 3 such networks);
+  half each, untuned; ``full+blend3`` the same with an ensemble of 3 such networks;
+  ``advised3/full+blend`` (with ``--backbones … advised3``): ``fit_blend`` of the three CGCNN
+  backbones the cell's advisor ranked first on the training split, one network each);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
   ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
@@ -69,6 +71,9 @@ TASKS = {
 #: ``magpie+distilled+lgbm`` are ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` on its reproduction of CHGNet's features
 DISTILLED = "chgnet-distilled"
 RECIPES = {"full": None, "freeze1": 1, "full+ema": None, "full+blend": None, "full+blend3": None}
+#: ``advised3/full+blend``: fit_blend of the three CGCNN backbones the cell's advisor ranks first on
+#: the training split (its ``…|advisor`` run), one network each and a booster on their vectors
+ADVISED = "advised3"
 #: the training of a recipe named ``…+ema`` (and of ``scratch+ema``, the same budget from scratch): warm-up,
 #: cosine decay and an average of the weights (TrainConfig.warmup, .schedule, .ema)
 EMA = {"schedule": "cosine", "warmup": 2, "ema": 0.99}
@@ -118,6 +123,8 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
     names = [n for n in (backbones or list_backbones()) if n in allowed]
     out = ["scratch"] + (["scratch+ema"] if any(r.endswith("+ema") for r in recipes) else [])
     out += [f"{n}/{r}" for n in names for r in recipes if not ("+blend" in r and kind != "regression")]
+    if "full+blend" in recipes and kind == "regression" and backbones and ADVISED in backbones:
+        out.append(f"{ADVISED}/full+blend")
     if externals:
         out += ["magpie+lgbm"] + [f"{n}-pooled+magpie+lgbm" for n in ("combined",) if n in names]
         # crystalzoo alone (its own composition descriptors, no matminer)
@@ -125,7 +132,7 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
                                        for b in ("lgbm", "hgb")] + ["zoo-pooled+composition+hgb"]
         if chgnet and _has("chgnet"):
             out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
-        if DISTILLED in list_backbones():  # the same heads on the distilled student's features
+        if DISTILLED in allowed:  # the same heads on the distilled student's features (the leakage rule too)
             out += ["magpie+distilled+lgbm"] + (["distilled+mlp"] if kind == "regression" else [])
     return out
 
@@ -147,16 +154,31 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def score_network(method: str, task: str, train, val, test, epochs: int, seed: int) -> dict:
+def advised(task: str, advice: dict, n: int = 3) -> list[str]:
+    """The ``n`` CGCNN backbones ``task`` may use that the advisor's run ``advice`` scored highest."""
+    from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
+
+    allowed = zoo(task, DEFAULT_ARCHITECTURE)
+    ranked = sorted((b for b in advice["scores"] if b in allowed), key=lambda b: -advice["scores"][b]["score"])
+    if len(ranked) < n:
+        raise ValueError(f"{task}: the advisor scored {len(ranked)} allowed CGCNN backbones, fewer than {n}")
+    return ranked[:n]
+
+
+def score_network(method: str, task: str, train, val, test, epochs: int, seed: int, advice: dict | None = None) -> dict:
     from crystalzoo import TrainConfig, evaluate, make_model, train_model
     from crystalzoo.transfer import check_no_leakage
 
     kind = TASKS[task][1]
     backbone, freeze = (None, None) if method.startswith("scratch") else (method.split("/")[0],
                                                                           RECIPES[method.split("/")[1]])
-    if backbone is not None:
-        check_no_leakage(backbone, task)  # the rule, where a run starts
-    if backbone is not None:  # the graphs with the atom features its family reads
+    if backbone == ADVISED:  # a blend of the advisor's first three: its choice from the training split alone
+        if advice is None:
+            raise ValueError(f"{method}: run the cell's advisor first (leave out --no-advisor)")
+        backbone = advised(task, advice)
+    for name in [backbone] if isinstance(backbone, str) else backbone or []:
+        check_no_leakage(name, task)  # the rule, where a run starts
+    if isinstance(backbone, str):  # the graphs with the atom features its family reads
         from crystalzoo.training.runs import backbone_atom_features
 
         train, val, test = (d.with_atom_features(backbone_atom_features(backbone)) for d in (train, val, test))
@@ -172,8 +194,12 @@ def score_network(method: str, task: str, train, val, test, epochs: int, seed: i
         def mae(m) -> float:
             return float(np.mean(np.abs(np.ravel(m.predict(test)) - y)))
 
-        return {"test": mae(blend), "val": blend.val_scores["blend"], "network": mae(blend.members[0]),
-                "booster": mae(blend.members[1])}
+        from crystalzoo import Blend
+
+        networks = blend.members[:-1]
+        return {"test": mae(blend), "val": blend.val_scores["blend"],
+                "network": mae(Blend(networks) if len(networks) > 1 else networks[0]),
+                "booster": mae(blend.members[-1])}
     model = make_model(backbone, train, freeze=freeze, task=kind, seed=seed)
     extra = EMA if method.endswith("+ema") else {}
     history = train_model(model, train, val, TrainConfig(epochs=epochs, seed=seed, progress=False, **extra))
@@ -356,20 +382,23 @@ def run(args) -> None:
                 if args.advisor and f"{cell}|advisor" not in done:
                     _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,
                                         "task": task, "size": size, "seed": seed, "method": "advisor",
-                                        **advise(task, train, seed, args.backbones)})
+                                        **advise(task, train, seed, [b for b in args.backbones or [] if b != ADVISED] or None)})
                 for method in methods(task, args.recipes, args.externals, args.backbones, not args.quick):
                     key = f"{cell}|{method}"
                     if key in read_runs(runs_file)[0]:
                         continue
                     backbone = method.split("/")[0] if "/" in method else method.split("-pooled")[0] \
                         if "-pooled" in method else "baseline"
+                    advice = read_runs(runs_file)[0].get(f"{cell}|advisor")
+                    if backbone == ADVISED:  # the backbones it blends, each of whose weights the run is of
+                        backbone = "+".join(advised(task, advice)) if advice else backbone
                     weights = weights_of(backbone)
                     t0 = time.perf_counter()
                     if method.split("+")[-1] in ("lgbm", "hgb", "mlp"):
                         scores = score_external(method, task, rows, parts, default_cache_dir() / "benchmark-features",
                                                 seed, (train, val, test))
                     else:
-                        scores = score_network(method, task, train, val, test, args.epochs, seed)
+                        scores = score_network(method, task, train, val, test, args.epochs, seed, advice)
                     r = {"key": key, "backbone": backbone, "weights": weights, "task": task, "size": size,
                          "seed": seed, "method": method, **scores, "seconds": time.perf_counter() - t0}
                     _append(runs_file, r)
@@ -564,7 +593,8 @@ def main() -> int:
         args.data, args.out = str(bundled_dataset("mp-band-gap")), tempfile.mkdtemp()
         args.tasks, args.sizes, args.seeds, args.epochs, args.limit, args.test = (["band_gap"], [40], [0, 1], 2,
                                                                                    300, 100)
-        args.recipes, args.backbones = ["full+blend"], ["formation", "bulk", "shear"]  # the network and the booster
+        # the network and the booster; the blend of the advisor's three
+        args.recipes, args.backbones = ["full+blend"], ["formation", "bulk", "shear", ADVISED]
         args.externals = _has("lightgbm") and _has("matminer")
     if not args.report:
         run(args)

@@ -110,12 +110,14 @@ def weights_of(backbone: str) -> str | None:
     """The first 12 hex digits of the sha256 of ``backbone``'s weights, resolved as the loader
     resolves the name (a folder, a registered name): a run of other weights under the same
     name is stale. None for the baseline and a Hub model (not checked); "missing" for a name
-    that no longer resolves."""
+    that no longer resolves; for ``A+B+…``, the backbones a run blends, theirs joined by ``+``."""
     from crystalzoo import get_backbone_info
     from crystalzoo.files import sha256_file
     from crystalzoo.registry import list_backbones, source_kind
     from crystalzoo.serialization import WEIGHTS_NAME
 
+    if "+" in backbone and not Path(backbone).exists():
+        return "+".join(str(weights_of(b)) for b in backbone.split("+"))
     kind = None if backbone == "baseline" else source_kind(backbone)
     if kind in (None, "hub"):
         return None

@@ -301,8 +301,8 @@ def fit_booster(train: Any, val: Any, *, backbones: str | Sequence[str] = "combi
     return Booster(train.targets[0], task, names, kind, composition, setting, val_score, estimator, models)
 
 
-def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any = None, seed: int = 0,
-              grid: Sequence[dict[str, Any]] = GRID, ensemble: int = 1) -> Blend:
+def fit_blend(train: Any, val: Any, *, backbone: str | Sequence[str] = "combined", config: Any = None,
+              seed: int = 0, grid: Sequence[dict[str, Any]] = GRID, ensemble: int = 1) -> Blend:
     """The small-data suite's best path in one call: fine-tune every layer of ``backbone`` on
     ``train`` (``make_model`` + ``train_model`` with ``config``, a
     :class:`~crystalzoo.training.config.TrainConfig`, default its defaults: 30 epochs, the best
@@ -312,9 +312,14 @@ def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any =
     ``seed + i``), and their :class:`~crystalzoo.models.ensembles.CrystalEnsemble` is the blend's
     network half.
 
-    The validation MAEs of the network, the booster and the blend are in ``blend.val_scores``:
-    keep the blend only where it is the lowest (the booster's is optimistic, its setting was
-    chosen on the same split).
+    ``backbone`` may name several backbones (e.g. the first three of
+    :func:`~crystalzoo.transfer.rank_backbones`): each is fine-tuned (``ensemble`` networks each),
+    the networks share the network half equally, and the booster reads all their vectors side by
+    side.
+
+    The validation MAEs of the network half (the networks' mean), the booster and the blend are
+    in ``blend.val_scores``: keep the blend only where it is the lowest (the booster's is
+    optimistic, its setting was chosen on the same split).
 
     Example::
 
@@ -332,31 +337,40 @@ def fit_blend(train: Any, val: Any, *, backbone: str = "combined", config: Any =
 
     from .checks import check_count
     from .models.ensembles import MAX_MEMBERS, CrystalEnsemble
-    from .training.batches import evaluate
     from .training.config import TrainConfig
     from .training.heads import make_model
     from .training.loop import train_model
     from .training.runs import backbone_atom_features
 
-    if not isinstance(backbone, str):
+    names = [backbone] if isinstance(backbone, str) else backbone
+    if isinstance(names, (bytes, dict)) or not hasattr(names, "__iter__") or not (names := list(names)) or not all(
+            isinstance(n, str) for n in names) or len(set(names)) < len(names):
         raise ConfigError(f"backbone = {backbone!r}: the name of a registered backbone (crystalzoo list), a "
-                          "hf-hub:… id or a model folder")
+                          "hf-hub:… id or a model folder, or a list of different ones")
 
     config = TrainConfig(seed=seed) if config is None else config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config = {config!r}: a crystalzoo TrainConfig (or None for its defaults)")
     check_count(ensemble, "ensemble", 1, MAX_MEMBERS)
-    booster = fit_booster(train, val, backbones=backbone, grid=grid, seed=seed)  # checks the splits and the grid
-    features = backbone_atom_features(backbone)  # the graphs with the atom features its family reads
-    train_net, val_net = (d.select_targets([booster.target]).with_atom_features(features) for d in (train, val))
+    booster = fit_booster(train, val, backbones=names, grid=grid, seed=seed)  # checks the splits and the grid
     networks = []
-    for i in range(ensemble):
-        networks.append(make_model(backbone, train_net, task="regression", seed=seed + i))
-        train_model(networks[-1], train_net, val_net, dataclasses.replace(config, seed=config.seed + i))
-    network = networks[0] if ensemble == 1 else CrystalEnsemble(networks)
-    blend = Blend([network, booster])
-    y = val_net.labels[:, 0]
+    for name in names:
+        features = backbone_atom_features(name)  # the graphs with the atom features its family reads
+        train_net, val_net = (d.select_targets([booster.target]).with_atom_features(features) for d in (train, val))
+        own = []
+        for i in range(ensemble):
+            own.append(make_model(name, train_net, task="regression", seed=seed + i))
+            train_model(own[-1], train_net, val_net, dataclasses.replace(config, seed=config.seed + i))
+        networks.append(own[0] if ensemble == 1 else CrystalEnsemble(own))
+    half = 0.5 / len(networks)
+    blend = Blend([*networks, booster], weights=[half] * len(networks) + [0.5])
+    y = val.select_targets([booster.target]).labels[:, 0]
     labelled = ~np.isnan(y)
-    blend.val_scores = {"network": float(evaluate(network, val_net)["mae"]), "booster": booster.val_score,
-                        "blend": float(np.mean(np.abs(blend.predict(val_net)[labelled] - y[labelled])))}
+
+    def mae(predicted: np.ndarray) -> float:
+        return float(np.mean(np.abs(np.ravel(predicted)[labelled] - y[labelled])))
+
+    network_half = Blend(networks) if len(networks) > 1 else networks[0]
+    blend.val_scores = {"network": mae(network_half.predict(val)), "booster": booster.val_score,
+                        "blend": mae(blend.predict(val))}
     return blend

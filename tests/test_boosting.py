@@ -240,3 +240,25 @@ def test_fit_blend_is_the_network_and_the_booster_half_each(crystals):
 
     assert isinstance(three.members[0], CrystalEnsemble) and len(three.members[0].members) == 2
     np.testing.assert_allclose(three.members[0].members[0].predict(test), alone.predict(test), rtol=1e-6)
+
+
+def test_fit_blend_of_several_backbones_shares_the_network_half(crystals):
+    """backbone=[A, B]: one network each, a quarter each, and the booster on both backbones' vectors."""
+    from crystalzoo import TrainConfig, fit_blend, make_model, train_model
+
+    train, val, test = (d.select_targets(["band_gap"]) for d in crystals)
+    config = TrainConfig(epochs=2, progress=False, seed=1)
+    blend = fit_blend(train, val, backbone=["combined", "formation"], config=config, seed=1, grid=GRID[:1])
+    assert len(blend.members) == 3 and blend.weights == [0.25, 0.25, 0.5]
+    alone = make_model("formation", train, seed=1)
+    train_model(alone, train, val, config)
+    np.testing.assert_array_equal(blend.members[1].predict(test), alone.predict(test))
+    both = fit_booster(train, val, backbones=["combined", "formation"], grid=GRID[:1], seed=1)
+    np.testing.assert_array_equal(blend.members[2].predict(test), both.predict(test))
+    y = val.labels[:, 0]
+    networks = (blend.members[0].predict(val).ravel() + blend.members[1].predict(val).ravel()) / 2
+    assert blend.val_scores["network"] == pytest.approx(np.mean(np.abs(networks - y)), rel=1e-5)
+    assert blend.val_scores["blend"] == pytest.approx(np.mean(np.abs(blend.predict(val) - y)))
+    for bad in ([], ["combined", "combined"], ["combined", 3], {"combined": 1}, b"combined"):
+        with pytest.raises(ConfigError, match="backbone = "):
+            fit_blend(train, val, backbone=bad, config=config)
