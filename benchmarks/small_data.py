@@ -410,6 +410,33 @@ def _append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def fine_tuned_best(by_method: dict[str, dict[int, float]], seed: int, kind: str) -> dict[str, float]:
+    """Each backbone's best test score in one seed of a cell (``by_method``: method → seed → score),
+    over the suite's own recipes (not ``+ema`` or ``+blend``)."""
+    best: dict = {}
+    for m in by_method:
+        if "/" in m and not m.endswith("+ema") and "+blend" not in m and seed in by_method[m]:
+            b, v = m.split("/")[0], by_method[m][seed]
+            best[b] = v if b not in best else (min if kind == "regression" else max)(best[b], v)
+    return best
+
+
+def agreement(scores: dict[str, float], best: dict[str, float], kind: str) -> tuple[float, str, float] | None:
+    """How an advisor's ``scores`` (backbone → score, higher is better) agree with the fine-tuned
+    ``best`` test scores: the Spearman correlation over the backbones both have, the top pick, and
+    its relative gap to the best fine-tuned backbone; None for fewer than 3 backbones."""
+    from scipy import stats
+
+    sign = 1 if kind == "regression" else -1
+    names = [b for b in best if b in scores]
+    if len(names) < 3:
+        return None
+    rho = stats.spearmanr([scores[b] for b in names], [-sign * best[b] for b in names]).statistic
+    pick = max(names, key=lambda b: scores[b])
+    top = min(names, key=lambda b: sign * best[b])
+    return float(rho), pick, abs(best[pick] - best[top]) / abs(best[top])
+
+
 def report(out: Path) -> Path:
     """small_data.md (a table per task and size: mean ± std over seeds, paired tests against scratch,
     the best external baseline and the best fine-tuned backbone; the advisor's rank correlation), learning curves and
@@ -477,18 +504,11 @@ def report(out: Path) -> Path:
             a = advice.get((task, size, seed))
             if a is None:
                 continue
-            best: dict = {}  # each backbone's best recipe (the suite's own recipes, not +ema or +blend)
-            for m in by_method:
-                if "/" in m and not m.endswith("+ema") and "+blend" not in m and seed in by_method[m]:
-                    b, v = m.split("/")[0], by_method[m][seed]
-                    best[b] = v if b not in best else (min if kind == "regression" else max)(best[b], v)
-            names = [b for b in best if b in a["scores"]]
-            if len(names) > 2:
-                rho.append(stats.spearmanr([a["scores"][b]["score"] for b in names],
-                                           [-sign * best[b] for b in names]).statistic)
-                pick = max(names, key=lambda b: a["scores"][b]["score"])
-                top = min(names, key=lambda b: sign * best[b])
-                picks.append((pick, abs(best[pick] - best[top]) / abs(best[top])))
+            found = agreement({b: v["score"] for b, v in a["scores"].items()},
+                              fine_tuned_best(by_method, seed, kind), kind)
+            if found:
+                rho.append(found[0])
+                picks.append(found[1:])
                 seconds.append(a["seconds"])
         if rho:
             correlations.append(float(np.mean(rho)))
