@@ -385,9 +385,11 @@ def run(args) -> None:
                 cell = f"{task}|{size}|{seed}"
                 done = read_runs(runs_file)[0]
                 if args.advisor and f"{cell}|advisor" not in done:
+                    # advised3 picks from every backbone: the advisor then ranks them all
+                    ranked = None if ADVISED in (args.backbones or [ADVISED]) else args.backbones
                     _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,
                                         "task": task, "size": size, "seed": seed, "method": "advisor",
-                                        **advise(task, train, seed, [b for b in args.backbones or [] if b != ADVISED] or None)})
+                                        **advise(task, train, seed, ranked)})
                 for method in methods(task, args.recipes, args.externals, args.backbones, not args.quick):
                     key = f"{cell}|{method}"
                     if key in read_runs(runs_file)[0]:
@@ -396,7 +398,10 @@ def run(args) -> None:
                         if "-pooled" in method else "baseline"
                     advice = read_runs(runs_file)[0].get(f"{cell}|advisor")
                     if backbone == ADVISED:  # the backbones it blends, each of whose weights the run is of
-                        backbone = "+".join(advised(task, advice)) if advice else backbone
+                        if advice is None:
+                            print(f"{key}: no advisor run for the cell (--no-advisor): skipped", flush=True)
+                            continue
+                        backbone = "+".join(advised(task, advice))
                     weights = weights_of(backbone)
                     t0 = time.perf_counter()
                     if method.split("+")[-1] in ("lgbm", "hgb", "mlp"):
@@ -446,8 +451,6 @@ def report(out: Path) -> Path:
     """small_data.md (a table per task and size: mean ± std over seeds, paired tests against scratch,
     the best external baseline and the best fine-tuned backbone; the advisor's rank correlation), learning curves and
     the transfer matrix, from the runs file."""
-    from scipy import stats
-
     done = read_runs(out / "small_data_runs.jsonl")[0]
     runs = [r for r in done.values() if r["method"] != "advisor"]
     advice = {(r["task"], r["size"], r["seed"]): r for r in done.values() if r["method"] == "advisor"}
@@ -565,7 +568,7 @@ def _plots(out: Path, runs: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(out / "small_data_curves.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    backbones = sorted({m.split("/")[0] for _, m, _ in mean if "/" in m})
+    backbones = sorted({m.split("/")[0] for _, m, _ in mean if "/" in m} - {ADVISED})  # a blend, not a backbone
     gain = np.full((len(backbones), len(tasks)), np.nan)
     for j, task in enumerate(tasks):
         size = max(n for t, _, n in mean if t == task)

@@ -343,8 +343,8 @@ def fit_blend(train: Any, val: Any, *, backbone: str | Sequence[str] = "combined
     from .training.runs import backbone_atom_features
 
     names = [backbone] if isinstance(backbone, str) else backbone
-    if isinstance(names, (bytes, dict)) or not hasattr(names, "__iter__") or not (names := list(names)) or not all(
-            isinstance(n, str) for n in names) or len(set(names)) < len(names):
+    if isinstance(names, (bytes, dict, set, frozenset)) or not hasattr(names, "__iter__") or not (
+            names := list(names)) or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
         raise ConfigError(f"backbone = {backbone!r}: the name of a registered backbone (crystalzoo list), a "
                           "hf-hub:… id or a model folder, or a list of different ones")
 
@@ -364,13 +364,14 @@ def fit_blend(train: Any, val: Any, *, backbone: str | Sequence[str] = "combined
         networks.append(own[0] if ensemble == 1 else CrystalEnsemble(own))
     half = 0.5 / len(networks)
     blend = Blend([*networks, booster], weights=[half] * len(networks) + [0.5])
-    y = val.select_targets([booster.target]).labels[:, 0]
+    val_target = val.select_targets([booster.target], drop_missing=False)
+    y = val_target.labels[:, 0]
     labelled = ~np.isnan(y)
 
     def mae(predicted: np.ndarray) -> float:
         return float(np.mean(np.abs(np.ravel(predicted)[labelled] - y[labelled])))
 
     network_half = Blend(networks) if len(networks) > 1 else networks[0]
-    blend.val_scores = {"network": mae(network_half.predict(val)), "booster": booster.val_score,
-                        "blend": mae(blend.predict(val))}
+    blend.val_scores = {"network": mae(network_half.predict(val_target)), "booster": booster.val_score,
+                        "blend": mae(blend.predict(val_target))}
     return blend

@@ -105,13 +105,17 @@ def leakage(backbone: str, target: str) -> str | None:
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"target = {target!r}: the name of a label, e.g. 'band_gap'")
     info = get_backbone_info(backbone)
-    trained = list(info.targets) + list(info.training_data.get("teacher_targets", []))
-    known = {normal_name(t) for t in trained}
-    if _group(target) & known:
-        return f"{backbone} was pretrained on {trained}, the same quantity as {target}"
-    derived = next((parts for name, parts in DERIVED.items() if normal_name(name) in _group(target)), None)
-    if derived and all({normal_name(n) for n in part} & known for part in derived):
-        return f"{backbone} was pretrained on {trained}, from which {target} is computed"
+    teacher = info.training_data.get("teacher_targets", [])
+    if isinstance(teacher, str):  # one name, not its letters
+        teacher = [teacher]
+    for trained, whose in ((list(info.targets), f"{backbone} was pretrained on"),
+                           (list(teacher), f"{backbone}'s teacher (it was distilled from) was trained on")):
+        known = {normal_name(t) for t in trained}
+        if _group(target) & known:
+            return f"{whose} {trained}, the same quantity as {target}"
+        derived = next((parts for name, parts in DERIVED.items() if normal_name(name) in _group(target)), None)
+        if derived and all({normal_name(n) for n in part} & known for part in derived):
+            return f"{whose} {trained}, from which {target} is computed"
     return None
 
 

@@ -73,7 +73,8 @@ def main() -> int:
             drift = max(abs(mine["H-score"][b] - v["score"]) for b, v in advice["scores"].items())
             print(f"  seed {seed}: H-scores within {drift:.1e} of the suite's advisor run", flush=True)
             for name, scores in mine.items():
-                found.setdefault(name, []).append(agreement(scores, best, "classification"))
+                if (result := agreement(scores, best, "classification")) is not None:  # 3 backbones or more
+                    found.setdefault(name, []).append(result)
         print(f"{task}, {size} training crystals, {len(next(iter(found.values())))} seeds")
         for name, results in found.items():
             rho = np.mean([f[0] for f in results])
