@@ -154,11 +154,21 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def stale(task: str, advice: dict, family: str | None = None) -> list[str]:
+    """The backbones ``task`` may use now (of ``family``) that the advisor's run ``advice`` did not score:
+    registered after it ran (an advisor run of a chosen ``--backbones`` list is stale too)."""
+    return sorted(set(zoo(task, family)) - set(advice["scores"]))
+
+
 def advised(task: str, advice: dict, n: int = 3) -> list[str]:
     """The ``n`` CGCNN backbones ``task`` may use that the advisor's run ``advice`` scored highest."""
     from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
 
     allowed = zoo(task, DEFAULT_ARCHITECTURE)
+    missing = stale(task, advice, DEFAULT_ARCHITECTURE)
+    if missing:
+        raise ValueError(f"{task}: the advisor run of seed {advice['seed']} did not score {', '.join(missing)} "
+                         f"(registered since): drop the cell's '…|advisor' lines from the runs file and run again")
     ranked = sorted((b for b in advice["scores"] if b in allowed), key=lambda b: -advice["scores"][b]["score"])
     if len(ranked) < n:
         raise ValueError(f"{task}: the advisor scored {len(ranked)} allowed CGCNN backbones, fewer than {n}")
@@ -385,17 +395,20 @@ def run(args) -> None:
                 train, val, test = (ds.subset(p.tolist()) for p in parts)
                 cell = f"{task}|{size}|{seed}"
                 done = read_runs(runs_file)[0]
-                if args.advisor and f"{cell}|advisor" not in done:
-                    # advised3 picks from every backbone: the advisor then ranks them all
-                    ranked = None if ADVISED in (args.backbones or [ADVISED]) else args.backbones
+                # advised3 picks from every backbone: the advisor then ranks them all
+                ranked = None if ADVISED in (args.backbones or [ADVISED]) else args.backbones
+                before = done.get(f"{cell}|advisor")
+                if args.advisor and before is not None and ranked is None and stale(task, before):
+                    # a run from before a backbone was registered: run again (the later line is the one read)
+                    print(f"{cell}|advisor: did not score {', '.join(stale(task, before))}: run again", flush=True)
+                    before = None
+                if args.advisor and before is None:
                     _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,
                                         "task": task, "size": size, "seed": seed, "method": "advisor",
                                         **advise(task, train, seed, ranked)})
                 for method in methods(task, args.recipes, args.externals, args.backbones, not args.quick):
                     key = f"{cell}|{method}"
                     done = read_runs(runs_file)[0]  # another process may have run it meanwhile
-                    if key in done:
-                        continue
                     backbone = method.split("/")[0] if "/" in method else method.split("-pooled")[0] \
                         if "-pooled" in method else "baseline"
                     blended = None
@@ -405,6 +418,12 @@ def run(args) -> None:
                             continue
                         blended = advised(task, done[f"{cell}|advisor"])
                         backbone = "+".join(blended)
+                        if key in done and done[key]["backbone"] != backbone:  # the advisor was run again since
+                            print(f"{key}: blended {done[key]['backbone']}, the advisor now picks {backbone}: "
+                                  "run again", flush=True)
+                            del done[key]
+                    if key in done:
+                        continue
                     weights = weights_of(backbone)
                     t0 = time.perf_counter()
                     if method.split("+")[-1] in ("lgbm", "hgb", "mlp"):
@@ -510,11 +529,12 @@ def report(out: Path) -> Path:
                                  f"{wins}/{pairs}, p {p:.3f})")
         if parts:
             lines += [""] + [f"- {line}" for line in parts]
-        rho, picks, seconds = [], [], []
+        rho, picks, seconds, unscored = [], [], [], set()
         for seed in sorted({r["seed"] for r in runs if (r["task"], r["size"]) == (task, size)}):
             a = advice.get((task, size, seed))
             if a is None:
                 continue
+            unscored |= set(stale(task, a))
             found = agreement({b: v["score"] for b, v in a["scores"].items()},
                               fine_tuned_best(by_method, seed, kind), kind)
             if found:
@@ -530,6 +550,8 @@ def report(out: Path) -> Path:
                           f"({', '.join(sorted({p for p, _ in picks}))}) within 3 % of the best fine-tuned backbone in "
                           f"{near} of {len(picks)} seeds (gaps {', '.join(f'{100 * g:.1f} %' for _, g in picks)}); "
                           f"{np.mean(seconds):.0f} s per ranking of {size} crystals"]
+            if unscored:
+                lines[-1] += f" (run before {', '.join(sorted(unscored))} could be scored: stale)"
         lines.append("")
     if correlations:
         lines.append(f"Advisor over all cells: mean Spearman correlation {np.mean(correlations):.2f} (goal ≥ 0.6); "
@@ -551,6 +573,8 @@ def _plots(out: Path, runs: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from crystalzoo.transfer import leakage
 
     tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
     mean: dict = {}
@@ -590,7 +614,9 @@ def _plots(out: Path, runs: list[dict]) -> None:
     ax.set_yticks(range(len(backbones)), backbones)
     for i in range(len(backbones)):
         for j in range(len(tasks)):
-            ax.text(j, i, "left out" if np.isnan(gain[i, j]) else f"{gain[i, j]:+.0f}%", ha="center", va="center",
+            # an empty cell: the leakage rule refuses the backbone on the task, or it was not run there
+            blank = "leakage" if leakage(backbones[i], TASKS[tasks[j]][0]) else "not run"
+            ax.text(j, i, blank if np.isnan(gain[i, j]) else f"{gain[i, j]:+.0f}%", ha="center", va="center",
                     fontsize=7)
     fig.colorbar(image, label="gain over scratch, %")
     fig.tight_layout()

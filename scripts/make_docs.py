@@ -24,7 +24,8 @@ crystals; the other 5 (mp-10036, mp-10037, mp-10039, mp-1004524, mp-1001571) hav
 12th-neighbour shell split between atoms of different elements, where the original keeps
 whichever pymatgen lists first and crystalzoo keeps all of them with fractional weights, so
 that its prediction does not depend on the order of the atoms (see [graphs](graphs.md)); with
-pymatgen's order they match too. Their metric is the best validation score stored in each
+some choice of the tied neighbours they match too (pymatgen's order, which the original keeps,
+changed between pymatgen releases). Their metric is the best validation score stored in each
 checkpoint, on the authors' 2017 Materials Project split. Bulk and shear moduli are
 predicted as log10 of GPa.
 

@@ -1,7 +1,13 @@
-"""The bookkeeping of benchmarks/transfer_band_gap.py: run keys, stale runs, the tuning table."""
+"""The bookkeeping of benchmarks/transfer_band_gap.py (run keys, stale runs, the tuning table) and of
+benchmarks/small_data.py (stale advisor runs)."""
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+from pathlib import Path
+
+import pytest
 
 from benchmarks import transfer_band_gap as tb
 
@@ -61,3 +67,30 @@ def test_tuning_table_keeps_each_methods_lowest_validation_setting():
     short = [r for r in runs if r.get("options") != {"loss": "l1"} or r["backbone"] == "baseline"]
     assert tb.tuning_table(short, "formation") == []
     assert tb.tuning_table(runs, "combined") == []  # no tuning runs of that backbone
+
+
+@pytest.fixture
+def small_data(monkeypatch):
+    """benchmarks/small_data.py, which imports its sibling scripts as a script does."""
+    monkeypatch.syspath_prepend(str(Path(tb.__file__).parent))
+    module = importlib.import_module("small_data")
+    yield module
+    sys.modules.pop("small_data", None)
+
+
+def _advice(backbones):
+    return {"seed": 0, "scores": {b: {"score": -float(i), "freeze": 0} for i, b in enumerate(backbones)}}
+
+
+def test_an_advisor_run_that_missed_a_registered_backbone_is_stale(small_data):
+    from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
+
+    allowed = small_data.zoo("band_gap", DEFAULT_ARCHITECTURE)
+    assert "band-gap" not in allowed and "chgnet-distilled" in allowed  # the leakage rule, and a student
+    complete = _advice(allowed)
+    assert small_data.stale("band_gap", complete, DEFAULT_ARCHITECTURE) == []
+    assert small_data.advised("band_gap", complete) == allowed[:3]
+    before = _advice([b for b in allowed if b != "chgnet-distilled"])  # run before the student was registered
+    assert small_data.stale("band_gap", before, DEFAULT_ARCHITECTURE) == ["chgnet-distilled"]
+    with pytest.raises(ValueError, match="did not score chgnet-distilled.*drop the cell's"):
+        small_data.advised("band_gap", before)
