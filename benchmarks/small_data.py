@@ -568,7 +568,8 @@ def report(out: Path) -> Path:
 def _plots(out: Path, runs: list[dict]) -> None:
     """small_data_curves.png (test score against training size, per task, for scratch, the best
     backbone and the external baselines) and small_data_matrix.png (backbone × task: the mean
-    relative gain over scratch at the largest size run)."""
+    relative gain over scratch at the largest size whose scratch runs are complete); both of
+    the methods run in every seed only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -580,7 +581,10 @@ def _plots(out: Path, runs: list[dict]) -> None:
     mean: dict = {}
     for r in runs:
         mean.setdefault((r["task"], r["method"], r["size"]), []).append(r["test"])
-    mean = {k: float(np.mean(v)) for k, v in mean.items()}
+    # only methods run in every seed (a cell still running would plot its first seeds' mean)
+    seeds = max(len(v) for v in mean.values())
+    mean = {k: float(np.mean(v)) for k, v in mean.items() if len(v) == seeds}
+    tasks = [t for t in tasks if any(k[0] == t for k in mean)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for m in CURVES:  # the same methods in every task (picking each task's best would flatter the networks)
@@ -598,7 +602,7 @@ def _plots(out: Path, runs: list[dict]) -> None:
     backbones = sorted({m.split("/")[0] for _, m, _ in mean if "/" in m} - {ADVISED})  # a blend, not a backbone
     gain = np.full((len(backbones), len(tasks)), np.nan)
     for j, task in enumerate(tasks):
-        size = max(n for t, _, n in mean if t == task)
+        size = max((n for t, m, n in mean if t == task and m == "scratch"), default=None)
         base = mean.get((task, "scratch", size))
         sign = 1 if TASKS[task][1] == "regression" else -1
         for i, b in enumerate(backbones):
