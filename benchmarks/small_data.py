@@ -416,7 +416,11 @@ def run(args) -> None:
                         if f"{cell}|advisor" not in done:
                             print(f"{key}: no advisor run for the cell (--no-advisor): skipped", flush=True)
                             continue
-                        blended = advised(task, done[f"{cell}|advisor"])
+                        try:
+                            blended = advised(task, done[f"{cell}|advisor"])
+                        except ValueError as e:  # a stale advisor run with --no-advisor, or one being run again
+                            print(f"{key}: {e}: skipped", flush=True)
+                            continue
                         backbone = "+".join(blended)
                         if key in done and done[key]["backbone"] != backbone:  # the advisor was run again since
                             print(f"{key}: blended {done[key]['backbone']}, the advisor now picks {backbone}: "
@@ -569,7 +573,7 @@ def _plots(out: Path, runs: list[dict]) -> None:
     """small_data_curves.png (test score against training size, per task, for scratch, the best
     backbone and the external baselines) and small_data_matrix.png (backbone × task: the mean
     relative gain over scratch at the largest size whose scratch runs are complete); both of
-    the methods run in every seed only."""
+    the methods run in as many seeds as any method of the task (5 in the suite) only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -581,9 +585,11 @@ def _plots(out: Path, runs: list[dict]) -> None:
     mean: dict = {}
     for r in runs:
         mean.setdefault((r["task"], r["method"], r["size"]), []).append(r["test"])
-    # only methods run in every seed (a cell still running would plot its first seeds' mean)
-    seeds = max(len(v) for v in mean.values())
-    mean = {k: float(np.mean(v)) for k, v in mean.items() if len(v) == seeds}
+    # only methods run in as many seeds as the task's most (a cell still running would plot its first seeds' mean)
+    seeds: dict = {}
+    for (task, _, _), v in mean.items():
+        seeds[task] = max(seeds.get(task, 0), len(v))
+    mean = {k: float(np.mean(v)) for k, v in mean.items() if len(v) == seeds[k[0]]}
     tasks = [t for t in tasks if any(k[0] == t for k in mean)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -600,10 +606,13 @@ def _plots(out: Path, runs: list[dict]) -> None:
     fig.savefig(out / "small_data_curves.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     backbones = sorted({m.split("/")[0] for _, m, _ in mean if "/" in m} - {ADVISED})  # a blend, not a backbone
-    gain = np.full((len(backbones), len(tasks)), np.nan)
+    tasks = [t for t in tasks if (t, "scratch") in {k[:2] for k in mean}]  # gains over a complete scratch only
+    if not tasks or not backbones:
+        return
+    gain, sizes = np.full((len(backbones), len(tasks)), np.nan), [0] * len(tasks)
     for j, task in enumerate(tasks):
-        size = max((n for t, m, n in mean if t == task and m == "scratch"), default=None)
-        base = mean.get((task, "scratch", size))
+        size = sizes[j] = max(n for t, m, n in mean if t == task and m == "scratch")
+        base = mean[(task, "scratch", size)]
         sign = 1 if TASKS[task][1] == "regression" else -1
         for i, b in enumerate(backbones):
             scores = [v for (t, m, n), v in mean.items() if t == task and n == size and m.split("/")[0] == b
@@ -619,7 +628,7 @@ def _plots(out: Path, runs: list[dict]) -> None:
     for i in range(len(backbones)):
         for j in range(len(tasks)):
             # an empty cell: the leakage rule refuses the backbone on the task, or it was not run there
-            blank = "leakage" if leakage(backbones[i], TASKS[tasks[j]][0]) else "not run"
+            blank = "leakage" if leakage(backbones[i], TASKS[tasks[j]][0]) else f"not run\nat {sizes[j]}"
             ax.text(j, i, blank if np.isnan(gain[i, j]) else f"{gain[i, j]:+.0f}%", ha="center", va="center",
                     fontsize=7)
     fig.colorbar(image, label="gain over scratch, %")

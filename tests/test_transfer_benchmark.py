@@ -75,7 +75,8 @@ def small_data(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(tb.__file__).parent))
     module = importlib.import_module("small_data")
     yield module
-    sys.modules.pop("small_data", None)
+    for name in ("small_data", "transfer_band_gap"):  # its sibling, imported as a script imports it
+        sys.modules.pop(name, None)
 
 
 def _advice(backbones):
@@ -94,3 +95,44 @@ def test_an_advisor_run_that_missed_a_registered_backbone_is_stale(small_data):
     assert small_data.stale("band_gap", before, DEFAULT_ARCHITECTURE) == ["chgnet-distilled"]
     with pytest.raises(ValueError, match="did not score chgnet-distilled.*drop the cell's"):
         small_data.advised("band_gap", before)
+
+
+def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_data, monkeypatch, tmp_path):
+    """run(): an advisor run that missed a backbone is run again, the advised3 blend whose picks
+    changed with it too; a second invocation finds everything done and appends nothing."""
+    import argparse
+
+    from crystalzoo.data import bundled_dataset
+    from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
+
+    allowed = small_data.zoo("band_gap", DEFAULT_ARCHITECTURE)
+    old_pick = [b for b in allowed if b != "chgnet-distilled"][:3]
+    new_pick = ["chgnet-distilled"] + old_pick[:2]
+    ranking = new_pick + [b for b in small_data.zoo("band_gap") if b not in new_pick]  # every family
+    calls = []
+    monkeypatch.setattr(small_data, "advise", lambda task, train, seed, backbones: calls.append("advise") or {
+        "scores": {b: {"score": -float(i), "freeze": 0} for i, b in enumerate(ranking)}, "baseline": -99.0,
+        "seconds": 0.0})
+    monkeypatch.setattr(small_data, "score_network", lambda method, *a, **k: calls.append(method) or {
+        "test": 0.5, "val": 0.5})
+    cell = "band_gap|20|0"
+    before = [{"key": f"{cell}|advisor", "backbone": "baseline", "weights": None, "task": "band_gap", "size": 20,
+               "seed": 0, "method": "advisor", "scores": {b: {"score": -float(i), "freeze": 0}
+                                                          for i, b in enumerate(old_pick)}},
+              {"key": f"{cell}|advised3/full+blend", "backbone": "+".join(old_pick),
+               "weights": tb.weights_of("+".join(old_pick)), "task": "band_gap", "size": 20, "seed": 0,
+               "method": "advised3/full+blend", "test": 0.6}]
+    runs = tmp_path / "small_data_runs.jsonl"
+    runs.write_text("".join(json.dumps(r) + "\n" for r in before))
+    args = argparse.Namespace(data=str(bundled_dataset("mp-band-gap")), out=str(tmp_path), tasks=["band_gap"],
+                              sizes=[20], seeds=[0], recipes=["full+blend"], backbones=[small_data.ADVISED],
+                              epochs=1, test=20, limit=60, threads=1, externals=False, advisor=True, quick=True)
+    small_data.run(args)
+    assert calls == ["advise", "scratch", "advised3/full+blend"]
+    done = tb.read_runs(runs)[0]
+    assert done[f"{cell}|advised3/full+blend"]["backbone"] == "+".join(new_pick)
+    assert small_data.stale("band_gap", done[f"{cell}|advisor"]) == []
+    lines = runs.read_text()
+    calls.clear()
+    small_data.run(args)
+    assert calls == [] and runs.read_text() == lines

@@ -21,8 +21,8 @@ COLUMNS = {  # registry name -> column of the reference CSVs
 # Crystals where several neighbours of different elements tie at the 12th-neighbour boundary:
 # the original keeps whichever comes first in pymatgen's internal order, crystalzoo keeps them
 # all with fractional weights (docs/graphs.md). test_tie_crystals_differ_only_by_tie_break shows
-# that the tie is the whole difference: some choice of the tied neighbours gives the original prediction. (mp-1001571 ties too, but the original's and 0.1.0's
-# choices happened to agree.)
+# that the tie is the whole difference: some choice of the tied neighbours gives the original
+# prediction. (mp-1001571 ties too, but the original's and 0.1.0's choices happened to agree.)
 TIE_CRYSTALS = ["mp-10036", "mp-10037", "mp-10039", "mp-1004524"]
 
 
@@ -79,7 +79,10 @@ def test_tie_crystals_differ_only_by_tie_break(mp200_structures, mp200):
             src, dst, dist = [], [], []
             for i, nbrs in enumerate(neighbours):
                 d, j = np.array([n[1] for n in nbrs]), np.array([n[2] for n in nbrs])
-                kept = np.lexsort((rng.random(len(d)), np.round(d, 4)))[:12]
+                order = np.argsort(d)
+                shell = np.empty(len(d), int)  # distances within 1e-4 Å of the previous one: the same shell
+                shell[order] = np.cumsum(np.diff(d[order], prepend=-1.0) > 1e-4)
+                kept = np.lexsort((rng.random(len(d)), shell))[:12]
                 src += j[kept].tolist()
                 dst += [i] * 12
                 dist += d[kept].tolist()
