@@ -562,8 +562,8 @@ def report(out: Path) -> Path:
         lines.append("")
     if correlations:
         lines.append(f"Advisor over the cells of {len(SEEDS)} seeds: mean Spearman correlation "
-                     f"{np.mean(correlations):.2f} (goal ≥ 0.6); its top pick within 3 % of the best in most seeds in {sum(cells_near)} of {len(cells_near)} "
-                     "cells.")
+                     f"{np.mean(correlations):.2f} (goal ≥ 0.6); its top pick within 3 % of the best in most seeds "
+                     f"in {sum(cells_near)} of {len(cells_near)} cells.")
     if runs:
         _plots(out, runs)
         lines += ["", "![learning curves](small_data_curves.png)", "", "![transfer matrix](small_data_matrix.png)"]
@@ -595,7 +595,8 @@ def _plots(out: Path, runs: list[dict]) -> None:
         seeds[task] = max(seeds.get(task, 0), len(v))
     # a cell (task, size) is complete when scratch and every backbone's ``full`` run (the suite's
     # main recipe) were run in every seed there (a one-off method in fewer seeds does not count)
-    partial = {(t, n) for (t, m, n), v in mean.items() if len(v) < seeds[t] and (m == "scratch" or m.endswith("/full"))}
+    partial = {(t, n) for (t, m, n), v in mean.items()
+               if len(v) < seeds[t] and (m == "scratch" or m.endswith("/full"))}
     mean = {k: float(np.mean(v)) for k, v in mean.items() if len(v) == seeds[k[0]]}
     tasks = [t for t in tasks if any(k[0] == t for k in mean)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
