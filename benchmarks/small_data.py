@@ -170,7 +170,8 @@ def advised(task: str, advice: dict, n: int = 3) -> list[str]:
     missing = stale(task, advice, DEFAULT_ARCHITECTURE)
     if missing:
         raise ValueError(f"{task}: the advisor run of seed {advice['seed']} did not score {', '.join(missing)} "
-                         f"(registered since): drop the cell's '…|advisor' lines from the runs file and run again")
+                         "(registered since): run the cell again with the advisor on (no --no-advisor), which "
+                         "ranks them again")
     ranked = sorted((b for b in advice["scores"] if b in allowed), key=lambda b: -advice["scores"][b]["score"])
     if len(ranked) < n:
         raise ValueError(f"{task}: the advisor scored {len(ranked)} allowed CGCNN backbones, fewer than {n}")
@@ -400,9 +401,9 @@ def run(args) -> None:
                 # advised3 picks from every backbone: the advisor then ranks them all
                 ranked = None if ADVISED in (args.backbones or [ADVISED]) else args.backbones
                 before = done.get(f"{cell}|advisor")
-                if args.advisor and before is not None and ranked is None and stale(task, before):
-                    # a run from before a backbone was registered: run again (the later line is the one read)
-                    print(f"{cell}|advisor: did not score {', '.join(stale(task, before))}: run again", flush=True)
+                missing = stale(task, before) if args.advisor and before is not None and ranked is None else []
+                if missing:  # a run from before a backbone was registered: run again (the later line is the one read)
+                    print(f"{cell}|advisor: did not score {', '.join(missing)}: run again", flush=True)
                     before = None
                 if args.advisor and before is None:
                     _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,

@@ -108,12 +108,13 @@ def leakage(backbone: str, target: str) -> str | None:
     teacher = info.training_data.get("teacher_targets", [])
     if isinstance(teacher, str):  # one name, not its letters
         teacher = [teacher]
+    group = _group(target)
+    derived = next((parts for name, parts in DERIVED.items() if normal_name(name) in group), None)
     for trained, whose in ((list(info.targets), f"{backbone} was pretrained on"),
                            (list(teacher), f"{backbone}'s teacher (it was distilled from) was trained on")):
         known = {normal_name(t) for t in trained}
-        if _group(target) & known:
+        if group & known:
             return f"{whose} {trained}, the same quantity as {target}"
-        derived = next((parts for name, parts in DERIVED.items() if normal_name(name) in _group(target)), None)
         if derived and all({normal_name(n) for n in part} & known for part in derived):
             return f"{whose} {trained}, from which {target} is computed"
     return None
