@@ -124,7 +124,8 @@ def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_dat
     runs.write_text("".join(json.dumps(r) + "\n" for r in before))
     args = argparse.Namespace(data=str(bundled_dataset("mp-band-gap")), out=str(tmp_path), tasks=["band_gap"],
                               sizes=[20], seeds=[0], recipes=["full+blend"], backbones=[small_data.ADVISED],
-                              epochs=1, test=20, limit=60, threads=1, externals=False, advisor=True, quick=True)
+                              epochs=1, test=20, limit=60, threads=1, externals=False, advisor=True, quick=True,
+                              finetune_chgnet=False)
     small_data.run(args)
     assert calls == ["advise", "scratch", "advised3/full+blend"]
     done = tb.read_runs(runs)[0]
@@ -134,3 +135,23 @@ def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_dat
     calls.clear()
     small_data.run(args)
     assert calls == [] and runs.read_text() == lines
+
+
+@pytest.mark.slow  # about a minute on one core; chgnet is in the [bench] extra only
+def test_chgnet_fine_tuned_end_to_end_beats_the_mean_and_keeps_its_best_epoch(small_data):
+    """chgnet+finetune, the external baseline of a user of the chgnet package: real band gaps, its
+    pretrained weights with a new readout; the validation score is that of the epoch it keeps."""
+    pytest.importorskip("chgnet")
+    import numpy as np
+
+    from crystalzoo.data import bundled_dataset
+
+    rows = small_data.labelled_rows(Path(bundled_dataset("mp-band-gap")), "band_gap")[:120]
+    parts = (np.arange(0, 80), np.arange(80, 100), np.arange(100, 120))
+    r = small_data.finetune_chgnet("band_gap", rows, parts, seed=0, epochs=4)
+    y = np.array([row["band_gap"] for row in rows])
+    mean_mae = float(np.mean(np.abs(y[parts[2]] - y[parts[0]].mean())))
+    assert 1 <= r["best_epoch"] <= 4 and r["setting"] == small_data.CHGNET_FINETUNE
+    assert 0 < r["test"] < mean_mae, (r, mean_mae)
+    assert "chgnet+finetune" in small_data.methods("band_gap", ["full"], True, finetune_chgnet=True)
+    assert "chgnet+finetune" not in small_data.methods("band_gap", ["full"], True)
