@@ -24,7 +24,9 @@ Methods, all with the same budget (``--epochs``, the default schedule, no tuning
   backbones the cell's advisor ranked first on the training split, one network each);
 - external baselines (the ``[bench]`` extra: matminer, lightgbm), tuned on the validation split:
   ``magpie+lgbm`` (Magpie composition features + density features, LightGBM), and with the
-  ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features);
+  ``[chgnet]`` extra ``chgnet+mlp`` and ``magpie+chgnet+lgbm`` (frozen CHGNet crystal features, which
+  CHGNet makes the sum of its atom vectors) and ``chgnet_mean+mlp`` and ``magpie+chgnet_mean+lgbm``
+  (the same per atom: the mean of its atom vectors);
   ``distilled+mlp`` and ``magpie+distilled+lgbm`` the same on the ``chgnet-distilled`` student's
   reproduction of those features, where it is registered; with ``--finetune-chgnet``,
   ``chgnet+finetune``: CHGNet itself fine-tuned end to end (``finetune_chgnet``: its pretrained
@@ -137,6 +139,8 @@ def methods(task: str, recipes: list[str], externals: bool, backbones: list[str]
                                        for b in ("lgbm", "hgb")] + ["zoo-pooled+composition+hgb"]
         if chgnet and _has("chgnet"):
             out += ["magpie+chgnet+lgbm"] + (["chgnet+mlp"] if kind == "regression" else [])
+            # CHGNet's crystal vector is the sum of its atom vectors: per atom too, for the intensive targets
+            out += ["magpie+chgnet_mean+lgbm"] + (["chgnet_mean+mlp"] if kind == "regression" else [])
             out += ["chgnet+finetune"] if finetune_chgnet else []
         if DISTILLED in allowed:  # the same heads on the distilled student's features (the leakage rule too)
             out += ["magpie+distilled+lgbm"] + (["distilled+mlp"] if kind == "regression" else [])
@@ -237,7 +241,14 @@ def _save(file: Path, known: dict) -> None:
 
 def features(kind: str, rows: list[dict], cache: Path) -> np.ndarray:
     """Magpie (+ density) or CHGNet crystal features of ``rows``, cached by mp_id in ``cache``
-    (the graph cache's folder, ``$CRYSTALZOO_CACHE``: not the results')."""
+    (the graph cache's folder, ``$CRYSTALZOO_CACHE``: not the results'). ``chgnet`` is CHGNet's
+    ``crystal_fea``, the sum of its atom vectors (twice as large for a doubled cell);
+    ``chgnet_mean`` the same per atom, the mean of its atom vectors."""
+    if kind == "chgnet_mean":
+        from pymatgen.core import Structure
+
+        return features("chgnet", rows, cache) / np.array([len(Structure.from_str(r["cif"], "cif"))
+                                                           for r in rows])[:, None]
     cache.mkdir(parents=True, exist_ok=True)
     file = cache / f"{kind}.npz"
     known = dict(np.load(file, allow_pickle=False)) if file.exists() else {}
@@ -294,12 +305,11 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
     y = np.array([r[task] for r in rows])
     words = method.split("+")
     if words[-1] not in ("lgbm", "hgb", "mlp") or (words[-1] == "hgb" and ("-pooled" not in method or
-                                                                         {"magpie", "chgnet"} & set(words))):
+                                                                         {"magpie", "chgnet", "chgnet_mean"} & set(words))):
         raise ValueError(f"{method}: the learner is lgbm, mlp or hgb (crystalzoo's fit_booster, on backbones' "
                          "pooled vectors with or without composition only)")
     blocks = [features("magpie", rows, cache)] if "magpie" in words else []
-    if "chgnet" in words:
-        blocks.append(features("chgnet", rows, cache))
+    blocks += [features(k, rows, cache) for k in ("chgnet", "chgnet_mean") if k in words]
     if "distilled" in words:  # the distilled student's reproduction of the teacher's features, at CGCNN speed
         from crystalzoo import load_model
 
@@ -332,7 +342,7 @@ def score_external(method: str, task: str, rows: list[dict], parts: tuple, cache
             blocks.append(element_statistics(z, crystal, len(part)))
         blocks = [np.concatenate(blocks)]
     x = np.concatenate(blocks, axis=1)
-    if method in ("chgnet+mlp", "distilled+mlp"):
+    if method in ("chgnet+mlp", "chgnet_mean+mlp", "distilled+mlp"):
         from sklearn.compose import TransformedTargetRegressor
         from sklearn.neural_network import MLPRegressor
         from sklearn.pipeline import make_pipeline

@@ -155,3 +155,21 @@ def test_chgnet_fine_tuned_end_to_end_beats_the_mean_and_keeps_its_best_epoch(sm
     assert 0 < r["test"] < mean_mae, (r, mean_mae)
     assert "chgnet+finetune" in small_data.methods("band_gap", ["full"], True, finetune_chgnet=True)
     assert "chgnet+finetune" not in small_data.methods("band_gap", ["full"], True)
+
+
+def test_chgnet_features_are_a_sum_over_atoms_and_chgnet_mean_is_per_atom(small_data, tmp_path):
+    """CHGNet's crystal vector doubles with the cell; the per-atom baseline's does not."""
+    pytest.importorskip("chgnet")
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rows = [{"mp_id": "cell", "cif": cscl.to(fmt="cif")}, {"mp_id": "doubled", "cif": (cscl * (2, 1, 1)).to(fmt="cif")}]
+    summed = small_data.features("chgnet", rows, tmp_path)
+    mean = small_data.features("chgnet_mean", rows, tmp_path)
+    assert np.abs(summed).max() > 0.1
+    np.testing.assert_allclose(summed[1], 2 * summed[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean[1], mean[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean[0], summed[0] / 2, rtol=1e-6)
+    assert (tmp_path / "chgnet.npz").exists()  # the teacher ran once per crystal: cached by id
+    assert {"magpie+chgnet_mean+lgbm", "chgnet_mean+mlp"} <= set(small_data.methods("band_gap", ["full"], True))
