@@ -165,9 +165,27 @@ def _has(module: str) -> bool:
 
 
 def stale(task: str, advice: dict, family: str | None = None) -> list[str]:
-    """The backbones ``task`` may use now (of ``family``) that the advisor's run ``advice`` did not score:
-    registered after it ran (an advisor run of a chosen ``--backbones`` list is stale too)."""
-    return sorted(set(zoo(task, family)) - set(advice["scores"]))
+    """The backbones ``task`` may use now (of ``family``) that the advisor's run ``advice`` did not score
+    (registered after it ran; an advisor run of a chosen ``--backbones`` list is stale too) or scored with
+    other weights than those registered now (``advice["scored_weights"]``, by backbone; a run that did
+    not record them is stale for every backbone)."""
+    scored = advice.get("scored_weights") or {}
+    return sorted(b for b in zoo(task, family) if b not in advice["scores"] or scored.get(b) != weights_of(b))
+
+
+def uses(task: str, method: str) -> str:
+    """The backbone(s) whose weights a run of ``method`` reads, as ``weights_of`` takes them (a run of other
+    weights is stale): ``B/recipe`` fine-tunes ``B``; ``B-pooled+…`` reads ``B``'s vectors (``zoo-pooled``:
+    every CGCNN backbone ``task`` may use, joined by ``+``); ``…distilled…`` the student's features;
+    ``baseline`` otherwise (nothing of crystalzoo's). ``advised3``'s picks come from its cell's advisor run."""
+    from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
+
+    if "/" in method:
+        return method.split("/")[0]
+    if "-pooled" in method:
+        source = method.split("-pooled")[0]
+        return "+".join(zoo(task, DEFAULT_ARCHITECTURE)) if source == "zoo" else source
+    return DISTILLED if "distilled" in method.split("+") else "baseline"
 
 
 def advised(task: str, advice: dict, n: int = 3) -> list[str]:
@@ -178,8 +196,8 @@ def advised(task: str, advice: dict, n: int = 3) -> list[str]:
     missing = stale(task, advice, DEFAULT_ARCHITECTURE)
     if missing:
         raise ValueError(f"{task}: the advisor run of seed {advice['seed']} did not score {', '.join(missing)} "
-                         "(registered since): run the cell again with the advisor on (no --no-advisor), which "
-                         "ranks them again")
+                         "as registered now (registered since, or again): run the cell again with the advisor on "
+                         "(no --no-advisor), which ranks them again")
     ranked = sorted((b for b in advice["scores"] if b in allowed), key=lambda b: -advice["scores"][b]["score"])
     if len(ranked) < n:
         raise ValueError(f"{task}: the advisor scored {len(ranked)} allowed CGCNN backbones, fewer than {n}")
@@ -450,7 +468,8 @@ def advise(task: str, train, seed: int, backbones: list[str] | None = None) -> d
     for r in ranking.rows:
         if r["backbone"] not in best:
             best[r["backbone"]] = {"score": r["score"], "freeze": r["freeze"]}
-    return {"scores": best, "baseline": ranking.baseline, "seconds": time.perf_counter() - t0}
+    return {"scores": best, "scored_weights": {b: weights_of(b) for b in best}, "baseline": ranking.baseline,
+            "seconds": time.perf_counter() - t0}
 
 
 def run(args) -> None:
@@ -483,8 +502,10 @@ def run(args) -> None:
                 ranked = None if ADVISED in (args.backbones or [ADVISED]) else args.backbones
                 before = done.get(f"{cell}|advisor")
                 missing = stale(task, before) if args.advisor and before is not None and ranked is None else []
-                if missing:  # a run from before a backbone was registered: run again (the later line is the one read)
-                    print(f"{cell}|advisor: did not score {', '.join(missing)}: run again", flush=True)
+                if missing:  # a run from before a backbone was registered (or registered again): run again (the
+                    # later line is the one read)
+                    print(f"{cell}|advisor: did not score {', '.join(missing)} as registered now: run again",
+                          flush=True)
                     before = None
                 if args.advisor and before is None:
                     _append(runs_file, {"key": f"{cell}|advisor", "backbone": "baseline", "weights": None,
@@ -492,11 +513,11 @@ def run(args) -> None:
                                         **advise(task, train, seed, ranked)})
                 for method in methods(task, args.recipes, args.externals, args.backbones, not args.quick,
                                       args.finetune_chgnet):
+                    if args.only and method not in args.only:
+                        continue
                     key = f"{cell}|{method}"
                     done = read_runs(runs_file)[0]  # another process may have run it meanwhile
-                    backbone = method.split("/")[0] if "/" in method else method.split("-pooled")[0] \
-                        if "-pooled" in method else "baseline"
-                    blended = None
+                    backbone, blended = uses(task, method), None
                     if backbone == ADVISED:  # the backbones it blends, each of whose weights the run is of
                         if f"{cell}|advisor" not in done:
                             print(f"{key}: no advisor run for the cell (--no-advisor): skipped", flush=True)
@@ -511,6 +532,9 @@ def run(args) -> None:
                             print(f"{key}: blended {done[key]['backbone']}, the advisor now picks {backbone}: "
                                   "run again", flush=True)
                             del done[key]
+                    if key in done and done[key]["backbone"] != backbone:  # e.g. the zoo has grown since
+                        print(f"{key}: read {done[key]['backbone']}, now {backbone}: run again", flush=True)
+                        del done[key]
                     if key in done:
                         continue
                     weights = weights_of(backbone)
@@ -565,7 +589,9 @@ def report(out: Path) -> Path:
     the best external baseline and the best fine-tuned backbone; the advisor's rank correlation), learning curves and
     the transfer matrix, from the runs file."""
     done = read_runs(out / "small_data_runs.jsonl")[0]
-    runs = [r for r in done.values() if r["method"] != "advisor"]
+    # a run that read other backbones than its method reads now (the zoo has grown, say) is left out: it runs again
+    runs = [r for r in done.values() if r["method"] != "advisor"
+            and (r["method"].startswith(ADVISED) or r["backbone"] == uses(r["task"], r["method"]))]
     advice = {(r["task"], r["size"], r["seed"]): r for r in done.values() if r["method"] == "advisor"}
     cells = sorted({(r["task"], r["size"]) for r in runs}, key=lambda c: (list(TASKS).index(c[0]), c[1]))
     lines = ["# Small-data benchmark", "",
@@ -625,7 +651,9 @@ def report(out: Path) -> Path:
             a = advice.get((task, size, seed))
             if a is None:
                 continue
-            unscored |= set(stale(task, a))
+            if stale(task, a):  # scores of other weights than those fine-tuned now: not compared
+                unscored |= set(stale(task, a))
+                continue
             found = agreement({b: v["score"] for b, v in a["scores"].items()},
                               fine_tuned_best(by_method, seed, kind), kind)
             if found:
@@ -642,8 +670,9 @@ def report(out: Path) -> Path:
                           f"({', '.join(sorted({p for p, _ in picks}))}) within 3 % of the best fine-tuned backbone in "
                           f"{near} of {len(picks)} seeds (gaps {', '.join(f'{100 * g:.1f} %' for _, g in picks)}); "
                           f"{np.mean(seconds):.0f} s per ranking of {size} crystals"]
-            if unscored:
-                lines[-1] += f" (run before {', '.join(sorted(unscored))} could be scored: stale)"
+        if unscored:  # the seeds whose advisor runs are stale are left out above (the cell runs them again)
+            lines += ["", f"advisor: stale in some seeds (they did not score {', '.join(sorted(unscored))} as "
+                          "registered now) and left out; running the cell again ranks them again"]
         lines.append("")
     if correlations:
         lines.append(f"Advisor over the cells of {len(SEEDS)} seeds: mean Spearman correlation "
@@ -746,6 +775,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-externals", dest="externals", action="store_false")
     p.add_argument("--no-advisor", dest="advisor", action="store_false")
+    p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
+                   help="run only these of each cell's methods (e.g. zoo-pooled+composition+hgb)")
     p.add_argument("--finetune-chgnet", action="store_true",
                    help="CHGNet fine-tuned end to end too (chgnet+finetune; about an hour per seed at 1,000 crystals)")
     p.add_argument("--report", action="store_true", help="write the tables and plots from the runs file, run nothing")

@@ -80,7 +80,8 @@ def small_data(monkeypatch):
 
 
 def _advice(backbones):
-    return {"seed": 0, "scores": {b: {"score": -float(i), "freeze": 0} for i, b in enumerate(backbones)}}
+    return {"seed": 0, "scores": {b: {"score": -float(i), "freeze": 0} for i, b in enumerate(backbones)},
+            "scored_weights": {b: tb.weights_of(b) for b in backbones}}
 
 
 def test_an_advisor_run_that_missed_a_registered_backbone_is_stale(small_data):
@@ -95,6 +96,39 @@ def test_an_advisor_run_that_missed_a_registered_backbone_is_stale(small_data):
     assert small_data.stale("band_gap", before, DEFAULT_ARCHITECTURE) == ["chgnet-distilled"]
     with pytest.raises(ValueError, match="did not score chgnet-distilled.*run the cell again with the advisor on"):
         small_data.advised("band_gap", before)
+    # a backbone registered again since (other weights under its name), or a run that recorded no weights
+    again = {**complete, "scored_weights": {**complete["scored_weights"], "combined": "0" * 12}}
+    assert small_data.stale("band_gap", again, DEFAULT_ARCHITECTURE) == ["combined"]
+    unknown = {k: v for k, v in complete.items() if k != "scored_weights"}
+    assert small_data.stale("band_gap", unknown, DEFAULT_ARCHITECTURE) == sorted(allowed)
+
+
+def test_a_run_is_of_the_backbones_its_method_reads_now_and_the_report_leaves_out_others(small_data, tmp_path):
+    """uses(): the backbones (and so the weights) a run reads; a run that read others (the zoo before it
+    grew, the student's features recorded as no backbone) is left out of the report, and run again."""
+    from crystalzoo.models.architectures import DEFAULT_ARCHITECTURE
+
+    zoo = small_data.zoo("band_gap", DEFAULT_ARCHITECTURE)
+    assert small_data.uses("band_gap", "zoo-pooled+composition+hgb") == "+".join(zoo)
+    assert small_data.uses("band_gap", "magpie+distilled+lgbm") == small_data.DISTILLED
+    assert small_data.uses("band_gap", "distilled+mlp") == small_data.DISTILLED
+    assert small_data.uses("band_gap", "combined-pooled+magpie+lgbm") == "combined"
+    assert small_data.uses("band_gap", "formation/full+ema") == "formation"
+    assert small_data.uses("band_gap", "magpie+chgnet_mean+lgbm") == "baseline"
+    assert small_data.uses("band_gap", "scratch") == "baseline"
+
+    def row(seed, method, backbone, test):
+        return {"key": f"band_gap|100|{seed}|{method}", "backbone": backbone, "weights": tb.weights_of(backbone),
+                "task": "band_gap", "size": 100, "seed": seed, "method": method, "test": test, "val": test}
+
+    rows = [row(s, "scratch", "baseline", 1.0 + s / 100) for s in (0, 1)]
+    rows += [row(0, "zoo-pooled+composition+hgb", "zoo", 0.111), row(1, "zoo-pooled+composition+hgb", "zoo", 0.222),
+             row(0, "magpie+distilled+lgbm", small_data.DISTILLED, 0.333),
+             row(1, "magpie+distilled+lgbm", "baseline", 0.444)]
+    (tmp_path / "small_data_runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = small_data.report(tmp_path).read_text()
+    assert "zoo-pooled" not in text and "0.1110" not in text
+    assert "| magpie+distilled+lgbm | 0.3330 ± 0.0000 (1) |" in text  # seed 1 read no backbone: left out
 
 
 def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_data, monkeypatch, tmp_path):
@@ -111,7 +145,8 @@ def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_dat
     ranking = new_pick + [b for b in small_data.zoo("band_gap") if b not in new_pick]  # every family
     calls = []
     monkeypatch.setattr(small_data, "advise", lambda task, train, seed, backbones: calls.append("advise") or {
-        "scores": _advice(ranking)["scores"], "baseline": -99.0, "seconds": 0.0})
+        "scores": _advice(ranking)["scores"], "scored_weights": _advice(ranking)["scored_weights"],
+        "baseline": -99.0, "seconds": 0.0})
     monkeypatch.setattr(small_data, "score_network", lambda method, *a, **k: calls.append(method) or {
         "test": 0.5, "val": 0.5})
     cell = "band_gap|20|0"
@@ -125,7 +160,7 @@ def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_dat
     args = argparse.Namespace(data=str(bundled_dataset("mp-band-gap")), out=str(tmp_path), tasks=["band_gap"],
                               sizes=[20], seeds=[0], recipes=["full+blend"], backbones=[small_data.ADVISED],
                               epochs=1, test=20, limit=60, threads=1, externals=False, advisor=True, quick=True,
-                              finetune_chgnet=False)
+                              finetune_chgnet=False, only=None)
     small_data.run(args)
     assert calls == ["advise", "scratch", "advised3/full+blend"]
     done = tb.read_runs(runs)[0]
