@@ -528,11 +528,8 @@ def run(args) -> None:
                             print(f"{key}: {e}: skipped", flush=True)
                             continue
                         backbone = "+".join(blended)
-                        if key in done and done[key]["backbone"] != backbone:  # the advisor was run again since
-                            print(f"{key}: blended {done[key]['backbone']}, the advisor now picks {backbone}: "
-                                  "run again", flush=True)
-                            del done[key]
-                    if key in done and done[key]["backbone"] != backbone:  # e.g. the zoo has grown since
+                    # the advisor picks others since, or the zoo has grown: the run reads other backbones now
+                    if key in done and done[key]["backbone"] != backbone:
                         print(f"{key}: read {done[key]['backbone']}, now {backbone}: run again", flush=True)
                         del done[key]
                     if key in done:
@@ -656,8 +653,9 @@ def report(out: Path) -> Path:
             a = advice.get((task, size, seed))
             if a is None:
                 continue
-            if stale(task, a):  # scores of other weights than those fine-tuned now: not compared
-                unscored |= set(stale(task, a))
+            missing = stale(task, a)
+            if missing:  # scores of other weights than those fine-tuned now: not compared
+                unscored |= set(missing)
                 continue
             found = agreement({b: v["score"] for b, v in a["scores"].items()},
                               fine_tuned_best(by_method, seed, kind), kind)
