@@ -483,6 +483,13 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "small_data_runs.jsonl"
+    if args.only:  # a misspelt method would run nothing, silently
+        known = {m for task in args.tasks for m in methods(task, args.recipes, args.externals, args.backbones,
+                                                             not args.quick, args.finetune_chgnet)}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            raise SystemExit(f"--only {' '.join(unknown)}: not a method of these cells with these options; "
+                             f"they have {', '.join(sorted(known))}")
     for task in args.tasks:
         rows = labelled_rows(Path(args.data), task)
         if args.limit:

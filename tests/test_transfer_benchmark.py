@@ -170,6 +170,9 @@ def test_a_stale_advisor_run_and_the_blend_it_chose_are_run_again_once(small_dat
     calls.clear()
     small_data.run(args)
     assert calls == [] and runs.read_text() == lines
+    with pytest.raises(SystemExit, match="--only zoo-poled: not a method of these cells"):  # a typo runs nothing
+        small_data.run(argparse.Namespace(**{**vars(args), "only": ["zoo-poled"]}))
+    assert calls == [] and runs.read_text() == lines
 
 
 @pytest.mark.slow  # about a minute on one core; chgnet is in the [bench] extra only
